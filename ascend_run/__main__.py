@@ -1,0 +1,3 @@
+from ascend_run.cli import main
+
+main()

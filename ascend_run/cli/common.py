@@ -1,0 +1,23 @@
+"""Options and output helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+deployment_option = click.option(
+    "-f", "--file", "deployment_file", required=True, type=click.Path(dir_okay=False),
+    help="The deployment file (YAML) describing the cluster and the job.")
+
+output_option = click.option(
+    "--output", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="Output format; json is for scripts.")
+
+dry_run_option = click.option(
+    "--dry-run", is_flag=True, help="Print exactly what would run, and run nothing.")
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))

@@ -1,0 +1,44 @@
+"""Shared small typed models: mounts and the strict base every input model derives from."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+
+class Strict(BaseModel):
+    """Base for input models: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Mount(Strict):
+    """A bind mount from the server into the container (or a hostPath volume on Kubernetes)."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+    @field_validator("source", "target")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must be an absolute path, got {value!r}")
+        if "\n" in value or "\0" in value:
+            raise ValueError("must not contain a newline or NUL")
+        return value.rstrip("/") or "/"
+
+    @classmethod
+    def parse(cls, spec: str | dict) -> "Mount":
+        """Accept docker's short form `SRC:DST[:ro|rw]` as well as a mapping."""
+        if isinstance(spec, dict):
+            return cls.model_validate(spec)
+        parts = spec.split(":")
+        if len(parts) == 2:
+            return cls(source=parts[0], target=parts[1])
+        if len(parts) == 3 and parts[2] in ("ro", "rw"):
+            return cls(source=parts[0], target=parts[1], read_only=parts[2] == "ro")
+        raise ValueError(f"expected SRC:DST or SRC:DST:ro, got {spec!r}")
+
+    def docker_flag(self) -> str:
+        """The value of docker's `-v` flag."""
+        return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")
