@@ -1,0 +1,430 @@
+"""The deployment file: one YAML describing a cluster of Ascend servers and the job to run on it.
+
+`load_deployment(path)` reads it, applies `extends:`, expands pdsh-style node ranges, validates
+everything against the hardware profile and returns a frozen `Deployment`. Every error names the file,
+the line, the key path and what to do, e.g.
+
+    examples/bad.yaml:12: nodes[3].npus[0]: NPU index 8 is out of range for atlas-800t-a2 (0-7)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ascend_run import hostrange
+from ascend_run.errors import ConfigError, ConfigErrors
+from ascend_run.models import Mount, Strict
+from ascend_run.profiles import HardwareProfile, get_profile
+from ascend_run.yamlio import format_loc, line_of, load_yaml
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+JOB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
+CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+SIZE = re.compile(r"^[0-9]+[bkmgBKMG]?$")
+
+
+def _env_mapping(value: Any) -> Any:
+    """YAML numbers become strings; booleans are refused because `off` vs `false` matters to MindSpore."""
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+        if isinstance(item, bool):
+            raise ValueError(f"{name}: write the value in quotes (\"true\"/\"off\"), YAML booleans are ambiguous")
+        if isinstance(item, (int, float)):
+            item = str(item)
+        out[name] = item
+    return out
+
+
+def check_address(value: str) -> str:
+    """An IPv4/IPv6 address or a DNS name. Dotted numbers that are not an IP are refused."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", value) or not HOSTNAME.match(value):
+        raise ValueError(f"{value!r} is neither an IP address nor a valid host name")
+    return value
+
+
+class SSHSettings(Strict):
+    """How to reach the servers. Host keys are always verified against `known_hosts`."""
+
+    user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]*\$?$")
+    port: int = Field(default=22, ge=1, le=65535)
+    identity_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    connect_timeout: float = Field(default=10, gt=0, le=600)
+
+
+class SSHOverride(Strict):
+    user: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]*\$?$")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    identity_file: str | None = None
+
+
+class NodeEntry(Strict):
+    """One line of `nodes:` as the user writes it; `address`/`name` may be pdsh-style ranges."""
+
+    address: str
+    name: str | None = None
+    npus: tuple[int, ...] | None = None
+    cluster_address: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    ssh: SSHOverride | None = None
+
+    _env = field_validator("env", mode="before")(lambda cls, v: _env_mapping(v))
+
+    @field_validator("npus")
+    @classmethod
+    def _npus_unique(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("must list at least one NPU index (or be left out for all)")
+            dupes = sorted({i for i in value if value.count(i) > 1})
+            if dupes:
+                raise ValueError(f"NPU index {dupes[0]} is listed twice")
+            if any(i < 0 for i in value):
+                raise ValueError("NPU indices are 0 or more")
+        return value
+
+    @field_validator("cluster_address")
+    @classmethod
+    def _cluster_address(cls, value: str | None) -> str | None:
+        return None if value is None else check_address(value)
+
+
+class ContainerSettings(Strict):
+    name: str | None = None
+    privileged: bool = False
+    user: str | None = None
+    shm_size: str | None = None
+    workdir: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not CONTAINER_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
+        return value
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm(cls, value: str | None) -> str | None:
+        if value is not None and not SIZE.match(value):
+            raise ValueError(f"{value!r} is not a size like 500g or 64m")
+        return value
+
+
+class JobSettings(Strict):
+    """The job: MindFormers' `msrun_launcher.sh` form or plain `msrun`, with the same values."""
+
+    launcher: Literal["msrun_launcher", "msrun"] = "msrun_launcher"
+    command: str = Field(min_length=1)
+    workdir: str = "/home/work/mindformers"
+    launcher_script: str = "scripts/msrun_launcher.sh"
+    master_port: int = Field(default=8118, ge=1024, le=65535)
+    master_address: str | None = None
+    local_workers: int | None = Field(default=None, gt=0)
+    log_dir: str = "output/msrun_log"
+    join: bool = False
+    cluster_timeout: int = Field(default=7200, gt=0)
+    config: str | None = None
+
+    @field_validator("master_address")
+    @classmethod
+    def _master(cls, value: str | None) -> str | None:
+        return None if value is None else check_address(value)
+
+
+class DeploymentFile(Strict):
+    """The whole file as written (after `extends:` is merged)."""
+
+    name: str
+    profile: str
+    image: str = Field(min_length=1)
+    ssh: SSHSettings = Field(default_factory=SSHSettings)
+    nodes: list[NodeEntry] = Field(min_length=1)
+    container: ContainerSettings = Field(default_factory=ContainerSettings)
+    mounts: list[Mount] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    job: JobSettings | None = None
+
+    _env = field_validator("env", mode="before")(lambda cls, v: _env_mapping(v))
+
+    @field_validator("name")
+    @classmethod
+    def _job_name(cls, value: str) -> str:
+        if not JOB_NAME.match(value):
+            raise ValueError(f"{value!r} must be lower-case letters, digits and '-', at most 52 characters "
+                             "(it names containers, labels and Kubernetes objects)")
+        return value
+
+    @field_validator("mounts", mode="before")
+    @classmethod
+    def _short_mounts(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [Mount.parse(item) if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if any(c.isspace() for c in value) or value.startswith("-"):
+            raise ValueError(f"{value!r} is not an image reference (e.g. registry/repo/name:tag)")
+        return value
+
+
+@dataclass(frozen=True)
+class Node:
+    """One server, resolved: its rank is its position in the file."""
+
+    rank: int
+    name: str
+    address: str
+    npus: tuple[int, ...]
+    cluster_address: str
+    ssh: SSHSettings
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hostname(self) -> str:
+        """The container's hostname: distinct per node, as MindFormers requires."""
+        return self.name
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A validated deployment: settings, the hardware profile and the expanded node list."""
+
+    path: Path
+    spec: DeploymentFile
+    profile: HardwareProfile
+    nodes: tuple[Node, ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def image(self) -> str:
+        return self.spec.image
+
+    @property
+    def mounts(self) -> list[Mount]:
+        return self.spec.mounts
+
+    @property
+    def job(self) -> JobSettings | None:
+        return self.spec.job
+
+    @property
+    def container_name(self) -> str:
+        return self.spec.container.name or self.spec.name
+
+    @property
+    def total_npus(self) -> int:
+        return sum(len(n.npus) for n in self.nodes)
+
+    @property
+    def master(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def master_address(self) -> str:
+        """`master_ip` of the article: node 0's cluster-facing address unless the job overrides it."""
+        job = self.spec.job
+        return (job.master_address if job and job.master_address else None) or self.nodes[0].cluster_address
+
+    def node_env(self, node: Node) -> dict[str, str]:
+        """Environment for the node's container: file-wide env, then the node's overrides."""
+        return {**self.spec.env, **node.env}
+
+    def select(self, names: list[str] | None) -> list[Node]:
+        """Nodes by name, address or rank (as given to --nodes); all nodes when `names` is empty."""
+        if not names:
+            return list(self.nodes)
+        wanted: list[Node] = []
+        for token in names:
+            for pattern in hostrange.expand(token):
+                match = [n for n in self.nodes if pattern in (n.name, n.address, str(n.rank))]
+                if not match:
+                    raise ConfigError(f"no node named {pattern!r}", file=str(self.path), key="nodes",
+                                      fix="use a node name, address or rank from the deployment file")
+                wanted.extend(m for m in match if m not in wanted)
+        return wanted
+
+
+def _deep_merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        merged = dict(base)
+        for key, value in over.items():
+            merged[key] = _deep_merge(base[key], value) if key in base else value
+        return merged
+    return over
+
+
+def _read_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError("the file must be a mapping (name:, profile:, nodes:, …)", file=str(path),
+                          fix="start from one of the files in examples/")
+    base_ref = data.get("extends")
+    if base_ref is None:
+        return data
+    if not isinstance(base_ref, str):
+        raise ConfigError("must be a path to another deployment file", file=str(path), key="extends")
+    base_path = (path.parent / os.path.expanduser(base_ref)).resolve()
+    if base_path in seen:
+        raise ConfigError(f"{base_ref!r} extends itself in a loop", file=str(path), key="extends")
+    if not base_path.is_file():
+        raise ConfigError(f"base file {base_ref!r} not found (looked at {base_path})", file=str(path),
+                          key="extends", fix="the path is relative to the file that names it")
+    base = _read_with_extends(base_path, seen + (base_path,))
+    own = {k: v for k, v in data.items() if k != "extends"}
+    merged = _deep_merge(base, own)
+    return merged
+
+
+def _expand_entry(entry: NodeEntry, index: int) -> list[tuple[str, str]]:
+    """(name, address) pairs of one `nodes:` entry; ranges in name and address zip together."""
+    try:
+        addresses = hostrange.expand(entry.address)
+    except ValueError as exc:
+        raise _err(f"{exc}", ("nodes", index, "address"))
+    names: list[str | None]
+    if entry.name is None:
+        names = [None] * len(addresses)
+    else:
+        try:
+            names = list(hostrange.expand(entry.name))
+        except ValueError as exc:
+            raise _err(f"{exc}", ("nodes", index, "name"))
+        if len(names) != len(addresses):
+            raise _err(f"names expand to {len(names)} entries but the address to {len(addresses)}",
+                       ("nodes", index, "name"), fix="give the name and the address ranges the same length")
+    return [(name or _default_name(addr), addr) for name, addr in zip(names, addresses)]
+
+
+def _default_name(address: str) -> str:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return address.split(".")[0]
+    return "node-" + re.sub(r"[^0-9A-Za-z]+", "-", address).strip("-")
+
+
+class _LocError(Exception):
+    def __init__(self, message: str, loc: tuple, fix: str | None = None) -> None:
+        self.message, self.loc, self.fix = message, loc, fix
+
+
+def _err(message: str, loc: tuple, fix: str | None = None) -> _LocError:
+    return _LocError(message, loc, fix)
+
+
+def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile) -> tuple[list[Node], list[_LocError]]:
+    nodes: list[Node] = []
+    problems: list[_LocError] = []
+    seen_names: dict[str, int] = {}
+    seen_endpoints: dict[tuple[str, int], int] = {}
+    for index, entry in enumerate(spec.nodes):
+        try:
+            pairs = _expand_entry(entry, index)
+        except _LocError as exc:
+            problems.append(exc)
+            continue
+        npus = entry.npus if entry.npus is not None else tuple(range(profile.npu_count))
+        for pos, npu in enumerate(npus):
+            if npu >= profile.npu_count:
+                problems.append(_err(f"NPU index {npu} is out of range for {profile.name} "
+                                     f"(0-{profile.npu_count - 1})", ("nodes", index, "npus", pos)))
+        ssh = spec.ssh.model_copy(update={k: v for k, v in (entry.ssh.model_dump() if entry.ssh else {}).items()
+                                          if v is not None})
+        for name, address in pairs:
+            try:
+                address = check_address(address)
+            except ValueError as exc:
+                problems.append(_err(str(exc), ("nodes", index, "address")))
+                continue
+            if not NODE_NAME.match(name):
+                problems.append(_err(f"{name!r} is not a valid node name (letters, digits, '-'; it becomes "
+                                     "the container hostname)", ("nodes", index, "name")))
+                continue
+            if name in seen_names:
+                problems.append(_err(f"duplicate node name {name!r} (also nodes[{seen_names[name]}])",
+                                     ("nodes", index, "name"), fix="every node needs a distinct name"))
+                continue
+            endpoint = (address, ssh.port)
+            if endpoint in seen_endpoints:
+                problems.append(_err(f"duplicate node {address}:{ssh.port} (also nodes[{seen_endpoints[endpoint]}])",
+                                     ("nodes", index, "address"), fix="list every server once"))
+                continue
+            seen_names[name] = index
+            seen_endpoints[endpoint] = index
+            nodes.append(Node(rank=len(nodes), name=name, address=address, npus=tuple(npus),
+                              cluster_address=entry.cluster_address or address, ssh=ssh, env=dict(entry.env)))
+    return nodes, problems
+
+
+def _check_job(spec: DeploymentFile, nodes: list[Node]) -> list[_LocError]:
+    problems: list[_LocError] = []
+    job = spec.job
+    if job is None or not nodes:
+        return problems
+    sizes = {len(n.npus) for n in nodes}
+    if job.local_workers is not None:
+        too_many = [n.name for n in nodes if job.local_workers > len(n.npus)]
+        if too_many:
+            problems.append(_err(f"{job.local_workers} workers per node but {too_many[0]} has only "
+                                 f"{len(nodes[[n.name for n in nodes].index(too_many[0])].npus)} NPUs",
+                                 ("job", "local_workers")))
+    elif len(sizes) > 1:
+        problems.append(_err("nodes have different NPU counts; msrun needs the same number of workers on "
+                             "every node", ("nodes",), fix="give every node the same number of npus, or set "
+                             "job.local_workers"))
+    return problems
+
+
+def load_deployment(path: str | Path) -> Deployment:
+    """Read, merge, validate and resolve a deployment file. Raises ConfigError(s) naming file and key."""
+    path = Path(path)
+    raw = _read_with_extends(path)
+    file = str(path)
+    try:
+        spec = DeploymentFile.model_validate(raw)
+    except ValidationError as exc:
+        errors = []
+        for item in exc.errors():
+            loc = tuple(item["loc"])
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                message = "unknown key (typo?)"
+            elif item["type"] == "missing":
+                message = "required key is missing"
+            errors.append(ConfigError(message, file=file, key=format_loc(loc), line=line_of(raw, loc)))
+        raise (errors[0] if len(errors) == 1 else ConfigErrors(errors)) from None
+    try:
+        profile = get_profile(spec.profile)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, file=file, key="profile", line=line_of(raw, ("profile",)),
+                          fix=exc.fix) from None
+    nodes, problems = _resolve_nodes(spec, profile)
+    problems += _check_job(spec, nodes)
+    if problems:
+        errors = [ConfigError(p.message, file=file, key=format_loc(p.loc), line=line_of(raw, p.loc), fix=p.fix)
+                  for p in problems]
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
+    return Deployment(path=path, spec=spec, profile=profile, nodes=tuple(nodes))

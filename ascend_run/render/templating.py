@@ -1,0 +1,53 @@
+"""Jinja environment for the kit's templates (Dockerfiles, Helm chart files).
+
+Sandboxed, StrictUndefined (a missing value is an error, not an empty string), and found both in an
+installed wheel (`ascend_run/templates`, force-included at build time) and in a source checkout
+(top-level `templates/`).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from ascend_run.errors import TemplateError
+
+
+def template_root() -> Path:
+    """Directory holding the templates: inside the installed package, else the checkout's `templates/`."""
+    installed = resources.files("ascend_run") / "templates"
+    if installed.is_dir():
+        return Path(str(installed))
+    checkout = Path(__file__).resolve().parents[2] / "templates"
+    if checkout.is_dir():
+        return checkout
+    raise TemplateError("the kit's templates are missing (neither ascend_run/templates nor ./templates)",
+                        fix="reinstall ascend-run with `pip install .` from a full checkout")
+
+
+@cache
+def environment() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(template_root())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    return env
+
+
+def render(name: str, **context: Any) -> str:
+    """Render template `name` (path relative to the template root) with `context`."""
+    try:
+        return environment().get_template(name).render(**context)
+    except jinja2.TemplateNotFound:
+        raise TemplateError(f"template {name!r} not found under {template_root()}") from None
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"template {name!r}: {exc.message}") from None
