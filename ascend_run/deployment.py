@@ -176,7 +176,7 @@ class DeploymentFile(Strict):
     @classmethod
     def _short_mounts(cls, value: Any) -> Any:
         if isinstance(value, list):
-            return [Mount.parse(item) if isinstance(item, str) else item for item in value]
+            return [Mount.split_short(item) if isinstance(item, str) else item for item in value]
         return value
 
     @field_validator("image")
@@ -401,7 +401,12 @@ def _check_job(spec: DeploymentFile, nodes: list[Node]) -> list[_LocError]:
 def load_deployment(path: str | Path) -> Deployment:
     """Read, merge, validate and resolve a deployment file. Raises ConfigError(s) naming file and key."""
     path = Path(path)
-    raw = _read_with_extends(path)
+    return deployment_from_data(_read_with_extends(path), path)
+
+
+def deployment_from_data(raw: dict, path: str | Path = "<memory>") -> Deployment:
+    """Validate and resolve already-parsed deployment data (line numbers when `raw` is ruamel data)."""
+    path = Path(path)
     file = str(path)
     try:
         spec = DeploymentFile.model_validate(raw)

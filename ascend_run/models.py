@@ -27,16 +27,14 @@ class Mount(Strict):
             raise ValueError("must not contain a newline or NUL")
         return value.rstrip("/") or "/"
 
-    @classmethod
-    def parse(cls, spec: str | dict) -> "Mount":
-        """Accept docker's short form `SRC:DST[:ro|rw]` as well as a mapping."""
-        if isinstance(spec, dict):
-            return cls.model_validate(spec)
+    @staticmethod
+    def split_short(spec: str) -> dict:
+        """Docker's short form `SRC:DST[:ro|rw]` as a mapping, validated like the long form."""
         parts = spec.split(":")
         if len(parts) == 2:
-            return cls(source=parts[0], target=parts[1])
+            return {"source": parts[0], "target": parts[1]}
         if len(parts) == 3 and parts[2] in ("ro", "rw"):
-            return cls(source=parts[0], target=parts[1], read_only=parts[2] == "ro")
+            return {"source": parts[0], "target": parts[1], "read_only": parts[2] == "ro"}
         raise ValueError(f"expected SRC:DST or SRC:DST:ro, got {spec!r}")
 
     def docker_flag(self) -> str:
