@@ -1,0 +1,37 @@
+# ascend-run: the two commands of the README, and the steps behind them.
+PYTHON ?= python3
+PYTEST ?= $(PYTHON) -m pytest
+SIM_DIR ?= .sim
+
+.PHONY: help install demo test test-fast test-slow generate lint bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install:  ## Install the kit and its test tools (apt, pip, helm): what .ci/run does
+	bash scripts/install.sh
+
+demo:  ## The main job on the embedded default: a 2-node simulated Ascend cluster
+	$(PYTHON) -m ascend_run demo --dir $(SIM_DIR)
+
+test:  ## Every test, the slow end-to-end ones included
+	$(PYTEST) -q
+
+test-fast:  ## Unit tests only (no Docker engine, namespaces or MindSpore job)
+	$(PYTEST) -q -m "not slow"
+
+test-slow:  ## Only the slow end-to-end tests
+	$(PYTEST) -q -m slow
+
+generate:  ## Re-render the committed images/ and charts/ from templates/ and the profiles
+	$(PYTHON) -m ascend_run.generate .
+
+lint:  ## hadolint on the generated Dockerfiles
+	hadolint --failure-threshold warning images/*/Dockerfile
+
+bench:  ## Benchmarks; results go to docs/benchmarks.md
+	for b in benchmarks/bench_*.py; do $(PYTHON) $$b || exit 1; done
+
+clean:
+	-$(PYTHON) -m ascend_run sim down --dir $(SIM_DIR)
+	rm -rf build dist *.egg-info .pytest_cache
