@@ -128,6 +128,20 @@ class ContainerSettings(Strict):
         return value
 
 
+class SyncDir(Strict):
+    """A local directory copied to every node before the launch and mounted read-only in the container."""
+
+    source: str
+    target: str
+
+    @field_validator("target")
+    @classmethod
+    def _absolute_target(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must be an absolute path in the container, got {value!r}")
+        return value
+
+
 class JobSettings(Strict):
     """The job: MindFormers' `msrun_launcher.sh` form or plain `msrun`, with the same values."""
 
@@ -142,6 +156,16 @@ class JobSettings(Strict):
     join: bool = False
     cluster_timeout: int = Field(default=7200, gt=0)
     config: str | None = None
+    host_log_dir: str = "/var/log/ascend-run/{name}"
+    sync: list[SyncDir] = Field(default_factory=list)
+    serve_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("host_log_dir")
+    @classmethod
+    def _host_log_dir(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must be an absolute path on the servers, got {value!r}")
+        return value
 
     @field_validator("master_address")
     @classmethod
@@ -247,6 +271,16 @@ class Deployment:
         """`master_ip` of the article: node 0's cluster-facing address unless the job overrides it."""
         job = self.spec.job
         return (job.master_address if job and job.master_address else None) or self.nodes[0].cluster_address
+
+    @property
+    def host_log_dir(self) -> str:
+        """Where each server keeps the job's msrun logs (mounted over the container's log_dir)."""
+        template = self.spec.job.host_log_dir if self.spec.job else "/var/log/ascend-run/{name}"
+        return template.format(name=self.name)
+
+    def sync_source(self, index: int) -> Path:
+        """Local path of `job.sync[index].source`, relative to the deployment file."""
+        return (self.path.parent / os.path.expanduser(self.spec.job.sync[index].source)).resolve()
 
     def node_env(self, node: Node) -> dict[str, str]:
         """Environment for the node's container: file-wide env, then the node's overrides."""

@@ -39,8 +39,12 @@ def container_mounts(dep: Deployment) -> list[Mount]:
 
 
 def docker_run_argv(dep: Deployment, node: Node, command: Sequence[str] = KEEPALIVE_COMMAND,
-                    *, docker: Sequence[str] = ("docker",)) -> list[str]:
-    """The full `docker run -d …` command for `node`: one element per argument, nothing quoted."""
+                    *, docker: Sequence[str] = ("docker",), extra_mounts: Sequence[Mount] = (),
+                    workdir: str | None = None) -> list[str]:
+    """The full `docker run -d …` command for `node`: one element per argument, nothing quoted.
+
+    The launcher adds `extra_mounts` (the job's log dir, synced dirs) and the job's `workdir`.
+    """
     profile, container = dep.profile, dep.spec.container
     argv = [*docker, "run", "--detach", "--name", dep.container_name, "--hostname", node.hostname]
     user = container.user or profile.container.user
@@ -56,12 +60,12 @@ def docker_run_argv(dep: Deployment, node: Node, command: Sequence[str] = KEEPAL
     if container.privileged:
         argv.append("--privileged")
     argv += [f"--device={path}" for path in profile.device_paths(node.npus)]
-    argv += [mount_flag(m) for m in container_mounts(dep)]
+    argv += [mount_flag(m) for m in [*container_mounts(dep), *extra_mounts]]
     for name, value in dep.node_env(node).items():
         argv += ["--env", f"{name}={value}"]
     argv += ["--label", f"{JOB_LABEL}={dep.name}", "--label", f"{RANK_LABEL}={node.rank}"]
-    if container.workdir:
-        argv += ["--workdir", container.workdir]
+    if workdir or container.workdir:
+        argv += ["--workdir", workdir or container.workdir]
     argv.append(dep.image)
     argv += list(command)
     return argv

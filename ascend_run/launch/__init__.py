@@ -1,0 +1,1 @@
+"""Orchestration over the nodes: preflight, launch, watch, stop."""

@@ -1,0 +1,104 @@
+"""What the launcher runs on each node, as argv lists: pure functions of the deployment.
+
+The job is the container's main process, so the container's exit code is the job's exit code, its
+removal kills every process of the job on that node (msrun's setsid workers included), and
+`docker wait` tells the launcher the moment a node fails.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from dataclasses import dataclass
+
+from ascend_run.deployment import Deployment, Node
+from ascend_run.errors import ConfigError
+from ascend_run.models import Mount
+from ascend_run.render.docker_run import docker_run_argv
+
+SYNC_ROOT = "/var/lib/ascend-run"
+
+
+@dataclass(frozen=True)
+class MsrunValues:
+    """The values both launch forms take (NOTES.md section 5)."""
+
+    worker_num: int
+    local_worker_num: int
+    master_addr: str
+    master_port: int
+    node_rank: int
+    log_dir: str
+    join: bool
+    cluster_time_out: int
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    node: Node
+    values: MsrunValues
+    job_argv: list[str]
+    docker_argv: list[str]
+    sync_dirs: list[tuple[str, str]]  # (local source, remote dir on the node)
+
+
+def msrun_values(dep: Deployment, node: Node) -> MsrunValues:
+    job = _job(dep)
+    local = job.local_workers or len(node.npus)
+    return MsrunValues(
+        worker_num=sum(job.local_workers or len(n.npus) for n in dep.nodes),
+        local_worker_num=local,
+        master_addr=dep.master_address,
+        master_port=job.master_port,
+        node_rank=node.rank,
+        log_dir=job.log_dir,
+        join=job.join,
+        cluster_time_out=job.cluster_timeout,
+    )
+
+
+def msrun_launcher_argv(launcher_script: str, command: str, v: MsrunValues) -> list[str]:
+    """MindFormers' 9-argument form: "<cmd>" WORKER_NUM LOCAL_WORKER MASTER_ADDR MASTER_PORT NODE_RANK LOG_DIR JOIN TIMEOUT."""
+    return ["bash", launcher_script, command, str(v.worker_num), str(v.local_worker_num), v.master_addr,
+            str(v.master_port), str(v.node_rank), v.log_dir, str(v.join), str(v.cluster_time_out)]
+
+
+def msrun_argv(command: str, v: MsrunValues) -> list[str]:
+    """Plain `msrun` with the same values; the job's command is split like a shell would."""
+    return ["msrun", f"--worker_num={v.worker_num}", f"--local_worker_num={v.local_worker_num}",
+            f"--master_addr={v.master_addr}", f"--master_port={v.master_port}", f"--node_rank={v.node_rank}",
+            f"--log_dir={v.log_dir}", f"--join={v.join}", f"--cluster_time_out={v.cluster_time_out}",
+            *shlex.split(command)]
+
+
+def _job(dep: Deployment):
+    if dep.job is None:
+        raise ConfigError("the deployment file has no job: section", file=str(dep.path), key="job",
+                          fix="add job: {command: ...} (see examples/)")
+    return dep.job
+
+
+def sync_remote_dir(dep: Deployment, index: int) -> str:
+    return f"{SYNC_ROOT}/{dep.name}/sync/{index}"
+
+
+def node_plan(dep: Deployment, node: Node) -> NodePlan:
+    job = _job(dep)
+    values = msrun_values(dep, node)
+    if job.launcher == "msrun_launcher":
+        job_argv = msrun_launcher_argv(job.launcher_script, job.command, values)
+    else:
+        job_argv = msrun_argv(job.command, values)
+    log_target = posixpath.join(job.workdir, job.log_dir) if not job.log_dir.startswith("/") else job.log_dir
+    mounts = [Mount(source=dep.host_log_dir, target=log_target)]
+    sync_dirs = []
+    for index, item in enumerate(job.sync):
+        remote = sync_remote_dir(dep, index)
+        sync_dirs.append((str(dep.sync_source(index)), remote))
+        mounts.append(Mount(source=remote, target=item.target, read_only=True))
+    docker_argv = docker_run_argv(dep, node, job_argv, extra_mounts=mounts, workdir=job.workdir)
+    return NodePlan(node=node, values=values, job_argv=job_argv, docker_argv=docker_argv, sync_dirs=sync_dirs)
+
+
+def launch_plan(dep: Deployment) -> list[NodePlan]:
+    return [node_plan(dep, node) for node in dep.nodes]
