@@ -32,6 +32,19 @@ NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 SIZE = re.compile(r"^[0-9]+[bkmgBKMG]?$")
 
 
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(text: str | int) -> int:
+    """'1.4T', '500g', '64Gi', 1024 -> bytes (binary units; a trailing 'i' or 'b' is accepted)."""
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgtpKMGTP]?)(?:i?[bB]?)\s*", str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a size like 500G, 1.4T or 64Gi")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
 def _env_mapping(value: Any) -> Any:
     """YAML numbers become strings; booleans are refused because `off` vs `false` matters to MindSpore."""
     if not isinstance(value, dict):
@@ -159,6 +172,16 @@ class JobSettings(Strict):
     host_log_dir: str = "/var/log/ascend-run/{name}"
     sync: list[SyncDir] = Field(default_factory=list)
     serve_port: int | None = Field(default=None, ge=1, le=65535)
+    require_free: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("require_free")
+    @classmethod
+    def _sizes(cls, value: dict[str, str]) -> dict[str, str]:
+        for path, size in value.items():
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r}: paths on the servers must be absolute")
+            parse_size(size)
+        return value
 
     @field_validator("host_log_dir")
     @classmethod

@@ -96,7 +96,8 @@ def node_plan(dep: Deployment, node: Node) -> NodePlan:
         remote = sync_remote_dir(dep, index)
         sync_dirs.append((str(dep.sync_source(index)), remote))
         mounts.append(Mount(source=remote, target=item.target, read_only=True))
-    docker_argv = docker_run_argv(dep, node, job_argv, extra_mounts=mounts, workdir=job.workdir)
+    # --rm: a finished or stopped job leaves no container behind; its logs stay in host_log_dir.
+    docker_argv = docker_run_argv(dep, node, job_argv, extra_mounts=mounts, workdir=job.workdir, auto_remove=True)
     return NodePlan(node=node, values=values, job_argv=job_argv, docker_argv=docker_argv, sync_dirs=sync_dirs)
 
 

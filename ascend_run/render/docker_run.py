@@ -40,13 +40,14 @@ def container_mounts(dep: Deployment) -> list[Mount]:
 
 def docker_run_argv(dep: Deployment, node: Node, command: Sequence[str] = KEEPALIVE_COMMAND,
                     *, docker: Sequence[str] = ("docker",), extra_mounts: Sequence[Mount] = (),
-                    workdir: str | None = None) -> list[str]:
+                    workdir: str | None = None, auto_remove: bool = False) -> list[str]:
     """The full `docker run -d …` command for `node`: one element per argument, nothing quoted.
 
     The launcher adds `extra_mounts` (the job's log dir, synced dirs) and the job's `workdir`.
     """
     profile, container = dep.profile, dep.spec.container
-    argv = [*docker, "run", "--detach", "--name", dep.container_name, "--hostname", node.hostname]
+    argv = [*docker, "run", "--detach", *(["--rm"] if auto_remove else []),
+            "--name", dep.container_name, "--hostname", node.hostname]
     user = container.user or profile.container.user
     if user:
         argv += ["--user", user]
@@ -81,7 +82,7 @@ def _lines(argv: list[str]) -> list[str]:
             lines.append([])
         lines[-1].append(token)
         takes_value = token.startswith("-") and "=" not in token and token not in (
-            "--detach", "--net=host", "--ipc=host", "--privileged")
+            "--detach", "--rm", "--net=host", "--ipc=host", "--privileged")
         if takes_value and i + 1 < len(argv):
             lines[-1].append(argv[i + 1])
             i += 1
