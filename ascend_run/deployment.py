@@ -166,7 +166,6 @@ class JobSettings(Strict):
     master_address: str | None = None
     local_workers: int | None = Field(default=None, gt=0)
     log_dir: str = "output/msrun_log"
-    join: bool = False
     cluster_timeout: int = Field(default=7200, gt=0)
     config: str | None = None
     host_log_dir: str = "/var/log/ascend-run/{name}"

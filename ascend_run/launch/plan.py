@@ -3,6 +3,11 @@
 The job is the container's main process, so the container's exit code is the job's exit code, its
 removal kills every process of the job on that node (msrun's setsid workers included), and
 `docker wait` tells the launcher the moment a node fails.
+
+JOIN is always True: with `--join False` msrun returns at once and leaves its workers in the background
+(seen with MindSpore 2.10: rc 0 after 2 s, workers still training). As a container's main process that
+would end the container, and the job with it; with True msrun waits for its workers and returns their
+failure as its exit code (rc 1 within a second of a worker raising).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ def msrun_values(dep: Deployment, node: Node) -> MsrunValues:
         master_port=job.master_port,
         node_rank=node.rank,
         log_dir=job.log_dir,
-        join=job.join,
+        join=True,
         cluster_time_out=job.cluster_timeout,
     )
 

@@ -1,0 +1,57 @@
+"""The launch plan: what each node runs, as the article writes it by hand."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from ascend_run.deployment import deployment_from_data, load_deployment
+from ascend_run.launch.plan import launch_plan
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_infer_matches_article_launch_lines():
+    """Article: bash msrun_launcher.sh "run_deepseekv3_predict.py" 32 8 $master_ip 8888 k output/msrun_log False 300.
+
+    Only JOIN differs: True, because msrun is the container's main process and must wait for its workers."""
+    dep = load_deployment(EXAMPLES / "infer-671b-4nodes.yaml")
+    plans = launch_plan(dep)
+    for k, plan in enumerate(plans):
+        assert plan.job_argv == ["bash", "msrun_launcher.sh", "run_deepseekv3_predict.py", "32", "8",
+                                 "192.168.1.1", "8888", str(k), "output/msrun_log", "True", "300"]
+        argv = plan.docker_argv
+        assert "HCCL_OP_EXPANSION_MODE=AIV" in argv and "MS_ENABLE_LCCL=off" in argv
+        assert argv[argv.index("--workdir") + 1] == "/data/model_path/DeepSeek-V3/examples"
+        assert "--rm" in argv and argv[-len(plan.job_argv):] == plan.job_argv
+
+
+def test_single_node_train_uses_8_workers():
+    dep = load_deployment(EXAMPLES / "pretrain-1b-single.yaml")
+    (plan,) = launch_plan(dep)
+    assert plan.job_argv[:3] == ["bash", "scripts/msrun_launcher.sh", dep.job.command]
+    assert plan.job_argv[3:8] == ["8", "8", "192.168.1.1", "8118", "0"]
+
+
+def test_671b_on_128_nodes():
+    dep = load_deployment(EXAMPLES / "pretrain-671b-128nodes.yaml")
+    plans = launch_plan(dep)
+    assert len(plans) == 128
+    assert {p.values.worker_num for p in plans} == {1024}
+    assert [p.values.node_rank for p in plans] == list(range(128))
+    assert {p.values.master_addr for p in plans} == {"10.10.0.1"}
+
+
+def test_plain_msrun_form_and_log_mount():
+    data = {"name": "cpu", "profile": "atlas-800t-a2", "image": "img:1",
+            "nodes": [{"address": "10.0.0.[1-2]"}],
+            "job": {"launcher": "msrun", "command": "python train.py --steps '3 4'", "local_workers": 1,
+                    "workdir": "/work", "master_port": 9000, "cluster_timeout": 60}}
+    dep = deployment_from_data(data)
+    plan = launch_plan(dep)[1]
+    assert plan.job_argv == ["msrun", "--worker_num=2", "--local_worker_num=1", "--master_addr=10.0.0.1",
+                             "--master_port=9000", "--node_rank=1", "--log_dir=output/msrun_log", "--join=True",
+                             "--cluster_time_out=60", "python", "train.py", "--steps", "3 4"]
+    mounts = [a for a in plan.docker_argv if a.startswith("--mount=")]
+    assert "--mount=type=bind,source=/var/log/ascend-run/cpu,target=/work/output/msrun_log" in mounts
+    assert shlex.split(shlex.join(plan.docker_argv)) == plan.docker_argv
