@@ -139,7 +139,10 @@ class Launcher:
         pending = {n.name for n in self.dep.nodes}
         try:
             while pending:
-                name, rc, error = events.get()
+                try:
+                    name, rc, error = events.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
+                except queue.Empty:
+                    continue
                 pending.discard(name)
                 outcome.exit_codes[name] = rc
                 if error is not None or rc != 0:
