@@ -1,0 +1,214 @@
+"""`ascend-run preflight | launch | status | stop`: the multi-node job over SSH."""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ascend_run.cli.common import deployment_option, echo_json, output_option
+from ascend_run.deployment import Deployment, load_deployment
+from ascend_run.errors import AscendRunError, PreflightError
+from ascend_run.launch.plan import launch_plan
+
+accept_new_option = click.option(
+    "--accept-new-host-keys", is_flag=True,
+    help="Record host keys of nodes not yet in known_hosts (a changed key is still an error).")
+parallel_option = click.option("--parallel", default=256, show_default=True, help="Nodes contacted at once.")
+
+
+def connect(dep: Deployment, accept_new: bool, parallel: int = 256) -> dict:
+    """One SSH connection per node, opened in parallel; raises for the first node that cannot be reached."""
+    from ascend_run.transport.fanout import connect_all
+
+    return connect_all(dep, accept_new=accept_new, parallelism=parallel)
+
+
+def close_all(transports: dict) -> None:
+    for t in transports.values():
+        try:
+            t.close()
+        except Exception:
+            pass
+
+
+def err_console() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
+
+def print_checks(checks, console: Console) -> None:
+    nodes = list(dict.fromkeys(c.node for c in checks))
+    names = list(dict.fromkeys(c.check for c in checks))
+    table = Table("node", *names, box=None)
+    for node in nodes:
+        row = []
+        for name in names:
+            found = [c for c in checks if c.node == node and c.check == name]
+            row.append("" if not found else ("[green]ok[/]" if all(c.ok for c in found) else "[red]FAIL[/]"))
+        table.add_row(node, *row)
+    console.print(table)
+    for check in checks:
+        if not check.ok:
+            console.print(f"[red]✗[/] {check.node}: {check.check}: {check.detail}")
+
+
+def preflight_or_raise(dep: Deployment, transports: dict, console: Console, output_format: str = "text"):
+    from ascend_run.launch.preflight import as_json, run_preflight
+
+    checks = run_preflight(dep, transports)
+    if output_format == "json":
+        echo_json({"ok": all(c.ok for c in checks), "checks": as_json(checks)})
+    else:
+        print_checks(checks, console)
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        first = failed[0]
+        raise PreflightError(f"{len(failed)} preflight check(s) failed, first: {first.node}: {first.check}: "
+                             f"{first.detail}", fix="fix the node(s) above; nothing was started")
+    return checks
+
+
+@click.command()
+@deployment_option
+@output_option
+@accept_new_option
+@parallel_option
+def preflight(deployment_file: str, output_format: str, accept_new_host_keys: bool, parallel: int) -> None:
+    """Check every node before a launch: SSH, Docker, image, NPUs, links, driver, disk, port, clocks.
+
+    Exits 5 naming the node and the check when anything fails.
+    """
+    dep = load_deployment(deployment_file)
+    transports = connect(dep, accept_new_host_keys, parallel)
+    try:
+        checks = preflight_or_raise(dep, transports, err_console() if output_format == "json" else Console(),
+                                    output_format)
+    finally:
+        close_all(transports)
+    if output_format == "text":
+        click.echo(f"preflight: {len(dep.nodes)} nodes, {len(checks)} checks passed")
+
+
+@click.command()
+@deployment_option
+@click.option("--dry-run", is_flag=True, help="Print, per node, exactly what would run; run nothing.")
+@click.option("--detach", is_flag=True, help="Start the job and return; follow it with status/logs/stop.")
+@click.option("--replace", is_flag=True, help="Remove the job's containers if they already exist.")
+@click.option("--skip-preflight", is_flag=True, help="Start without the preflight checks.")
+@click.option("--master-addr", help="Override master_ip (default: node 0's cluster-facing address).")
+@accept_new_option
+@parallel_option
+def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, skip_preflight: bool,
+           master_addr: str | None, accept_new_host_keys: bool, parallel: int) -> None:
+    """Start the job on every node with its rank; stream logs; stop everything when any node fails.
+
+    Node k gets rank k, master_ip is node 0's address. Attached, output is prefixed [node/rank]; when a
+    node's job exits non-zero or its SSH connection is lost, the job is stopped on every node and the
+    command exits with that code. Ctrl-C stops the job everywhere.
+    """
+    from ascend_run.console import PrefixPrinter
+    from ascend_run.launch.launcher import Launcher, outcome_error
+
+    dep = load_deployment(deployment_file)
+    if master_addr:
+        dep = _with_master(dep, master_addr)
+    if dry_run:
+        for plan in launch_plan(dep):
+            click.echo(f"# {plan.node.name} (rank {plan.node.rank}) via ssh "
+                       f"{plan.node.ssh.user}@{plan.node.address}:{plan.node.ssh.port}")
+            click.echo(shlex.join(plan.docker_argv))
+        return
+    console = err_console()
+    transports = connect(dep, accept_new_host_keys, parallel)
+    printer = PrefixPrinter([n.name for n in dep.nodes], ranks={n.name: n.rank for n in dep.nodes})
+    launcher = Launcher(dep, transports, on_line=lambda node, line: printer.line(node.name, line),
+                        notice=lambda text: console.print(f"[yellow]ascend-run:[/] {text}"))
+    try:
+        existing = launcher.running_elsewhere()
+        if existing and not replace:
+            where = "; ".join(f"{node}: {', '.join(c)}" for node, c in existing.items())
+            raise AscendRunError(f"the job {dep.name!r} already has containers: {where}",
+                                 fix=f"stop it with `ascend-run stop -f {shlex.quote(deployment_file)}`, "
+                                     "or launch with --replace")
+        if existing:
+            launcher.remove_existing()
+        if not skip_preflight:
+            preflight_or_raise(dep, transports, console)
+        launcher.prepare_nodes()
+        started = time.monotonic()
+        launcher.start()
+        console.print(f"[green]started[/] {dep.name} on {len(dep.nodes)} nodes, master {dep.master_address}:"
+                      f"{dep.job.master_port}")
+        if detach:
+            click.echo(f"detached; follow with: ascend-run status -f {shlex.quote(deployment_file)}")
+            return
+        outcome = launcher.watch()
+        if not outcome.ok:
+            raise outcome_error(outcome)
+        console.print(f"[green]job {dep.name} finished on all {len(dep.nodes)} nodes[/] in "
+                      f"{time.monotonic() - started:.1f} s")
+    except KeyboardInterrupt:
+        launcher.stop_all("interrupted (Ctrl-C)")
+        raise
+    finally:
+        close_all(transports)
+
+
+def _with_master(dep: Deployment, address: str) -> Deployment:
+    from dataclasses import replace as dc_replace
+
+    from ascend_run.deployment import check_address
+
+    job = dep.spec.job.model_copy(update={"master_address": check_address(address)})
+    return dc_replace(dep, spec=dep.spec.model_copy(update={"job": job}))
+
+
+@click.command()
+@deployment_option
+@output_option
+@accept_new_option
+@parallel_option
+def status(deployment_file: str, output_format: str, accept_new_host_keys: bool, parallel: int) -> None:
+    """Per node: the job's container state and uptime, the last log line and the last loss."""
+    from ascend_run.launch.status import collect_status
+
+    dep = load_deployment(deployment_file)
+    transports = connect(dep, accept_new_host_keys, parallel)
+    try:
+        rows = collect_status(dep, transports)
+    finally:
+        close_all(transports)
+    if output_format == "json":
+        echo_json(rows)
+        return
+    table = Table("node", "rank", "container", "status", "last loss", "last line", box=None)
+    for row in rows:
+        table.add_row(row["node"], str(row["rank"]), row["state"], row["status"], row["last_loss"] or "",
+                      (row["last_line"] or "")[:80])
+    Console(soft_wrap=True).print(table)
+
+
+@click.command()
+@deployment_option
+@accept_new_option
+@parallel_option
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the containers to go.")
+def stop(deployment_file: str, accept_new_host_keys: bool, parallel: int, timeout: float) -> None:
+    """Remove the job's containers on every node and wait until its processes are gone."""
+    from ascend_run.launch.launcher import stop_job
+
+    dep = load_deployment(deployment_file)
+    transports = connect(dep, accept_new_host_keys, parallel)
+    try:
+        problems = stop_job(dep, transports)
+    finally:
+        close_all(transports)
+    if problems:
+        raise AscendRunError("could not stop the job on: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
+    click.echo(f"stopped {dep.name} on {len(dep.nodes)} nodes")
+
+
+commands = [preflight, launch, status, stop]

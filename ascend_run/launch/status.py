@@ -1,0 +1,42 @@
+"""`status`: one row per node from the node itself (container state, last log line, last loss)."""
+
+from __future__ import annotations
+
+import re
+
+from ascend_run.deployment import Deployment, Node
+from ascend_run.launch import nodeops
+from ascend_run.launch.launcher import parallel
+
+_TAIL_SCRIPT = 'for f in "$1"/worker_*.log; do [ -f "$f" ] && { echo "@@ $f"; tail -n 200 "$f"; }; done; true'
+_LOSS = re.compile(r"step:\s*\[\s*(\d+)\s*/\s*(\d+)\s*\],\s*loss:\s*([-+0-9.eE]+)")
+
+
+def _node_row(dep: Deployment, node: Node, t) -> dict:
+    containers = nodeops.job_containers(t, dep.name)
+    tails = t.run(["sh", "-c", _TAIL_SCRIPT, "sh", dep.host_log_dir], timeout=60).stdout
+    last_line, last_loss = None, None
+    for line in tails.splitlines():
+        if line.startswith("@@ "):
+            continue
+        if line.strip():
+            last_line = line.strip()
+        match = _LOSS.search(line)
+        if match:
+            last_loss = f"{match.group(3)} (step {match.group(1)}/{match.group(2)})"
+    state = containers[0].state if containers else "none"
+    return {"node": node.name, "rank": node.rank, "state": state,
+            "status": containers[0].status if containers else "", "last_line": last_line, "last_loss": last_loss}
+
+
+def collect_status(dep: Deployment, transports: dict) -> list[dict]:
+    results = parallel(list(dep.nodes), lambda n: _node_row(dep, n, transports[n.name]))
+    rows = []
+    for node in dep.nodes:
+        value = results[node.name]
+        if isinstance(value, BaseException):
+            rows.append({"node": node.name, "rank": node.rank, "state": "unreachable", "status": str(value),
+                         "last_line": None, "last_loss": None})
+        else:
+            rows.append(value)
+    return rows
