@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "validate",
     "image",
     "docker_run",
+    "launch",
 ]
 
 
