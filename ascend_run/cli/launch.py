@@ -109,9 +109,6 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
     node's job exits non-zero or its SSH connection is lost, the job is stopped on every node and the
     command exits with that code. Ctrl-C stops the job everywhere.
     """
-    from ascend_run.console import PrefixPrinter
-    from ascend_run.launch.launcher import Launcher, outcome_error
-
     dep = load_deployment(deployment_file)
     if master_addr:
         dep = _with_master(dep, master_addr)
@@ -121,6 +118,9 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
                        f"{plan.node.ssh.user}@{plan.node.address}:{plan.node.ssh.port}")
             click.echo(shlex.join(plan.docker_argv))
         return
+    from ascend_run.console import PrefixPrinter
+    from ascend_run.launch.launcher import Launcher, outcome_error
+
     console = err_console()
     transports = connect(dep, accept_new_host_keys, parallel)
     printer = PrefixPrinter([n.name for n in dep.nodes], ranks={n.name: n.rank for n in dep.nodes})
