@@ -1,0 +1,1 @@
+"""Transports: how a command reaches a node. One small interface (`base.Transport`), two implementations."""
