@@ -53,11 +53,13 @@ def _parse_build_args(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--build-arg", "build_args", multiple=True, metavar="NAME=VALUE",
               help="Override a build arg, e.g. MINDSPORE_VERSION=2.10.0 (repeatable).")
 @click.option("--network-host", is_flag=True, help="Build with host networking (reach a local package mirror).")
+@click.option("--wheelhouse", type=click.Path(file_okay=False, exists=True),
+              help="Install Python packages from this directory of wheels (served on 127.0.0.1), not PyPI.")
 @click.option("--docker-host", envvar="DOCKER_HOST", help="Engine to use (default: $DOCKER_HOST or the local socket).")
 @click.option("--quiet", "-q", is_flag=True, help="Only the progress bar and the result, not the build output.")
 @click.option("--dry-run", is_flag=True, help="Print the build that would run, and run nothing.")
 def build_cmd(kind: str, base: str | None, tag: str | None, build_args: tuple[str, ...], network_host: bool,
-              docker_host: str | None, quiet: bool, dry_run: bool) -> None:
+              wheelhouse: str | None, docker_host: str | None, quiet: bool, dry_run: bool) -> None:
     """Build the KIND image with the Docker engine, streaming the build output."""
     spec = get_image(kind)
     args = {**spec.build_args(), **_parse_build_args(build_args)}
@@ -69,6 +71,18 @@ def build_cmd(kind: str, base: str | None, tag: str | None, build_args: tuple[st
         click.echo(f"docker build -t {tag} {flags}{' --network host' if network_host else ''} images/{kind}")
         return
     client = connect(docker_host)
+    if wheelhouse:
+        from ascend_run.wheelhouse import serve
+
+        with serve(Path(wheelhouse)) as index_url:
+            image_id = build_with_progress(client, kind, tag, {**args, "PIP_INDEX_URL": index_url}, True, quiet)
+    else:
+        image_id = build_with_progress(client, kind, tag, args, network_host, quiet)
+    click.echo(f"built {tag} ({image_id})")
+
+
+def build_with_progress(client, kind: str, tag: str, args: dict[str, str], network_host: bool, quiet: bool) -> str:
+    """Build with a progress bar over the Dockerfile steps, the engine's output streamed above it."""
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
@@ -81,9 +95,8 @@ def build_cmd(kind: str, base: str | None, tag: str | None, build_args: tuple[st
             if not quiet:
                 progress.console.print(event.text, markup=False, highlight=False, style="dim")
 
-        image_id = build_image(client, render_build_context(kind), tag, args, on_event,
-                               network_mode="host" if network_host else None)
-    click.echo(f"built {tag} ({image_id})")
+        return build_image(client, render_build_context(kind), tag, args, on_event,
+                           network_mode="host" if network_host else None)
 
 
 commands = [image]

@@ -1,0 +1,86 @@
+"""Names, addresses and `ip` commands of a simulated cluster's private network (pure argv builders).
+
+Every simulated cluster lives in 10.233.0.0/16: one /24 per cluster directory, chosen from a hash of the
+directory and skipped past /24s already used on this machine, so two clusters never collide and the kit
+never touches an address outside its own range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+
+SIM_RANGE = ipaddress.ip_network("10.233.0.0/16")
+FIRST_HOST = 10
+
+
+@dataclass(frozen=True)
+class SimNet:
+    tag: str            # 6 hex chars from the directory: part of every name
+    third_octet: int    # 10.233.<third_octet>.0/24
+
+    @property
+    def bridge(self) -> str:
+        return f"arb-{self.tag}"
+
+    @property
+    def gateway(self) -> str:
+        return f"10.233.{self.third_octet}.1"
+
+    def netns(self, index: int) -> str:
+        return f"ar-{self.tag}-n{index}"
+
+    def veth_host(self, index: int) -> str:
+        return f"ar{self.tag}h{index}"[:15]
+
+    def veth_node(self, index: int) -> str:
+        return f"ar{self.tag}p{index}"[:15]
+
+    def address(self, index: int) -> str:
+        if index + FIRST_HOST > 254:
+            raise ValueError("at most 244 simulated nodes per cluster")
+        return f"10.233.{self.third_octet}.{index + FIRST_HOST}"
+
+    def device_ip(self, index: int, npu: int) -> str:
+        """An NPU's RoCE address for hccn.conf: 10.(234+index//32).<octet>.<8*(index%32)+npu+1> (never routed)."""
+        return f"10.{234 + index // 32}.{self.third_octet}.{8 * (index % 32) + npu + 1}"
+
+
+def tag_for(directory: str) -> str:
+    return hashlib.sha256(directory.encode()).hexdigest()[:6]
+
+
+def pick_net(directory: str, used_third_octets: set[int]) -> SimNet:
+    """The /24 for `directory`: its hash, or the next one not in use."""
+    tag = tag_for(directory)
+    start = int(tag, 16) % 250 + 2
+    for step in range(250):
+        octet = (start - 2 + step) % 250 + 2
+        if octet not in used_third_octets:
+            return SimNet(tag, octet)
+    raise ValueError("no free /24 left in 10.233.0.0/16")
+
+
+def in_sim_range(address: str) -> bool:
+    return ipaddress.ip_address(address) in SIM_RANGE
+
+
+def bridge_up(net: SimNet) -> list[list[str]]:
+    return [["ip", "link", "add", net.bridge, "type", "bridge"],
+            ["ip", "addr", "add", f"{net.gateway}/24", "dev", net.bridge],
+            ["ip", "link", "set", net.bridge, "up"]]
+
+
+def node_link_up(net: SimNet, index: int) -> list[list[str]]:
+    ns, host, peer = net.netns(index), net.veth_host(index), net.veth_node(index)
+    return [["ip", "netns", "add", ns],
+            ["ip", "link", "add", host, "type", "veth", "peer", "name", peer],
+            ["ip", "link", "set", peer, "netns", ns],
+            ["ip", "link", "set", host, "master", net.bridge],
+            ["ip", "link", "set", host, "up"],
+            ["ip", "-n", ns, "link", "set", peer, "name", "eth0"],
+            ["ip", "-n", ns, "addr", "add", f"{net.address(index)}/24", "dev", "eth0"],
+            ["ip", "-n", ns, "link", "set", "eth0", "up"],
+            ["ip", "-n", ns, "link", "set", "lo", "up"],
+            ["ip", "-n", ns, "route", "add", "default", "via", net.gateway]]
