@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TransferSpeedColumn)
 
 from ascend_run.engine import BuildEvent, build_image, connect
 from ascend_run.images import IMAGE_KINDS, get_image
@@ -97,6 +98,41 @@ def build_with_progress(client, kind: str, tag: str, args: dict[str, str], netwo
 
         return build_image(client, render_build_context(kind), tag, args, on_event,
                            network_mode="host" if network_host else None)
+
+
+@image.command("ship")
+@kind_argument
+@click.option("-f", "--file", "deployment_file", required=True, type=click.Path(dir_okay=False),
+              help="The deployment file; its `image` is shipped.")
+@click.option("--docker-host", envvar="DOCKER_HOST", help="Local engine holding the image (default: $DOCKER_HOST).")
+@click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
+def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_new_host_keys: bool) -> None:
+    """Copy the KIND image to every node that lacks it (docker save | docker load over SSH, in parallel).
+
+    For clusters without a registry. Node image ids are checked against the local one afterwards.
+    """
+    from ascend_run.cli.launch import close_all, connect as connect_nodes
+    from ascend_run.deployment import load_deployment
+    from ascend_run.launch.ship import ship_image
+
+    dep = load_deployment(deployment_file)
+    if dep.profile.role != kind:
+        raise click.BadParameter(f"{deployment_file} uses {dep.profile.name} ({dep.profile.role} servers), "
+                                 f"not {kind}", param_hint="KIND")
+    client = connect(docker_host)
+    size = client.images.get(dep.image).attrs.get("Size", 0)
+    transports = connect_nodes(dep, accept_new_host_keys)
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task(f"shipping {dep.image}", total=size or None)
+            results = ship_image(dep, transports, client, dep.image,
+                                 on_bytes=lambda n: progress.advance(task, n))
+    finally:
+        close_all(transports)
+    shipped = [r.node for r in results if r.action == "shipped"]
+    click.echo(f"{dep.image} ({results[0].image_id[:19]}): shipped to {len(shipped)} node(s), "
+               f"already on {len(results) - len(shipped)}")
 
 
 commands = [image]

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ascend_run.cli.common import console as make_console
 from ascend_run.cli.common import deployment_option, echo_json, output_option
 from ascend_run.deployment import Deployment, load_deployment
 from ascend_run.errors import AscendRunError, PreflightError
@@ -36,7 +37,7 @@ def close_all(transports: dict) -> None:
 
 
 def err_console() -> Console:
-    return Console(stderr=True, soft_wrap=True)
+    return make_console(stderr=True)
 
 
 def print_checks(checks, console: Console) -> None:
@@ -84,7 +85,7 @@ def preflight(deployment_file: str, output_format: str, accept_new_host_keys: bo
     dep = load_deployment(deployment_file)
     transports = connect(dep, accept_new_host_keys, parallel)
     try:
-        checks = preflight_or_raise(dep, transports, err_console() if output_format == "json" else Console(),
+        checks = preflight_or_raise(dep, transports, err_console() if output_format == "json" else make_console(),
                                     output_format)
     finally:
         close_all(transports)
@@ -188,7 +189,7 @@ def status(deployment_file: str, output_format: str, accept_new_host_keys: bool,
     for row in rows:
         table.add_row(row["node"], str(row["rank"]), row["state"], row["status"], row["last_loss"] or "",
                       (row["last_line"] or "")[:80])
-    Console(soft_wrap=True).print(table)
+    make_console().print(table)
 
 
 @click.command()

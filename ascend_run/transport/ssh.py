@@ -107,7 +107,7 @@ class SSHTransport:
             try:
                 self._client.connect(self.address, port=self.port, username=self.user, pkey=pkey, timeout=timeout,
                                      banner_timeout=timeout, auth_timeout=timeout, allow_agent=pkey is None,
-                                     look_for_keys=pkey is None, gss_auth=False, gss_kex=False, compress=False)
+                                     look_for_keys=pkey is None, compress=False)
                 self._client.get_transport().set_keepalive(KEEPALIVE_S)
                 return
             except HostKeyError:

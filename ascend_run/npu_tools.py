@@ -1,4 +1,4 @@
-"""Reading the Ascend tools' text output (`npu-smi info`, driver `version.info`)."""
+"""Reading the Ascend tools' text output: `npu-smi info`, `hccn_tool`, `hccn.conf`, driver `version.info`."""
 
 from __future__ import annotations
 
@@ -41,3 +41,25 @@ def parse_driver_version(text: str) -> str | None:
 def version_family(version: str) -> tuple[int, ...]:
     """'24.1.RC3' -> (24, 1): releases of one family share an ABI with the CANN built for it."""
     return tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+
+
+_IPADDR = re.compile(r"^\s*ipaddr\s*:\s*(\S+)", re.M)
+_LINK = re.compile(r"link status\s*:\s*(\w+)", re.I)
+_HCCN_CONF = re.compile(r"^\s*address_(\d+)\s*=\s*(\S+)\s*$", re.M)
+
+
+def parse_hccn_ip_output(text: str) -> str | None:
+    """`hccn_tool -i N -ip -g` prints `ipaddr:10.0.0.1` and `netmask:…`; the address, or None."""
+    match = _IPADDR.search(text)
+    return match.group(1) if match else None
+
+
+def parse_link_status(text: str) -> str | None:
+    """`hccn_tool -i N -link -g` prints `link status: UP`; 'UP', 'DOWN', or None when unreadable."""
+    match = _LINK.search(text)
+    return match.group(1).upper() if match else None
+
+
+def parse_hccn_conf(text: str) -> dict[int, str]:
+    """`/etc/hccn.conf` lines `address_N=IP`, by device id."""
+    return {int(n): ip for n, ip in _HCCN_CONF.findall(text)}

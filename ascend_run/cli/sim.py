@@ -1,0 +1,69 @@
+"""`ascend-run sim up | status | down`: a simulated Ascend cluster on this machine (needs root)."""
+
+from __future__ import annotations
+
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ascend_run.cli.common import echo_json, output_option
+from ascend_run.profiles import builtin_profile_names
+
+dir_option = click.option("--dir", "directory", default=".sim", show_default=True,
+                          type=click.Path(file_okay=False), help="Cluster directory (state, keys, cluster.yaml).")
+
+
+@click.group()
+def sim() -> None:
+    """A simulated Atlas cluster: each server a network namespace with sshd, dockerd, /dev/davinci*, npu-smi."""
+
+
+@sim.command()
+@click.option("--nodes", "-n", default=2, show_default=True, help="Number of servers.")
+@click.option("--profile", default="atlas-800t-a2", show_default=True, type=click.Choice(builtin_profile_names()))
+@click.option("--no-docker", is_flag=True, help="Only sshd (fast; for fan-out benchmarks).")
+@click.option("--image", help="Also load this image from the local engine into every node.")
+@dir_option
+def up(nodes: int, profile: str, no_docker: bool, image: str | None, directory: str) -> None:
+    """Bring up NODES simulated servers and write DIR/cluster.yaml for every other command."""
+    from ascend_run.sim.cluster import SimCluster
+
+    cluster = SimCluster(directory)
+    started = time.monotonic()
+    with Console(stderr=True).status(f"starting {nodes} simulated {profile} servers"):
+        cluster.up(nodes, profile, docker=not no_docker, image=image)
+    click.echo(f"{nodes} nodes up in {time.monotonic() - started:.1f} s; deployment file: {cluster.deployment_file}")
+    click.echo(f"try: ascend-run exec -f {cluster.deployment_file} -- npu-smi info")
+
+
+@sim.command()
+@dir_option
+@output_option
+def status(directory: str, output_format: str) -> None:
+    """Show the simulated servers and whether their sshd and dockerd answer."""
+    from ascend_run.sim.cluster import SimCluster
+
+    rows = SimCluster(directory).status()
+    if output_format == "json":
+        echo_json(rows)
+        return
+    table = Table("name", "address", "sshd", "docker", box=None)
+    for row in rows:
+        table.add_row(row["name"], row["address"], "up" if row["sshd"] else "[red]down[/]",
+                      "up" if row["docker"] else "-")
+    Console().print(table)
+
+
+@sim.command()
+@dir_option
+def down(directory: str) -> None:
+    """Stop every simulated server and remove every namespace, link and process it made."""
+    from ascend_run.sim.cluster import SimCluster
+
+    SimCluster(directory).down()
+    click.echo(f"simulated cluster in {directory} is down")
+
+
+commands = [sim]
