@@ -36,7 +36,7 @@ def main() -> int:
     args = parse_args()
     env_rank = int(os.environ.get("RANK_ID", os.environ.get("MS_NODE_ID", "-1")))
     if args.crash_before_init and env_rank == args.crash_rank:
-        print(f"rank {env_rank}: exiting before init() as asked", flush=True)
+        print(f"rank {env_rank}: exiting before init() as asked, t={time.time():.3f}", flush=True)
         return 3
 
     import mindspore as ms
@@ -73,6 +73,7 @@ def main() -> int:
             print(f"{{ step:[{step:5d}/{args.steps:5d}], loss: N/A (non-last PP stage, refer to last stage for "
                   f"real loss) }}", flush=True)
         if rank == args.crash_rank and step == args.crash_at_step:
+            print(f"rank {rank}: crashing at step {step}, t={time.time():.3f}", flush=True)
             raise RuntimeError(f"rank {rank}: injected crash at step {step}")
         if args.step_sleep:
             time.sleep(args.step_sleep)

@@ -1,0 +1,38 @@
+"""`logs --collect DIR`: every node's msrun logs (worker_*.log, and scheduler.log from the master) into DIR/<node>/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ascend_run.deployment import Deployment, Node
+from ascend_run.launch.launcher import parallel
+
+LOG_GLOBS = ("worker_*.log", "scheduler.log")
+
+
+def _list_logs(t, log_dir: str) -> list[str]:
+    script = 'cd "$1" 2>/dev/null || exit 0; for f in worker_*.log scheduler.log; do [ -f "$f" ] && echo "$f"; done; true'
+    result = t.run(["sh", "-c", script, "sh", log_dir], timeout=60)
+    result.check(getattr(t, "host", "node"))
+    return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+def collect_logs(dep: Deployment, transports: dict, dest: Path) -> dict[str, list[str]]:
+    """Copy the logs of every node, in parallel; returns the file names copied per node."""
+    log_dir = dep.host_log_dir
+
+    def work(node: Node) -> list[str]:
+        t = transports[node.name]
+        names = _list_logs(t, log_dir)
+        target = dest / node.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            t.get(f"{log_dir}/{name}", target / name)
+        return names
+
+    results = parallel(list(dep.nodes), work)
+    errors = {k: v for k, v in results.items() if isinstance(v, BaseException)}
+    if errors:
+        name, exc = next(iter(errors.items()))
+        raise exc
+    return results
