@@ -12,6 +12,7 @@ from pathlib import Path
 # Each entry: (module, function) returning {path relative to the repo root: content}.
 GENERATORS: list[tuple[str, str]] = [
     ("ascend_run.generate", "image_files"),
+    ("ascend_run.charts", "chart_files"),
 ]
 
 
