@@ -1,0 +1,45 @@
+"""`ascend-run chart values`: a deployment file as values for the Helm charts in charts/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ascend_run.charts import CHART_KINDS, CHARTS
+from ascend_run.charts.values import chart_values, values_yaml
+from ascend_run.cli.common import deployment_option
+from ascend_run.deployment import load_deployment
+
+
+@click.group("chart")
+def chart_group() -> None:
+    """Helm charts for Kubernetes (charts/ascend-train, charts/ascend-infer)."""
+
+
+@chart_group.command("values")
+@click.argument("kind", type=click.Choice(CHART_KINDS))
+@deployment_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the values here (default: stdout).")
+def values(kind: str, deployment_file: str, output: str | None) -> None:
+    """Turn a deployment file into values for the KIND chart (train or infer).
+
+    Nodes become pods, and the image, env, mounts and msrun settings carry over, so the same file drives
+    `ascend-run launch` over SSH and `helm install -f VALUES` on Kubernetes.
+    """
+    dep = load_deployment(deployment_file)
+    data, notes = chart_values(dep, kind)
+    chart = CHARTS[kind].name
+    header = (f"Values for charts/{chart}, made by `ascend-run chart values {kind} -f {deployment_file}`.\n"
+              f"helm install {dep.name} charts/{chart} -f THIS_FILE")
+    text = values_yaml(data, header)
+    for note in notes:
+        click.secho(f"note: {note}", fg="yellow", err=True)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    Path(output).write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output} ({len(dep.nodes)} pod(s) x {data['npusPerNode']} NPUs, chart {chart})", err=True)
+
+
+commands = [chart_group]
