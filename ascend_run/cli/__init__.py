@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "image",
     "docker_run",
     "launch",
+    "logs",
     "chart",
     "sim",
 ]

@@ -1,0 +1,92 @@
+"""`ascend-run logs`: read a job's msrun worker logs; `--loss` extracts and plots the training loss.
+
+The command is split into small steps (where the logs come from, what to show) so collection from the
+nodes (`--collect DIR`) and a live mode slot in as further sources and views without a rewrite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ascend_run.cli.common import echo_json, output_option
+from ascend_run.losslog import LossReport, loss_report, plot_loss
+
+
+def _log_source(deployment_file: str | None, from_dir: str | None) -> Path:
+    """Where the logs to read are. Today a local directory; collection from the nodes comes here."""
+    if from_dir:
+        return Path(from_dir)
+    if deployment_file:
+        raise click.UsageError("reading logs straight from the nodes is not available yet; collect them and "
+                               "pass the directory with --from DIR")
+    raise click.UsageError("give --from DIR (a directory of worker_N.log files, or DIR/<node>/worker_N.log)")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_loss_table(report: LossReport) -> None:
+    """Which rank was read and why, the other ranks in one line each kind, then step by step."""
+    chosen = report.chosen
+    others = [r for r in report.ranks_with_loss if r != chosen.rank]
+    click.echo(f"loss from rank {chosen.rank} ({chosen.path}): {len(chosen.points)} steps"
+               + (f"; also printed by rank(s) {', '.join(map(str, others))}" if others else ""))
+    by_status: dict[str, list[int]] = {}
+    for rank, scan in report.scans.items():
+        if rank != chosen.rank and not scan.has_loss:
+            by_status.setdefault(scan.status, []).append(rank)
+    for status, ranks in by_status.items():
+        click.echo(f"  rank(s) {', '.join(map(str, ranks))}: {status}")
+    for rank, failure in report.crashed.items():
+        click.secho(f"  rank {rank} crashed: {failure}", fg="red", err=True)
+    if chosen.restarts:
+        click.echo(f"  (the log holds {chosen.restarts + 1} runs; showing the last)")
+    click.echo(f"{'step':>7} {'epoch':>5} {'loss':>12} {'lr':>11} {'ms/step':>9} {'TFLOPS':>7} {'norm':>10}")
+    for p in report.points:
+        norm = p.grad_norm if p.grad_norm is not None else p.global_norm
+        click.echo(f"{p.step:>7} {_fmt(p.epoch, 'd'):>5} {_fmt(p.loss, '.6f'):>12} {_fmt(p.lr, '.3e'):>11} "
+                   f"{_fmt(p.per_step_time_ms, '.0f'):>9} {_fmt(p.throughput, '.3f'):>7} {_fmt(norm, '.4f'):>10}")
+
+
+def show_loss(source: Path, rank: int | None, plot: str | None, output_format: str) -> None:
+    report = loss_report(source, rank)
+    written = None
+    if plot:
+        title = f"training loss, rank {report.chosen.rank} ({Path(report.chosen.path).name})"
+        written = plot_loss(report.points, plot, title)
+    if output_format == "json":
+        echo_json({**report.as_json(), "plot": str(written) if written else None})
+        return
+    print_loss_table(report)
+    if written:
+        click.echo(f"plot: {written}")
+
+
+@click.command()
+@click.option("-f", "--file", "deployment_file", type=click.Path(dir_okay=False),
+              help="The deployment file (for reading logs from its nodes).")
+@click.option("--from", "from_dir", type=click.Path(exists=True),
+              help="Read logs collected here: DIR/worker_N.log or DIR/<node>/worker_N.log (or one log file).")
+@click.option("--loss", is_flag=True, help="Extract the training loss, step by step.")
+@click.option("--rank", type=click.IntRange(min=0),
+              help="Read this rank's log (default: the highest rank that printed real loss values).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also write the loss curve to this PNG (implies --loss).")
+@output_option
+def logs(deployment_file: str | None, from_dir: str | None, loss: bool, rank: int | None, plot: str | None,
+         output_format: str) -> None:
+    """Read the job's worker logs; with --loss, the training loss and its curve.
+
+    With pipeline parallelism only the last stage prints the loss (the others print N/A or 0): the rank
+    is picked automatically unless --rank is given.
+    """
+    source = _log_source(deployment_file, from_dir)
+    if loss or plot:
+        show_loss(source, rank, plot, output_format)
+        return
+    raise click.UsageError("say what to read: --loss (and --plot FILE.png)")
+
+
+commands = [logs]
