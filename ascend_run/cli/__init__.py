@@ -22,9 +22,10 @@ COMMAND_MODULES = [
     "image",
     "docker_run",
     "launch",
-    "logs",
     "chart",
+    "logs",
     "sim",
+    "demo",
 ]
 
 

@@ -100,10 +100,11 @@ def preflight(deployment_file: str, output_format: str, accept_new_host_keys: bo
 @click.option("--replace", is_flag=True, help="Remove the job's containers if they already exist.")
 @click.option("--skip-preflight", is_flag=True, help="Start without the preflight checks.")
 @click.option("--master-addr", help="Override master_ip (default: node 0's cluster-facing address).")
+@click.option("--all-lines", is_flag=True, help="Also show MindSpore's own [WARNING]/[INFO] log lines.")
 @accept_new_option
 @parallel_option
 def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, skip_preflight: bool,
-           master_addr: str | None, accept_new_host_keys: bool, parallel: int) -> None:
+           master_addr: str | None, all_lines: bool, accept_new_host_keys: bool, parallel: int) -> None:
     """Start the job on every node with its rank; stream logs; stop everything when any node fails.
 
     Node k gets rank k, master_ip is node 0's address. Attached, output is prefixed [node/rank]; when a
@@ -119,12 +120,13 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
                        f"{plan.node.ssh.user}@{plan.node.address}:{plan.node.ssh.port}")
             click.echo(shlex.join(plan.docker_argv))
         return
-    from ascend_run.console import PrefixPrinter
+    from ascend_run.console import PrefixPrinter, framework_noise
     from ascend_run.launch.launcher import Launcher, outcome_error
 
     console = err_console()
     transports = connect(dep, accept_new_host_keys, parallel)
-    printer = PrefixPrinter([n.name for n in dep.nodes], ranks={n.name: n.rank for n in dep.nodes})
+    printer = PrefixPrinter([n.name for n in dep.nodes], ranks={n.name: n.rank for n in dep.nodes},
+                            hide=None if all_lines else framework_noise)
     launcher = Launcher(dep, transports, on_line=lambda node, line: printer.line(node.name, line),
                         notice=lambda text: console.print(f"[yellow]ascend-run:[/] {text}"))
     try:

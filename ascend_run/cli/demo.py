@@ -1,0 +1,91 @@
+"""`ascend-run demo`: the main job on the embedded default (a simulated 2-server cluster), end to end."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+import click
+
+from ascend_run.cli.common import console as make_console
+
+
+def _step(console, text: str, command: list[str] | None = None) -> None:
+    console.print(f"\n[bold cyan]==> {text}[/]")
+    if command:
+        console.print(f"[dim]$ {shlex.join(command)}[/]")
+
+
+def _invoke(args: list[str]) -> None:
+    from ascend_run.cli import cli
+
+    cli.main(args=args, prog_name="ascend-run", standalone_mode=False)
+
+
+@click.command()
+@click.option("--dir", "directory", default=".sim", show_default=True, type=click.Path(file_okay=False),
+              help="Where the simulated cluster, logs and the loss plot go.")
+@click.option("--nodes", default=2, show_default=True, help="Simulated servers.")
+@click.option("--steps", default=30, show_default=True, help="Training steps of the CPU job.")
+@click.option("--keep", is_flag=True, help="Leave the simulated cluster up afterwards (ascend-run sim down).")
+def demo(directory: str, nodes: int, steps: int, keep: bool) -> None:
+    """Bring up a simulated cluster, build and ship the train image, launch a real msrun job, plot the loss.
+
+    Needs root (network namespaces) and the packages of scripts/install.sh.
+    """
+    from ascend_run import demo as d
+    from ascend_run.cli.launch import close_all, connect
+    from ascend_run.deployment import load_deployment
+    from ascend_run.engine import connect as engine_connect
+    from ascend_run.launch.collect import collect_logs
+    from ascend_run.localengine import ensure_engine
+    from ascend_run.sim.cluster import SimCluster
+
+    console = make_console(stderr=True)
+    root = Path(directory).resolve()
+    started = time.monotonic()
+    cluster = SimCluster(root)
+    _step(console, f"simulated cluster: {nodes} × Atlas 800T A2", ["ascend-run", "sim", "up", "--nodes", str(nodes),
+                                                                  "--dir", str(root)])
+    _invoke(["sim", "up", "--nodes", str(nodes), "--dir", str(root)])
+    try:
+        engine = ensure_engine()
+        client = engine_connect(engine.base_url)
+        tag = d.CPU_TAG.format(kind="train")
+        _step(console, "train image from images/train/Dockerfile (local Debian base, PyPI MindSpore "
+                       f"{d.CPU_MINDSPORE} standing in for CANN + the Ascend wheel)")
+        with console.status("building (cached after the first run)"):
+            d.build_cpu_image(client, "train")
+        job = d.demo_job_file(root, tag, steps)
+        _step(console, "ship the image to every server (no registry)",
+              ["ascend-run", "image", "ship", "train", "-f", str(job)])
+        _invoke(["image", "ship", "train", "-f", str(job), "--docker-host", engine.base_url])
+        _step(console, "preflight and launch across the servers", ["ascend-run", "launch", "-f", str(job)])
+        _invoke(["launch", "-f", str(job)])
+        logs = root / "logs"
+        _step(console, "collect the logs of every server", ["ascend-run", "logs", "-f", str(job), "--collect",
+                                                             str(logs)])
+        dep = load_deployment(job)
+        transports = connect(dep, accept_new=False)
+        try:
+            collect_logs(dep, transports, logs)
+        finally:
+            close_all(transports)
+        plot = root / "loss.png"
+        _step(console, "loss curve from the last rank", ["ascend-run", "logs", "--loss", "--from", str(logs),
+                                                          "--plot", str(plot)])
+        _invoke(["logs", "--loss", "--from", str(logs), "--plot", str(plot)])
+        console.print(f"\n[green]demo done in {time.monotonic() - started:.0f} s[/]: logs in {logs}, loss plot {plot}")
+    finally:
+        engine_started_here = "engine" in locals() and engine.process is not None
+        if engine_started_here:
+            engine.stop()
+        if keep:
+            console.print(f"cluster left up: ascend-run sim down --dir {root}")
+        else:
+            _step(console, "tear down", ["ascend-run", "sim", "down", "--dir", str(root)])
+            cluster.down()
+
+
+commands = [demo]

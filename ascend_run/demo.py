@@ -1,0 +1,84 @@
+"""The main job on the embedded default: a local simulated 2-server Ascend cluster, end to end.
+
+What a user does on real servers, on this machine: bring up the servers (`sim up`), build the train
+image (on a local Debian base with PyPI's MindSpore standing in for the CANN base and the Ascend wheel),
+ship it to every server, preflight, launch a real `msrun` data-parallel job across them (the CPU job in
+examples/cpu-job stands in for run_mindformer.py), stream the logs, collect them, plot the loss, tear
+down. Every step is the kit's own code path; only the NPUs are simulated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ascend_run.images import get_image
+from ascend_run.render.dockerfile import render_build_context
+
+CPU_MINDSPORE = "2.10.0"   # PyPI has 2.7-2.10 for Python 3.11 (the Debian base); 2.4.10 is not on PyPI
+CPU_REQUIREMENTS = [f"mindspore=={CPU_MINDSPORE}", "numpy==1.26.4"]
+CPU_TAG = "ascend-run/deepseek-v3-{kind}:cpu-demo"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+WHEELHOUSE = Path.home() / ".cache" / "ascend-run" / "wheelhouse"
+
+
+def ensure_wheelhouse(path: Path = WHEELHOUSE) -> Path:
+    from ascend_run.wheelhouse import download
+
+    if not any(path.glob(f"mindspore-{CPU_MINDSPORE}-*.whl")) or not any(path.glob("numpy-1.26.4-*.whl")):
+        download(CPU_REQUIREMENTS, path)
+    return path
+
+
+def cpu_build_args(kind: str, base_image: str, index_url: str) -> dict[str, str]:
+    """The image's own build args with the CPU stand-ins: local base, PyPI MindSpore, no MindFormers download."""
+    return {**get_image(kind).build_args(), "CANN_BASE_IMAGE": base_image, "MINDSPORE_VERSION": CPU_MINDSPORE,
+            "MINDFORMERS_ARCHIVE_URL": "", "PIP_INDEX_URL": index_url}
+
+
+def build_cpu_image(client, kind: str = "train", on_event: Callable = lambda e: None,
+                    extra_args: dict[str, str] | None = None) -> str:
+    """Build the generated KIND Dockerfile with the CPU stand-ins; returns the tag."""
+    from ascend_run.engine import build_image
+    from ascend_run.sim.base_image import ensure_base_image
+    from ascend_run.wheelhouse import serve
+
+    base = ensure_base_image(client)
+    tag = CPU_TAG.format(kind=kind)
+    with serve(ensure_wheelhouse()) as index_url:
+        args = {**cpu_build_args(kind, base, index_url), **(extra_args or {})}
+        build_image(client, render_build_context(kind), tag, args, on_event, network_mode="host")
+    return tag
+
+
+def demo_job_file(cluster_dir: Path, image: str, steps: int = 30) -> Path:
+    """A job file that `extends:` the cluster's deployment file with the CPU training job."""
+    path = cluster_dir / "demo-job.yaml"
+    path.write_text(
+        "# The demo job: examples/cpu-job/train_dp.py with msrun, one worker per simulated server.\n"
+        "extends: cluster.yaml\n"
+        "name: demo-train\n"
+        f"image: {image}\n"
+        "container: {name: ascend-run-demo}\n"
+        "job:\n"
+        "  launcher: msrun\n"
+        f"  command: python /opt/ascend-run/cpu-job/train_dp.py --steps {steps}\n"
+        "  local_workers: 1\n"
+        "  master_port: 8118\n"
+        "  cluster_timeout: 120\n"
+        "  sync:\n"
+        f"    - {{source: {EXAMPLES / 'cpu-job'}, target: /opt/ascend-run/cpu-job}}\n")
+    return path
+
+
+@contextlib.contextmanager
+def simulated_cluster(directory: Path, nodes: int, profile: str = "atlas-800t-a2") -> Iterator:
+    from ascend_run.sim.cluster import SimCluster
+
+    cluster = SimCluster(directory)
+    cluster.up(nodes, profile)
+    try:
+        yield cluster
+    finally:
+        cluster.down()
