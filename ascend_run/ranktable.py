@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from ascend_run.errors import ConfigError, ConfigErrors
+from ascend_run.npu_tools import parse_hccn_conf, parse_hccn_ip_output, parse_link_status  # noqa: F401
 
 VERSION = "1.0"
 HCCN_TOOL = "hccn_tool"
@@ -36,12 +37,10 @@ class DeviceAddressError(RankTableError):
     """An NPU whose device address cannot be read, or whose RoCE link is down."""
 
 
-# --- the tools' text formats -------------------------------------------------------------------
+# --- the tools' text formats (the address/link parsers live in npu_tools; these add netmasks) -------
 
-_IPADDR = re.compile(r"^\s*ipaddr\s*:\s*(\S+)", re.M)
 _NETMASK = re.compile(r"^\s*netmask\s*:\s*(\S+)", re.M)
-_LINK = re.compile(r"link status\s*:\s*(\w+)", re.I)
-_CONF_LINE = re.compile(r"^\s*(address|netmask)_(\d+)\s*=\s*(\S+)\s*$")
+_CONF_NETMASK = re.compile(r"^\s*netmask_(\d+)\s*=\s*(\S+)\s*$", re.M)
 
 
 def _ip_or_none(text: str | None) -> str | None:
@@ -53,46 +52,15 @@ def _ip_or_none(text: str | None) -> str | None:
         return None
 
 
-def parse_hccn_ip_output(text: str) -> str | None:
-    """`hccn_tool -i N -ip -g` prints `ipaddr:10.0.0.1` and `netmask:…`: the address, or None if absent."""
-    match = _IPADDR.search(text)
-    return _ip_or_none(match.group(1)) if match else None
-
-
 def parse_hccn_netmask_output(text: str) -> str | None:
     """The `netmask:` line of `hccn_tool -i N -ip -g`, or None."""
     match = _NETMASK.search(text)
     return match.group(1) if match else None
 
 
-def parse_link_status(text: str) -> str | None:
-    """`hccn_tool -i N -link -g` prints `link status: UP`: 'UP', 'DOWN', or None when unreadable."""
-    match = _LINK.search(text)
-    return match.group(1).upper() if match else None
-
-
-def _conf_values(text: str, key: str, source: str) -> dict[int, str]:
-    values: dict[int, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        match = _CONF_LINE.match(line)
-        if not match or match.group(1) != key:
-            continue
-        device, value = int(match.group(2)), match.group(3)
-        if _ip_or_none(value) is None:
-            raise RankTableError(f"{key}_{device}={value!r} is not an IP address", file=source, line=number,
-                                 fix=f"correct it, e.g. with `{_IP_FIX_HINT.format(d=device)}`")
-        values[device] = str(ipaddress.ip_address(value))
-    return values
-
-
-def parse_hccn_conf(text: str, *, source: str = HCCN_CONF) -> dict[int, str]:
-    """`/etc/hccn.conf` lines `address_N=IP`, by device id. Other keys (netmask, gateway, …) are skipped."""
-    return _conf_values(text, "address", source)
-
-
-def parse_hccn_conf_netmasks(text: str, *, source: str = HCCN_CONF) -> dict[int, str]:
+def parse_hccn_conf_netmasks(text: str) -> dict[int, str]:
     """`/etc/hccn.conf` lines `netmask_N=MASK`, by device id."""
-    return _conf_values(text, "netmask", source)
+    return {int(n): mask for n, mask in _CONF_NETMASK.findall(text)}
 
 
 # --- collecting from a server --------------------------------------------------------------------
@@ -135,19 +103,23 @@ def collect_device_ips(run: Run, npus: Sequence[int], hccn_tool_path: str = HCCN
         if not tool_missing:
             result = run([hccn_tool_path, "-i", str(device), "-ip", "-g"])
             if result.rc == 0:
-                ip, netmask = parse_hccn_ip_output(result.stdout), parse_hccn_netmask_output(result.stdout)
+                printed = parse_hccn_ip_output(result.stdout)
+                ip, netmask = _ip_or_none(printed), parse_hccn_netmask_output(result.stdout)
                 source = "hccn_tool" if ip else None
-                detail = "" if ip else f"{hccn_tool_path} printed no ipaddr"
+                detail = "" if ip else f"{hccn_tool_path} printed {'ipaddr:' + printed if printed else 'no ipaddr'}"
             else:
                 tool_missing = result.rc == 127
                 detail = _last_line(result) or f"{hccn_tool_path} exited {result.rc}"
         if ip is None:
             if conf is None:
                 conf = _read_conf(run, hccn_conf_path)
-            ip, netmask = conf[0].get(device), conf[1].get(device)
+            written, netmask = conf[0].get(device), conf[1].get(device)
+            ip = _ip_or_none(written)
             source = hccn_conf_path if ip else None
             if ip is None:
-                detail = "; ".join(filter(None, [detail, f"no address_{device} in {hccn_conf_path}"]))
+                why = f"address_{device}={written} in {hccn_conf_path} is not an IP" if written \
+                    else f"no address_{device} in {hccn_conf_path}"
+                detail = "; ".join(filter(None, [detail, why]))
         link = None
         if check_link and not tool_missing:
             link = parse_link_status(run([hccn_tool_path, "-i", str(device), "-link", "-g"]).stdout)
@@ -164,7 +136,7 @@ def _read_conf(run: Run, path: str) -> tuple[dict[int, str], dict[int, str]]:
     result = run(["cat", path])
     if result.rc != 0:
         return {}, {}
-    return parse_hccn_conf(result.stdout, source=path), parse_hccn_conf_netmasks(result.stdout, source=path)
+    return parse_hccn_conf(result.stdout), parse_hccn_conf_netmasks(result.stdout)
 
 
 def require_device_ips(node: str, infos: Mapping[int, DeviceInfo], *,

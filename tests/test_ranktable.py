@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from ascend_run.errors import ConfigError, ConfigErrors
+from ascend_run.npu_tools import parse_hccn_conf, parse_hccn_ip_output, parse_link_status
 from ascend_run.ranktable import (DeviceAddressError, ExpectedServer, RankTableError, build_rank_table,
-                                  collect_device_ips, load_rank_table, parse_hccn_conf, parse_hccn_conf_netmasks,
-                                  parse_hccn_ip_output, parse_link_status, rank_table_json, require_device_ips,
+                                  collect_device_ips, load_rank_table, parse_hccn_conf_netmasks,
+                                  parse_hccn_netmask_output, rank_table_json, require_device_ips,
                                   validate_rank_table)
 
 HCCN_CONF = """\
@@ -42,19 +43,20 @@ def test_hccn_conf_addresses_and_netmasks():
     assert parse_hccn_conf("") == {}
 
 
-def test_hccn_conf_bad_address_names_file_line_and_fix():
-    with pytest.raises(RankTableError) as err:
-        parse_hccn_conf("address_0=192.98.10.10\naddress_1=192.98.300.1\n")
-    text = str(err.value)
-    assert "/etc/hccn.conf:2" in text and "address_1" in text and "hccn_tool -i 1 -ip -s address" in text
+def test_collect_reports_a_malformed_conf_address():
+    node = FakeNode({}, conf="address_0=192.98.10.10\naddress_1=192.98.300.1\n")
+    infos = collect_device_ips(node.run, [0, 1])
+    assert infos[0].ip == "192.98.10.10" and infos[1].ip is None
+    assert "address_1=192.98.300.1 in /etc/hccn.conf is not an IP" in infos[1].detail
+    with pytest.raises(DeviceAddressError, match=r"(?s)node7: NPU 1.*hccn_tool -i 1 -ip -s address"):
+        require_device_ips("node7", infos)
 
 
 def test_hccn_ip_output():
     assert parse_hccn_ip_output("ipaddr:10.0.0.1\nnetmask:255.255.255.0\n") == "10.0.0.1"
     assert parse_hccn_ip_output("ipaddr: 10.0.0.1 \r\nnetmask: 255.255.255.0\r\n") == "10.0.0.1"
     assert parse_hccn_ip_output("Get device 3 failed, ret = -8005\n") is None
-    assert parse_hccn_ip_output("ipaddr:\nnetmask:\n") is None
-    assert parse_hccn_ip_output("ipaddr:not-an-ip\n") is None
+    assert parse_hccn_netmask_output("ipaddr:10.0.0.1\nnetmask:255.255.255.0\n") == "255.255.255.0"
 
 
 @pytest.mark.parametrize("text,state", [("link status: UP\n", "UP"), ("link status: DOWN", "DOWN"),
@@ -107,6 +109,8 @@ def test_collect_falls_back_to_hccn_conf_per_device():
     assert (infos[1].ip, infos[1].source, infos[1].netmask) == ("192.98.11.10", "/etc/hccn.conf", "255.255.255.0")
     assert (infos[2].ip, infos[2].source) == ("192.98.12.10", "/etc/hccn.conf")
     assert node.calls.count(["cat", "/etc/hccn.conf"]) == 1
+    blank = collect_device_ips(FakeNode({0: ""}, conf=HCCN_CONF).run, [0])  # `ipaddr:` with nothing after it
+    assert (blank[0].ip, blank[0].source) == ("192.98.10.10", "/etc/hccn.conf")
 
 
 def test_collect_without_hccn_tool_reads_conf_once_and_skips_links():
