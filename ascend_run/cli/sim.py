@@ -21,21 +21,47 @@ def sim() -> None:
 
 
 @sim.command()
-@click.option("--nodes", "-n", default=2, show_default=True, help="Number of servers.")
-@click.option("--profile", default="atlas-800t-a2", show_default=True, type=click.Choice(builtin_profile_names()))
+@click.option("--nodes", "-n", default=2, show_default=True, type=click.IntRange(1, 245), help="Number of servers.")
+@click.option("--profile", default="atlas-800t-a2", show_default=True, type=click.Choice(builtin_profile_names()),
+              help="Hardware profile: device nodes, tool paths and driver version of each server.")
 @click.option("--no-docker", is_flag=True, help="Only sshd (fast; for fan-out benchmarks).")
 @click.option("--image", help="Also load this image from the local engine into every node.")
+@click.option("--base-image", is_flag=True,
+              help="Also load the local Debian base image (ascend-run/debian-base:bookworm; built once, cached).")
 @dir_option
-def up(nodes: int, profile: str, no_docker: bool, image: str | None, directory: str) -> None:
-    """Bring up NODES simulated servers and write DIR/cluster.yaml for every other command."""
+def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image: bool, directory: str) -> None:
+    """Bring up NODES simulated servers and write DIR/cluster.yaml for every other command.
+
+    Each server is a network namespace on a private bridge (10.233.X.0/24, X from a hash of DIR) with its
+    own hostname, /dev/davinci* stand-ins, driver tree, hccn.conf, npu-smi, sshd and (unless --no-docker)
+    dockerd. Needs root. `ascend-run sim down --dir DIR` removes every trace.
+    """
     from ascend_run.sim.cluster import SimCluster
 
+    if (image or base_image) and no_docker:
+        raise click.UsageError("--image/--base-image need the nodes' Docker daemons (drop --no-docker)")
+    if base_image:
+        image = _base_image()
     cluster = SimCluster(directory)
     started = time.monotonic()
-    with Console(stderr=True).status(f"starting {nodes} simulated {profile} servers"):
-        cluster.up(nodes, profile, docker=not no_docker, image=image)
+    err = Console(stderr=True)
+    with err.status(f"starting {nodes} simulated {profile} servers") as status:
+        def progress(message: str) -> None:
+            err.print(f"  {message}")
+            status.update(message)
+
+        cluster.up(nodes, profile, docker=not no_docker, image=image, progress=progress)
     click.echo(f"{nodes} nodes up in {time.monotonic() - started:.1f} s; deployment file: {cluster.deployment_file}")
     click.echo(f"try: ascend-run exec -f {cluster.deployment_file} -- npu-smi info")
+
+
+def _base_image() -> str:
+    """The local Debian base image in the kit's engine (debootstrapped once), to copy into the nodes."""
+    from ascend_run.engine import connect
+    from ascend_run.localengine import ensure_engine
+    from ascend_run.sim.base_image import ensure_base_image
+
+    return ensure_base_image(connect(ensure_engine().base_url))
 
 
 @sim.command()

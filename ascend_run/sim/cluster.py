@@ -6,24 +6,30 @@ exactly what this cluster made, from any process: node processes, network namesp
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from ascend_run.deployment import parse_size
 from ascend_run.errors import SimError
 from ascend_run.profiles import get_profile
 from ascend_run.sim import network, tools
 from ascend_run.sim.network import SimNet
-from ascend_run.sim.node import NodeLayout, public_host_key, start_command, write_node_files
+from ascend_run.sim.node import DISK_SIZES, NodeLayout, public_host_key, start_command, write_node_files
 
 REQUIRED = {"ip": "iproute2", "sshd": "openssh-server", "ssh-keygen": "openssh-client", "unshare": "util-linux",
             "nsenter": "util-linux"}
@@ -99,63 +105,94 @@ class SimCluster:
     # --- up -----------------------------------------------------------------------------------------
 
     def up(self, nodes: int, profile_name: str = "atlas-800t-a2", docker: bool = True,
-           image: str | None = None, fail_at: int | None = None) -> None:
-        """Bring the cluster up; on any failure, tear down what was made and raise."""
+           image: str | None = None, fail_at: int | None = None,
+           progress: Callable[[str], None] | None = None, image_engine: str | None = None) -> None:
+        """Bring the cluster up; on any failure, tear down what was made and raise.
+
+        `image` (docker only) is copied from `image_engine` (default: the kit's local engine) into every
+        node's daemon.
+        `fail_at` is a test hook: node `fail_at` raises right after its processes started, so tests can
+        check that a failed bring-up leaves nothing behind. `progress` receives one line per step.
+        """
+        say = progress or (lambda _msg: None)
         _preflight(docker)
         if nodes < 1:
             raise SimError("--nodes must be at least 1")
+        if nodes > network.MAX_NODES:
+            raise SimError(f"at most {network.MAX_NODES} simulated nodes per cluster (one /24)")
         if self.record_path.exists():
             raise SimError(f"{self.dir} already holds a simulated cluster",
                            fix=f"ascend-run sim down --dir {self.dir}")
         profile = get_profile(profile_name)
         self.dir.mkdir(parents=True, exist_ok=True)
-        net = network.pick_net(str(self.dir), _used_octets())
-        record = {"tag": net.tag, "third_octet": net.third_octet, "profile": profile.name, "docker": docker,
-                  "bridge": net.bridge, "nodes": [], "pids": {}}
-        for i in range(nodes):
-            record["nodes"].append({"index": i, "name": f"sim-node-{i}", "address": net.address(i),
-                                    "netns": net.netns(i), "veth": net.veth_host(i),
-                                    "root": str(self.dir / "nodes" / f"sim-node-{i}")})
-        self._save(record)
+        longest = self.dir / "nodes" / f"sim-node-{nodes - 1}" / "docker.sock"
+        if docker and len(str(longest)) > MAX_SOCKET_PATH:
+            raise SimError(f"{longest} is longer than a Unix socket path may be ({MAX_SOCKET_PATH} bytes)",
+                           fix="use a shorter --dir")
+        storage = _storage_driver(self.dir) if docker else "overlay2"
+        with _network_lock():  # two `sim up` at once must not pick the same /24
+            net = network.pick_net(str(self.dir), _used_octets())
+            record = {"tag": net.tag, "third_octet": net.third_octet, "profile": profile.name, "docker": docker,
+                      "storage_driver": storage, "bridge": net.bridge, "nodes": [], "pids": {}}
+            for i in range(nodes):
+                record["nodes"].append({"index": i, "name": f"sim-node-{i}", "address": net.address(i),
+                                        "netns": net.netns(i), "veth": net.veth_host(i),
+                                        "root": str(self.dir / "nodes" / f"sim-node-{i}")})
+            self._save(record)
+            try:
+                for argv in network.bridge_up(net):
+                    _run(argv)
+            except BaseException:
+                self.down()
+                raise
+        say(f"bridge {net.bridge} {net.gateway}/24")
         try:
-            self._up(record, net, profile, docker, image, fail_at)
+            self._up(record, net, profile, docker, image, fail_at, say, image_engine)
         except BaseException:
+            say("bring-up failed: tearing down what was made")
             self.down()
             raise
 
-    def _up(self, record: dict, net: SimNet, profile, docker: bool, image: str | None, fail_at: int | None) -> None:
+    def _up(self, record: dict, net: SimNet, profile, docker: bool, image: str | None, fail_at: int | None,
+            say: Callable[[str], None], image_engine: str | None) -> None:
         if not self.key_file.exists():
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ascend-run-sim", "-f", str(self.key_file)])
         authorized = self.dir / "authorized_keys"
         shutil.copy(f"{self.key_file}.pub", authorized)
         Path("/var/lib/ascend-run").mkdir(parents=True, exist_ok=True)
-        for argv in network.bridge_up(net):
-            _run(argv)
         nodes = self.nodes()
+        pids: dict[str, int] = {}
+        pids_lock = threading.Lock()
 
-        def start(node: SimNode) -> int:
-            if fail_at is not None and node.index == fail_at:
-                raise SimError(f"injected failure while starting {node.name}")
-            write_node_files(node.layout, net, node.index, node.name, profile, authorized, docker)
+        def start(node: SimNode) -> None:
+            write_node_files(node.layout, net, node.index, node.name, profile, authorized, docker,
+                             storage_driver=record["storage_driver"])
             for argv in network.node_link_up(net, node.index):
                 _run(argv)
-            log = open(node.layout.log, "ab")
-            proc = subprocess.Popen(start_command(net, node.index, node.layout), stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-            return proc.pid
+            with open(node.layout.log, "ab") as log:
+                proc = subprocess.Popen(start_command(net, node.index, node.layout), stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            with pids_lock:
+                pids[node.name] = proc.pid  # recorded before anything can fail, so `down` finds it
+            if fail_at is not None and node.index == fail_at:
+                raise SimError(f"injected failure after starting {node.name}")
 
-        with ThreadPoolExecutor(max_workers=min(32, len(nodes))) as pool:
-            pids = list(pool.map(start, nodes))
-        record["pids"] = {n.name: pid for n, pid in zip(nodes, pids)}
-        self._save(record)
+        try:
+            with ThreadPoolExecutor(max_workers=min(32, len(nodes))) as pool:
+                list(pool.map(start, nodes))
+        finally:
+            record["pids"] = pids
+            self._save(record)
         self.known_hosts.write_text("".join(f"{n.address} {public_host_key(n.layout)}\n" for n in nodes))
         deadline = time.monotonic() + 30
         for node in nodes:
             _wait_port(node, deadline)
             if docker:
                 _wait_socket(node, deadline)
+        say(f"{len(nodes)} nodes answer on ssh" + (" and docker" if docker else ""))
         if docker and image:
-            self.load_image(image)
+            say(f"loading {image} into {len(nodes)} node daemons")
+            self.load_image(image, image_engine)
         self._write_deployment(record, profile.name, image)
 
     def _write_deployment(self, record: dict, profile: str, image: str | None) -> None:
@@ -196,27 +233,49 @@ class SimCluster:
 
     # --- state changes for tests ---------------------------------------------------------------------
 
-    def _edit_state(self, ref, change) -> None:
+    def edit_state(self, ref, change: Callable[[dict], object]) -> None:
+        """Apply `change` to a node's state.json (read by its npu-smi and hccn_tool at every call)."""
         node = self.node(ref)
         state = json.loads(node.layout.state.read_text())
         change(state)
         tools.write_state(node.layout.state, state)
 
     def set_link(self, ref, npu: int, status: str = "DOWN") -> None:
-        self._edit_state(ref, lambda s: s["devices"][str(npu)].update(link=status))
+        self.edit_state(ref, lambda s: s["devices"][str(npu)].update(link=status))
 
     def set_health(self, ref, npu: int, health: str = "Critical") -> None:
-        self._edit_state(ref, lambda s: s["devices"][str(npu)].update(health=health))
+        self.edit_state(ref, lambda s: s["devices"][str(npu)].update(health=health))
 
     def remove_device(self, ref, npu: int) -> None:
         """The NPU vanishes: npu-smi stops listing it and its /dev node is gone."""
-        self._edit_state(ref, lambda s: s["devices"][str(npu)].update(present=False))
+        self.edit_state(ref, lambda s: s["devices"][str(npu)].update(present=False))
         profile = get_profile(self.record()["profile"])
         self.node_exec(ref, ["rm", "-f", profile.npu_device_path(npu)])
 
-    def fill_disk(self, ref, path: str = "/data", free: str = "1M") -> None:
-        """Make a node's disk at `path` (a tmpfs of the node) nearly full: `df` shows `free` left."""
-        self.node_exec(ref, ["mount", "-o", f"remount,size={free}", path])
+    def fill_disk(self, ref, path: str = "/data", free: str | int = "1M") -> None:
+        """Leave only `free` bytes (e.g. "1M", "10G") on one of a node's disks, as `df` will show.
+
+        The node's disks (/data, /var/log) are tmpfs mounts of its own: shrinking one to what is used
+        plus `free` makes it as full as a real disk would be, without writing (or spending RAM on) data.
+        """
+        free_bytes = parse_size(free)
+        used = self._disk_usage(ref, path)
+        self.node_exec(ref, ["mount", "-o", f"remount,size={used + free_bytes}", path])
+        self.edit_state(ref, lambda s: s.setdefault("disks", {}).update({path: {"free_bytes": free_bytes}}))
+
+    def free_disk(self, ref, path: str = "/data") -> None:
+        """Undo `fill_disk`: the disk gets its full simulated size back."""
+        self._disk_usage(ref, path)
+        size = DISK_SIZES[path]
+        self.node_exec(ref, ["mount", "-o", f"remount,size={size}", path])
+        self.edit_state(ref, lambda s: s.setdefault("disks", {}).pop(path, None))
+
+    def _disk_usage(self, ref, path: str) -> int:
+        if path not in DISK_SIZES:
+            raise SimError(f"{path} is not a disk of the simulated node",
+                           fix=f"fill one of: {', '.join(DISK_SIZES)}")
+        out = self.node_exec(ref, ["df", "-B1", "--output=used", path]).stdout.split()
+        return int(out[-1])
 
     def node_exec(self, ref, argv: list[str]) -> subprocess.CompletedProcess:
         """Run a command inside a node's namespaces (mount, UTS, network) from the root namespace."""
@@ -245,34 +304,72 @@ class SimCluster:
         return rows
 
     def down(self) -> None:
-        """Stop every process of every node, delete namespaces, veths, the bridge; forget the cluster."""
+        """Stop every process of every node, delete namespaces, veths, the bridge; forget the cluster.
+
+        Works from a fresh process and after a half-finished `up`: everything is found from sim.json
+        (names, pids) and from the kernel (`ip netns pids`, process parents), never by a broad name.
+        """
         if not self.record_path.exists():
             return
         rec = self.record()
-        for node in rec["nodes"]:
-            pid = rec["pids"].get(node["name"])
-            for p in _netns_pids(node["netns"]):  # dockerd first, politely, so it can unmount
-                if _comm(p) == "dockerd":
-                    _kill(p, signal.SIGTERM)
-            if pid:
-                _kill(-pid, signal.SIGTERM)
+        problem = network.owned_names_problem(rec)
+        if problem:
+            raise SimError(f"{self.record_path} does not describe a cluster this kit made: {problem}",
+                           fix="remove the simulated cluster's namespaces and links by hand; sim.json was edited")
+        doomed = self._processes(rec)
+        dockerds = [p for p in doomed if _comm(p) == "dockerd"]
+        for p in dockerds:  # first, politely: dockerd stops its containers and unmounts their layers
+            _kill(p, signal.SIGTERM)
+        _wait_gone(dockerds, 10)
+        for p in doomed:
+            _kill(p, signal.SIGTERM)
+        _wait_gone(doomed, 2)
         deadline = time.monotonic() + 10
-        for node in rec["nodes"]:
-            while _netns_pids(node["netns"]) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            for p in _netns_pids(node["netns"]):
+        while True:  # SIGKILL what is left, including anything that entered a namespace meanwhile
+            left = [p for p in doomed | self._processes(rec) if _alive(p)]
+            if not left or time.monotonic() > deadline:
+                break
+            for p in left:
                 _kill(p, signal.SIGKILL)
-            pid = rec["pids"].get(node["name"])
-            if pid:
-                _kill(-pid, signal.SIGKILL)
+            _wait_gone(left, 1)
         for node in rec["nodes"]:
             _run(["ip", "netns", "del", node["netns"]], check=False)
-            _run(["ip", "link", "del", node["veth"]], check=False)
-        _run(["ip", "link", "del", rec["bridge"]], check=False)
+            if _link_exists(node["veth"]):
+                _run(["ip", "link", "del", node["veth"]], check=False)
+        if _link_exists(rec["bridge"]):
+            _run(["ip", "link", "del", rec["bridge"]], check=False)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(_link_exists(n["veth"]) for n in rec["nodes"]):
-            time.sleep(0.1)  # veth deletion is asynchronous
+            time.sleep(0.05)  # veth deletion is asynchronous
+        left = [p for p in self._processes(rec) if _alive(p)]
+        if left:
+            raise SimError(f"processes {left} of the simulated cluster in {self.dir} did not die",
+                           fix=f"kill them, then run: ascend-run sim down --dir {self.dir}")
         self.record_path.unlink()
+
+    def _processes(self, rec: dict) -> set[int]:
+        """Every process of the cluster: each node's first process, all in its network namespace, and
+        all their descendants (containers run in their own namespaces under containerd-shim)."""
+        roots: set[int] = set()
+        for node in rec["nodes"]:
+            roots.update(_netns_pids(node["netns"]))
+        for pid in rec.get("pids", {}).values():
+            if str(self.dir) in _cmdline(pid):  # not a recycled pid of an unrelated process
+                roots.add(int(pid))
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                ppid = _ppid(int(entry.name))
+                if ppid:
+                    children.setdefault(ppid, []).append(int(entry.name))
+        found, todo = set(), list(roots)
+        while todo:
+            pid = todo.pop()
+            if pid not in found:
+                found.add(pid)
+                todo.extend(children.get(pid, []))
+        found.discard(os.getpid())
+        return found
 
 
 def node_netns(record: dict, name: str) -> str:
@@ -290,6 +387,56 @@ def _preflight(docker: bool) -> None:
                if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
     if missing:
         raise SimError("missing tools: " + ", ".join(missing), fix="install them, or run scripts/install.sh")
+
+
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the trailing NUL
+LOCK_FILE = Path("/run/ascend-run-sim.lock")
+
+
+@contextlib.contextmanager
+def _network_lock():
+    """Serialises choosing a /24 and creating its bridge across processes."""
+    with open(LOCK_FILE, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _storage_driver(directory: Path) -> str:
+    """overlay2 when the node daemons' data-root (under `directory`) can hold overlay layers, else vfs.
+
+    The probe mounts a throwaway overlay in a private mount namespace, so nothing can leak to the host.
+    """
+    probe = Path(tempfile.mkdtemp(prefix=".overlay-probe-", dir=directory))
+    try:
+        for sub in ("lower", "upper", "work", "merged"):
+            (probe / sub).mkdir()
+        opts = f"lowerdir={probe / 'lower'},upperdir={probe / 'upper'},workdir={probe / 'work'}"
+        result = _run(["unshare", "--mount", "--propagation", "private", "mount", "-t", "overlay", "overlay",
+                       "-o", opts, str(probe / "merged")], check=False)
+        return "overlay2" if result.returncode == 0 else "vfs"
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def _wait_gone(pids, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rpartition(")")[2].split()[1])  # the name in parentheses may contain spaces
 
 
 def _netns_pids(netns: str) -> list[int]:
@@ -312,11 +459,12 @@ def _kill(pid: int, sig: int) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent counts as gone: it holds no namespace or mount)."""
     try:
-        os.kill(pid, 0)
-        return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _link_exists(name: str) -> bool:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from dataclasses import dataclass
 
 SIM_RANGE = ipaddress.ip_network("10.233.0.0/16")
 FIRST_HOST = 10
+MAX_NODES = 254 - FIRST_HOST + 1  # .10 … .254
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class SimNet:
 
     def address(self, index: int) -> str:
         if index + FIRST_HOST > 254:
-            raise ValueError("at most 244 simulated nodes per cluster")
+            raise ValueError(f"at most {MAX_NODES} simulated nodes per cluster")
         return f"10.233.{self.third_octet}.{index + FIRST_HOST}"
 
     def device_ip(self, index: int, npu: int) -> str:
@@ -64,6 +66,29 @@ def pick_net(directory: str, used_third_octets: set[int]) -> SimNet:
 
 def in_sim_range(address: str) -> bool:
     return ipaddress.ip_address(address) in SIM_RANGE
+
+
+def owned_names_problem(record: dict) -> str | None:
+    """Why `record` (a sim.json) names something this kit would not have made, or None.
+
+    `down` deletes links and namespaces by the names in sim.json; a hand-edited or foreign file must
+    never make it delete the machine's own interfaces or touch addresses outside 10.233.0.0/16.
+    """
+    try:
+        net = SimNet(str(record["tag"]), int(record["third_octet"]))
+        if not re.fullmatch(r"[0-9a-f]{6}", net.tag) or not 2 <= net.third_octet <= 254:
+            return f"tag {net.tag!r} / third octet {net.third_octet} are not the kit's"
+        if record["bridge"] != net.bridge:
+            return f"bridge {record['bridge']!r} is not {net.bridge!r}"
+        for node in record["nodes"]:
+            i = int(node["index"])
+            if (node["netns"], node["veth"]) != (net.netns(i), net.veth_host(i)):
+                return f"node {i}: netns/veth {node['netns']!r}/{node['veth']!r} are not the kit's names"
+            if not in_sim_range(node["address"]) or node["address"] != net.address(i):
+                return f"node {i}: address {node['address']} is outside {net.gateway[:-2]}.0/24"
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"malformed record ({exc!r})"
+    return None
 
 
 def bridge_up(net: SimNet) -> list[list[str]]:

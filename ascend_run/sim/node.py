@@ -10,6 +10,7 @@ dockerd (with `--device` paths resolving against this /dev) and then becomes ssh
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shlex
 import subprocess
@@ -22,6 +23,7 @@ from ascend_run.sim.network import SimNet
 
 DATA_DISK_SIZE = "2T"     # tmpfs limit: big enough for the 1.4 TB weights check, costs nothing until written
 LOG_DISK_SIZE = "16G"
+DISK_SIZES = {"/data": DATA_DISK_SIZE, "/var/log": LOG_DISK_SIZE}  # the node's own tmpfs disks
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def _file_target(profile: HardwareProfile, path: str, layout: NodeLayout) -> Pat
 
 
 def write_node_files(layout: NodeLayout, net: SimNet, index: int, name: str, profile: HardwareProfile,
-                     authorized_keys: Path, docker: bool) -> None:
+                     authorized_keys: Path, docker: bool, storage_driver: str = "overlay2") -> None:
     """Everything the node needs on disk, from the profile: tools, driver tree, hccn.conf, sshd config."""
     root = layout.root
     for sub in ("etc-upper", "etc-work", "usrlocal-upper", "usrlocal-work", "dev", "docker"):
@@ -92,6 +94,9 @@ def write_node_files(layout: NodeLayout, net: SimNet, index: int, name: str, pro
         t.install_info: "UserName=HwHiAiUser\nUserGroup=HwHiAiUser\nDriver_Install_Type=full\n"
                         "Driver_Install_Path_Param=/usr/local/Ascend\n",
         "/etc/hostname": name + "\n",
+        # firmware ships beside the driver (…/Ascend/firmware); the 800I profile mounts it
+        f"{posixpath.dirname(posixpath.dirname(t.driver_version_file))}/firmware/version.info":
+            f"Version={profile.driver_version}\n",
     }
     for path, text in files.items():
         target = _file_target(profile, path, layout)
@@ -114,10 +119,11 @@ def write_node_files(layout: NodeLayout, net: SimNet, index: int, name: str, pro
     if not layout.host_key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f",
                         str(layout.host_key)], check=True)
-    layout.script.write_text(node_script(layout, name, profile, docker))
+    layout.script.write_text(node_script(layout, name, profile, docker, storage_driver))
 
 
-def node_script(layout: NodeLayout, name: str, profile: HardwareProfile, docker: bool) -> str:
+def node_script(layout: NodeLayout, name: str, profile: HardwareProfile, docker: bool,
+                storage_driver: str = "overlay2") -> str:
     """The shell script that sets up the node's mount namespace and ends as its sshd."""
     root = layout.root
     q = shlex.quote
@@ -146,7 +152,7 @@ def node_script(layout: NodeLayout, name: str, profile: HardwareProfile, docker:
         lines.append(
             f"dockerd --data-root={q(str(root / 'docker'))} --exec-root=/run/docker-exec "
             f"--pidfile=/run/dockerd.pid -H unix://{q(str(layout.docker_socket))} --iptables=false "
-            f"--bridge=none --storage-driver=overlay2 --log-level=error > {q(str(root / 'dockerd.log'))} 2>&1 &")
+            f"--bridge=none --storage-driver={storage_driver} --log-level=error > {q(str(root / 'dockerd.log'))} 2>&1 &")
     lines.append(f"exec /usr/sbin/sshd -D -e -f {q(str(layout.sshd_config))}")
     return "\n".join(lines) + "\n"
 

@@ -19,7 +19,9 @@ def initial_state(net: SimNet, index: int, profile: HardwareProfile) -> dict:
     return {
         "driver_version": profile.driver_version,
         "devices": {str(i): {"present": True, "health": "OK", "link": "UP", "ip": net.device_ip(index, i),
-                             "netmask": "255.255.255.0", "chip": "910B3"} for i in range(profile.npu_count)},
+                             "netmask": "255.255.255.0", "chip": "910B3", "hbm_used_mb": 3161,
+                             "hbm_total_mb": profile.npu_memory_gb * 1024, "processes": []}
+                    for i in range(profile.npu_count)},
     }
 
 
@@ -47,7 +49,7 @@ NPU_SMI = _COMMON + r'''
 def info():
     ver = STATE["driver_version"].lower()
     print("+------------------------------------------------------------------------------------------------+")
-    print("| npu-smi %-24s Version: %-46s|" % (ver, ver))
+    print("| npu-smi %-24s Version: %-53s|" % (ver, ver))
     print("+---------------------------+---------------+----------------------------------------------------+")
     print("| NPU   Name                | Health        | Power(W)    Temp(C)           Hugepages-Usage(page)|")
     print("| Chip                      | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |")
@@ -57,16 +59,22 @@ def info():
         if not d["present"]:
             continue
         print("| %-5s %-19s | %-13s | %-11s %-17s %-21s|" % (npu, d["chip"], d["health"], "93.5", "41", "0    / 0"))
+        hbm = "%-4s / %s" % (d.get("hbm_used_mb", 3161), d.get("hbm_total_mb", 65536))
         print("| %-25s | %-13s | %-11s %-17s %-21s|" % ("0", "0000:%02X:00.0" % (0xC1 + int(npu)), "0",
-                                                         "0    / 0", "3161 / 65536"))
+                                                         "0    / 0", hbm))
         print("+===========================+===============+====================================================+")
     print("+---------------------------+---------------+----------------------------------------------------+")
     print("| NPU     Chip              | Process id    | Process name             | Process memory(MB)      |")
     print("+===========================+===============+====================================================+")
     for npu in sorted(DEVICES, key=int):
-        if DEVICES[npu]["present"]:
-            print("| No running processes found in NPU %-62s|" % npu)
-            print("+===========================+===============+====================================================+")
+        if not DEVICES[npu]["present"]:
+            continue
+        procs = DEVICES[npu].get("processes") or []
+        for p in procs:
+            print("| %-7s %-17s | %-13s | %-24s | %-24s|" % (npu, "0", p["pid"], p["name"], p["memory_mb"]))
+        if not procs:
+            print("| No running processes found in NPU %-61s|" % npu)
+        print("+===========================+===============+====================================================+")
 
 args = sys.argv[1:]
 if args[:1] == ["info"] and len(args) == 1:

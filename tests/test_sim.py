@@ -1,0 +1,252 @@
+"""`ascend-run sim`: simulated Atlas servers that look like real ones over SSH, and leave nothing behind.
+
+The slow tests need root: each server is a network namespace with its own hostname, mount namespace,
+/dev/davinci* stand-ins, sshd and dockerd. The fast tests cover the pure parts (names, addresses, stand-in
+tool output) and the refusals (not root, foreign sim.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ascend_run.cli import cli
+from ascend_run.deployment import load_deployment
+from ascend_run.errors import SimError
+from ascend_run.npu_tools import parse_hccn_conf, parse_npu_smi_info
+from ascend_run.profiles import get_profile
+from ascend_run.sim import network, tools
+from ascend_run.sim.cluster import SimCluster
+from tests.conftest_sim import sim_unavailable, ssh
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int(Path(entry, "stat").read_text().rpartition(")")[2].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def snapshot(cluster: SimCluster) -> dict:
+    """What a cluster made, from the kernel's point of view, to check after `down`."""
+    rec = cluster.record()
+    pids: set[int] = set()
+    for node in rec["nodes"]:
+        out = subprocess.run(["ip", "netns", "pids", node["netns"]], capture_output=True, text=True).stdout
+        pids.update(int(p) for p in out.split())
+    return {"tag": rec["tag"], "third_octet": rec["third_octet"], "pids": _descendants(pids),
+            "dir": str(cluster.dir)}
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def assert_nothing_left(snap: dict) -> None:
+    """No namespace, link, address, process or mount of the cluster in `snap` is left."""
+    tag, directory = snap["tag"], snap["dir"]
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"ar-{tag}-" not in netns, f"network namespaces left:\n{netns}"
+    links = [name for name in os.listdir("/sys/class/net") if tag in name]
+    assert not links, f"bridge/veths left: {links}"
+    if "third_octet" in snap:
+        addrs = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+        assert f"10.233.{snap['third_octet']}." not in addrs
+    alive = [p for p in snap.get("pids", ()) if _running(p)]
+    assert not alive, f"processes left: {alive}"
+    for entry in Path("/proc").iterdir():  # no sshd/dockerd/containerd anywhere still naming this directory
+        if entry.name.isdigit() and _running(int(entry.name)):
+            try:
+                cmdline = Path(entry, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            assert directory not in cmdline, f"process {entry.name} left: {cmdline}"
+    for mounts in ("/proc/self/mountinfo", "/proc/1/mountinfo"):
+        assert directory not in Path(mounts).read_text(), f"a mount under {directory} left"
+    assert not Path(directory, "sim.json").exists()
+
+
+# --- end to end ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_three_servers_over_ssh_then_nothing_left(sim_cluster):
+    host_had_davinci = Path("/dev/davinci3").exists()
+    cluster = sim_cluster(nodes=3)
+    nodes = cluster.nodes()
+    snap = snapshot(cluster)
+
+    hostnames = [ssh(cluster, n, "hostname").stdout.strip() for n in nodes]
+    assert hostnames == ["sim-node-0", "sim-node-1", "sim-node-2"]
+
+    confs = [ssh(cluster, n, "cat /etc/hccn.conf").stdout for n in nodes]
+    assert len(set(confs)) == 3
+    device_ips = [ip for conf in confs for ip in parse_hccn_conf(conf).values()]
+    assert len(device_ips) == 24 and len(set(device_ips)) == 24, "every NPU of every node has its own address"
+
+    smi = ssh(cluster, nodes[0], "npu-smi info").stdout
+    listed = parse_npu_smi_info(smi)
+    assert sorted(listed) == list(range(8)) and all(s.healthy for s in listed.values())
+    assert "HBM-Usage(MB)" in smi and "Process id" in smi
+
+    ran = ssh(cluster, nodes[1], "docker run --rm --device=/dev/davinci3 ascend-run/debian-base:bookworm "
+                                 "ls -l /dev/davinci3").stdout
+    assert ran.startswith("c") and ran.rstrip().endswith("/dev/davinci3")
+    assert Path("/dev/davinci3").exists() == host_had_davinci, "the host's /dev is untouched"
+
+    def link() -> str:
+        return ssh(cluster, nodes[2], "/usr/local/Ascend/driver/tools/hccn_tool -i 0 -link -g").stdout.strip()
+
+    assert link() == "link status: UP"
+    cluster.set_link("sim-node-2", 0, "DOWN")
+    assert link() == "link status: DOWN"
+    assert ssh(cluster, nodes[0], "/usr/local/Ascend/driver/tools/hccn_tool -i 0 -link -g").stdout.strip() \
+        == "link status: UP", "only node 3 changed"
+
+    cluster.down()
+    assert_nothing_left(snap)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_failed_up_cleans_up(tmp_path):
+    if sim_unavailable(docker=True):
+        pytest.skip(sim_unavailable(docker=True))
+    cluster = SimCluster(tmp_path / "failing")
+    with pytest.raises(SimError, match="injected failure after starting sim-node-2"):
+        cluster.up(4, docker=True, fail_at=2)
+    assert_nothing_left({"tag": network.tag_for(str(cluster.dir)), "dir": str(cluster.dir)})
+    cluster.down()  # a second down is a no-op
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_device_disk_and_health_faults(sim_cluster):
+    cluster = sim_cluster(nodes=2, docker=False)
+    node = cluster.node(1)
+
+    cluster.remove_device(1, 5)
+    listed = parse_npu_smi_info(ssh(cluster, node, "npu-smi info").stdout)
+    assert sorted(listed) == [0, 1, 2, 3, 4, 6, 7]
+    assert ssh(cluster, node, "test -e /dev/davinci5", check=False).returncode == 1
+    assert ssh(cluster, node, "test -c /dev/davinci4").returncode == 0
+    assert ssh(cluster, 0, "test -c /dev/davinci5").returncode == 0, "only node 1 lost the device"
+
+    cluster.set_health(1, 2, "Critical")
+    assert parse_npu_smi_info(ssh(cluster, node, "npu-smi info").stdout)[2].health == "Critical"
+
+    cluster.fill_disk(1, "/var/log", free="2M")
+    avail = int(ssh(cluster, node, "df -B1 --output=avail /var/log | tail -n 1").stdout)
+    assert 1 << 20 < avail <= 3 << 20
+    assert int(ssh(cluster, 0, "df -B1 --output=avail /var/log | tail -n 1").stdout) > 1 << 30
+    cluster.free_disk(1, "/var/log")
+    assert int(ssh(cluster, node, "df -B1 --output=avail /var/log | tail -n 1").stdout) > 1 << 30
+    with pytest.raises(SimError, match="not a disk"):
+        cluster.fill_disk(1, "/etc")
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_infer_profile_paths_and_cli(sim_cluster):
+    """The 800I profile's tool paths come from the profile; cluster.yaml loads unchanged; CLI status."""
+    cluster = sim_cluster(nodes=2, profile="atlas-800i-a2", docker=False)
+    profile = get_profile("atlas-800i-a2")
+    assert parse_npu_smi_info(ssh(cluster, 0, f"{profile.tools.npu_smi} info").stdout)
+    out = ssh(cluster, 1, f"{profile.tools.hccn_tool} -i 7 -ip -g").stdout
+    assert out.startswith("ipaddr:10.") and "netmask:255.255.255.0" in out
+    assert ssh(cluster, 1, f"{profile.tools.hccn_tool} -i 7 -net_health -g").stdout.strip() \
+        == "net health status: Success"
+    listing = ssh(cluster, 0, "ls -d /usr/local/Ascend/firmware /var/log/npu /etc/ascend_install.info; "
+                              f"cat {profile.tools.driver_version_file}").stdout
+    assert f"Version={profile.driver_version}" in listing and "/usr/local/Ascend/firmware" in listing
+    for path in profile.device_paths():
+        assert ssh(cluster, 0, f"test -c {path}").returncode == 0
+
+    dep = load_deployment(cluster.deployment_file)
+    assert [n.address for n in dep.nodes] == [n.address for n in cluster.nodes()]
+    assert dep.profile.name == "atlas-800i-a2"
+
+    result = CliRunner().invoke(cli, ["sim", "status", "--dir", str(cluster.dir), "--output", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [r["name"] for r in rows] == ["sim-node-0", "sim-node-1"] and all(r["sshd"] for r in rows)
+    assert not any(r["docker"] for r in rows)
+
+
+# --- fast ---------------------------------------------------------------------------------------------
+
+
+def test_needs_root(monkeypatch, tmp_path):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(SimError, match="needs root") as info:
+        SimCluster(tmp_path).up(2)
+    assert info.value.exit_code == 7
+    assert not (tmp_path / "sim.json").exists()
+
+
+def test_refuses_foreign_record(tmp_path):
+    net = network.SimNet("abc123", 40)
+    record = {"tag": net.tag, "third_octet": 40, "bridge": "eth0", "nodes": [], "pids": {}}
+    (tmp_path / "sim.json").write_text(json.dumps(record))
+    with pytest.raises(SimError, match="does not describe a cluster this kit made"):
+        SimCluster(tmp_path).down()
+    record["bridge"] = net.bridge
+    record["nodes"] = [{"index": 0, "netns": net.netns(0), "veth": net.veth_host(0), "address": "192.168.1.10"}]
+    assert "outside" in network.owned_names_problem(record)
+
+
+def test_addresses_stay_in_range_and_differ_per_directory():
+    a = network.pick_net("/tmp/one", set())
+    b = network.pick_net("/tmp/two", {a.third_octet})
+    assert a.third_octet != b.third_octet
+    assert network.pick_net("/tmp/one", set()) == a, "stable for a directory"
+    assert network.pick_net("/tmp/one", {a.third_octet}).third_octet != a.third_octet, "skips a used /24"
+    for i in (0, 1, network.MAX_NODES - 1):
+        assert network.in_sim_range(a.address(i))
+    with pytest.raises(ValueError):
+        a.address(network.MAX_NODES)
+    names = [a.veth_host(200), a.veth_node(200), a.bridge]
+    assert all(len(n) <= 15 for n in names), "Linux interface names are at most 15 characters"
+
+
+def test_stand_in_tools_print_real_formats(tmp_path):
+    profile = get_profile("atlas-800t-a2")
+    state = tools.initial_state(network.SimNet("abcdef", 7), 3, profile)
+    state["devices"]["4"]["link"] = "DOWN"
+    state_path = tmp_path / "state.json"
+    tools.write_state(state_path, state)
+    hccn = tmp_path / "hccn_tool"
+    hccn.write_text(tools.render_tool(tools.HCCN_TOOL, state_path))
+
+    def run(*args):
+        return subprocess.run(["/usr/bin/python3", str(hccn), *args], capture_output=True, text=True)
+
+    assert run("-i", "4", "-link", "-g").stdout == "link status: DOWN\n"
+    assert run("-i", "4", "-net_health", "-g").stdout == "net health status: Fault\n"
+    assert run("-i", "0", "-ip", "-g").stdout == f"ipaddr:{state['devices']['0']['ip']}\nnetmask:255.255.255.0\n"
+    assert run("-i", "9", "-ip", "-g").returncode != 0
+    conf = parse_hccn_conf(tools.hccn_conf(state))
+    assert len(conf) == 8
