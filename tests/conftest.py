@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.conftest_docker"]
+pytest_plugins = ["tests.conftest_docker", "tests.conftest_sim"]
