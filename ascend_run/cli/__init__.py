@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "launch",
     "chart",
     "logs",
+    "ask",
     "sim",
     "demo",
 ]

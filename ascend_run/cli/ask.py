@@ -1,0 +1,81 @@
+"""`ascend-run ask`: one question to the served model, the article's last step."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ascend_run.ask import DEFAULT_MAX_TOKENS, DEFAULT_TIMEOUT, ChatClient, leader_url, messages_for, pick_model
+from ascend_run.cli.common import echo_json, output_option
+
+
+def _service_url(deployment_file: str | None, url: str | None, port: int | None) -> str:
+    if url:
+        return url
+    if not deployment_file:
+        raise click.UsageError("give the deployment file (-f FILE: asks its node 0) or the service's --url")
+    from ascend_run.deployment import load_deployment
+
+    return leader_url(load_deployment(deployment_file), port)
+
+
+def _print_token(token: str) -> None:
+    click.echo(token, nl=False)  # echo flushes: each token shows as it arrives
+
+
+def _discard(token: str) -> None:
+    pass
+
+
+def _progress(text: str) -> None:
+    click.secho(text, fg="yellow", err=True)
+
+
+@click.command()
+@click.argument("prompt")
+@click.option("-f", "--file", "deployment_file", type=click.Path(dir_okay=False),
+              help="The deployment file; the service is on its node 0.")
+@click.option("--url", help="The service's base URL (default: http://<node 0>:<port>).")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="The service's port on node 0 (default: job.serve_port, else 8000).")
+@click.option("--model", help="Model name (default: the one the service lists at /v1/models).")
+@click.option("--stream", is_flag=True, help="Print the answer as it is generated.")
+@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
+              help="Wait up to this long for the service to be ready (it loads the weights first).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT, show_default=True,
+              metavar="SECONDS", help="How long one answer may take.")
+@output_option
+def ask(prompt: str, deployment_file: str | None, url: str | None, port: int | None, model: str | None,
+        stream: bool, wait: float, max_tokens: int, timeout: float, output_format: str) -> None:
+    """Ask the served model PROMPT through its OpenAI-compatible API ('-' reads the prompt from stdin).
+
+    \b
+    Example: ascend-run ask -f infer.yaml "生抽和老抽的区别是什么？" --wait 900 --stream
+    """
+    if prompt == "-":
+        prompt = sys.stdin.read().strip()
+    client = ChatClient(_service_url(deployment_file, url, port), timeout=timeout)
+    if wait:
+        models = client.wait_ready(wait, progress=_progress)
+    else:
+        models = client.models() if model is None else []
+    model = model or pick_model(models, client.base)
+    printing = stream and output_format == "text"
+    on_token = None
+    if stream:  # with --output json the stream is still used, and printed once whole
+        on_token = _print_token if printing else _discard
+    answer = client.chat(messages_for(prompt), model, max_tokens=max_tokens, on_token=on_token)
+    if output_format == "json":
+        echo_json({"url": client.base, "model": answer.model, "prompt": prompt, "answer": answer.text,
+                   "finish_reason": answer.finish_reason, "usage": answer.usage, "elapsed_s": answer.elapsed_s,
+                   "streamed": answer.streamed})
+        return
+    click.echo("" if printing else answer.text)
+    tokens = (answer.usage or {}).get("completion_tokens")
+    click.secho(f"({answer.model}, {answer.elapsed_s:.1f} s" + (f", {tokens} tokens" if tokens else "")
+                + (", cut at --max-tokens" if answer.finish_reason == "length" else "") + ")", dim=True, err=True)
+
+
+commands = [ask]
