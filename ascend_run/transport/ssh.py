@@ -1,16 +1,23 @@
 """SSH to a node with paramiko: one connection per node, reused by every command of an ascend-run call.
 
 Host keys are always verified against known_hosts. An unknown key is an error with the exact fix, unless
-the caller asked to record new keys (`accept_new`); a changed key is an error in every mode. The key file
-and the parsed known_hosts are loaded once and shared by all connections (parsing known_hosts per client
-costs ~5 ms of CPU each, which adds up at 128 nodes).
+the caller asked to record new keys (`accept_new`); a changed key is an error in every mode. Never
+AutoAddPolicy: a fixed fleet of servers has stable keys, and a silent change is what an attack looks like.
+
+At 128 nodes the client's CPU is the bottleneck (2 cores here, sshd wants ~17 ms per connection too), so
+what can be done once is done once: the private key is loaded once per process, known_hosts is parsed once
+into one `paramiko.HostKeys` shared by every client (~5 ms of CPU each otherwise), and paramiko's default
+key exchange order already starts with the cheap curve25519. GSSAPI stays off (paramiko 3/4 only use it
+when asked, 5 dropped it; OpenSSH's Debian default turns it on, and its Kerberos lookups cost seconds).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import select
-import socket
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,16 +27,20 @@ from pathlib import Path
 import paramiko
 
 from ascend_run.errors import HostKeyError, TransportError
-from ascend_run.transport.base import Result, Stdin, command_line
+from ascend_run.transport.base import (RC_KILLED, RC_STOPPED, RC_TIMEOUT, Result, Stdin, command_line,
+                                       split_lines)
 
 KEEPALIVE_S = 15
-_known_hosts_lock = threading.Lock()
+WINDOW_BYTES = 64 << 20
+RETRIES = 2            # connection attempts after the first, for refused/reset/timed-out connects only
+FIRST_BACKOFF_S = 0.25  # doubled after every failed attempt
+POLL_S = 1.0           # longest wait between checks of a deadline or a stop request
+KILL_AFTER_S = 5       # `timeout -k`: SIGKILL this long after the SIGTERM, for commands that ignore it
+BACKSTOP_S = 10        # give up on a node that has not answered this long after its command's deadline
 
 
-def _fingerprint(key: paramiko.PKey) -> str:
-    import base64
-    import hashlib
-
+def fingerprint(key: paramiko.PKey) -> str:
+    """`SHA256:…` as `ssh-keygen -lf` and `ssh` print it, so users can compare."""
     return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
 
@@ -38,40 +49,66 @@ def host_key_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
+def keyscan_command(host: str, port: int, known_hosts: Path) -> str:
+    port_flag = "" if port == 22 else f"-p {port} "
+    return f"ssh-keyscan {port_flag}{host} >> {known_hosts}"
+
+
 class KnownHosts:
-    """One parsed known_hosts file shared by every connection; optionally records new keys."""
+    """One parsed known_hosts file shared by every connection; in accept-new mode it records new keys.
+
+    Recording is thread-safe and writes each new key once (a second connection to the same address in the
+    same run finds it in memory and is verified against it like any other key).
+    """
 
     def __init__(self, path: str | Path, accept_new: bool = False) -> None:
         self.path = Path(os.path.expanduser(str(path)))
         self.accept_new = accept_new
         self.keys = paramiko.HostKeys()
+        self._lock = threading.Lock()
         if self.path.is_file():
             self.keys.load(str(self.path))
 
-    def policy(self) -> paramiko.MissingHostKeyPolicy:
-        return _Policy(self)
-
     def record(self, name: str, key: paramiko.PKey) -> None:
-        with _known_hosts_lock:
+        """Add `name key` (name as paramiko looks it up, e.g. `[10.0.0.1]:2222`) to memory and the file."""
+        with self._lock:
+            known = self.keys.lookup(name)
+            if known is not None and known.get(key.get_name()) is not None:
+                if known[key.get_name()] != key:  # another thread recorded a different key for the same name
+                    raise _changed_key(name, name, known[key.get_name()], key, self.path)
+                return
             self.keys.add(name, key.get_name(), key)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as fh:
                 fh.write(f"{name} {key.get_name()} {key.get_base64()}\n")
 
 
-class _Policy(paramiko.MissingHostKeyPolicy):
-    def __init__(self, known: KnownHosts) -> None:
-        self.known = known
+class VerifyPolicy(paramiko.MissingHostKeyPolicy):
+    """Called by paramiko only for hosts absent from known_hosts (a mismatch raises BadHostKeyException)."""
+
+    def __init__(self, known: KnownHosts, node: str, address: str, port: int) -> None:
+        self.known, self.node, self.address, self.port = known, node, address, port
 
     def missing_host_key(self, client, hostname, key) -> None:
         if self.known.accept_new:
             self.known.record(hostname, key)
             return
         raise HostKeyError(
-            f"unknown host key ({key.get_name()} {_fingerprint(key)}), not in {self.known.path}",
-            host=hostname,
-            fix=f"check the fingerprint with the server's owner, then `ssh-keyscan -p PORT HOST >> "
-                f"{self.known.path}`, or run once with --accept-new-host-keys")
+            f"unknown host key for {hostname} ({key.get_name()} {fingerprint(key)}), not in {self.known.path}; "
+            "nothing was run",
+            host=self.node,
+            fix=f"check the fingerprint with the server's owner (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` on "
+                f"the server), then `{keyscan_command(self.address, self.port, self.known.path)}`; "
+                "or run once with --accept-new-host-keys")
+
+
+def _changed_key(node: str, name: str, expected: paramiko.PKey, offered: paramiko.PKey, path: Path) -> HostKeyError:
+    return HostKeyError(
+        f"host key for {name} has CHANGED: {path} has {expected.get_name()} {fingerprint(expected)}, "
+        f"the server offers {offered.get_name()} {fingerprint(offered)}; nothing was run",
+        host=node,
+        fix=f"if the server was reinstalled, check the new fingerprint with its owner, then "
+            f"`ssh-keygen -f {path} -R '{name}'` and connect again; otherwise treat it as an attack")
 
 
 @lru_cache(maxsize=None)
@@ -82,136 +119,134 @@ def load_key(path: str) -> paramiko.PKey:
         return paramiko.PKey.from_path(full)
     except FileNotFoundError:
         raise TransportError(f"SSH key {full} not found", fix="set ssh.identity_file in the deployment file") from None
-    except paramiko.SSHException as exc:
+    except (paramiko.SSHException, ValueError) as exc:
         raise TransportError(f"cannot load SSH key {full}: {exc}",
-                             fix="use an unencrypted key or load it into ssh-agent") from None
+                             fix="use an unencrypted key, or leave identity_file out and load it into ssh-agent") from None
 
 
 class SSHTransport:
-    """Commands on one node over one paramiko connection (many channels, one TCP/SSH session)."""
+    """Commands on one node over one paramiko connection (one channel per command)."""
 
-    def __init__(self, host: str, *, port: int = 22, user: str = "root", key_file: str | None = None,
-                 known_hosts: KnownHosts, connect_timeout: float = 10.0, retries: int = 3,
+    def __init__(self, address: str, *, port: int = 22, user: str = "root", key_file: str | None = None,
+                 known_hosts: KnownHosts, connect_timeout: float = 10.0, retries: int = RETRIES,
                  name: str | None = None) -> None:
-        self.host = name or host
-        self.address, self.port, self.user = host, port, user
+        self.host = name or address
+        self.address, self.port, self.user = address, port, user
+        self._known = known_hosts
         self._client = paramiko.SSHClient()
-        self._client._host_keys = known_hosts.keys  # shared, parsed once (SSHClient has no public setter)
-        self._client.set_missing_host_key_policy(known_hosts.policy())
+        # Shared and parsed once; SSHClient has no public setter (get_host_keys() returns this attribute).
+        self._client._host_keys = known_hosts.keys
+        self._client.set_missing_host_key_policy(VerifyPolicy(known_hosts, self.host, address, port))
         pkey = load_key(key_file) if key_file else None
         self._connect(pkey, connect_timeout, retries)
 
-    def _connect(self, pkey, timeout: float, retries: int) -> None:
-        delay = 0.5
+    def _connect(self, pkey: paramiko.PKey | None, timeout: float, retries: int) -> None:
+        delay = FIRST_BACKOFF_S
         for attempt in range(retries + 1):
             try:
-                self._client.connect(self.address, port=self.port, username=self.user, pkey=pkey, timeout=timeout,
-                                     banner_timeout=timeout, auth_timeout=timeout, allow_agent=pkey is None,
-                                     look_for_keys=pkey is None, compress=False)
-                self._client.get_transport().set_keepalive(KEEPALIVE_S)
+                self._client.connect(
+                    self.address, port=self.port, username=self.user, pkey=pkey, timeout=timeout,
+                    banner_timeout=timeout, auth_timeout=timeout, allow_agent=pkey is None,
+                    look_for_keys=pkey is None, compress=False)
+                transport = self._client.get_transport()
+                transport.set_keepalive(KEEPALIVE_S)
+                # Large windows: `image ship` streams gigabytes; paramiko's 2 MiB default stalls every window.
+                transport.default_window_size = WINDOW_BYTES
                 return
             except HostKeyError:
+                self._client.close()
                 raise
             except paramiko.BadHostKeyException as exc:
-                raise HostKeyError(
-                    f"host key CHANGED: known {_fingerprint(exc.expected_key)}, offered {_fingerprint(exc.key)}",
-                    host=self.host, fix="if the server was reinstalled, remove its old line from known_hosts "
-                                        "(ssh-keygen -R HOST); otherwise treat it as an attack") from None
+                self._client.close()
+                raise _changed_key(self.host, host_key_name(self.address, self.port), exc.expected_key, exc.key,
+                                   self._known.path) from None
             except paramiko.AuthenticationException as exc:
-                raise TransportError(f"authentication as {self.user} failed: {exc}", host=self.host,
+                self._client.close()
+                raise TransportError(f"authentication as {self.user}@{self.address} failed: {exc}", host=self.host,
                                      fix="check ssh.user and ssh.identity_file, and the node's authorized_keys") from None
-            except (OSError, socket.timeout, paramiko.SSHException, EOFError) as exc:
+            except (OSError, paramiko.SSHException, EOFError) as exc:
+                self._client.close()
                 if attempt == retries:
-                    raise TransportError(f"cannot connect to {self.address}:{self.port}: {exc or type(exc).__name__}",
-                                         host=self.host,
-                                         fix="check the address, that sshd runs, and the firewall") from None
+                    raise TransportError(
+                        f"cannot connect to {self.address}:{self.port} ({attempt + 1} attempts): "
+                        f"{exc or type(exc).__name__}", host=self.host,
+                        fix="check the address and port, that sshd runs there, and the firewall") from None
                 time.sleep(delay)
                 delay *= 2
 
-    def _channel(self):
+    # --- commands ---------------------------------------------------------------------------------
+
+    def _session(self) -> paramiko.Channel:
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
-            raise TransportError("SSH connection lost", host=self.host)
+            raise TransportError("SSH connection lost", host=self.host, fix="check that the node is up, then retry")
         try:
             return transport.open_session(timeout=30)
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise TransportError(f"SSH connection lost: {exc}", host=self.host) from None
-
-    def _alive(self) -> bool:
-        transport = self._client.get_transport()
-        return transport is not None and transport.is_active()
+            raise TransportError(f"SSH connection lost: {exc}", host=self.host,
+                                 fix="check that the node is up, then retry") from None
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
             stdin: Stdin = None) -> Result:
-        chan = self._channel()
-        chan.exec_command(command_line(argv, env))
-        writer = self._feed(chan, stdin)
-        out, err = bytearray(), bytearray()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if chan.recv_ready():
-                out += chan.recv(1 << 16)
-                continue
-            if chan.recv_stderr_ready():
-                err += chan.recv_stderr(1 << 16)
-                continue
-            if chan.exit_status_ready() and chan.eof_received:
-                break
-            if not self._alive() or (chan.closed and not chan.exit_status_ready()):
-                raise TransportError(f"SSH connection lost while running {argv[0]}", host=self.host)
-            if deadline is not None and time.monotonic() > deadline:
-                chan.close()
-                return Result(124, out.decode(errors="replace"), err.decode(errors="replace") + "\n(timed out)")
-            select.select([chan], [], [], 0.2)
-        rc = chan.recv_exit_status()
-        chan.close()
-        if writer is not None:
-            writer.join(timeout=5)
-        return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"))
+        line = command_line(argv, env)
+        if timeout is not None:  # enforced on the node, so the process does not outlive its deadline
+            line = shlex.join(["timeout", "-k", str(KILL_AFTER_S), f"{timeout:g}"]) + " " + line
+        chan = self._session()
+        try:
+            chan.exec_command(line)
+            writer = _feed(chan, stdin)
+            out, err = bytearray(), bytearray()
 
-    def _feed(self, chan, stdin: Stdin) -> threading.Thread | None:
-        if stdin is None:
-            chan.shutdown_write()
-            return None
-        chunks: Iterable[bytes] = [stdin] if isinstance(stdin, bytes) else stdin
+            def take() -> None:
+                while chan.recv_ready():
+                    out.extend(chan.recv(1 << 16))
+                while chan.recv_stderr_ready():
+                    err.extend(chan.recv_stderr(1 << 16))
 
-        def write() -> None:
-            try:
-                for chunk in chunks:
-                    chan.sendall(chunk)
-                chan.shutdown_write()
-            except (OSError, EOFError, paramiko.SSHException):
-                pass  # the reader reports the failure
-
-        thread = threading.Thread(target=write, daemon=True)
-        thread.start()
-        return thread
+            started = time.monotonic()
+            backstop = None if timeout is None else timeout + KILL_AFTER_S + BACKSTOP_S
+            if not _pump(chan, take, _deadline(backstop), None, self.host):
+                rc = RC_TIMEOUT  # the node did not answer in time either: leave the channel
+            else:
+                rc = _exit_code(chan)
+            if writer is not None:
+                writer.join(timeout=5)
+            if timeout is not None and rc in (RC_KILLED, 128 + 9) and time.monotonic() - started >= timeout:
+                rc = RC_TIMEOUT  # `timeout -k` had to SIGKILL the command (and itself)
+            if rc == RC_TIMEOUT and timeout is not None:
+                err.extend(f"\n(timed out after {timeout:g} s)".encode())
+            return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"))
+        finally:
+            chan.close()
 
     def stream(self, argv: Sequence[str], on_line: Callable[[str], None], *,
-               env: Mapping[str, str] | None = None) -> int:
-        """Run and hand every output line (stdout and stderr merged) to `on_line`; the exit code."""
-        chan = self._channel()
-        chan.set_combine_stderr(True)
-        chan.exec_command(command_line(argv, env))
-        chan.shutdown_write()
-        pending = b""
-        while True:
-            if chan.recv_ready():
-                pending += chan.recv(1 << 16)
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    on_line(line.decode(errors="replace").rstrip("\r"))
-                continue
-            if chan.exit_status_ready() and chan.eof_received:
-                break
-            if not self._alive():
-                raise TransportError("SSH connection lost", host=self.host)
-            select.select([chan], [], [], 0.2)
-        if pending:
-            on_line(pending.decode(errors="replace"))
-        rc = chan.recv_exit_status()
-        chan.close()
-        return rc
+               env: Mapping[str, str] | None = None, stop: threading.Event | None = None) -> int:
+        """Run and hand every output line (stdout and stderr merged) to `on_line`; return the exit code.
+        Setting `stop` closes the channel and returns RC_STOPPED; the command runs on a pty, so the hang-up
+        sends it SIGHUP (OpenSSH ignores "signal" requests for root logins before 9.8, so they cannot be used).
+        The pty also makes the remote program line-buffer its output, which is what log streaming wants."""
+        line = command_line(argv, env) + " </dev/null"  # a pty never reports EOF on stdin
+        chan = self._session()
+        try:
+            chan.get_pty(term="dumb", width=500)  # closing the channel hangs up the pty: SIGHUP ends the command
+            chan.set_combine_stderr(True)
+            chan.exec_command(line)
+            chan.shutdown_write()
+            pending = b""
+
+            def take() -> None:
+                nonlocal pending
+                while chan.recv_ready():
+                    pending = split_lines(pending, chan.recv(1 << 16), on_line)
+
+            finished = _pump(chan, take, None, stop, self.host)
+            if pending:
+                on_line(pending.decode(errors="replace"))
+            if not finished:
+                return RC_STOPPED
+            return _exit_code(chan)
+        finally:
+            chan.close()
 
     def put(self, src: str | Path, dst: str) -> None:
         with self._client.open_sftp() as sftp:
@@ -223,3 +258,62 @@ class SSHTransport:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _pump(chan: paramiko.Channel, take: Callable[[], None], deadline: float | None,
+          stop: threading.Event | None, host: str) -> bool:
+    """Call `take` whenever output arrives, until the remote side's EOF (True) or deadline/stop (False).
+
+    `select` on the channel wakes on data and on EOF (paramiko sets its pipe for both), so there is no
+    polling while the command runs; the POLL_S cap only bounds how late a deadline or stop is noticed.
+    """
+    while True:
+        take()
+        if chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready():
+            return True
+        if chan.closed:
+            take()
+            return True
+        if stop is not None and stop.is_set():
+            return False
+        wait = POLL_S
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+            if wait <= 0:
+                return False
+        transport = chan.get_transport()
+        if transport is None or not transport.is_active():
+            raise TransportError("SSH connection lost while a command was running", host=host,
+                                 fix="check that the node is up; the command's state on it is unknown")
+        select.select([chan], [], [], wait)
+
+
+def _exit_code(chan: paramiko.Channel) -> int:
+    """The exit status; RC_KILLED when the process died of a signal or the channel closed without one."""
+    chan.status_event.wait(30)  # the status follows EOF within milliseconds; close also sets the event
+    status = chan.exit_status if chan.status_event.is_set() else -1
+    return RC_KILLED if status < 0 else status
+
+
+def _feed(chan: paramiko.Channel, stdin: Stdin) -> threading.Thread | None:
+    """Send stdin in a thread (so a command that writes before reading cannot deadlock us), then EOF."""
+    if stdin is None:
+        chan.shutdown_write()
+        return None
+    chunks: Iterable[bytes] = [stdin] if isinstance(stdin, bytes) else stdin
+
+    def write() -> None:
+        try:
+            for chunk in chunks:
+                chan.sendall(chunk)
+            chan.shutdown_write()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the command exited or the connection broke; the reader reports which
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,96 @@
+"""End-to-end fixtures: a simulated 3-server cluster with the CPU train image shipped by the kit itself.
+
+Built once per test session: the train image from the generated Dockerfile (local Debian base standing
+in for CANN, PyPI MindSpore), shipped to every node with `image ship`'s code path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ascend_run.demo import build_cpu_image, demo_job_file
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def needs_root_tools():
+    if os.geteuid() != 0:
+        pytest.skip("the simulated cluster needs root")
+    for tool in ("ip", "unshare", "dockerd", "ssh-keygen"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            pytest.skip(f"{tool} missing (scripts/install.sh)")
+
+
+@pytest.fixture(scope="session")
+def cpu_train_image(docker_client):
+    return build_cpu_image(docker_client, "train")
+
+
+@pytest.fixture(scope="session")
+def e2e_cluster(tmp_path_factory, docker_client, cpu_train_image):
+    """(SimCluster, job file) with 3 nodes that all have the train image."""
+    needs_root_tools()
+    from ascend_run.deployment import load_deployment
+    from ascend_run.launch.ship import ship_image
+    from ascend_run.sim.cluster import SimCluster
+    from ascend_run.transport.fanout import connect_all
+
+    cluster = SimCluster(tmp_path_factory.mktemp("e2e") / "cluster")
+    cluster.up(3, "atlas-800t-a2")
+    try:
+        job = demo_job_file(cluster.dir, cpu_train_image, steps=12)
+        dep = load_deployment(job)
+        transports = connect_all(dep)
+        try:
+            ship_image(dep, transports, docker_client, cpu_train_image)
+        finally:
+            for t in transports.values():
+                t.close()
+        yield cluster, job
+    finally:
+        cluster.down()
+
+
+def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """The real `ascend-run` command line, as a user runs it."""
+    return subprocess.run(["ascend-run", *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def job_leftovers(cluster, job_name: str) -> dict[str, list[str]]:
+    """Containers of the job (any state) and msrun/python processes, per node: what must never survive."""
+    left: dict[str, list[str]] = {}
+    for node in cluster.nodes():
+        sock = f"unix://{node.layout.docker_socket}"
+        ps = subprocess.run(["docker", "-H", sock, "ps", "-a", "--filter", f"label=io.ascend-run.job={job_name}",
+                             "--format", "{{.Names}} {{.State}}"], capture_output=True, text=True)
+        found = [line for line in ps.stdout.splitlines() if line.strip()]
+        pids = subprocess.run(["ip", "netns", "pids", cluster.record()["nodes"][node.index]["netns"]],
+                              capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "msrun" in cmd or "train_dp.py" in cmd:
+                found.append(f"pid {pid}: {cmd[:80]}")
+        if found:
+            left[node.name] = found
+    return left
+
+
+def wait_no_leftovers(cluster, job_name: str, timeout: float) -> float:
+    """Seconds until nothing of the job is left anywhere; fails after `timeout`."""
+    start = time.monotonic()
+    while True:
+        left = job_leftovers(cluster, job_name)
+        if not left:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"left behind after {timeout:.0f} s: {left}")
+        time.sleep(0.5)

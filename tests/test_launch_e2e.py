@@ -1,0 +1,198 @@
+"""The SSH launcher end to end on a simulated 3-server cluster, with a real MindSpore `msrun` job.
+
+Each server is a network namespace with its own sshd and dockerd (ascend-run sim); the job runs in
+the kit's own train image (built from images/train/Dockerfile on a local Debian base, shipped with
+`image ship`). Only the NPUs are simulated: the CPU job in examples/cpu-job stands in for
+run_mindformer.py and uses MindSpore's CPU collectives.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests.conftest_e2e import job_leftovers, run_cli, wait_no_leftovers
+
+pytestmark = pytest.mark.slow
+
+
+def variant(job: Path, name: str, args: str = "", **overrides) -> Path:
+    """A job file extending the demo job: its own name/container, extra arguments to train_dp.py."""
+    data = {"extends": job.name, "name": name, "container": {"name": name}}
+    data["job"] = {"command": f"python /opt/ascend-run/cpu-job/train_dp.py --steps 12 {args}".strip()}
+    data.update(overrides)
+    path = job.parent / f"{name}.yaml"
+    with path.open("w") as fh:
+        YAML().dump(data, fh)
+    return path
+
+
+def crash_time(output: str) -> float:
+    match = re.search(r"crashing at step \d+, t=([0-9.]+)|exiting before init\(\) as asked, t=([0-9.]+)", output)
+    assert match, output[-2000:]
+    return float(match.group(1) or match.group(2))
+
+
+def test_preflight_launch_logs_and_identical_weights(e2e_cluster, tmp_path):
+    cluster, job = e2e_cluster
+    pre = run_cli("preflight", "-f", str(job), "--output", "json")
+    assert pre.returncode == 0, pre.stdout + pre.stderr
+    result = run_cli("launch", "-f", str(job), "--skip-preflight")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    done = re.findall(r"\[(sim-node-\d)/(\d)\] rank (\d): done, world size (\d+), weights sha256 (\w+)", result.stdout)
+    assert sorted((n, int(r)) for n, _, r, _, _ in done) == [("sim-node-0", 0), ("sim-node-1", 1), ("sim-node-2", 2)]
+    assert {size for *_, size, _ in done} == {"3"}, "every rank sees the same world size"
+    assert len({digest for *_, digest in done}) == 1, "data parallel: the ranks end with identical weights"
+    assert not job_leftovers(cluster, "demo-train")
+    logs = tmp_path / "logs"
+    collected = run_cli("logs", "-f", str(job), "--collect", str(logs))
+    assert collected.returncode == 0, collected.stderr
+    for rank in range(3):
+        assert (logs / f"sim-node-{rank}" / f"worker_{rank}.log").is_file()
+    assert (logs / "sim-node-0" / "scheduler.log").is_file()
+    plot = tmp_path / "loss.png"
+    loss = run_cli("logs", "--loss", "--from", str(logs), "--plot", str(plot), "--output", "json")
+    assert loss.returncode == 0, loss.stderr
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "worker_2" in loss.stdout and '"loss"' in loss.stdout
+
+
+def test_crash_mid_run_stops_every_node_within_10s(e2e_cluster):
+    cluster, job = e2e_cluster
+    bad = variant(job, "crash-mid", "--steps 400 --step-sleep 0.05 --crash-rank 2 --crash-at-step 8")
+    result = run_cli("launch", "-f", str(bad), "--skip-preflight", "--all-lines")
+    ended = time.time()
+    assert result.returncode not in (0, 130), result.stdout[-2000:]
+    assert "sim-node-2" in result.stderr and "stopping the job on all 3 nodes" in result.stderr
+    assert ended - crash_time(result.stdout) < 10, "the whole job is down within 10 s of the crash"
+    assert wait_no_leftovers(cluster, "crash-mid", timeout=3) < 3
+
+
+def test_rank_dying_before_init_stops_every_node_within_10s(e2e_cluster):
+    cluster, job = e2e_cluster
+    bad = variant(job, "crash-init", "--crash-rank 1 --crash-before-init")
+    result = run_cli("launch", "-f", str(bad), "--skip-preflight", "--all-lines")
+    ended = time.time()
+    assert result.returncode not in (0, 130)
+    assert "sim-node-1" in result.stderr
+    assert ended - crash_time(result.stdout) < 10
+    assert wait_no_leftovers(cluster, "crash-init", timeout=3) < 3
+
+
+def test_sigint_stops_the_job_everywhere(e2e_cluster):
+    cluster, job = e2e_cluster
+    long = variant(job, "interrupted", "--steps 2000 --step-sleep 0.05")
+    proc = subprocess.Popen(["ascend-run", "launch", "-f", str(long), "--skip-preflight"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        if "step:[" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    rc = proc.wait(timeout=60)
+    assert rc == 130
+    assert wait_no_leftovers(cluster, "interrupted", timeout=5) < 5
+
+
+def test_sshd_killed_mid_run(e2e_cluster):
+    """A server drops off the network: the launcher stops the rest at once and exits non-zero; the lost
+    server's job ends by itself once its peers are gone (--rm containers leave nothing)."""
+    cluster, job = e2e_cluster
+    long = variant(job, "lost-node", "--steps 2000 --step-sleep 0.05")
+    proc = subprocess.Popen(["ascend-run", "launch", "-f", str(long), "--skip-preflight"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if "step:[" in line:
+                break
+        cluster.kill_sshd(1)
+        rc = proc.wait(timeout=60)
+        stderr = proc.stderr.read()
+        assert rc not in (0, 130) and "sim-node-1" in stderr, stderr
+        others = {k: v for k, v in job_leftovers(cluster, "lost-node").items() if k != "sim-node-1"}
+        assert not others, others
+        wait_no_leftovers(cluster, "lost-node", timeout=150)
+    finally:
+        proc.kill()
+        restart_sshd(cluster, 1)
+
+
+def restart_sshd(cluster, index: int) -> None:
+    node = cluster.node(index)
+    cluster.node_exec(index, ["/usr/sbin/sshd", "-f", str(node.layout.sshd_config)])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if run_cli("exec", "-f", str(cluster.deployment_file), "--nodes", node.name, "--", "true").returncode == 0:
+            return
+        time.sleep(0.2)
+
+
+def test_unreachable_node_at_start_starts_nothing(e2e_cluster):
+    cluster, job = e2e_cluster
+    nodes = [{"name": n.name, "address": n.address} for n in cluster.nodes()]
+    nodes.append({"name": "ghost", "address": cluster.net.address(200)})
+    bad = variant(job, "ghost", nodes=nodes, ssh={"connect_timeout": 1})
+    result = run_cli("launch", "-f", str(bad), "--skip-preflight")
+    assert result.returncode == 4, result.stderr
+    assert "ghost" in result.stderr and "cannot connect" in result.stderr
+    assert not job_leftovers(cluster, "ghost")
+
+
+def test_wrong_or_unknown_host_key_starts_nothing(e2e_cluster, tmp_path):
+    cluster, job = e2e_cluster
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = (tmp_path / "other.pub").read_text().split()[:2]
+    lines = cluster.known_hosts.read_text().splitlines()
+    changed = tmp_path / "known_hosts_changed"
+    changed.write_text("\n".join(f"{l.split()[0]} {' '.join(other)}" if i == 1 else l
+                                 for i, l in enumerate(lines)) + "\n")
+    bad = variant(job, "badkey", ssh={"known_hosts": str(changed)})
+    result = run_cli("launch", "-f", str(bad), "--skip-preflight", "--accept-new-host-keys")
+    assert result.returncode == 4 and "host key CHANGED" in result.stderr and "sim-node-1" in result.stderr
+    unknown = tmp_path / "known_hosts_unknown"
+    unknown.write_text("\n".join(l for i, l in enumerate(lines) if i != 2) + "\n")
+    bad = variant(job, "nokey", ssh={"known_hosts": str(unknown)})
+    result = run_cli("launch", "-f", str(bad), "--skip-preflight")
+    assert result.returncode == 4 and "unknown host key" in result.stderr and "sim-node-2" in result.stderr
+    assert "--accept-new-host-keys" in result.stderr
+    assert not job_leftovers(cluster, "badkey") and not job_leftovers(cluster, "nokey")
+
+
+def test_preflight_catches_link_down_and_missing_device(e2e_cluster):
+    cluster, job = e2e_cluster
+    cluster.set_link(2, 3, "DOWN")
+    try:
+        result = run_cli("launch", "-f", str(job))
+        assert result.returncode == 5
+        assert "sim-node-2: hccn-link: link DOWN on NPU 3" in result.stderr
+    finally:
+        cluster.set_link(2, 3, "UP")
+    cluster.remove_device(1, 5)
+    try:
+        result = run_cli("preflight", "-f", str(job))
+        assert result.returncode == 5
+        assert "sim-node-1: devices: /dev/davinci5" in result.stdout + result.stderr
+        assert "NPU 5: absent" in result.stdout + result.stderr
+    finally:
+        cluster.restore_device(1, 5)
+    assert not job_leftovers(cluster, "demo-train")
+
+
+def test_refuses_a_second_launch_then_stop_removes_it(e2e_cluster):
+    cluster, job = e2e_cluster
+    long = variant(job, "detached", "--steps 2000 --step-sleep 0.05")
+    started = run_cli("launch", "-f", str(long), "--skip-preflight", "--detach")
+    assert started.returncode == 0, started.stderr
+    again = run_cli("launch", "-f", str(long), "--skip-preflight")
+    assert again.returncode != 0 and "ascend-run stop -f" in again.stderr
+    status = run_cli("status", "-f", str(long), "--output", "json")
+    assert status.returncode == 0 and status.stdout.count('"running"') == 3
+    stopped = run_cli("stop", "-f", str(long))
+    assert stopped.returncode == 0
+    assert wait_no_leftovers(cluster, "detached", timeout=5) < 5
