@@ -49,7 +49,7 @@ def normalize_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise AscendRunError(f"{url!r} is not an http(s) URL", fix="use e.g. --url http://10.0.0.1:8000")
     path = parts.path.rstrip("/")
-    path = path[: -len("/v1")] if path.endswith("/v1") else path
+    path = path.removesuffix("/v1")
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
@@ -65,31 +65,34 @@ def leader_url(dep, port: int | None = None) -> str:
     return f"http://{host}:{port}"
 
 
+def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Complete lines (without the newline) out of byte chunks cut anywhere; a last unterminated one too."""
+    buffer = b""
+    for chunk in chunks:
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        yield from complete
+    if buffer:
+        yield buffer
+
+
 def iter_sse_data(chunks: Iterable[bytes]) -> Iterator[str]:
     """The `data:` payloads of a server-sent event stream, from raw byte chunks cut anywhere.
 
     Lines are decoded only when complete (a newline is never inside a UTF-8 sequence); multi-line data
     is joined with newlines; comments (`: ping`) and other fields are skipped.
     """
-    buffer = b""
     data: list[str] = []
-    for chunk in chunks:
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for raw in lines:
-            line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
-            if not line:
-                if data:
-                    yield "\n".join(data)
-                    data = []
-                continue
-            name, _, value = line.partition(":")
-            if name == "data":
-                data.append(value[1:] if value.startswith(" ") else value)
-    if buffer.strip():
-        name, _, value = buffer.rstrip(b"\r").decode("utf-8", errors="replace").partition(":")
+    for raw in _lines(chunks):
+        line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        name, _, value = line.partition(":")
         if name == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
+            data.append(value.removeprefix(" "))
     if data:
         yield "\n".join(data)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from ascend_run.errors import ConfigError, ConfigErrors
-from ascend_run.npu_tools import parse_hccn_conf, parse_hccn_ip_output, parse_link_status  # noqa: F401
+from ascend_run.npu_tools import parse_hccn_conf, parse_hccn_ip_output, parse_link_status
 
 VERSION = "1.0"
 HCCN_TOOL = "hccn_tool"
@@ -234,7 +234,7 @@ def validate_rank_table(table: Mapping[str, Any], expected: Sequence[ExpectedSer
         bad(f"server_count is {table.get('server_count')!r} but server_list has {len(servers)} servers",
             "server_count", f'set "server_count": "{len(servers)}"')
     names = {e.server_id: e.name for e in expected or ()}
-    where = lambda sid: f"server {sid}" + (f" (node {names[sid]})" if names.get(sid) else "")  # noqa: E731
+    where = lambda sid: f"server {sid}" + (f" (node {names[sid]})" if names.get(sid) else "")
     seen_servers: dict[str, int] = {}
     seen_ips: dict[str, str] = {}
     next_rank = 0

@@ -40,7 +40,7 @@ class StandIn:
     def ready(self) -> bool:
         return time.monotonic() - self._started >= self.ready_after
 
-    def __enter__(self) -> "StandIn":
+    def __enter__(self) -> StandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._started = time.monotonic()
@@ -132,7 +132,7 @@ def _handler(service: StandIn) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self._chunk(b": keep-alive\n\n")
             for event in service.events(prompt):
-                data = f"data: {json.dumps(event, ensure_ascii=service.ensure_ascii)}\n\n".encode("utf-8")
+                data = f"data: {json.dumps(event, ensure_ascii=service.ensure_ascii)}\n\n".encode()
                 for start in range(0, len(data), service.piece_bytes):  # split inside characters on purpose
                     self._chunk(data[start:start + service.piece_bytes])
                 if service.token_delay:

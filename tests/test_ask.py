@@ -35,7 +35,7 @@ def free_port() -> int:
 
 def test_sse_chunks_split_inside_characters():
     stream = ('data: {"c": "生抽"}\n\n: ping\n\ndata: {"c": "老抽"}\r\n\r\nevent: x\ndata: a\ndata: b\n\n'
-              "data: [DONE]\n\n").encode("utf-8")
+              "data: [DONE]\n\n").encode()
     for size in (1, 2, 4, 5, 7, len(stream)):
         chunks = [stream[i:i + size] for i in range(0, len(stream), size)]
         assert list(iter_sse_data(chunks)) == ['{"c": "生抽"}', '{"c": "老抽"}', "a\nb", "[DONE]"]

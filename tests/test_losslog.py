@@ -102,8 +102,8 @@ def test_na_line_is_a_step_without_loss():
 
 
 @pytest.mark.parametrize("line,step,loss", [
-    ("{ step:[    7/   20], loss:   0.512331, per_step_time:     41ms, lr: 1.000000e-02, grad_norm:   0.000000, "
-     "throughput: 0.00T }", 7, 0.512331),  # our CPU stand-in job, bare
+    (("{ step:[    7/   20], loss:   0.512331, per_step_time:     41ms, lr: 1.000000e-02, grad_norm:   0.000000, "
+      "throughput: 0.00T }"), 7, 0.512331),  # our CPU stand-in job, bare
     ("[node1/3] { step:[ 2/ 5], loss: 1.5 }", 2, 1.5),  # the launcher's prefix printer in front
     ("step:[3/9], loss: 2e-1", 3, 0.2),  # no braces at all
     ("{ step:[    4/   10], loss:        nan, per_step_time: 1ms }", 4, math.nan),
