@@ -341,6 +341,9 @@ BAD_VALUES = [
     ("infer", "image.repository=null", "repository is required"),
     ("infer", "lws.restartPolicy=Always", "lws.restartPolicy must be one of the following"),
     ("infer", "shm.sizeLimit=lots", "sizeLimit: Does not match pattern"),
+    ("infer", "env.1BAD=x", "env: Does not match pattern"),
+    ("infer", "resources.requests.cpu=lots", "resources.requests.cpu: Does not match pattern"),
+    ("train", "volumes[0].name=a,volumes[0].mountPath=/y", "volumes.0: Must validate one and only one schema"),
 ]
 
 
@@ -351,6 +354,15 @@ def test_schema_rejects_bad_values(charts, kind, setting, message):
         result = helm(*command, str(charts[kind]), "--set", setting)
         assert result.returncode != 0, f"helm {command[0]} accepted {setting}"
         assert message in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+@needs_helm
+@pytest.mark.parametrize("name", ["dshm", "host-driver"])
+def test_volume_names_taken_by_the_chart_fail_the_render(charts, name):
+    # `fail` stops template/install; helm lint only reports it as INFO (helm's lint mode), hence template.
+    result = helm("template", "rel", str(charts["train"]), "--set",
+                  f"volumes[0].name={name},volumes[0].hostPath=/x,volumes[0].mountPath=/y")
+    assert result.returncode != 0 and f'the name "{name}" is taken' in result.stderr
 
 
 @needs_helm
@@ -445,6 +457,7 @@ def test_train_passthrough_and_storage(charts, tmp_path):
         "affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: "
         "[{topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app.kubernetes.io/instance: rel}}}]}}\n"
         "imagePullSecrets: [{name: swr}]\n"
+        "resources: {requests: {cpu: 32, memory: 512Gi}, limits: {memory: 600Gi}}\n"
         "priorityClassName: training\n"
         "volumes:\n"
         "  - {name: dataset, claimName: wiki-pvc, mountPath: /home/work/dataset, readOnly: true}\n"
@@ -460,6 +473,9 @@ def test_train_passthrough_and_storage(charts, tmp_path):
     mounts = mounts_of(pod)
     assert mounts["/home/work/dataset"] == "pvc:wiki-pvc" and mounts["/ckpt"] == "/mnt/shared/ckpt"
     assert "/usr/local/Ascend/driver" not in mounts
+    resources = spec["containers"][0]["resources"]
+    assert resources["requests"] == {"huawei.com/Ascend910": "8", "cpu": 32, "memory": "512Gi"}
+    assert resources["limits"] == {"huawei.com/Ascend910": "8", "memory": "600Gi"}
     env = container_env(pod, spec["containers"][0])
     assert env["HCCL_CONNECT_TIMEOUT"] == "1800" and env["MS_ENABLE_LCCL"] == "off"
 

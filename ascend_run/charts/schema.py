@@ -16,6 +16,7 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ABS_PATH = r"^/"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
+QUANTITY_OR_MILLI = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 RESOURCE_NAME = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 
 
@@ -57,6 +58,12 @@ def _string_map(description: str, key_pattern: str | None = None) -> dict:
     if key_pattern:
         out["propertyNames"] = {"pattern": key_pattern}
     return out
+
+
+def _quantities(description: str) -> dict:
+    """Resource quantities: `cpu: 32` and `memory: 512Gi` both, as Kubernetes takes them."""
+    return {"type": "object", "description": description,
+            "additionalProperties": {"type": ["string", "number"], "pattern": QUANTITY_OR_MILLI}}
 
 
 def _host_mount() -> dict:
@@ -128,8 +135,8 @@ def _common(profile: HardwareProfile, nodes_description: str) -> dict[str, dict]
         "volumes": {"type": "array", "items": _volume(), "description": "Shared volumes of every pod."},
         "logs": _obj({"hostPath": _str("Host directory for msrun's logs; empty: an emptyDir.",
                                        pattern=r"^(/.*)?$")}),
-        "resources": _obj({"requests": _string_map("Requests (cpu, memory)."),
-                           "limits": _string_map("Limits (cpu, memory).")},
+        "resources": _obj({"requests": _quantities("Requests (cpu, memory)."),
+                           "limits": _quantities("Limits (cpu, memory).")},
                           description="CPU/memory; the NPU request is added from npusPerNode."),
         "hostNetwork": _bool("Use the host's network namespace."),
         "securityContext": _free("object", "Container securityContext."),

@@ -243,9 +243,22 @@ host, the shared volumes.
 {{- end }}
 
 {{/*
-Volumes of the pod, matching volumeMounts.
+Volumes of the pod, matching volumeMounts. A volume name used twice would be rejected by the API server
+only at install time, with a message about the pod; here it fails the render and names the value.
 */}}
 {{- define "ascend-train.volumes" -}}
+{{- $taken := list "dshm" "msrun-logs" }}
+{{- if .Values.driverMounts.enabled }}
+{{- range .Values.driverMounts.mounts }}
+{{- $taken = append $taken .name }}
+{{- end }}
+{{- end }}
+{{- range .Values.volumes }}
+{{- if has .name $taken }}
+{{- fail (printf "volumes: the name %q is taken (names must differ from each other, from dshm and msrun-logs, and from driverMounts.mounts)" .name) }}
+{{- end }}
+{{- $taken = append $taken .name }}
+{{- end }}
 {{- if .Values.shm.enabled }}
 - name: dshm
   emptyDir:
