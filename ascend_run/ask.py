@@ -242,8 +242,13 @@ def _parse_completion(data: Any, model: str, base: str) -> Answer:
                   usage=data.get("usage"))
 
 
-def pick_model(models: list[str], base: str) -> str:
-    """The served model when the user names none: the first listed (a serving deployment runs one)."""
+def pick_model(models: list[str], base: str, wanted: str | None = None) -> str:
+    """`wanted` if served (or if the list is unknown), else the first listed: a serving deployment runs one."""
+    if wanted:
+        if models and wanted not in models:
+            raise ServiceError(f"{base} does not serve {wanted!r}; it serves {', '.join(map(repr, models))}",
+                               fix="leave --model out to use the served model")
+        return wanted
     if not models:
         raise ServiceError(f"{base}/v1/models lists no model", fix="the service may still be loading; "
                            "retry with --wait, or name it with --model")

@@ -214,6 +214,14 @@ def test_cli_json_and_explicit_model():
     assert [r[:2] for r in service.requests] == [("POST", "/v1/chat/completions")]  # no /v1/models needed
 
 
+def test_cli_unknown_model_after_wait():
+    with StandIn() as service:
+        result = run(PROMPT, "--url", service.url, "--model", "gpt-4", "--wait", "5")
+    assert isinstance(result.exception, ServiceError)
+    assert "does not serve 'gpt-4'; it serves 'DeepSeek-V3'" in str(result.exception)
+    assert [r[0] for r in service.requests] == ["GET"]  # refused before asking
+
+
 def test_cli_deployment_file_and_port(tmp_path):
     with StandIn() as service:
         port = service.url.rsplit(":", 1)[1]

@@ -96,6 +96,32 @@ def test_trainer_line_all_fields():
     assert point.extra == {"load_balancing_loss": "1.093977"}  # not mistaken for `loss:`
 
 
+def test_legacy_non_sink_line_with_separate_losses():
+    """Without data sink MFLossMonitor prints `loss:[current/mean]` and, for MoE/MTP, the parts."""
+    line = ("2025-04-07 15:34:27,308 - mindformers[mindformers/core/callback/callback.py:560] - INFO - "
+            "{ Epoch:[  1/  1], step:[   12/  100], loss:[ 7.125/ 8.031], lm_loss: 7.000, aux_loss: 0.100, "
+            "mtp_loss: 0.025, per_step_time: 2011ms, lr: 2e-05, overflow cond: False, loss_scale: 1.0, "
+            "global_norm: [2.5], train_throughput_per_npu: 101.250T")
+    point = parse_step_line(line)
+    assert (point.step, point.loss, point.lr, point.global_norm, point.throughput) == (12, 7.125, 2e-05, 2.5, 101.25)
+    assert point.extra["lm_loss"] == "7.000" and point.extra["mtp_loss"] == "0.025"
+
+
+def test_newest_trainer_line_with_samples_and_mtp():
+    """MindFormers' 2.x trainer adds consumed samples and per-depth MTP losses; NaN grad norm when unknown."""
+    line = ("{ step:[    3/   10], consumed_samples: 48, global_batch_size: 16, loss:   9.123456, per_step_time:  "
+            "13570ms, load_balancing_loss:   1.093977, mtp_1_loss:   9.500000, lr: 1.000000e-05, grad_norm: NaN, "
+            "throughput:   1.36T }")
+    point = parse_step_line(line)
+    assert (point.step, point.loss, point.per_step_time_ms, point.throughput) == (3, 9.123456, 13570.0, 1.36)
+    assert math.isnan(point.grad_norm) and point.as_json()["grad_norm"] == "nan"
+    assert point.extra == {"consumed_samples": "48", "global_batch_size": "16", "load_balancing_loss": "1.093977",
+                           "mtp_1_loss": "9.500000"}
+    na = parse_step_line("{ step:[    3/   10], consumed_samples: 48, global_batch_size: 16, loss: N/A (non-last "
+                         "PP stage, refer to last stage for real loss), per_step_time:  13570ms, grad_norm: NaN }")
+    assert (na.step, na.loss, na.per_step_time_ms) == (3, None, 13570.0)
+
+
 def test_na_line_is_a_step_without_loss():
     point = parse_step_line(NA.format(s=3, t=13570))
     assert (point.step, point.loss, point.lr) == (3, None, 1e-05)

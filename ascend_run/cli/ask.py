@@ -61,7 +61,7 @@ def ask(prompt: str, deployment_file: str | None, url: str | None, port: int | N
         models = client.wait_ready(wait, progress=_progress)
     else:
         models = client.models() if model is None else []
-    model = model or pick_model(models, client.base)
+    model = pick_model(models, client.base, model)
     printing = stream and output_format == "text"
     on_token = None
     if stream:  # with --output json the stream is still used, and printed once whole
