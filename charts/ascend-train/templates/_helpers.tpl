@@ -28,8 +28,9 @@ truncated to 63 characters.
 {{- end }}
 
 {{/*
-Name of the pod set (an Indexed Job) and of its headless Service. Truncated to 52 characters: pods are
-named <set>-<index>, their hostnames are that name, and a hostname must stay within 63 characters.
+Name of the pod set (an Indexed Job) and of its headless Service.
+Truncated to 52 characters: pods are named <set>-<index>, their hostnames are that name, and a hostname
+must stay within 63 characters.
 */}}
 {{- define "ascend-train.setName" -}}
 {{- include "ascend-train.fullname" . | trunc 52 | trimSuffix "-" }}
