@@ -54,6 +54,20 @@ TIMEOUT_ONLY = """\
 """
 
 
+# Lines of a real run of examples/cpu-job/train_dp.py (MindSpore on CPU, 2 ranks on the simulated cluster).
+CPU_JOB_RANK1 = """\
+[WARNING] ME(11:140124825253184,MainProcess):2026-11-28-15:12:39.107.000 [mindspore/context.py:1343] For 'context.set_context', the parameter 'device_target' will be deprecated and removed in a future version. Please use the api mindspore.set_device() instead.
+[WARNING] DISTRIBUTED(11,7f715a6ef540,python):2026-11-28-15:12:39.109.347 [mindspore/ccsrc/cluster/rpc/tcp/tcp_comm.cc:485] Connect] Connection 11 source: 10.233.217.11:45966, destination: 10.233.217.10:8118
+[WARNING] DISTRIBUTED(11,7f715a6ef540,python):2026-11-28-15:12:39.149.733 [mindspore/ccsrc/cluster/topology/compute_graph_node.cc:193] Register] Failed to connect to the meta server node url: 10.233.217.10:8118
+rank 1: world size 2, host sim-node-1
+{ step:[    1/   30], loss:  12.474503, per_step_time:   1368ms, lr: 5.000000e-02, grad_norm:   0.000000, throughput: 0.00T }
+{ step:[    2/   30], loss:   9.802090, per_step_time:     39ms, lr: 5.000000e-02, grad_norm:   0.000000, throughput: 0.00T }
+{ step:[    3/   30], loss:  10.213888, per_step_time:     28ms, lr: 5.000000e-02, grad_norm:   0.000000, throughput: 0.00T }
+rank 1: done, world size 2, weights sha256 e87608556323255a7d5a341777df60d4d567f05fa75d63ab0ad19a3111a3150b
+[INFO] DISTRIBUTED(11,7f712d2b46c0,python):2026-11-28-15:12:45.799.266 [mindspore/ccsrc/cluster/rpc/core/communicator/tcp_server.cc:314] Start] Event base dispatch success!
+"""
+
+
 def legacy_log(losses: list[float]) -> str:
     out = NOISE
     for i, loss in enumerate(losses):
@@ -146,6 +160,12 @@ def test_tolerant_step_lines(line, step, loss):
 ])
 def test_lines_without_a_step_record(line):
     assert parse_step_line(line) is None
+
+
+def test_cpu_standin_job_log():
+    scan = scan_log(CPU_JOB_RANK1.splitlines(), rank=1)
+    assert [(p.step, p.loss) for p in scan.points] == [(1, 12.474503), (2, 9.80209), (3, 10.213888)]
+    assert scan.points[0].per_step_time_ms == 1368.0 and scan.points[0].lr == 0.05 and scan.failure is None
 
 
 # --- one log ------------------------------------------------------------------------------------
