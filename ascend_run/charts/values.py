@@ -80,7 +80,7 @@ def chart_values(dep: Deployment, kind: str) -> tuple[dict[str, Any], list[str]]
     notes: list[str] = []
     profile = dep.profile
     if profile.role != kind:
-        notes.append(f"profile {profile.name} is a {profile.role} profile, used here with the {kind} chart")
+        notes.append(f"profile {profile.name} is meant for {profile.role}, used here with the {kind} chart")
     job = dep.job
     npus = (job.local_workers if job and job.local_workers else None) or len(dep.nodes[0].npus)
     if any(len(n.npus) != profile.npu_count for n in dep.nodes):
