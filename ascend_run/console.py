@@ -1,9 +1,13 @@
-"""Per-node coloured output prefixes, `[node/rank] line`, safe to call from many threads."""
+"""Output of many nodes for people: coloured `[node/rank] line` prefixes (safe from many threads) and
+pdsh-style folded node lists. No rich here: `exec` and log streaming print thousands of lines."""
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
+
+_LAST_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
 
 COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta",
            "bright_green", "bright_yellow", "bright_blue", "bright_red"]
@@ -31,16 +35,69 @@ class PrefixPrinter:
         self.hidden = 0
         self._lock = threading.Lock()
 
-    def line(self, name: str, text: str) -> None:
+    def line(self, name: str, text: str, stream=None) -> None:
+        """One line of `name`'s output; `stream` overrides the printer's (e.g. sys.stderr for stderr)."""
         if self.hide is not None and self.hide(text):
             self.hidden += 1
             return
         prefix = self.prefixes.get(name, f"[{name}]")
+        out = stream or self.stream
         with self._lock:
-            self.stream.write(f"{prefix} {text}\n")
-            self.stream.flush()
+            out.write(f"{prefix} {text}\n")
+            out.flush()
+
+    def lines(self, name: str, text: str, stream=None) -> None:
+        """Every line of a block of output (a finished command's stdout), written without interleaving."""
+        if not text:
+            return
+        prefix = self.prefixes.get(name, f"[{name}]")
+        shown = [line for line in text.rstrip("\n").split("\n") if self.hide is None or not self.hide(line)]
+        self.hidden += text.rstrip("\n").count("\n") + 1 - len(shown)
+        out = stream or self.stream
+        with self._lock:
+            out.write("".join(f"{prefix} {line}\n" for line in shown))
+            out.flush()
 
 
 def framework_noise(line: str) -> bool:
     """MindSpore's own [WARNING]/[INFO] log lines: thousands per run; hidden unless --all-lines."""
     return line.startswith(("[WARNING] ", "[INFO] ", "[DEBUG] "))
+
+
+def fold_names(names: list[str]) -> str:
+    """`n0 n1 n2 n5 gpu` → `n[0-2,5],gpu`: pdsh/dshbak-style node lists, pasteable back into --nodes.
+
+    Names are grouped by what surrounds their last number (and its zero padding); groups keep the order
+    in which they first appear, numbers inside a group are sorted.
+    """
+    groups: dict[tuple[str, str, int], list[int]] = {}
+    for name in dict.fromkeys(names):
+        match = _LAST_NUMBER.match(name)
+        if not match:
+            groups.setdefault((name, "", -1), [])
+            continue
+        head, digits, tail = match.groups()
+        width = len(digits) if digits.startswith("0") and len(digits) > 1 else 0
+        groups.setdefault((head, tail, width), []).append(int(digits))
+    parts = []
+    for (head, tail, width), numbers in groups.items():
+        if width < 0:
+            parts.append(head)
+            continue
+        numbers.sort()
+        if len(numbers) == 1:
+            parts.append(f"{head}{str(numbers[0]).zfill(width)}{tail}")
+            continue
+        spans, start, prev = [], numbers[0], numbers[0]
+        for n in [*numbers[1:], None]:
+            if n is not None and n == prev + 1:
+                prev = n
+                continue
+            a, b = str(start).zfill(width), str(prev).zfill(width)
+            spans.append(a if start == prev else f"{a}-{b}")
+            if n is not None:
+                start = prev = n
+        parts.append(f"{head}[{','.join(spans)}]{tail}")
+    return ",".join(parts)
+
+

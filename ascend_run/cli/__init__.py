@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "logs",
     "ask",
     "sim",
+    "exec",
     "demo",
 ]
 

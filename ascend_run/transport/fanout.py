@@ -1,56 +1,149 @@
-"""One transport per node, opened in parallel, with bounded parallelism (default: 128 nodes in one wave)."""
+"""Do something on every node at once: bounded parallelism, connection setup inside the parallel part,
+and every node's result or exception kept (a fleet of 128 must never report 127 lines and lose one).
+
+The default parallelism (256) puts 128 nodes in one wave: the work is waiting on the network and on
+sshd, so threads are enough; the client's CPU cost per node is what the SSH transport minimises.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from ascend_run.deployment import Deployment, Node
 from ascend_run.errors import AscendRunError, TransportError
+from ascend_run.transport.base import Result, Transport, command_line
 from ascend_run.transport.ssh import KnownHosts, SSHTransport
 
 DEFAULT_PARALLELISM = 256
 
-Factory = Callable[[Node, KnownHosts], object]
+T = TypeVar("T")
+# Builds the transport of one node; tests inject their own (a LocalTransport, a recorder, ...).
+Factory = Callable[[Node, KnownHosts], Transport]
 
 
-def ssh_factory(node: Node, known: KnownHosts):
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """One node's value, or the exception that stopped it (always an AscendRunError naming the node)."""
+
+    node: Node
+    value: T | None = None
+    error: AscendRunError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+Progress = Callable[[Outcome, int, int], None]  # (outcome just finished, finished so far, total)
+
+
+def ssh_factory(node: Node, known: KnownHosts) -> Transport:
     return SSHTransport(node.address, port=node.ssh.port, user=node.ssh.user, key_file=node.ssh.identity_file,
                         known_hosts=known, connect_timeout=node.ssh.connect_timeout, name=node.name)
 
 
-def connect_each(dep: Deployment, *, accept_new: bool = False, parallelism: int = DEFAULT_PARALLELISM,
-                 nodes: list[Node] | None = None, factory: Factory = ssh_factory) -> dict[str, object]:
-    """Transports or exceptions, by node name: every node is tried, none is lost."""
-    nodes = list(nodes or dep.nodes)
-    known_by_path: dict[str, KnownHosts] = {}
-    for node in nodes:
-        known_by_path.setdefault(node.ssh.known_hosts, KnownHosts(node.ssh.known_hosts, accept_new))
+def _as_error(node: Node, exc: BaseException) -> AscendRunError:
+    if isinstance(exc, AscendRunError):
+        return exc
+    return TransportError(f"{type(exc).__name__}: {exc}", host=node.name)  # library bugs still name the node
 
-    def open_one(node: Node):
+
+def fan_out(nodes: Sequence[Node], func: Callable[[Node], T], *, parallelism: int = DEFAULT_PARALLELISM,
+            on_done: Progress | None = None) -> list[Outcome[T]]:
+    """`func(node)` for every node, at most `parallelism` at a time; outcomes in the nodes' order.
+
+    Exceptions are caught per node (Ctrl-C is not: KeyboardInterrupt and SystemExit propagate).
+    `on_done` is called from the calling thread as each node finishes, e.g. for a progress line.
+    """
+    nodes = list(nodes)
+    if parallelism < 1:
+        raise ValueError("parallelism must be at least 1")
+    outcomes: dict[int, Outcome[T]] = {}
+
+    def one(node: Node) -> Outcome[T]:
         try:
-            return factory(node, known_by_path[node.ssh.known_hosts])
-        except AscendRunError as exc:
-            return exc
-        except Exception as exc:  # unexpected library errors still name the node
-            return TransportError(f"{type(exc).__name__}: {exc}", host=node.name)
+            return Outcome(node, value=func(node))
+        except Exception as exc:  # collected with the node's name, reported by the caller
+            return Outcome(node, error=_as_error(node, exc))
 
-    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(nodes)))) as pool:
-        return dict(zip([n.name for n in nodes], pool.map(open_one, nodes)))
+    if not nodes:
+        return []
+    with ThreadPoolExecutor(max_workers=min(parallelism, len(nodes)), thread_name_prefix="fanout") as pool:
+        futures = {pool.submit(one, node): i for i, node in enumerate(nodes)}
+        for future in as_completed(futures):
+            outcomes[futures[future]] = outcome = future.result()
+            if on_done is not None:
+                on_done(outcome, len(outcomes), len(nodes))
+    return [outcomes[i] for i in range(len(nodes))]
+
+
+def shared_known_hosts(nodes: Iterable[Node], accept_new: bool = False) -> dict[str, KnownHosts]:
+    """One parsed KnownHosts per distinct known_hosts path (usually one for the whole fleet)."""
+    known: dict[str, KnownHosts] = {}
+    for node in nodes:
+        if node.ssh.known_hosts not in known:
+            known[node.ssh.known_hosts] = KnownHosts(node.ssh.known_hosts, accept_new)
+    return known
+
+
+def connect_each(dep: Deployment, *, accept_new: bool = False, parallelism: int = DEFAULT_PARALLELISM,
+                 nodes: Sequence[Node] | None = None, factory: Factory = ssh_factory,
+                 on_done: Progress | None = None) -> dict[str, Transport | AscendRunError]:
+    """A transport or the error that prevented it, by node name: every node is tried, none is lost."""
+    nodes = list(nodes if nodes is not None else dep.nodes)
+    known = shared_known_hosts(nodes, accept_new)
+    outcomes = fan_out(nodes, lambda n: factory(n, known[n.ssh.known_hosts]), parallelism=parallelism,
+                       on_done=on_done)
+    return {o.node.name: o.value if o.ok else o.error for o in outcomes}
 
 
 def connect_all(dep: Deployment, *, accept_new: bool = False, parallelism: int = DEFAULT_PARALLELISM,
-                nodes: list[Node] | None = None, factory: Factory = ssh_factory) -> dict[str, object]:
-    """Transports by node name; if any node cannot be reached, close the others and raise its error."""
+                nodes: Sequence[Node] | None = None, factory: Factory = ssh_factory) -> dict[str, Transport]:
+    """Transports by node name, for steps that need every node. If any node cannot be reached, close
+    the others and raise the first node's error, naming the other unreachable nodes too."""
     results = connect_each(dep, accept_new=accept_new, parallelism=parallelism, nodes=nodes, factory=factory)
     failures = [v for v in results.values() if isinstance(v, BaseException)]
     if failures:
-        for value in results.values():
-            if not isinstance(value, BaseException):
-                value.close()
+        close_all(v for v in results.values() if not isinstance(v, BaseException))
+        first = failures[0]
         if len(failures) > 1:
-            others = ", ".join(getattr(f, "host", "?") or "?" for f in failures[1:6])
-            failures[0].message += f" (also unreachable: {others}{', …' if len(failures) > 6 else ''})"
-            failures[0].args = (str(failures[0]),)
-        raise failures[0]
+            others = [getattr(f, "host", None) or "?" for f in failures[1:]]
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            first.message += f" (also unreachable: {shown})"
+            first.args = (str(first),)
+        raise first
     return results
+
+
+def close_all(transports: Iterable[Transport] | Mapping[str, Transport]) -> None:
+    """Close every transport; a failure to close one never stops the others from closing."""
+    for transport in transports.values() if isinstance(transports, Mapping) else transports:
+        try:
+            transport.close()
+        except Exception:
+            pass
+
+
+def run_on_nodes(nodes: Sequence[Node], argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+                 timeout: float | None = None, accept_new: bool = False,
+                 parallelism: int = DEFAULT_PARALLELISM, factory: Factory = ssh_factory,
+                 on_done: Progress | None = None) -> list[Outcome[Result]]:
+    """Connect, run one command and disconnect on every node, all inside the parallel part (`exec`).
+
+    A node's Outcome holds its Result (whatever the exit code) or the error that kept the command from
+    running there (unreachable, unknown host key, ...).
+    """
+    command_line(argv, env)  # a bad command or env name fails here, before any node is contacted
+    known = shared_known_hosts(nodes, accept_new)
+
+    def one(node: Node) -> Result:
+        transport = factory(node, known[node.ssh.known_hosts])
+        try:
+            return transport.run(argv, env=env, timeout=timeout)
+        finally:
+            transport.close()
+
+    return fan_out(nodes, one, parallelism=parallelism, on_done=on_done)

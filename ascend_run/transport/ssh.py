@@ -168,8 +168,8 @@ class SSHTransport:
                 self._client.close()
                 if attempt == retries:
                     raise TransportError(
-                        f"cannot connect to {self.address}:{self.port} ({attempt + 1} attempts): "
-                        f"{exc or type(exc).__name__}", host=self.host,
+                        f"cannot connect to {self.address}:{self.port} ({attempt + 1} attempt{'s' if attempt else ''}): "
+                        f"{_reason(exc)}", host=self.host,
                         fix="check the address and port, that sshd runs there, and the firewall") from None
                 time.sleep(delay)
                 delay *= 2
@@ -258,6 +258,17 @@ class SSHTransport:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """paramiko wraps refused connects as "[Errno None] Unable to connect to port …": say what happened."""
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        codes = {e.errno for e in exc.errors.values() if getattr(e, "errno", None)}
+        if codes:
+            return "; ".join(os.strerror(code).lower() for code in sorted(codes))
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
 
 
 def _deadline(timeout: float | None) -> float | None:

@@ -1,0 +1,221 @@
+"""`ascend-run exec`: one command on every node (or a subset), like `pdsh | dshbak -c`.
+
+Connecting, running and disconnecting all happen inside the parallel part, one thread per node
+(`transport.fanout.run_on_nodes`). Output is either grouped (nodes with identical output, exit code and
+error are merged under one folded node list) or prefixed per line with `[node/rank]`. The exit status is
+the worst of the nodes: 0 if every node succeeded, else the highest remote exit code, where an
+unreachable node counts as 4 (the package's code for "node unreachable").
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+import time
+
+import click
+
+from ascend_run.cli.common import deployment_option, echo_json, output_option
+from ascend_run.errors import AscendRunError, TransportError
+
+UNREACHABLE_RC = TransportError.exit_code  # 4
+
+
+class Layout(enum.Enum):
+    GROUP = "group"
+    PREFIX = "prefix"
+
+
+class NodesFailed(AscendRunError):
+    """Some nodes failed or were unreachable; the exit code is the worst of them (set per instance)."""
+
+    def __init__(self, message: str, exit_code: int, fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.exit_code = exit_code
+
+
+def split_node_specs(specs: tuple[str, ...]) -> list[str]:
+    """`--nodes n[0-3,7],n9 --nodes 12` → ["n[0-3,7]", "n9", "12"]: commas inside brackets are ranges."""
+    tokens: list[str] = []
+    for spec in specs:
+        depth, current = 0, ""
+        for char in spec:
+            depth += {"[": 1, "]": -1}.get(char, 0)
+            if char == "," and depth == 0:
+                tokens.append(current)
+                current = ""
+            else:
+                current += char
+        tokens.append(current)
+    return [t.strip() for t in tokens if t.strip()]
+
+
+def node_rc(outcome) -> int:
+    return outcome.value.rc if outcome.ok else UNREACHABLE_RC
+
+
+def worst_rc(outcomes) -> int:
+    return max((min(node_rc(o), 255) for o in outcomes), default=0)
+
+
+def _error_text(error: AscendRunError) -> tuple[str, str | None]:
+    """The error's message without the node prefix (the group header names the nodes), and its fix."""
+    message = error.message
+    host = getattr(error, "host", None)
+    if host and message.startswith(f"{host}: "):
+        message = message[len(host) + 2:]
+    return message, error.fix
+
+
+def group_outcomes(outcomes) -> list[tuple[list, tuple]]:
+    """[(outcomes, (stdout, stderr, rc, error text))] with identical results merged, in rank order."""
+    groups: dict[tuple, list] = {}
+    for outcome in outcomes:
+        if outcome.ok:
+            r = outcome.value
+            key = (r.stdout, r.stderr, r.rc, None)
+        else:
+            key = ("", "", UNREACHABLE_RC, _error_text(outcome.error)[0])
+        groups.setdefault(key, []).append(outcome)
+    return [(members, key) for key, members in groups.items()]
+
+
+def print_groups(outcomes, colour: bool) -> None:
+    from ascend_run.console import fold_names
+
+    out = sys.stdout
+    rule = "-" * 16
+    for members, (stdout, stderr, rc, error) in group_outcomes(outcomes):
+        if rc == 0 and error is None and not stdout and not stderr:
+            continue  # like dshbak: nodes that printed nothing and succeeded show only in the summary
+        status = "" if rc == 0 and error is None else (f"  unreachable: {error}" if error else f"  exit {rc}")
+        header = fold_names([o.node.name for o in members]) + status
+        if colour and status:
+            header = click.style(header, fg="red")
+        out.write(f"{rule}\n{header}\n{rule}\n{stdout}")
+        if stdout and not stdout.endswith("\n"):
+            out.write("\n")
+        if stderr:
+            out.write(click.style(stderr, fg="yellow") if colour else stderr)
+            if not stderr.endswith("\n"):
+                out.write("\n")
+    out.flush()
+
+
+def summary(outcomes, seconds: float) -> tuple[str, str | None]:
+    """One line for stderr, and the first distinct fix among unreachable nodes (printed once, not 128 times)."""
+    from ascend_run.console import fold_names
+
+    failed = [o for o in outcomes if o.ok and o.value.rc != 0]
+    lost = [o for o in outcomes if not o.ok]
+    ok = len(outcomes) - len(failed) - len(lost)
+    parts = [f"{ok} ok"]
+    if failed:
+        parts.append(f"{len(failed)} failed ({fold_names([o.node.name for o in failed])})")
+    if lost:
+        parts.append(f"{len(lost)} unreachable ({fold_names([o.node.name for o in lost])})")
+    fixes = [o.error.fix for o in lost if o.error.fix]
+    return f"exec: {', '.join(parts)} of {len(outcomes)} nodes in {seconds:.2f} s", (fixes[0] if fixes else None)
+
+
+def as_json(argv: list[str], outcomes, seconds: float) -> dict:
+    nodes = []
+    for o in outcomes:
+        entry = {"name": o.node.name, "rank": o.node.rank, "address": o.node.address, "rc": node_rc(o)}
+        if o.ok:
+            entry.update(stdout=o.value.stdout, stderr=o.value.stderr, error=None)
+        else:
+            message, fix = _error_text(o.error)
+            entry.update(stdout="", stderr="", error=message, error_type=type(o.error).__name__, fix=fix)
+        nodes.append(entry)
+    return {"command": argv, "exit_code": worst_rc(outcomes), "seconds": round(seconds, 3), "nodes": nodes}
+
+
+class Progress:
+    """`exec: 37/128 nodes` on a terminal's stderr, rewritten in place; silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, outcome, done: int, total: int) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\rexec: {done}/{total} nodes")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+@click.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@deployment_option
+@click.option("--nodes", "-w", "node_specs", multiple=True, metavar="SUBSET",
+              help="Only these nodes: names, addresses or ranks, comma-separated, pdsh ranges allowed "
+                   "(n[0-3,7],10.0.0.[9-12]). Repeatable.")
+@click.option("--parallel", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Nodes contacted at once.")
+@click.option("--group", "layout", flag_value=Layout.GROUP.value, default=True,
+              help="Merge nodes with identical output under one node list (like dshbak -c). The default.")
+@click.option("--prefix", "layout", flag_value=Layout.PREFIX.value,
+              help="Print every line with a [node/rank] prefix, as each node finishes.")
+@click.option("--accept-new-host-keys", is_flag=True,
+              help="Record host keys of nodes not yet in known_hosts (a changed key is still an error).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="Stop the command on a node after S seconds (exit 124 there).")
+@output_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD...")
+def exec_command(deployment_file: str, node_specs: tuple[str, ...], parallel: int, layout: str,
+                 accept_new_host_keys: bool, timeout: float | None, output_format: str,
+                 command: tuple[str, ...]) -> None:
+    """Run CMD on every node of the deployment (or --nodes) and show what each printed.
+
+    CMD runs word for word, with no remote shell parsing; for pipes, globs or `;` use
+    `-- sh -c 'CMD | ...'`. Exit status: 0 if every node succeeded, else the worst node's exit code
+    (an unreachable node counts as 4).
+    """
+    from ascend_run.deployment import load_deployment
+    from ascend_run.transport.fanout import run_on_nodes
+
+    dep = load_deployment(deployment_file)
+    nodes = dep.select(split_node_specs(node_specs))
+    argv = list(command)
+    mode = Layout(layout)
+    text = output_format == "text"
+    progress = Progress(text and mode is Layout.GROUP and sys.stderr.isatty())
+    printer = None
+    if text and mode is Layout.PREFIX:
+        from ascend_run.console import PrefixPrinter
+
+        printer = PrefixPrinter([n.name for n in nodes], ranks={n.name: n.rank for n in nodes})
+
+    def on_done(outcome, done: int, total: int) -> None:
+        progress(outcome, done, total)
+        if printer is not None:
+            if outcome.ok:
+                printer.lines(outcome.node.name, outcome.value.stdout)
+                printer.lines(outcome.node.name, outcome.value.stderr, stream=sys.stderr)
+            else:
+                printer.line(outcome.node.name, f"unreachable: {_error_text(outcome.error)[0]}", stream=sys.stderr)
+
+    started = time.monotonic()
+    try:
+        outcomes = run_on_nodes(nodes, argv, timeout=timeout, accept_new=accept_new_host_keys,
+                                parallelism=parallel, on_done=on_done)
+    finally:
+        progress.clear()
+    seconds = time.monotonic() - started
+
+    if not text:
+        echo_json(as_json(argv, outcomes, seconds))
+    elif mode is Layout.GROUP:
+        print_groups(outcomes, colour=sys.stdout.isatty())
+    line, fix = summary(outcomes, seconds)
+    code = worst_rc(outcomes)
+    if code:
+        raise NodesFailed(line.removeprefix("exec: "), code, fix=fix)
+    if text:
+        click.echo(line, err=True)
+
+
+commands = [exec_command]
