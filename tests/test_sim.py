@@ -24,7 +24,6 @@ from ascend_run.sim import network, tools
 from ascend_run.sim.cluster import SimCluster
 from tests.conftest_sim import sim_unavailable, ssh
 
-
 # --- helpers ------------------------------------------------------------------------------------------
 
 
@@ -51,7 +50,8 @@ def snapshot(cluster: SimCluster) -> dict:
     rec = cluster.record()
     pids: set[int] = set()
     for node in rec["nodes"]:
-        out = subprocess.run(["ip", "netns", "pids", node["netns"]], capture_output=True, text=True).stdout
+        out = subprocess.run(["ip", "netns", "pids", node["netns"]], check=False, capture_output=True,
+                             text=True).stdout
         pids.update(int(p) for p in out.split())
     return {"tag": rec["tag"], "third_octet": rec["third_octet"], "pids": _descendants(pids),
             "dir": str(cluster.dir)}
@@ -67,12 +67,12 @@ def _running(pid: int) -> bool:
 def assert_nothing_left(snap: dict) -> None:
     """No namespace, link, address, process or mount of the cluster in `snap` is left."""
     tag, directory = snap["tag"], snap["dir"]
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    netns = subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True).stdout
     assert f"ar-{tag}-" not in netns, f"network namespaces left:\n{netns}"
     links = [name for name in os.listdir("/sys/class/net") if tag in name]
     assert not links, f"bridge/veths left: {links}"
     if "third_octet" in snap:
-        addrs = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+        addrs = subprocess.run(["ip", "-4", "-o", "addr"], check=False, capture_output=True, text=True).stdout
         assert f"10.233.{snap['third_octet']}." not in addrs
     alive = [p for p in snap.get("pids", ()) if _running(p)]
     assert not alive, f"processes left: {alive}"
@@ -242,7 +242,7 @@ def test_stand_in_tools_print_real_formats(tmp_path):
     hccn.write_text(tools.render_tool(tools.HCCN_TOOL, state_path))
 
     def run(*args):
-        return subprocess.run(["/usr/bin/python3", str(hccn), *args], capture_output=True, text=True)
+        return subprocess.run(["/usr/bin/python3", str(hccn), *args], check=False, capture_output=True, text=True)
 
     assert run("-i", "4", "-link", "-g").stdout == "link status: DOWN\n"
     assert run("-i", "4", "-net_health", "-g").stdout == "net health status: Fault\n"

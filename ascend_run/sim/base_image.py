@@ -7,7 +7,6 @@ simulated nodes run. It carries Python 3 with venv and pip, as the CANN images d
 from __future__ import annotations
 
 import fcntl
-import io
 import subprocess
 import tempfile
 from pathlib import Path

@@ -129,11 +129,11 @@ def node_script(layout: NodeLayout, name: str, profile: HardwareProfile, docker:
     q = shlex.quote
     lines = ["set -eu", f"hostname {q(name)}",
              "mount -t tmpfs -o mode=755 tmpfs /run", "mkdir -p /run/sshd",
-             f"mount -t overlay overlay -o lowerdir=/etc,upperdir={q(str(root / 'etc-upper'))},"
-             f"workdir={q(str(root / 'etc-work'))} /etc",
+             (f"mount -t overlay overlay -o lowerdir=/etc,upperdir={q(str(root / 'etc-upper'))},"
+              f"workdir={q(str(root / 'etc-work'))} /etc"),
              "rm -f /etc/docker/key.json",
-             f"mount -t overlay overlay -o lowerdir=/usr/local,upperdir={q(str(root / 'usrlocal-upper'))},"
-             f"workdir={q(str(root / 'usrlocal-work'))} /usr/local",
+             (f"mount -t overlay overlay -o lowerdir=/usr/local,upperdir={q(str(root / 'usrlocal-upper'))},"
+              f"workdir={q(str(root / 'usrlocal-work'))} /usr/local"),
              f"mount -t tmpfs -o size={LOG_DISK_SIZE},mode=755 varlog /var/log", "mkdir -p /var/log/npu",
              "mkdir -p /data", f"mount -t tmpfs -o size={DATA_DISK_SIZE},mode=755 data /data",
              "mount -t tmpfs -o mode=755 varlib /var/lib/ascend-run",
