@@ -249,6 +249,12 @@ class SimCluster:
         profile = get_profile(self.record()["profile"])
         self.node_exec(ref, ["rm", "-f", profile.npu_device_path(npu)])
 
+    def restore_device(self, ref, npu: int) -> None:
+        """Undo `remove_device`: the NPU is listed again and its character device is back."""
+        self.edit_state(ref, lambda s: s["devices"][str(npu)].update(present=True))
+        profile = get_profile(self.record()["profile"])
+        self.node_exec(ref, ["mknod", "-m", "666", profile.npu_device_path(npu), "c", "1", "3"])
+
     def fill_disk(self, ref, path: str = "/data", free: str | int = "1M") -> None:
         """Leave only `free` bytes (e.g. "1M", "10G") on one of a node's disks, as `df` will show.
 
