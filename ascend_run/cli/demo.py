@@ -35,10 +35,7 @@ def demo(directory: str, nodes: int, steps: int, keep: bool) -> None:
     Needs root (network namespaces) and the packages of scripts/install.sh.
     """
     from ascend_run import demo as d
-    from ascend_run.cli.launch import close_all, connect
-    from ascend_run.deployment import load_deployment
     from ascend_run.engine import connect as engine_connect
-    from ascend_run.launch.collect import collect_logs
     from ascend_run.localengine import ensure_engine
     from ascend_run.sim.cluster import SimCluster
 
@@ -66,12 +63,7 @@ def demo(directory: str, nodes: int, steps: int, keep: bool) -> None:
         logs = root / "logs"
         _step(console, "collect the logs of every server", ["ascend-run", "logs", "-f", str(job), "--collect",
                                                              str(logs)])
-        dep = load_deployment(job)
-        transports = connect(dep, accept_new=False)
-        try:
-            collect_logs(dep, transports, logs)
-        finally:
-            close_all(transports)
+        _invoke(["logs", "-f", str(job), "--collect", str(logs)])
         plot = root / "loss.png"
         _step(console, "loss curve from the last rank", ["ascend-run", "logs", "--loss", "--from", str(logs),
                                                           "--plot", str(plot)])

@@ -6,6 +6,7 @@ nodes (`--collect DIR`) and a live mode slot in as further sources and views wit
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import click
@@ -14,14 +15,29 @@ from ascend_run.cli.common import echo_json, output_option
 from ascend_run.losslog import LossReport, loss_report, plot_loss
 
 
-def _log_source(deployment_file: str | None, from_dir: str | None) -> Path:
-    """Where the logs to read are. Today a local directory; collection from the nodes comes here."""
+def collect_from_nodes(deployment_file: str, dest: Path, accept_new: bool = False) -> dict[str, list[str]]:
+    """Copy every node's msrun logs into DEST/<node>/ over SSH (all nodes at once)."""
+    from ascend_run.cli.launch import close_all, connect
+    from ascend_run.deployment import load_deployment
+    from ascend_run.launch.collect import collect_logs
+
+    dep = load_deployment(deployment_file)
+    transports = connect(dep, accept_new)
+    try:
+        return collect_logs(dep, transports, dest)
+    finally:
+        close_all(transports)
+
+
+def _log_source(deployment_file: str | None, from_dir: str | None, scratch: Path) -> Path:
+    """Where the logs to read are: a local directory, or (with -f) a fresh copy from the nodes."""
     if from_dir:
         return Path(from_dir)
     if deployment_file:
-        raise click.UsageError("reading logs straight from the nodes is not available yet; collect them and "
-                               "pass the directory with --from DIR")
-    raise click.UsageError("give --from DIR (a directory of worker_N.log files, or DIR/<node>/worker_N.log)")
+        collect_from_nodes(deployment_file, scratch)
+        return scratch
+    raise click.UsageError("give --from DIR (a directory of worker_N.log files, or DIR/<node>/worker_N.log), "
+                           "or -f FILE to read the nodes' logs")
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -67,26 +83,37 @@ def show_loss(source: Path, rank: int | None, plot: str | None, output_format: s
 
 @click.command()
 @click.option("-f", "--file", "deployment_file", type=click.Path(dir_okay=False),
-              help="The deployment file (for reading logs from its nodes).")
+              help="The deployment file: read (or --collect) the logs of its nodes.")
 @click.option("--from", "from_dir", type=click.Path(exists=True),
               help="Read logs collected here: DIR/worker_N.log or DIR/<node>/worker_N.log (or one log file).")
+@click.option("--collect", "collect_dir", type=click.Path(file_okay=False),
+              help="Copy output/msrun_log/* of every node (scheduler.log from the master) into DIR/<node>/.")
 @click.option("--loss", is_flag=True, help="Extract the training loss, step by step.")
 @click.option("--rank", type=click.IntRange(min=0),
               help="Read this rank's log (default: the highest rank that printed real loss values).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write the loss curve to this PNG (implies --loss).")
+@click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
 @output_option
-def logs(deployment_file: str | None, from_dir: str | None, loss: bool, rank: int | None, plot: str | None,
-         output_format: str) -> None:
-    """Read the job's worker logs; with --loss, the training loss and its curve.
+def logs(deployment_file: str | None, from_dir: str | None, collect_dir: str | None, loss: bool, rank: int | None,
+         plot: str | None, accept_new_host_keys: bool, output_format: str) -> None:
+    """Collect the job's worker logs, or read them; with --loss, the training loss and its curve.
 
     With pipeline parallelism only the last stage prints the loss (the others print N/A or 0): the rank
     is picked automatically unless --rank is given.
     """
-    source = _log_source(deployment_file, from_dir)
-    if loss or plot:
-        show_loss(source, rank, plot, output_format)
-        return
-    raise click.UsageError("say what to read: --loss (and --plot FILE.png)")
+    if collect_dir:
+        if not deployment_file:
+            raise click.UsageError("--collect needs -f FILE (the nodes to collect from)")
+        copied = collect_from_nodes(deployment_file, Path(collect_dir), accept_new_host_keys)
+        total = sum(len(v) for v in copied.values())
+        click.echo(f"collected {total} log files from {len(copied)} nodes into {collect_dir}/", err=True)
+        if not (loss or plot):
+            return
+        from_dir = collect_dir
+    if not (loss or plot):
+        raise click.UsageError("say what to do: --collect DIR, or --loss (and --plot FILE.png)")
+    with tempfile.TemporaryDirectory(prefix="ascend-run-logs-") as scratch:
+        show_loss(_log_source(deployment_file, from_dir, Path(scratch)), rank, plot, output_format)
 
 
 commands = [logs]
