@@ -196,6 +196,20 @@ def test_infer_profile_paths_and_cli(sim_cluster):
     assert not any(r["docker"] for r in rows)
 
 
+@pytest.mark.slow
+@pytest.mark.root
+def test_two_clusters_side_by_side(sim_cluster):
+    """Two directories, two /24s, two bridges; a second `up` in a used directory is refused."""
+    a = sim_cluster(nodes=1, docker=False)
+    b = sim_cluster(nodes=1, docker=False)
+    assert a.record()["third_octet"] != b.record()["third_octet"]
+    assert a.record()["bridge"] != b.record()["bridge"]
+    assert ssh(a, 0, "hostname").stdout.strip() == ssh(b, 0, "hostname").stdout.strip() == "sim-node-0"
+    result = CliRunner().invoke(cli, ["sim", "up", "--nodes", "1", "--no-docker", "--dir", str(a.dir)])
+    assert result.exit_code != 0 and "already holds a simulated cluster" in str(result.exception)
+    assert ssh(a, 0, "true").returncode == 0, "the refused `up` did not touch the running cluster"
+
+
 # --- fast ---------------------------------------------------------------------------------------------
 
 

@@ -389,7 +389,7 @@ def _preflight(docker: bool) -> None:
     missing = [f"{tool} (apt-get install {pkg})" for tool, pkg in needed.items()
                if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
     if missing:
-        raise SimError("missing tools: " + ", ".join(missing), fix="install them, or run scripts/install.sh")
+        raise SimError("missing tools: " + ", ".join(missing), fix="install them: bash scripts/install-sim-deps.sh")
 
 
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the trailing NUL
