@@ -19,6 +19,7 @@ from ascend_run.errors import AscendRunError
 # Modules under ascend_run.cli that each define `commands: list[click.Command]`.
 COMMAND_MODULES = [
     "validate",
+    "config",
     "image",
     "docker_run",
     "launch",

@@ -92,6 +92,7 @@ def derive_config(base: str | Path | Document, *, preset: str | None = None,
     _literal_copies(view, before, explicit)
 
     report = check_config(doc, npus, path_checker, workdir=workdir, mounts=mounts)
+    report.source = str(output) if output is not None else f"{doc.source} (derived)"
     edits = [e for e in doc.edits if e.reason != "unchanged"]
     origin = f"derived by `ascend-run config derive` from {Path(doc.source).name}" + (f" (preset {preset})"
                                                                                       if preset else "")

@@ -23,6 +23,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import RoundTripConstructor, SafeConstructor
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarbool import ScalarBoolean
@@ -148,8 +149,23 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+class _Constructor(RoundTripConstructor):
+    """Booleans remember their spelling: MindFormers files mix `True` and `false`, and a round trip that
+    rewrote every one of them would bury the real change in a diff."""
+
+    def construct_yaml_sbool(self, node: Any) -> Any:
+        value = SafeConstructor.construct_yaml_bool(self, node)
+        out = ScalarBoolean(value, anchor=node.anchor) if node.anchor else ScalarBoolean(value)
+        out._yaml_text = node.value
+        return out
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:bool", _Constructor.construct_yaml_sbool)
+
+
 class _Representer(RoundTripRepresenter):
-    """Writes None as `null` when the source file did (ruamel writes an empty value by default)."""
+    """Writes booleans as they were spelled, and None as `null` when the source file did (ruamel writes
+    an empty value by default)."""
 
     null_word = ""
 
@@ -158,8 +174,25 @@ class _Representer(RoundTripRepresenter):
             return self.represent_scalar("tag:yaml.org,2002:null", self.null_word)
         return super().represent_none(data)
 
+    def represent_cased_bool(self, data: Any) -> Any:
+        text = getattr(data, "_yaml_text", None)
+        if text is None or (text.lower() == "true") != bool(data):
+            return self.represent_scalar_bool(data)
+        return self.represent_scalar("tag:yaml.org,2002:bool", text, anchor=data.yaml_anchor())
+
 
 _Representer.add_representer(type(None), _Representer.represent_none)
+_Representer.add_representer(ScalarBoolean, _Representer.represent_cased_bool)
+
+
+def _cased_bool(value: bool, like: Any) -> Any:
+    """A boolean spelled like `like` (True/true/TRUE), when `like` was a boolean read from the file."""
+    text = getattr(like, "_yaml_text", None)
+    new = ScalarBoolean(bool(value))
+    if text:
+        word = "true" if value else "false"
+        new._yaml_text = word.upper() if text.isupper() else word.capitalize() if text[0].isupper() else word
+    return new
 
 
 class Document:
@@ -391,6 +424,7 @@ class Document:
 def _make_yaml(text: str) -> YAML:
     yaml = YAML(typ="rt")
     yaml.Representer = _Representer
+    yaml.Constructor = _Constructor
     yaml.preserve_quotes = True
     yaml.width = 1 << 16          # never re-wrap long values (chat templates, paths)
     yaml.indent(mapping=2, sequence=_sequence_indent(text), offset=_sequence_offset(text))
@@ -437,6 +471,8 @@ def _styled(value: Any, old: Any) -> Any:
         if isinstance(old, SingleQuotedScalarString):
             return SingleQuotedScalarString(value)
         return value
+    if isinstance(value, bool) and isinstance(old, ScalarBoolean):
+        return _cased_bool(value, old)
     if isinstance(value, list):
         seq = value if isinstance(value, CommentedSeq) else _as_rt(value)
         if isinstance(old, CommentedSeq):
@@ -450,7 +486,9 @@ def _styled(value: Any, old: Any) -> Any:
 
 def _anchored(value: Any, anchor: str) -> Any:
     """A scalar that carries `anchor`; plain Python scalars are wrapped in ruamel's scalar types."""
-    if isinstance(value, bool) or isinstance(value, ScalarBoolean):
+    if isinstance(value, ScalarBoolean):
+        new = value
+    elif isinstance(value, bool):
         new = ScalarBoolean(bool(value))
     elif isinstance(value, int):
         new = ScalarInt(int(value))

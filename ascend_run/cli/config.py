@@ -1,0 +1,146 @@
+"""`ascend-run config derive|check|presets`: MindFormers YAML made from the article's edits, checked before launch."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Any
+
+import click
+
+from ascend_run.cli.common import echo_json, output_option
+from ascend_run.mfconfig import (PRESETS, CheckReport, ConfigCheckFailed, check_config, derive_config, mounts_of,
+                                 transport_path_checker, workdir_of)
+from ascend_run.mfconfig.paths import DEFAULT_WORKDIR
+
+_target = [
+    click.option("--npus", type=click.IntRange(min=1), help="Total NPUs of the job (instead of -f)."),
+    click.option("-f", "--file", "deployment_file", type=click.Path(dir_okay=False),
+                 help="Deployment file: NPU count, mounts (container paths -> server paths), working directory."),
+]
+
+
+def _target_options(func):
+    for option in reversed(_target):
+        func = option(func)
+    return func
+
+
+def _resolve_target(npus: int | None, deployment_file: str | None, *, required: bool) -> dict[str, Any]:
+    if npus and deployment_file:
+        raise click.UsageError("give --npus or -f, not both")
+    if deployment_file:
+        from ascend_run.deployment import load_deployment
+
+        dep = load_deployment(deployment_file)
+        return {"npus": dep.total_npus, "mounts": mounts_of(dep), "workdir": workdir_of(dep), "deployment": dep}
+    if required and not npus:
+        raise click.UsageError("give the job's size: --npus N or -f DEPLOYMENT")
+    return {"npus": npus, "mounts": None, "workdir": DEFAULT_WORKDIR, "deployment": None}
+
+
+def _path_checker(target: dict[str, Any], ssh: bool, stack: ExitStack):
+    if not ssh:
+        return None
+    if target["deployment"] is None:
+        raise click.UsageError("--ssh needs a deployment file (-f)")
+    from ascend_run.transport.fanout import connect_all
+
+    transports = connect_all(target["deployment"])
+    stack.callback(lambda: [t.close() for t in transports.values()])
+    return transport_path_checker(transports)
+
+
+@click.group("config")
+def config_group() -> None:
+    """Derive MindFormers configs from the article's edits, and check them before a launch."""
+
+
+@config_group.command("derive")
+@click.argument("base", type=click.Path(dir_okay=False))
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="A named set of edits (see `config presets`).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Change an existing key, e.g. parallel_config.data_parallel=4 (value read as YAML).")
+@click.option("--add", "adds", multiple=True, metavar="KEY=VALUE", help="Add a key the base file does not have.")
+@_target_options
+@click.option("--data-path", help="article-1b: Megatron dataset prefix in the container.")
+@click.option("--mindformers-dir", help="article-1b: the MindFormers checkout in the container.")
+@click.option("--weights-dir", help="article-infer: the weights directory in the container.")
+@click.option("--tokenizer", help="article-infer: tokenizer.json in the container (default: in the weights dir).")
+@click.option("-o", "--out-file", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the derived YAML.")
+@click.option("--force", is_flag=True, help="Write the file even if the check finds errors.")
+@click.option("--ssh", is_flag=True, help="With -f: check dataset/checkpoint paths on every node over SSH.")
+@output_option
+def derive(base: str, preset: str | None, sets: tuple[str, ...], adds: tuple[str, ...], npus: int | None,
+           deployment_file: str | None, data_path: str | None, mindformers_dir: str | None,
+           weights_dir: str | None, tokenizer: str | None, out_file: str, force: bool, ssh: bool,
+           output_format: str) -> None:
+    """Write OUT from BASE with a preset and --set edits, keeping comments, order, quotes and anchors.
+
+    Anchored values move with their aliases (data_parallel: &dp -> dataset_strategy), per-stage lists
+    (offset, recompute) follow pipeline_stage, and the result is checked before it is written."""
+    target = _resolve_target(npus, deployment_file, required=False)
+    options = {"data_path": data_path, "mindformers_dir": mindformers_dir, "weights_dir": weights_dir,
+               "tokenizer": tokenizer}
+    with ExitStack() as stack:
+        checker = _path_checker(target, ssh, stack)
+        try:
+            result = derive_config(base, preset=preset, preset_options=options, sets=sets, adds=adds,
+                                   npus=target["npus"], output=out_file, force=force, workdir=target["workdir"],
+                                   mounts=target["mounts"], path_checker=checker)
+        except ConfigCheckFailed as exc:
+            _show_report(exc.report, output_format, header=f"not written: {out_file}")
+            raise
+    if output_format == "json":
+        echo_json(result.as_dict())
+        return
+    for edit in result.edits:
+        click.echo(f"  {edit.describe()}")
+    for note in result.notes:
+        click.secho(f"  note: {note}", dim=True)
+    click.secho(f"wrote {result.written} ({result.layout} layout, {len(result.edits)} changes)", fg="green")
+    _show_report(result.report, "text", header=None)
+
+
+@config_group.command("check")
+@click.argument("config", type=click.Path(dir_okay=False))
+@_target_options
+@click.option("--ssh", is_flag=True, help="With -f: check dataset/checkpoint paths on every node over SSH.")
+@output_option
+def check(config: str, npus: int | None, deployment_file: str | None, ssh: bool, output_format: str) -> None:
+    """Validate CONFIG for a job of --npus N (or the deployment file's NPUs) before launching it.
+
+    Exits 0 when there are no errors (warnings allowed), 2 with every error (key path, values, fix)."""
+    target = _resolve_target(npus, deployment_file, required=True)
+    with ExitStack() as stack:
+        checker = _path_checker(target, ssh, stack)
+        report = check_config(config, target["npus"], checker, workdir=target["workdir"], mounts=target["mounts"])
+    _show_report(report, output_format, header=None)
+    report.raise_for_errors()
+
+
+@config_group.command("presets")
+def presets() -> None:
+    """List the presets `config derive --preset` knows."""
+    for preset in PRESETS.values():
+        opts = ", ".join("--" + o.replace("_", "-") for o in preset.options)
+        click.echo(f"{preset.name:15} {preset.summary} (options: {opts})")
+
+
+def _show_report(report: CheckReport, output_format: str, header: str | None) -> None:
+    """Warnings, notes and the memory estimate on stdout; errors are raised and printed by the CLI's main."""
+    if output_format == "json":
+        echo_json(report.as_dict())
+        return
+    npus = f"{report.npus} NPUs" if report.npus else "NPU count not given"
+    status = click.style("ok" if report.ok else f"{len(report.errors)} error(s)", fg="green" if report.ok else "red")
+    click.echo(f"{status} {report.source} ({report.layout} layout, {npus})" + (f" — {header}" if header else ""))
+    for issue in report.warnings:
+        click.secho(f"  warning: {issue}", fg="yellow")
+    for issue in report.notes:
+        click.secho(f"  note: {issue}", dim=True)
+    if report.memory:
+        click.echo(f"  memory: {report.memory.summary()}")
+
+
+commands = [config_group]
