@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import time
 from functools import cache
 from pathlib import Path
 
@@ -687,3 +689,60 @@ def test_naming_helpers():
     assert k8s_quantity("500g") == "500Gi" and k8s_quantity("64Gi") == "64Gi" and k8s_quantity("1024") == "1024"
     with pytest.raises(ConfigError):
         k8s_quantity("lots")
+
+
+# --- the scripts inside the manifests, run for real ---------------------------------------------------
+
+
+def _run_python(script: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+@needs_helm
+def test_wait_for_master_script_resolves_or_gives_up(charts):
+    init = one(render(charts["train"], "job.masterWaitSeconds=3"), "Job")["spec"]["template"]["spec"][
+        "initContainers"][0]
+    assert init["command"][:2] == ["python3", "-c"]
+    script = init["command"][2]
+    ok = _run_python(script, {"MASTER_ADDR": "localhost", "MASTER_WAIT_SECONDS": "3"})
+    assert ok.returncode == 0 and "master localhost is" in ok.stdout
+    started = time.monotonic()
+    bad = _run_python(script, {"MASTER_ADDR": "pod-0.no-such-service.invalid", "MASTER_WAIT_SECONDS": "2"})
+    assert bad.returncode != 0 and "did not resolve within 2 s" in bad.stderr
+    assert time.monotonic() - started < 20
+
+
+@needs_helm
+def test_statefulset_probe_checks_the_leader_only(charts):
+    import http.server
+    import threading
+
+    status = {"code": 503}
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(status["code"] if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        container = one(render(charts["infer"], f"server.port={port}"), "StatefulSet")["spec"]["template"]["spec"][
+            "containers"][0]
+        script = container["readinessProbe"]["exec"]["command"][2]
+        assert _run_python(script, {"NODE_RANK": "0"}).returncode != 0          # leader, server not ready
+        assert _run_python(script, {"NODE_RANK": "2"}).returncode == 0          # a worker always passes
+        status["code"] = 200
+        assert _run_python(script, {"NODE_RANK": "0"}).returncode == 0          # leader, server ready
+        proxied = {"NODE_RANK": "0", "HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+        assert _run_python(script, proxied).returncode == 0                     # the pod's proxy is not used
+    finally:
+        server.shutdown()
+        server.server_close()
+    down = _run_python(script, {"NODE_RANK": "0"})                              # leader, nothing listening
+    assert down.returncode != 0

@@ -384,7 +384,7 @@ Probes of the leader's HTTP server. Called with (dict "root" $ "mode" M).
 mode "http": httpGet probes, for the LeaderWorkerSet's leader template (only the leader uses it).
 mode "exec": for the StatefulSet, whose one pod template serves the leader and the workers: node rank 0
 checks the server, the workers pass (their health is msrun itself, which ends the container when a worker
-dies). Python, because the image has it and may lack curl.
+dies). Python, because the image has it and may lack curl; no proxy, whatever HTTP_PROXY says.
 */}}
 {{- define "ascend-infer.probes" -}}
 {{- $v := .root.Values }}
@@ -392,7 +392,7 @@ dies). Python, because the image has it and may lack curl.
 {{- $check := dict "httpGet" (dict "path" $v.probes.path "port" "http") }}
 {{- if eq .mode "exec" }}
 {{- $url := printf "http://127.0.0.1:%d%s" (int $v.server.port) $v.probes.path }}
-{{- $script := printf "import os, urllib.request\nif os.environ.get(\"NODE_RANK\") == \"0\":\n    urllib.request.urlopen(%s, timeout=8)\n" (quote $url) }}
+{{- $script := printf "import os, urllib.request as u\nif os.environ.get(\"NODE_RANK\") == \"0\":\n    u.build_opener(u.ProxyHandler({})).open(%s, timeout=8)\n" (quote $url) }}
 {{- $check = dict "exec" (dict "command" (list "python3" "-c" $script)) }}
 {{- end }}
 startupProbe:
