@@ -252,6 +252,14 @@ def test_values_come_from_profile_and_image(kind):
 
 
 @pytest.mark.parametrize("kind", list(CHARTS))
+def test_schema_is_a_valid_json_schema_and_accepts_the_defaults(kind):
+    files = chart_files()
+    schema = YAML(typ="safe").load(files[f"charts/{CHARTS[kind].name}/values.schema.json"])
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(YAML(typ="safe").load(files[f"charts/{CHARTS[kind].name}/values.yaml"]), schema)
+
+
+@pytest.mark.parametrize("kind", list(CHARTS))
 def test_every_value_has_a_doc_comment(kind):
     """helm-docs style: every value has a `# --` comment above it, or sits inside one that has (a default
     map such as nodeSelector, a list such as volumes); grouping keys (image:, job:) need none."""
@@ -321,6 +329,16 @@ def test_rendered_manifests_validate(charts, version, kind, sets):
 def test_example_manifests_validate(charts, tmp_path, version, example):
     kind, values = example_values(tmp_path, example)
     validate_all(render(charts[kind], values=values), version)
+
+
+@needs_helm
+@pytest.mark.parametrize("kind", list(CHARTS))
+def test_older_kubernetes_is_refused_and_the_chart_packages(charts, kind, tmp_path):
+    old = helm("template", "rel", str(charts[kind]), "--kube-version", "1.27.0")
+    assert old.returncode != 0 and "chart requires kubeVersion: >=1.28.0-0" in old.stderr
+    assert helm("template", "rel", str(charts[kind]), "--kube-version", "1.28.0").returncode == 0
+    packaged = helm("package", str(charts[kind]), "-d", str(tmp_path))
+    assert packaged.returncode == 0, packaged.stderr
 
 
 def test_kubernetes_validate_has_the_target_versions():
