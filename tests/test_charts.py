@@ -662,6 +662,13 @@ def test_chart_values_cli_writes_a_file(tmp_path):
     assert {v["mountPath"] for v in values["volumes"]} == {"/home/work/dataset", "/home/work/mindformers/output"}
 
 
+def test_chart_write_cli_matches_the_committed_charts(tmp_path):
+    result = CliRunner().invoke(cli, ["chart", "write", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for rel, text in chart_files().items():
+        assert (tmp_path / rel.removeprefix("charts/")).read_text(encoding="utf-8") == text
+
+
 def _deployment(**overrides):
     data = {"name": "t", "profile": "atlas-800t-a2", "image": "reg:5000/ns/img:1.0",
             "nodes": [{"address": "10.0.0.[1-2]"}], "job": {"command": "train.py --x 'a b'"}}

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ascend_run.charts import CHART_KINDS, CHARTS
+from ascend_run.charts.render import write_chart
 from ascend_run.charts.values import chart_values, values_yaml
 from ascend_run.cli.common import deployment_option
 from ascend_run.deployment import load_deployment
@@ -40,6 +41,20 @@ def values(kind: str, deployment_file: str, output: str | None) -> None:
         return
     Path(output).write_text(text, encoding="utf-8")
     click.echo(f"wrote {output} ({len(dep.nodes)} pod(s) x {data['npusPerNode']} NPUs, chart {chart})", err=True)
+
+
+@chart_group.command("write")
+@click.argument("kinds", nargs=-1, type=click.Choice(CHART_KINDS))
+@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False),
+              help="Directory to write the chart directories into.")
+def write(kinds: tuple[str, ...], output_dir: str) -> None:
+    """Write the charts (all, or the KINDS given) into a directory.
+
+    The same files as the repository's charts/, made from the installed kit's templates and profiles:
+    what a pip-installed ascend-run offers instead of a checkout.
+    """
+    for kind in kinds or CHART_KINDS:
+        click.echo(f"wrote {write_chart(kind, Path(output_dir))}")
 
 
 commands = [chart_group]
