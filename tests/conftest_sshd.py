@@ -91,7 +91,7 @@ class SshdFleet:
 
     @classmethod
     def start(cls, count: int, root: Path | None = None, first_octet: int = FIRST_OCTET,
-              port: int = PORT) -> "SshdFleet":
+              port: int = PORT) -> SshdFleet:
         if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
             raise RuntimeError("sshd missing: apt-get install -y openssh-server")
         root = Path(root or tempfile.mkdtemp(prefix="ascend-run-sshd-"))

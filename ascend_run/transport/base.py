@@ -41,7 +41,7 @@ class Result:
     def ok(self) -> bool:
         return self.rc == 0
 
-    def check(self, host: str, argv: Sequence[str] = ()) -> "Result":
+    def check(self, host: str, argv: Sequence[str] = ()) -> Result:
         """Return self, or raise RemoteCommandError naming the host, the command and the stderr tail."""
         if self.rc != 0:
             raise RemoteCommandError(host, list(argv) or ["(command)"], self.rc, self.stderr)

@@ -66,7 +66,7 @@ def fan_out(nodes: Sequence[Node], func: Callable[[Node], T], *, parallelism: in
     def one(node: Node) -> Outcome[T]:
         try:
             return Outcome(node, value=func(node))
-        except Exception as exc:  # collected with the node's name, reported by the caller
+        except Exception as exc:  # noqa: BLE001 - collected with the node's name, reported by the caller
             return Outcome(node, error=_as_error(node, exc))
 
     if not nodes:
@@ -123,7 +123,7 @@ def close_all(transports: Iterable[Transport] | Mapping[str, Transport]) -> None
     for transport in transports.values() if isinstance(transports, Mapping) else transports:
         try:
             transport.close()
-        except Exception:
+        except Exception:  # noqa: BLE001,S110 - closing is best effort
             pass
 
 

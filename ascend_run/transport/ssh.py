@@ -21,14 +21,21 @@ import shlex
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import paramiko
 
 from ascend_run.errors import HostKeyError, TransportError
-from ascend_run.transport.base import (RC_KILLED, RC_STOPPED, RC_TIMEOUT, Result, Stdin, command_line,
-                                       split_lines)
+from ascend_run.transport.base import (
+    RC_KILLED,
+    RC_STOPPED,
+    RC_TIMEOUT,
+    Result,
+    Stdin,
+    command_line,
+    split_lines,
+)
 
 KEEPALIVE_S = 15
 WINDOW_BYTES = 64 << 20
@@ -111,7 +118,7 @@ def _changed_key(node: str, name: str, expected: paramiko.PKey, offered: paramik
             f"`ssh-keygen -f {path} -R '{name}'` and connect again; otherwise treat it as an attack")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_key(path: str) -> paramiko.PKey:
     """The private key, loaded once per process (ed25519, ECDSA or RSA)."""
     full = os.path.expanduser(path)

@@ -1,0 +1,154 @@
+"""`ascend-run exec` against real loopback sshd servers (tests/conftest_sshd.py): n0..n3 on 127.0.0.240-243."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ascend_run.cli import main
+from ascend_run.cli.exec import split_node_specs
+from ascend_run.console import fold_names
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+@pytest.fixture
+def deploy(sshd_fleet, tmp_path) -> Path:
+    path = tmp_path / "deploy.yaml"
+    path.write_text(sshd_fleet.deployment_yaml())
+    return path
+
+
+@pytest.fixture
+def deploy_with_lost_node(sshd_fleet, tmp_path) -> Path:
+    path = tmp_path / "deploy.yaml"
+    path.write_text(sshd_fleet.deployment_yaml(extra=[("gone", "127.0.0.250")]))
+    return path
+
+
+def test_identical_outputs_are_grouped_under_one_node_list(deploy, capsys):
+    code, out, err = run_cli(["exec", "-f", str(deploy), "--", "echo", "same"], capsys)
+    assert code == 0
+    assert out == "----------------\nn[0-3]\n----------------\nsame\n"
+    assert "4 ok of 4 nodes" in err
+
+
+def test_different_outputs_get_their_own_groups(deploy, capsys):
+    script = 'case "$SSH_CONNECTION" in *" 127.0.0.240 "*) echo first;; *) echo rest;; esac'
+    code, out, _ = run_cli(["exec", "-f", str(deploy), "--", "sh", "-c", script], capsys)
+    assert code == 0
+    assert "n0\n----------------\nfirst\n" in out and "n[1-3]\n----------------\nrest\n" in out
+
+
+def test_prefix_layout_labels_every_line_with_node_and_rank(deploy, capsys):
+    code, out, err = run_cli(["exec", "-f", str(deploy), "--prefix", "--", "sh", "-c", "echo a; echo b; echo e >&2"],
+                             capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert sorted(lines) == sorted(f"[n{i}/{i}] {x}" for i in range(4) for x in "ab")
+    assert lines.index("[n2/2] a") + 1 == lines.index("[n2/2] b")  # a node's lines stay together
+    assert "[n1/1] e" in err
+
+
+def test_hostile_argv_arrives_unchanged_through_the_cli(deploy, capsys):
+    hostile = ["a b", "it's", "$(id)", "`id`", "x\ny", ";", "*", '"q"']
+    code, out, _ = run_cli(["exec", "-f", str(deploy), "--nodes", "n0", "--output", "json", "--",
+                            "printf", "%s\\0", *hostile], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["command"] == ["printf", "%s\\0", *hostile]
+    assert data["nodes"][0]["stdout"].split("\0")[:-1] == hostile
+
+
+def test_exit_status_is_the_worst_remote_code(deploy, capsys):
+    script = 'case "$SSH_CONNECTION" in *" 127.0.0.241 "*) exit 3;; *" 127.0.0.242 "*) exit 7;; esac'
+    code, out, err = run_cli(["exec", "-f", str(deploy), "--output", "json", "--", "sh", "-c", script], capsys)
+    data = json.loads(out)
+    assert code == 7 and data["exit_code"] == 7
+    assert [n["rc"] for n in data["nodes"]] == [0, 3, 7, 0]
+    assert "2 ok, 2 failed (n[1-2])" in err
+
+
+def test_an_unreachable_node_makes_the_status_4_and_the_others_still_report(deploy_with_lost_node, capsys):
+    code, out, err = run_cli(["exec", "-f", str(deploy_with_lost_node), "--", "echo", "hi"], capsys)
+    assert code == 4
+    assert "n[0-3]\n----------------\nhi\n" in out
+    assert "gone  unreachable: cannot connect to 127.0.0.250:2222" in out
+    assert "4 ok, 1 unreachable (gone) of 5 nodes" in err and "fix:" in err
+
+
+def test_a_remote_code_above_4_still_wins_over_an_unreachable_node(deploy_with_lost_node, capsys):
+    code, _, _ = run_cli(["exec", "-f", str(deploy_with_lost_node), "--", "sh", "-c", "exit 9"], capsys)
+    assert code == 9
+
+
+@pytest.mark.parametrize("spec, expected", [
+    (["n[1-2]"], ["n1", "n2"]),
+    (["n0,3"], ["n0", "n3"]),                    # a name and a rank
+    (["127.0.0.[242-243]"], ["n2", "n3"]),        # addresses, pdsh range
+    (["n[0,2]", "n3"], ["n0", "n2", "n3"]),       # --nodes repeated
+])
+def test_nodes_selects_a_subset(deploy, capsys, spec, expected):
+    argv = ["exec", "-f", str(deploy), "--output", "json"]
+    for s in spec:
+        argv += ["--nodes", s]
+    code, out, _ = run_cli([*argv, "--", "true"], capsys)
+    assert code == 0 and [n["name"] for n in json.loads(out)["nodes"]] == expected
+
+
+def test_unknown_node_in_nodes_is_a_config_error(deploy, capsys):
+    code, _, err = run_cli(["exec", "-f", str(deploy), "--nodes", "n9", "--", "true"], capsys)
+    assert code == 2 and "no node named 'n9'" in err
+
+
+def test_timeout_reports_124_for_the_slow_node(deploy, capsys):
+    script = 'case "$SSH_CONNECTION" in *" 127.0.0.240 "*) sleep 20;; esac; echo done'
+    code, out, _ = run_cli(["exec", "-f", str(deploy), "--timeout", "0.5", "--output", "json", "--",
+                            "sh", "-c", script], capsys)
+    nodes = json.loads(out)["nodes"]
+    assert code == 124 and nodes[0]["rc"] == 124 and "timed out" in nodes[0]["stderr"]
+    assert all(n["rc"] == 0 and n["stdout"] == "done\n" for n in nodes[1:])
+
+
+def test_unknown_host_keys_stop_exec_until_accepted(sshd_fleet, tmp_path, capsys):
+    known = tmp_path / "known_hosts"
+    path = tmp_path / "deploy.yaml"
+    path.write_text(sshd_fleet.deployment_yaml(known_hosts=known))
+    marker = tmp_path / "ran"
+    code, out, err = run_cli(["exec", "-f", str(path), "--", "touch", str(marker)], capsys)
+    assert code == 4 and not marker.exists()
+    assert "unknown host key" in out and "ssh-keyscan -p 2222" in err and "--accept-new-host-keys" in err
+    code, _, _ = run_cli(["exec", "-f", str(path), "--accept-new-host-keys", "--", "touch", str(marker)], capsys)
+    assert code == 0 and marker.exists() and len(known.read_text().splitlines()) == 4
+
+
+def test_the_installed_command_runs_as_a_subprocess(deploy):
+    proc = subprocess.run([sys.executable, "-m", "ascend_run", "exec", "-f", str(deploy), "--", "echo", "ok"],
+                          check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "----------------\nn[0-3]\n----------------\nok\n"
+
+
+# --- pure helpers ---------------------------------------------------------------------------------
+
+def test_split_node_specs_keeps_commas_inside_brackets():
+    assert split_node_specs(("n[0-3,7],n9", " 12 ,")) == ["n[0-3,7]", "n9", "12"]
+
+
+@pytest.mark.parametrize("names, folded", [
+    (["n0", "n1", "n2", "n5"], "n[0-2,5]"),
+    (["node001", "node002", "node003"], "node[001-003]"),
+    (["a", "n3", "b"], "a,n3,b"),
+    (["node-127-0-0-2", "node-127-0-0-3"], "node-127-0-0-[2-3]"),
+    (["r1-gpu", "r2-gpu"], "r[1-2]-gpu"),
+])
+def test_fold_names(names, folded):
+    assert fold_names(names) == folded

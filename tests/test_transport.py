@@ -1,0 +1,242 @@
+"""Transports against real OpenSSH servers on loopback (tests/conftest_sshd.py) and the local machine."""
+
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from ascend_run.deployment import load_deployment
+from ascend_run.errors import HostKeyError, RemoteCommandError, TransportError
+from ascend_run.transport.base import RC_STOPPED, RC_TIMEOUT, Result, command_line
+from ascend_run.transport.fanout import connect_all, connect_each, fan_out, run_on_nodes
+from ascend_run.transport.local import LocalTransport
+from ascend_run.transport.ssh import KnownHosts, SSHTransport, fingerprint
+from tests.conftest_sshd import _ed25519_pair
+
+HOSTILE = ["a b", "it's", '"double"', "$(touch /tmp/ascend-run-pwned)", "`id`", "x\ny", "; rm -rf /", "*", "",
+           "-n", "\\", "€ ünï", "$HOME", "a\tb"]
+
+
+def ssh(fleet, server=None, known: KnownHosts | None = None, **kw) -> SSHTransport:
+    server = server or fleet.servers[0]
+    return SSHTransport(server.address, port=server.port, key_file=str(fleet.key_file),
+                        known_hosts=known or KnownHosts(fleet.known_hosts), name=server.name, **kw)
+
+
+@pytest.fixture
+def node_ssh(sshd_fleet):
+    transport = ssh(sshd_fleet)
+    yield transport
+    transport.close()
+
+
+@pytest.fixture(params=["ssh", "local"])
+def any_transport(request, sshd_fleet):
+    transport = ssh(sshd_fleet) if request.param == "ssh" else LocalTransport()
+    yield transport
+    transport.close()
+
+
+def deployment(fleet, tmp_path: Path, **kw):
+    path = tmp_path / "deploy.yaml"
+    path.write_text(fleet.deployment_yaml(**kw))
+    return load_deployment(path)
+
+
+def remote_processes(pattern: str) -> str:
+    return subprocess.run(["pgrep", "-af", pattern], check=False, capture_output=True, text=True).stdout
+
+
+# --- one command -----------------------------------------------------------------------------------
+
+def test_hostile_argv_arrives_unchanged(any_transport):
+    result = any_transport.run(["printf", "%s\\0", *HOSTILE])
+    assert result.ok, result.stderr
+    assert result.stdout.split("\0")[:-1] == HOSTILE
+    assert not Path("/tmp/ascend-run-pwned").exists()
+
+
+def test_env_values_are_never_parsed(any_transport):
+    env = {"PLAIN": "1", "HOSTILE": "$(id) 'q' \"d\" `x`\nnext", "EMPTY": ""}
+    result = any_transport.run(["sh", "-c", 'printf "%s|%s|%s" "$PLAIN" "$HOSTILE" "$EMPTY"'], env=env)
+    assert result.stdout == "1|$(id) 'q' \"d\" `x`\nnext|"
+
+
+@pytest.mark.parametrize("name", ["1BAD", "A-B", "A B", "", "X=Y", "$(id)"])
+def test_bad_env_names_are_refused_before_anything_runs(name):
+    with pytest.raises(ValueError, match="environment variable name"):
+        command_line(["true"], {name: "x"})
+
+
+def test_empty_command_is_refused():
+    with pytest.raises(ValueError):
+        command_line([])
+
+
+def test_exit_code_stdout_stderr_are_kept_apart(any_transport):
+    result = any_transport.run(["sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert result == Result(7, "out\n", "err\n")
+    with pytest.raises(RemoteCommandError, match="exited 7") as info:
+        result.check("n0", ["sh", "-c", "..."])
+    assert info.value.host == "n0" and info.value.returncode == 7
+
+
+def test_stdin_bytes_and_chunks(any_transport):
+    assert any_transport.run(["cat"], stdin=b"hello\n").stdout == "hello\n"
+    chunks = (b"x" * 50_000 for _ in range(8))
+    assert any_transport.run(["wc", "-c"], stdin=chunks).stdout.strip() == "400000"
+
+
+def test_timeout_ends_the_remote_process(any_transport):
+    marker = f"{30 + uuid.uuid4().int % 1000 / 1000:.3f}"  # a sleep no one else runs
+    started = time.monotonic()
+    result = any_transport.run(["sleep", marker], timeout=0.5)
+    assert result.rc == RC_TIMEOUT and "timed out" in result.stderr
+    assert time.monotonic() - started < 5
+    time.sleep(0.2)
+    assert f"sleep {marker}" not in remote_processes(f"sleep {marker}")
+
+
+def test_one_connection_serves_many_commands(node_ssh):
+    transport = node_ssh._client.get_transport()
+    for i in range(5):
+        assert node_ssh.run(["echo", str(i)]).stdout == f"{i}\n"
+    assert node_ssh._client.get_transport() is transport
+
+
+def test_stream_gives_lines_and_exit_code(any_transport):
+    lines: list[str] = []
+    rc = any_transport.stream(["sh", "-c", "echo one; echo two >&2; printf three; exit 3"], lines.append)
+    assert rc == 3 and lines == ["one", "two", "three"]
+
+
+def test_stream_can_be_stopped_and_the_remote_process_ends(any_transport):
+    marker = f"{40 + uuid.uuid4().int % 1000 / 1000:.3f}"
+    stop, lines = threading.Event(), []
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    rc = any_transport.stream(["sh", "-c", f"echo started; sleep {marker}; echo never"], lines.append, stop=stop)
+    assert rc == RC_STOPPED and lines == ["started"]
+    assert time.monotonic() - started < 3
+    time.sleep(0.3)
+    assert f"sleep {marker}" not in remote_processes(f"sleep {marker}")
+
+
+def test_put_and_get(node_ssh, tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(bytes(range(256)) * 100)
+    remote = f"/tmp/ascend-run-put-{uuid.uuid4().hex}"
+    node_ssh.put(src, remote)
+    node_ssh.get(remote, tmp_path / "back.bin")
+    node_ssh.run(["rm", "-f", remote])
+    assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
+
+
+# --- host keys ------------------------------------------------------------------------------------
+
+def test_unknown_host_key_is_an_error_with_the_fix_and_nothing_runs(sshd_fleet, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    marker = tmp_path / "ran"
+    dep = deployment(sshd_fleet, tmp_path, known_hosts=known)
+    [outcome, *_] = run_on_nodes(dep.nodes[:1], ["touch", str(marker)])
+    error = outcome.error
+    assert isinstance(error, HostKeyError) and error.host == "n0"
+    server = sshd_fleet.servers[0]
+    assert f"ssh-keyscan -p 2222 {server.address} >> {known}" in error.fix
+    assert "--accept-new-host-keys" in error.fix
+    assert not marker.exists() and known.read_text() == ""
+
+
+def test_accept_new_records_each_key_once_and_then_verifies_it(sshd_fleet, tmp_path):
+    known = tmp_path / "known_hosts"
+    dep = deployment(sshd_fleet, tmp_path, known_hosts=known)  # file absent: created on first record
+    outcomes = run_on_nodes(dep.nodes, ["true"], accept_new=True)
+    assert all(o.ok and o.value.ok for o in outcomes), [o.error for o in outcomes]
+    lines = known.read_text().splitlines()
+    assert sorted(lines) == sorted(s.known_hosts_line for s in sshd_fleet.servers)
+    again = run_on_nodes(dep.nodes, ["true"], accept_new=False)
+    assert all(o.ok for o in again)
+    assert known.read_text().splitlines() == lines
+
+
+def test_changed_host_key_is_an_error_even_with_accept_new(sshd_fleet, tmp_path):
+    server = sshd_fleet.servers[0]
+    impostor = paramiko.Ed25519Key.from_private_key(io.StringIO(_ed25519_pair()[0]))
+    offered = paramiko.PKey.from_type_string("ssh-ed25519", base64.b64decode(server.host_public.split()[1]))
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{server.address}]:{server.port} ssh-ed25519 {impostor.get_base64()}\n")
+    before = known.read_text()
+    for accept_new in (False, True):
+        with pytest.raises(HostKeyError, match="CHANGED") as info:
+            ssh(sshd_fleet, known=KnownHosts(known, accept_new=accept_new))
+        text = str(info.value)
+        assert info.value.host == server.name and server.address in text
+        assert fingerprint(impostor) in text and fingerprint(offered) in text  # what we know, what it offers
+        assert "ssh-keygen" in info.value.fix
+    assert known.read_text() == before
+
+
+def test_hashed_known_hosts_entries_work(sshd_fleet, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd_fleet.known_hosts.read_text())
+    subprocess.run(["ssh-keygen", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert "|1|" in known.read_text()
+    transport = ssh(sshd_fleet, known=KnownHosts(known))
+    assert transport.run(["true"]).ok
+    transport.close()
+
+
+# --- many nodes -----------------------------------------------------------------------------------
+
+def test_unreachable_node_is_named_and_the_others_still_report(sshd_fleet, tmp_path):
+    dep = deployment(sshd_fleet, tmp_path, extra=[("gone", "127.0.0.250")])
+    outcomes = run_on_nodes(dep.nodes, ["echo", "hi"])
+    assert [o.node.name for o in outcomes] == [n.name for n in dep.nodes]
+    *reached, lost = outcomes
+    assert all(o.ok and o.value.stdout == "hi\n" for o in reached)
+    assert isinstance(lost.error, TransportError) and lost.error.host == "gone"
+    assert "127.0.0.250:2222" in str(lost.error) and "refused" in str(lost.error)
+
+
+def test_connect_all_raises_the_first_failure_and_closes_the_rest(sshd_fleet, tmp_path):
+    dep = deployment(sshd_fleet, tmp_path, extra=[("gone", "127.0.0.250"), ("gone2", "127.0.0.251")])
+    with pytest.raises(TransportError, match="also unreachable: gone2") as info:
+        connect_all(dep)
+    assert info.value.host == "gone"
+    each = connect_each(dep)
+    assert sum(isinstance(v, TransportError) for v in each.values()) == 2
+    for value in each.values():
+        if not isinstance(value, Exception):
+            value.close()
+
+
+def test_fan_out_bounds_parallelism_and_keeps_every_outcome(sshd_fleet, tmp_path):
+    dep = deployment(sshd_fleet, tmp_path)
+    running, peak, lock = 0, 0, threading.Lock()
+    seen: list[int] = []
+
+    def work(node):
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        if node.rank == 1:
+            raise RuntimeError("library bug")
+        return node.rank
+
+    outcomes = fan_out(dep.nodes, work, parallelism=2, on_done=lambda o, done, total: seen.append(done))
+    assert peak == 2 and seen == [1, 2, 3, 4]
+    assert [o.value for o in outcomes] == [0, None, 2, 3]
+    assert isinstance(outcomes[1].error, TransportError) and outcomes[1].error.host == "n1"
