@@ -260,6 +260,10 @@ def estimate(view: ConfigView, npus: int | None = None) -> MemoryEstimate:
                                                False))
     dense_group, expert_group = dp * cp, max(1, dp * mp // expert_shard)
     recompute = view.get("recompute")
+    # `optimizer.swap: True` (the 2.x 671B file) keeps the AdamW states in host memory.
+    swapped = bool(view.doc.get(("optimizer", "swap"), False))
+    if swapped:
+        notes.append("optimizer.swap is on: optimizer states live in host memory, not counted per NPU")
 
     out: list[StageMemory] = []
     for s in range(pp):
@@ -281,7 +285,7 @@ def estimate(view: ConfigView, npus: int | None = None) -> MemoryEstimate:
         d_sh, e_sh = opt_shard(dense_group), opt_shard(expert_group)
         params = param_bytes * (dense_local / d_sh + routed_local / e_sh)
         grads = 4 * ((dense_local / d_sh + routed_local / e_sh) if grad_shard_all else (dense_local + routed_local))
-        optimizer = 8 * (dense_local / d_sh + routed_local / e_sh)
+        optimizer = 0.0 if swapped else 8 * (dense_local / d_sh + routed_local / e_sh)
 
         recomputed = _recomputed_layers(recompute, s, pp, interleave, chunks)
         act = 0.0
@@ -292,6 +296,10 @@ def estimate(view: ConfigView, npus: int | None = None) -> MemoryEstimate:
                 act += arch.layer_activation_bytes(min(layer, arch.layers), tokens, mp, seq_parallel)
         in_flight = min(pp - s, mbn) if pp > 1 else 1
         act *= in_flight
+        if recomputed and owned[s]:
+            # Backward re-runs a recomputed layer's forward: one layer's full activations exist at a time.
+            act += max(arch.layer_activation_bytes(min(layer, arch.layers), tokens, mp, seq_parallel)
+                       for layer in owned[s][:recomputed])
         if s == pp - 1:
             act += 2 * 4 * tokens * arch.vocab / mp * (1 + arch.mtp_depth)   # fp32 logits and their softmax
         out.append(StageMemory(s, len(owned[s]), params, grads, optimizer, act, in_flight))
