@@ -97,7 +97,6 @@ def test_three_servers_over_ssh_then_nothing_left(sim_cluster):
     host_had_davinci = Path("/dev/davinci3").exists()
     cluster = sim_cluster(nodes=3)
     nodes = cluster.nodes()
-    snap = snapshot(cluster)
 
     hostnames = [ssh(cluster, n, "hostname").stdout.strip() for n in nodes]
     assert hostnames == ["sim-node-0", "sim-node-1", "sim-node-2"]
@@ -126,6 +125,18 @@ def test_three_servers_over_ssh_then_nothing_left(sim_cluster):
     assert ssh(cluster, nodes[0], "/usr/local/Ascend/driver/tools/hccn_tool -i 0 -link -g").stdout.strip() \
         == "link status: UP", "only node 3 changed"
 
+    # the article's container (the profile's devices and mounts) sees the node's NPUs and their state
+    profile = get_profile("atlas-800t-a2")
+    flags = " ".join([f"--device={d}" for d in profile.device_paths()]
+                     + [f"-v {m.source}:{m.target}" + (":ro" if m.read_only else "") for m in profile.mounts])
+    inside = ssh(cluster, nodes[2], f"docker run --rm {flags} ascend-run/debian-base:bookworm "
+                                    "sh -c 'npu-smi info; hccn_tool -i 0 -link -g'").stdout
+    assert sorted(parse_npu_smi_info(inside)) == list(range(8))
+    assert inside.rstrip().endswith("link status: DOWN")
+
+    # a server goes down with whatever runs on it: a detached container must not outlive the cluster
+    ssh(cluster, nodes[1], "docker run -d ascend-run/debian-base:bookworm sleep infinity")
+    snap = snapshot(cluster)
     cluster.down()
     assert_nothing_left(snap)
 

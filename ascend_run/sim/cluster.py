@@ -233,9 +233,11 @@ class SimCluster:
     def edit_state(self, ref, change: Callable[[dict], object]) -> None:
         """Apply `change` to a node's state.json (read by its npu-smi and hccn_tool at every call)."""
         node = self.node(ref)
-        state = json.loads(node.layout.state.read_text())
-        change(state)
-        tools.write_state(node.layout.state, state)
+        with open(node.layout.state.parent / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent edits of one node must not lose each other
+            state = json.loads(node.layout.state.read_text())
+            change(state)
+            tools.write_state(node.layout.state, state)
 
     def set_link(self, ref, npu: int, status: str = "DOWN") -> None:
         self.edit_state(ref, lambda s: s["devices"][str(npu)].update(link=status))
@@ -320,6 +322,11 @@ class SimCluster:
             raise SimError(f"{self.record_path} does not describe a cluster this kit made: {problem}",
                            fix="remove the simulated cluster's namespaces and links by hand; sim.json was edited")
         doomed = self._processes(rec)
+        shims = {p for p in doomed if _comm(p).startswith("containerd-shim")}
+        containers = _descendants(shims) - shims
+        for p in containers:  # a simulated server's containers die with it; dockerd then stops at once
+            _kill(p, signal.SIGKILL)
+        _wait_gone(containers, 2)
         dockerds = [p for p in doomed if _comm(p) == "dockerd"]
         for p in dockerds:  # first, politely: dockerd stops its containers and unmounts their layers
             _kill(p, signal.SIGTERM)
@@ -359,18 +366,7 @@ class SimCluster:
         for pid in rec.get("pids", {}).values():
             if str(self.dir) in _cmdline(pid):  # not a recycled pid of an unrelated process
                 roots.add(int(pid))
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                ppid = _ppid(int(entry.name))
-                if ppid:
-                    children.setdefault(ppid, []).append(int(entry.name))
-        found, todo = set(), list(roots)
-        while todo:
-            pid = todo.pop()
-            if pid not in found:
-                found.add(pid)
-                todo.extend(children.get(pid, []))
+        found = _descendants(roots)
         found.discard(os.getpid())
         return found
 
@@ -448,6 +444,23 @@ def _saved_image(base_url: str, image: str) -> Path:
         for old in sorted(IMAGE_CACHE.glob("*.tar"), key=lambda p: p.stat().st_mtime)[:-IMAGE_CACHE_KEEP]:
             old.unlink(missing_ok=True)  # keep the cache to the last few images (they are 0.3-2 GB each)
     return tar
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    """`roots` and every process below them, from one pass over /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            ppid = _ppid(int(entry.name))
+            if ppid:
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return found
 
 
 def _wait_gone(pids, timeout_s: float) -> None:

@@ -34,7 +34,8 @@ class NodeLayout:
 
     @property
     def state(self) -> Path:
-        return self.root / "state.json"
+        """The node's NPU state (devices, links, health), as the root namespace sees it."""
+        return self.root / "npu-state" / "state.json"
 
     @property
     def docker_socket(self) -> Path:
@@ -84,11 +85,15 @@ def write_node_files(layout: NodeLayout, net: SimNet, index: int, name: str, pro
     for sub in ("etc-upper", "etc-work", "usrlocal-upper", "usrlocal-work", "dev", "docker"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     state = tools.initial_state(net, index, profile)
+    layout.state.parent.mkdir(parents=True, exist_ok=True)
     tools.write_state(layout.state, state)
     t = profile.tools
+    # The stand-ins read the state where the node (and a container that mounts the driver) sees it.
+    seen_at = Path(state_mountpoint(profile), layout.state.name)
+    _file_target(profile, state_mountpoint(profile), layout).mkdir(parents=True, exist_ok=True)
     files = {
-        t.npu_smi: tools.render_tool(tools.NPU_SMI, layout.state),
-        t.hccn_tool: tools.render_tool(tools.HCCN_TOOL, layout.state),
+        t.npu_smi: tools.render_tool(tools.NPU_SMI, seen_at),
+        t.hccn_tool: tools.render_tool(tools.HCCN_TOOL, seen_at),
         t.hccn_conf: tools.hccn_conf(state),
         t.driver_version_file: f"Version={profile.driver_version}\n",
         t.install_info: "UserName=HwHiAiUser\nUserGroup=HwHiAiUser\nDriver_Install_Type=full\n"
@@ -143,7 +148,9 @@ def node_script(layout: NodeLayout, name: str, profile: HardwareProfile, docker:
              'mount --bind /dev/pts "$dev/pts"', 'mount -t tmpfs -o mode=1777 shm "$dev/shm"']
     for path in profile.device_paths():
         lines.append(f'rm -f "$dev/{path.removeprefix("/dev/")}"; mknod -m 666 "$dev/{path.removeprefix("/dev/")}" c 1 3')
-    lines += ['mount --rbind "$dev" /dev']
+    lines += ['mount --rbind "$dev" /dev',
+              # the NPU state inside the driver tree: containers that mount the driver see it too
+              f"mount --bind {q(str(layout.state.parent))} {q(state_mountpoint(profile))}"]
     if docker:
         lines.append("mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup")
         for fstype, opts, mountpoint in cgroup_mounts():
@@ -155,6 +162,12 @@ def node_script(layout: NodeLayout, name: str, profile: HardwareProfile, docker:
             f"--bridge=none --storage-driver={storage_driver} --log-level=error > {q(str(root / 'dockerd.log'))} 2>&1 &")
     lines.append(f"exec /usr/sbin/sshd -D -e -f {q(str(layout.sshd_config))}")
     return "\n".join(lines) + "\n"
+
+
+def state_mountpoint(profile: HardwareProfile) -> str:
+    """Where a node shows its state directory: inside the driver tree, which every profile mounts
+    into its containers, so `npu-smi` and `hccn_tool` work in a job container as on the server."""
+    return posixpath.join(posixpath.dirname(profile.tools.driver_version_file), ".ascend-run-sim")
 
 
 def start_command(net: SimNet, index: int, layout: NodeLayout) -> list[str]:

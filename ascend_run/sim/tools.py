@@ -41,7 +41,11 @@ def write_state(path: Path, state: dict) -> None:
 _COMMON = '''#!/usr/bin/python3
 # Simulated by ascend-run sim: reads {state} and prints what the real tool prints.
 import json, sys
-STATE = json.load(open({state!r}))
+try:
+    with open({state!r}) as fh:
+        STATE = json.load(fh)
+except OSError:  # what the real tools print when the driver is not there (not mounted, not loaded)
+    sys.exit("dcmi module initialize failed. ret is -8005")
 DEVICES = STATE["devices"]
 '''
 
