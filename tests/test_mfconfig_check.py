@@ -9,15 +9,28 @@ import pytest
 from ruamel.yaml import YAML
 
 from ascend_run.cli import main
-from ascend_run.mfconfig import (ConfigCheckFailed, PathRef, check_config, derive_config, local_path_checker,
-                                 transport_path_checker)
-from ascend_run.mfconfig.memory import Architecture, estimate
+from ascend_run.mfconfig import (
+    ConfigCheckFailed,
+    PathRef,
+    check_config,
+    derive_config,
+    local_path_checker,
+    transport_path_checker,
+)
 from ascend_run.mfconfig.layout import ConfigView
+from ascend_run.mfconfig.memory import Architecture, estimate
 from ascend_run.mfconfig.paths import MountSpec, collect, to_host
 from ascend_run.mfconfig.yamledit import Document, parse_key_path
 from ascend_run.transport.local import LocalTransport
-from tests.mfconfig_support import (R15_FINETUNE, R15_PREDICT, R15_PRETRAIN, V21_PREDICT, V21_PRETRAIN, V21_PYNATIVE,
-                                    needs_reference)
+from tests.mfconfig_support import (
+    R15_FINETUNE,
+    R15_PREDICT,
+    R15_PRETRAIN,
+    V21_PREDICT,
+    V21_PRETRAIN,
+    V21_PYNATIVE,
+    needs_reference,
+)
 
 pytestmark = needs_reference
 
@@ -42,7 +55,7 @@ def test_real_configs_pass_with_their_real_npu_count(path, npus, layout):
 
 def test_real_configs_fail_on_the_wrong_count():
     report = check_config(R15_PRETRAIN, 8)
-    assert report.keys() == ["parallel_config.data_parallel"]
+    assert report.key_paths() == ["parallel_config.data_parallel"]
     assert "16 × 4 × 16 = 1024" in report.errors[0].message
 
 
@@ -105,7 +118,7 @@ BROKEN = [
 def test_broken_variant_fails_naming_the_key(article_text, edit, key):
     report = check_config(edit(article_text), 8)
     assert not report.ok
-    assert key in report.keys(), [str(e) for e in report.errors]
+    assert key in report.key_paths(), [str(e) for e in report.errors]
     issue = next(e for e in report.errors if e.key == key)
     assert issue.fix, issue
     with pytest.raises(ConfigCheckFailed) as info:
@@ -128,19 +141,19 @@ def test_warnings_alone_pass(article_text):
     text = _set(("lr_schedule.warmup_steps", 20))(article_text).replace("  warmup_steps: 20", "  warmup_steps: 20\n  warmup_ratio: 0.02")
     report = check_config(text, 8)
     assert report.ok
-    assert set(report.keys("warning")) == {"parallel.parallel_optimizer_config.optimizer_weight_shard_size",
+    assert set(report.key_paths("warning")) == {"parallel.parallel_optimizer_config.optimizer_weight_shard_size",
                                            "lr_schedule.warmup_steps"}
 
 
 def test_short_recompute_list_is_a_warning(article_text):
     report = check_config(_set(("recompute_config.recompute", [2]))(article_text), 8)
-    assert report.ok and "recompute_config.recompute" in report.keys("warning")
+    assert report.ok and "recompute_config.recompute" in report.key_paths("warning")
 
 
 def test_memory_over_the_limit_is_a_warning(article_text):
     text = _set(("context.max_device_memory", "2GB"), ("recompute_config.recompute", False))(article_text)
     report = check_config(text, 8)
-    assert report.ok and "context.max_device_memory" in report.keys("warning")
+    assert report.ok and "context.max_device_memory" in report.key_paths("warning")
 
 
 def test_parameter_counts_match_published_deepseek_v3_figures():
@@ -176,7 +189,7 @@ def test_paths_resolve_through_mounts(article_text):
 
 def test_unmounted_data_path_warns_when_mounts_are_known(article_text):
     report = check_config(article_text, 8, mounts=[MountSpec("/data/ckpt", "/home/work/ckpt")])
-    assert report.ok and "train_dataset.data_loader.config.data_path[1]" in report.keys("warning")
+    assert report.ok and "train_dataset.data_loader.config.data_path[1]" in report.key_paths("warning")
 
 
 def test_a_path_checker_reports_nodes_missing_the_dataset(article_text):
@@ -188,7 +201,7 @@ def test_a_path_checker_reports_nodes_missing_the_dataset(article_text):
 
     report = check_config(article_text, 8, checker, mounts=[MountSpec("/srv/data", "/home/work/dataset")])
     assert [r.host_path for r in seen] == ["/srv/data/wiki_4096_text_document"]
-    assert report.keys() == ["train_dataset.data_loader.config.data_path[1]"]
+    assert report.key_paths() == ["train_dataset.data_loader.config.data_path[1]"]
     assert "train-1, train-3" in report.errors[0].message
 
 
@@ -197,7 +210,7 @@ def test_transport_and_local_checkers_on_real_files(article_text, tmp_path):
     mounts = [MountSpec(str(tmp_path), "/home/work/dataset")]
     transports = {"n0": LocalTransport("n0"), "n1": LocalTransport("n1")}
     report = check_config(article_text, 8, transport_path_checker(transports), mounts=mounts)
-    assert report.keys() == ["train_dataset.data_loader.config.data_path[1]"]
+    assert report.key_paths() == ["train_dataset.data_loader.config.data_path[1]"]
     assert "n0, n1" in report.errors[0].message and ".idx" in report.errors[0].message
     (tmp_path / "wiki_4096_text_document.idx").write_bytes(b"")
     assert check_config(article_text, 8, transport_path_checker(transports), mounts=mounts).ok

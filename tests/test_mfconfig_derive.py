@@ -7,7 +7,14 @@ from ruamel.yaml import YAML
 
 from ascend_run.errors import ConfigError
 from ascend_run.mfconfig import ConfigCheckFailed, check_config, derive_config
-from tests.mfconfig_support import R15_PREDICT, R15_PRETRAIN, V21_PREDICT, V21_PRETRAIN, V21_PYNATIVE, needs_reference
+from tests.mfconfig_support import (
+    R15_PREDICT,
+    R15_PRETRAIN,
+    V21_PREDICT,
+    V21_PRETRAIN,
+    V21_PYNATIVE,
+    needs_reference,
+)
 
 pytestmark = needs_reference
 
@@ -72,7 +79,7 @@ def test_the_derived_file_checks_clean_for_8_npus(article_1b, tmp_path):
     _, text = article_1b
     report = check_config(text, 8)
     assert report.ok, report.errors
-    assert report.keys("warning") == ["parallel.parallel_optimizer_config.optimizer_weight_shard_size"]
+    assert report.key_paths("warning") == ["parallel.parallel_optimizer_config.optimizer_weight_shard_size"]
     assert report.memory and report.memory.worst.total < report.memory.limit
 
 
@@ -105,7 +112,7 @@ def test_a_derive_that_fails_the_check_writes_nothing_unless_forced(tmp_path):
     out = tmp_path / "x.yaml"
     with pytest.raises(ConfigCheckFailed) as info:
         derive_config(R15_PRETRAIN, preset="article-1b", sets=["model.model_config.num_heads=6"], npus=8, output=out)
-    assert "model.model_config.hidden_size" in info.value.report.keys()
+    assert "model.model_config.hidden_size" in info.value.report.key_paths()
     assert not out.exists()
     derive_config(R15_PRETRAIN, preset="article-1b", sets=["model.model_config.num_heads=6"], npus=8, output=out,
                   force=True)

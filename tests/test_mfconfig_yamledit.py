@@ -9,8 +9,15 @@ from ruamel.yaml import YAML
 
 from ascend_run.errors import ConfigError
 from ascend_run.mfconfig.yamledit import Document, format_key_path, parse_key_path, parse_value
-from tests.mfconfig_support import (R15_FINETUNE, R15_PREDICT, R15_PRETRAIN, V21_PREDICT, V21_PRETRAIN, V21_PYNATIVE,
-                                    needs_reference)
+from tests.mfconfig_support import (
+    R15_FINETUNE,
+    R15_PREDICT,
+    R15_PRETRAIN,
+    V21_PREDICT,
+    V21_PRETRAIN,
+    V21_PYNATIVE,
+    needs_reference,
+)
 
 SMALL = """\
 # parallel config
@@ -131,5 +138,5 @@ def test_unedited_round_trip_changes_only_whitespace(path):
     """The real files come back byte for byte, except runs of spaces after a colon and a final newline."""
     original = path.read_text()
     dumped = Document.from_path(path).dump()
-    normalize = lambda t: re.sub(r":  +(?=\S)", ": ", t).rstrip("\n")  # noqa: E731
+    normalize = lambda t: re.sub(r":  +(?=\S)", ": ", t).rstrip("\n")
     assert normalize(dumped) == normalize(original)

@@ -8,8 +8,16 @@ from typing import Any
 import click
 
 from ascend_run.cli.common import echo_json, output_option
-from ascend_run.mfconfig import (PRESETS, CheckReport, ConfigCheckFailed, check_config, derive_config, mounts_of,
-                                 transport_path_checker, workdir_of)
+from ascend_run.mfconfig import (
+    PRESETS,
+    CheckReport,
+    ConfigCheckFailed,
+    check_config,
+    derive_config,
+    mounts_of,
+    transport_path_checker,
+    workdir_of,
+)
 from ascend_run.mfconfig.paths import DEFAULT_WORKDIR
 
 _target = [

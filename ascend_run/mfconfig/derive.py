@@ -23,7 +23,15 @@ from ascend_run.mfconfig.paths import DEFAULT_WORKDIR, MountSpec, PathChecker
 from ascend_run.mfconfig.presets import get_preset
 from ascend_run.mfconfig.report import CheckReport, ConfigCheckFailed
 from ascend_run.mfconfig.rules import check_config
-from ascend_run.mfconfig.yamledit import Document, Edit, KeyPath, format_key_path, parse_key_path, parse_value, plain
+from ascend_run.mfconfig.yamledit import (
+    Document,
+    Edit,
+    KeyPath,
+    format_key_path,
+    parse_key_path,
+    parse_value,
+    plain,
+)
 
 
 @dataclass
@@ -177,9 +185,9 @@ def _per_stage_lists(view: ConfigView, before: _Shape, explicit: set[KeyPath], n
     if isinstance(recompute, list) and recompute_path not in explicit:
         new = stages.full_recompute(total, pp, interleave, offset)
         if new != recompute:
-            view.doc.set(recompute_path, new, reason=f"one entry per stage for {pp} stages; every layer "
-                         "recomputed (the old per-stage counts were for another split; set it to trade memory "
-                         "for speed)")
+            view.doc.set(recompute_path, new, reason=f"one entry per stage for {pp} stages, every layer "
+                         f"recomputed: the old counts were for {before.pp} stages; set your own to trade memory "
+                         "for speed")
 
 
 def _offset_valid(offset: Any, total: int, pp: int, interleave: int) -> bool:

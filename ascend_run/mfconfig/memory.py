@@ -42,8 +42,8 @@ class Architecture:
     vocab: int
 
     @classmethod
-    def from_view(cls, view: ConfigView) -> "Architecture":
-        g = lambda name: _num(view.get(name))  # noqa: E731
+    def from_view(cls, view: ConfigView) -> Architecture:
+        g = lambda name: _num(view.get(name))
         return cls(hidden=g("hidden_size"), heads=g("num_heads"), q_lora=g("q_lora_rank"), kv_lora=g("kv_lora_rank"),
                    qk_nope=g("qk_nope_head_dim"), qk_rope=g("qk_rope_head_dim"), v_head=g("v_head_dim"),
                    intermediate=g("intermediate_size"), moe_intermediate=g("moe_intermediate_size"),
@@ -200,7 +200,7 @@ def parse_memory(text: Any) -> float | None:
     """'55GB' -> bytes (MindSpore reads GB as GiB)."""
     if text is None:
         return None
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)B?\s*", str(text), re.I)
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)B?\s*", str(text), re.IGNORECASE)
     if not match:
         return None
     scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[match.group(2).upper()]
@@ -320,8 +320,8 @@ def _inference(view: ConfigView, arch: Architecture, mp: int, expert_shard: int,
     block_size = _num(view.doc.get(config + ("block_size",), 0)) if config else 0
     kv = 2 * blocks * block_size * arch.layers * (arch.kv_lora + arch.qk_rope)   # MLA caches the latent, bf16
     stage = StageMemory(0, arch.layers, weights, 0.0, 0.0, float(kv), 1)
-    notes = ["inference: weights and the MLA KV cache (num_blocks × block_size tokens); "
-             "not counted: activations of the largest batch, workspace"]
+    notes = [("inference: weights and the MLA KV cache (num_blocks × block_size tokens); "
+              "not counted: activations of the largest batch, workspace")]
     return MemoryEstimate("predict", arch.total(), arch.activated(), mtp_params, [stage], limit, notes)
 
 

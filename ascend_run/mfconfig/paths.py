@@ -79,9 +79,9 @@ def to_host(container_path: str, mounts: Sequence[MountSpec]) -> str | None:
     best: MountSpec | None = None
     for mount in mounts:
         target = mount.target.rstrip("/") or "/"
-        if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
-            if best is None or len(target) > len(best.target):
-                best = mount
+        inside = container_path == target or container_path.startswith(target.rstrip("/") + "/")
+        if inside and (best is None or len(target) > len(best.target.rstrip("/") or "/")):
+            best = mount
     if best is None:
         return None
     rest = container_path[len(best.target.rstrip("/")):].lstrip("/")

@@ -97,7 +97,7 @@ def _article_1b(view: ConfigView, options: Mapping[str, Any]) -> tuple[list[Chan
         changes.append(Change(1, "interleave", reason="one chunk per stage: 3 layers cannot fill 2 × 2 chunks"))
         offset = stages.balanced_offset(3, 2, interleave)
         changes.append(Change(offset, "offset", reason="the article's offset 0 fits the legacy model's 3 + 1 MTP "
-                              f"layers; 2.x splits 3 layers, so sum(offset) must be 3 % 2 = 1"))
+                              "layers; 2.x splits 3 layers, so sum(offset) must be 3 % 2 = 1"))
         if view.doc.has(("parallel", "pipeline_config", "pipeline_interleave")):
             changes.append(Change(False, path="parallel.pipeline_config.pipeline_interleave",
                                   reason="pp_interleave_num is 1"))

@@ -54,7 +54,7 @@ class CheckReport:
     def ok(self) -> bool:
         return not self.errors
 
-    def keys(self, severity: Severity = "error") -> list[str]:
+    def key_paths(self, severity: Severity = "error") -> list[str]:
         return [i.key for i in self.issues if i.severity == severity]
 
     def as_dict(self) -> dict:

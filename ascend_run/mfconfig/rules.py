@@ -228,36 +228,41 @@ class _Rules:
             self._recompute(pp, interleave, total, offset, chunks)
 
     def _recompute(self, pp: int, interleave: int, total: int, offset: Any, chunks: list[list[int]]) -> None:
+        """A per-stage recompute list: one count per stage (per chunk with interleave). Longer than the
+        stages: MindFormers indexes past the end while building the model. Shorter: accepted, and the
+        stages without an entry silently get no recompute, hence only a warning."""
         setting = self.s("recompute")
         value = plain(setting.value)
-        if not isinstance(value, list):
+        if not isinstance(value, list) or not value:
             return
-        fix = f"set {setting.key}: {stages.full_recompute(total, pp, interleave, offset)} " \
-              "(every layer of each stage) or one count per stage"
-        flat = all(stages.is_number(v) for v in value)
-        entries = len(value)
-        expected = pp if flat else interleave
-        if flat and interleave == 1 or not flat:
-            if entries > expected or not flat and any(isinstance(r, list) and len(r) > pp for r in value):
-                self.add("error", setting, f"has {entries} entries for {pp} pipeline stages"
-                         f"{f' × {interleave} chunks' if interleave > 1 else ''}: MindFormers indexes it by stage "
-                         "and fails while building the model", fix)
+        fix = (f"set {setting.key}: {stages.full_recompute(total, pp, interleave, offset)} "
+               "(every layer of each stage) or one count per stage")
+        if all(stages.is_number(v) for v in value):
+            rows = [value] * interleave          # a flat list applies to every chunk
+        elif all(isinstance(r, list) and all(stages.is_number(x) for x in r) for r in value):
+            rows = value
+            if len(rows) != interleave:
+                self.add("error", setting, f"has {len(rows)} lists but pp_interleave_num is {interleave}", fix)
                 return
-            if entries < expected or not flat and any(isinstance(r, list) and len(r) < pp for r in value):
-                self.add("warning", setting, f"has {entries} entries for {pp} pipeline stages: the stages "
-                         "without an entry run with no recompute", fix)
-        try:
-            grid = stages.normalize(value, pp, interleave, name="recompute")
-        except stages.ShapeError:
+        else:
+            self.add("error", setting, f"must be True/False, one count per stage or lists of them, got {value!r}", fix)
             return
-        for i in range(interleave):
-            for s_ in range(pp):
-                if grid[i][s_] < 0:
-                    self.add("error", setting, f"stage {s_} has a negative count {grid[i][s_]}", fix)
+        longest, shortest = max(len(r) for r in rows), min(len(r) for r in rows)
+        if longest > pp:
+            self.add("error", setting, f"has {longest} entries for {pp} pipeline stages: MindFormers indexes it "
+                     "by stage and fails while building the model", fix)
+            return
+        if shortest < pp:
+            self.add("warning", setting, f"has {shortest} entries for {pp} pipeline stages: the stages without "
+                     "an entry run with no recompute", fix)
+        for i, row in enumerate(rows):
+            for stage, count in enumerate(row):
+                if count < 0:
+                    self.add("error", setting, f"stage {stage} has a negative count {count}", fix)
                     return
-                if grid[i][s_] > chunks[i][s_]:
-                    self.add("warning", setting, f"asks stage {s_} to recompute {grid[i][s_]} layers but it "
-                             f"holds {chunks[i][s_]}; all of them are recomputed", fix)
+                if count > chunks[i][stage]:
+                    self.add("warning", setting, f"asks stage {stage} to recompute {count} layers but it holds "
+                             f"{chunks[i][stage]}; all of them are recomputed", fix)
                     return
 
     def _pynative_micro_batches(self, pp: int) -> None:
@@ -391,10 +396,12 @@ def _check_paths(view: ConfigView, report: CheckReport, checker: PathChecker | N
                                            "deployment file, so the container sees it only if the image has it",
                                            "add a mount (server path:container path) that contains it"))
     if checker is None:
-        shown = ", ".join(ref.key for ref in refs if ref.required)
+        shown = ", ".join(ref.key + (f" (server: {ref.host_path})" if ref.host_path else "")
+                          for ref in refs if ref.required)
         if shown:
             report.issues.append(Issue("note", "paths", f"not checked on the nodes: {shown}",
-                                       "pass a deployment file (-f) and --ssh to check them"))
+                                       "add --ssh to check them on every node" if mounts is not None else
+                                       "pass a deployment file (-f) and --ssh to check them on every node"))
         return
     to_check = [ref for ref in refs if ref.required and (mounts is None or ref.host_path is not None)]
     missing = checker(to_check)

@@ -215,7 +215,7 @@ class Document:
         self.edits: list[Edit] = []
 
     @classmethod
-    def from_path(cls, path: str | Path) -> "Document":
+    def from_path(cls, path: str | Path) -> Document:
         path = Path(path)
         try:
             return cls(path.read_text(encoding="utf-8"), str(path))
@@ -438,7 +438,7 @@ def _make_yaml(text: str) -> YAML:
 
 def _sequence_offset(text: str) -> int:
     """Indentation of a block sequence's dash under its key, as the file writes it (2 in MindFormers)."""
-    match = re.search(r"^( *)\S[^\n]*:\s*\n( *)- ", text, re.M)
+    match = re.search(r"^( *)\S[^\n]*:\s*\n( *)- ", text, re.MULTILINE)
     return max(0, len(match.group(2)) - len(match.group(1))) if match else 2
 
 
