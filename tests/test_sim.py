@@ -221,6 +221,32 @@ def test_two_clusters_side_by_side(sim_cluster):
     assert ssh(a, 0, "true").returncode == 0, "the refused `up` did not touch the running cluster"
 
 
+@pytest.mark.slow
+@pytest.mark.root
+def test_cluster_directory_on_overlayfs(tmp_path):
+    """Inside a container the directory is on overlayfs, which cannot hold overlay upper dirs: the nodes
+    then keep their /etc and /usr/local layers on a private tmpfs and their daemons use vfs."""
+    if sim_unavailable(docker=False):
+        pytest.skip(sim_unavailable(docker=False))
+    for sub in ("lower", "upper", "work", "merged"):
+        (tmp_path / sub).mkdir()
+    merged = tmp_path / "merged"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={tmp_path / 'lower'},upperdir="
+                    f"{tmp_path / 'upper'},workdir={tmp_path / 'work'}", str(merged)], check=True)
+    try:
+        cluster = SimCluster(merged / "sim")
+        cluster.up(1, docker=False)
+        try:
+            assert cluster.record()["storage_driver"] == "vfs"
+            assert ssh(cluster, 0, "hostname").stdout.strip() == "sim-node-0"
+            assert parse_hccn_conf(ssh(cluster, 0, "cat /etc/hccn.conf").stdout)
+            assert len(parse_npu_smi_info(ssh(cluster, 0, "npu-smi info").stdout)) == 8
+        finally:
+            cluster.down()
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
+
+
 # --- fast ---------------------------------------------------------------------------------------------
 
 

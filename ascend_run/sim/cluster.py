@@ -129,7 +129,7 @@ class SimCluster:
         if docker and len(str(longest)) > MAX_SOCKET_PATH:
             raise SimError(f"{longest} is longer than a Unix socket path may be ({MAX_SOCKET_PATH} bytes)",
                            fix="use a shorter --dir")
-        storage = _storage_driver(self.dir) if docker else "overlay2"
+        storage = _storage_driver(self.dir)  # also decides where the nodes' /etc and /usr/local layers live
         with _network_lock():  # two `sim up` at once must not pick the same /24
             net = network.pick_net(str(self.dir), _used_octets())
             record = {"tag": net.tag, "third_octet": net.third_octet, "profile": profile.name, "docker": docker,

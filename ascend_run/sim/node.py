@@ -82,7 +82,7 @@ def write_node_files(layout: NodeLayout, net: SimNet, index: int, name: str, pro
                      authorized_keys: Path, docker: bool, storage_driver: str = "overlay2") -> None:
     """Everything the node needs on disk, from the profile: tools, driver tree, hccn.conf, sshd config."""
     root = layout.root
-    for sub in ("etc-upper", "etc-work", "usrlocal-upper", "usrlocal-work", "dev", "docker"):
+    for sub in ("etc-upper", "etc-work", "usrlocal-upper", "usrlocal-work", "dev", "docker", "scratch"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     state = tools.initial_state(net, index, profile)
     layout.state.parent.mkdir(parents=True, exist_ok=True)
@@ -133,19 +133,26 @@ def node_script(layout: NodeLayout, name: str, profile: HardwareProfile, docker:
     root = layout.root
     q = shlex.quote
     lines = ["set -eu", f"hostname {q(name)}",
-             "mount -t tmpfs -o mode=755 tmpfs /run", "mkdir -p /run/sshd",
-             (f"mount -t overlay overlay -o lowerdir=/etc,upperdir={q(str(root / 'etc-upper'))},"
-              f"workdir={q(str(root / 'etc-work'))} /etc"),
-             "rm -f /etc/docker/key.json",
-             (f"mount -t overlay overlay -o lowerdir=/usr/local,upperdir={q(str(root / 'usrlocal-upper'))},"
-              f"workdir={q(str(root / 'usrlocal-work'))} /usr/local"),
-             f"mount -t tmpfs -o size={LOG_DISK_SIZE},mode=755 varlog /var/log", "mkdir -p /var/log/npu",
-             "mkdir -p /data", f"mount -t tmpfs -o size={DATA_DISK_SIZE},mode=755 data /data",
-             "mount -t tmpfs -o mode=755 varlib /var/lib/ascend-run",
-             # a private /dev: the host's device nodes, plus this server's NPUs
-             f"dev={q(str(root / 'dev'))}", 'mount -t tmpfs -o mode=755 nodedev "$dev"',
-             'cp -a -x /dev/. "$dev"/', 'mkdir -p "$dev/pts" "$dev/shm" "$dev/mqueue"',
-             'mount --bind /dev/pts "$dev/pts"', 'mount -t tmpfs -o mode=1777 shm "$dev/shm"']
+             "mount -t tmpfs -o mode=755 tmpfs /run", "mkdir -p /run/sshd"]
+    upper = q(str(root))
+    if storage_driver != "overlay2":
+        # The cluster directory cannot hold overlay upper dirs (it is itself on overlayfs, e.g. inside a
+        # container): give the node's /etc and /usr/local layers a private tmpfs, seeded from the directory.
+        upper = '"$scratch"'
+        lines += [f"scratch={q(str(root / 'scratch'))}", 'mount -t tmpfs -o mode=755 nodescratch "$scratch"',
+                  f'cp -a {q(str(root / "etc-upper"))} {q(str(root / "usrlocal-upper"))} "$scratch"/',
+                  'mkdir "$scratch/etc-work" "$scratch/usrlocal-work"']
+    lines += [f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper}/etc-upper,workdir={upper}/etc-work /etc",
+              "rm -f /etc/docker/key.json",
+              (f"mount -t overlay overlay -o lowerdir=/usr/local,upperdir={upper}/usrlocal-upper,"
+               f"workdir={upper}/usrlocal-work /usr/local")]
+    lines += [f"mount -t tmpfs -o size={LOG_DISK_SIZE},mode=755 varlog /var/log", "mkdir -p /var/log/npu",
+              "mkdir -p /data", f"mount -t tmpfs -o size={DATA_DISK_SIZE},mode=755 data /data",
+              "mount -t tmpfs -o mode=755 varlib /var/lib/ascend-run",
+              # a private /dev: the host's device nodes, plus this server's NPUs
+              f"dev={q(str(root / 'dev'))}", 'mount -t tmpfs -o mode=755 nodedev "$dev"',
+              'cp -a -x /dev/. "$dev"/', 'mkdir -p "$dev/pts" "$dev/shm" "$dev/mqueue"',
+              'mount --bind /dev/pts "$dev/pts"', 'mount -t tmpfs -o mode=1777 shm "$dev/shm"']
     for path in profile.device_paths():
         lines.append(f'rm -f "$dev/{path.removeprefix("/dev/")}"; mknod -m 666 "$dev/{path.removeprefix("/dev/")}" c 1 3')
     lines += ['mount --rbind "$dev" /dev',
