@@ -231,8 +231,8 @@ def test_cluster_directory_on_overlayfs(tmp_path):
     for sub in ("lower", "upper", "work", "merged"):
         (tmp_path / sub).mkdir()
     merged = tmp_path / "merged"
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={tmp_path / 'lower'},upperdir="
-                    f"{tmp_path / 'upper'},workdir={tmp_path / 'work'}", str(merged)], check=True)
+    options = f"lowerdir={tmp_path / 'lower'},upperdir={tmp_path / 'upper'},workdir={tmp_path / 'work'}"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True)
     try:
         cluster = SimCluster(merged / "sim")
         cluster.up(1, docker=False)
