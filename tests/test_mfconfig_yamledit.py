@@ -140,3 +140,19 @@ def test_unedited_round_trip_changes_only_whitespace(path):
     dumped = Document.from_path(path).dump()
     normalize = lambda t: re.sub(r":  +(?=\S)", ": ", t).rstrip("\n")
     assert normalize(dumped) == normalize(original)
+
+
+def test_merge_keys_follow_the_base_and_overrides_stay_local():
+    doc = Document("base: &b\n  x: 1\n  z: 3\nchild:\n  <<: *b\n  y: 2\n  z: 4\n")
+    assert doc.set(("base", "x"), 5).aliases == ["child.x"]      # child sees x through the merge
+    assert doc.set(("base", "z"), 7).aliases == []               # child overrides z
+    doc.set(("child", "x"), 9, create=True)                      # a local override, base untouched
+    data = load(doc.dump())
+    assert data["base"] == {"x": 5, "z": 7} and data["child"] == {"x": 9, "y": 2, "z": 4}
+    assert "<<: *b" in doc.dump()
+
+
+def test_anchor_inside_a_flow_list():
+    doc = Document("sizes: [&n 5000, *n, 0]\n")
+    edit = doc.set(("sizes", 1), 6000)
+    assert edit.aliases == ["sizes[0]"] and doc.dump() == "sizes: [&n 6000, *n, 0]\n"

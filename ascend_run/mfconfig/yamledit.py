@@ -279,7 +279,10 @@ class Document:
             if id(node) in entered:
                 return
             entered.add(id(node))
-            items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+            if isinstance(node, CommentedMap):
+                items = node.non_merged_items()   # keys pulled in by `<<: *x` belong to x, not here
+            else:
+                items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
             for key, value in items:
                 yield path + (key,), value, node, key
                 if isinstance(value, (dict, list)):
@@ -376,11 +379,21 @@ class Document:
         return edit
 
     def _collection_alias_paths(self, path: KeyPath) -> list[KeyPath]:
+        """Paths that reach `path` through an aliased collection above it: `*x` elsewhere, or a mapping
+        that merges x (`<<: *x`) without overriding the key."""
         out: list[KeyPath] = []
+        positions = list(self.positions())
         for depth in range(1, len(path)):
             obj = self.get(path[:depth])
-            if isinstance(obj, (dict, list)) and anchor_of(obj) is not None:
-                out += [p + path[depth:] for p, v, _, _ in self.positions() if v is obj and p != path[:depth]]
+            if not isinstance(obj, (dict, list)) or anchor_of(obj) is None:
+                continue
+            rest = path[depth:]
+            out += [p + rest for p, v, _, _ in positions if v is obj and p != path[:depth]]
+            for p, v, _, _ in [((), self.data, None, None), *positions]:
+                merged = [m[1] if isinstance(m, tuple) else m  # (position, map) in older ruamel
+                          for m in getattr(v, "merge", [])] if isinstance(v, CommentedMap) else []
+                if any(m is obj for m in merged) and rest[0] not in getattr(v, "_ok", set()):
+                    out.append(p + rest)
         return out
 
     def _replace_everywhere(self, old: Any, new: Any) -> list[KeyPath]:
