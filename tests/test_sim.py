@@ -98,6 +98,11 @@ def test_three_servers_over_ssh_then_nothing_left(sim_cluster):
     cluster = sim_cluster(nodes=3)
     nodes = cluster.nodes()
 
+    assert all(row["sshd"] and row["docker"] for row in cluster.status())
+    images = subprocess.run(["docker", "-H", cluster.docker_host(1), "image", "ls", "--format", "{{.Repository}}"],
+                            check=True, capture_output=True, text=True).stdout
+    assert "ascend-run/debian-base" in images, "the base image was loaded into every node's daemon"
+
     hostnames = [ssh(cluster, n, "hostname").stdout.strip() for n in nodes]
     assert hostnames == ["sim-node-0", "sim-node-1", "sim-node-2"]
 

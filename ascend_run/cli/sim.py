@@ -75,7 +75,7 @@ def status(directory: str, output_format: str) -> None:
     if output_format == "json":
         echo_json(rows)
         return
-    table = Table("name", "address", "sshd", "docker", box=None)
+    table = Table("name", "address", "sshd", "dockerd", box=None)
     for row in rows:
         table.add_row(row["name"], row["address"], "up" if row["sshd"] else "[red]down[/]",
                       "up" if row["docker"] else "-")

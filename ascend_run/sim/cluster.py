@@ -298,15 +298,28 @@ class SimCluster:
     # --- status and down ------------------------------------------------------------------------------
 
     def status(self) -> list[dict]:
+        """One row per node: name, address, netns, whether sshd and dockerd answer, and where its Docker
+        socket and NPU state file are (both reachable from the root namespace)."""
         rec = self.record()
-        rows = []
-        for n in rec["nodes"]:
+
+        def row(n: dict) -> dict:
             pid = rec["pids"].get(n["name"])
             layout = NodeLayout(Path(n["root"]))
-            rows.append({"name": n["name"], "address": n["address"], "netns": n["netns"],
-                         "sshd": bool(pid) and _alive(pid) and _port_open(n["address"]),
-                         "docker": rec["docker"] and layout.docker_socket.exists() and _docker_ok(layout)})
-        return rows
+            return {"name": n["name"], "address": n["address"], "netns": n["netns"],
+                    "sshd": bool(pid) and _alive(pid) and _port_open(n["address"]),
+                    "docker": rec["docker"] and layout.docker_socket.exists() and _docker_ok(layout),
+                    "docker_host": f"unix://{layout.docker_socket}" if rec["docker"] else None,
+                    "state": str(layout.state)}
+
+        with ThreadPoolExecutor(max_workers=min(32, len(rec["nodes"]))) as pool:
+            return list(pool.map(row, rec["nodes"]))
+
+    def docker_host(self, ref) -> str:
+        """DOCKER_HOST for a node's own daemon from the root namespace (the socket lives in DIR/nodes/…);
+        over SSH the node's `docker` reaches it by itself (sshd sets DOCKER_HOST)."""
+        if not self.record()["docker"]:
+            raise SimError(f"the simulated cluster in {self.dir} runs no Docker daemons (it was made with --no-docker)")
+        return f"unix://{self.node(ref).layout.docker_socket}"
 
     def down(self) -> None:
         """Stop every process of every node, delete namespaces, veths, the bridge; forget the cluster.
