@@ -184,7 +184,7 @@ class SimCluster:
             record["pids"] = pids
             self._save(record)
         self.known_hosts.write_text("".join(f"{n.address} {public_host_key(n.layout)}\n" for n in nodes))
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60 + len(nodes)  # generous: the machine may be busy
         for node in nodes:
             _wait_port(node, deadline)
             if docker:
