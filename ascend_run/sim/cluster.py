@@ -240,14 +240,18 @@ class SimCluster:
             tools.write_state(node.layout.state, state)
 
     def set_link(self, ref, npu: int, status: str = "DOWN") -> None:
-        self.edit_state(ref, lambda s: s["devices"][str(npu)].update(link=status))
+        """An NPU's RoCE link goes DOWN (or UP again): `hccn_tool -i N -link -g`, `-net_health -g`."""
+        if status not in ("UP", "DOWN"):
+            raise SimError(f"link status {status!r} is not UP or DOWN")
+        self.edit_state(ref, lambda s: _device(s, npu).update(link=status))
 
     def set_health(self, ref, npu: int, health: str = "Critical") -> None:
-        self.edit_state(ref, lambda s: s["devices"][str(npu)].update(health=health))
+        """What `npu-smi info` prints in the Health column for the NPU (OK, Warning, Alarm, Critical)."""
+        self.edit_state(ref, lambda s: _device(s, npu).update(health=health))
 
     def remove_device(self, ref, npu: int) -> None:
         """The NPU vanishes: npu-smi stops listing it and its /dev node is gone."""
-        self.edit_state(ref, lambda s: s["devices"][str(npu)].update(present=False))
+        self.edit_state(ref, lambda s: _device(s, npu).update(present=False))
         profile = get_profile(self.record()["profile"])
         self.node_exec(ref, ["rm", "-f", profile.npu_device_path(npu)])
 
@@ -382,6 +386,13 @@ class SimCluster:
         found = _descendants(roots)
         found.discard(os.getpid())
         return found
+
+
+def _device(state: dict, npu: int) -> dict:
+    try:
+        return state["devices"][str(npu)]
+    except KeyError:
+        raise SimError(f"the simulated node has no NPU {npu} (0-{len(state['devices']) - 1})") from None
 
 
 def node_netns(record: dict, name: str) -> str:
