@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,23 @@ def test_failed_up_cleans_up(tmp_path):
         cluster.up(4, docker=True, fail_at=2)
     assert_nothing_left({"tag": network.tag_for(str(cluster.dir)), "dir": str(cluster.dir)})
     cluster.down()  # a second down is a no-op
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_node_that_fails_to_start_is_reported_at_once(tmp_path, monkeypatch):
+    if sim_unavailable(docker=False):
+        pytest.skip(sim_unavailable(docker=False))
+    from ascend_run.sim import node as node_module
+
+    monkeypatch.setattr(node_module, "node_script", lambda *a, **k: "echo 'mount: boom' >&2; exit 3\n")
+    cluster = SimCluster(tmp_path / "broken")
+    started = time.monotonic()
+    with pytest.raises(SimError, match="setup script exited") as info:
+        cluster.up(2, docker=False)
+    assert "mount: boom" in str(info.value)
+    assert time.monotonic() - started < 20, "no waiting for the full deadline"
+    assert_nothing_left({"tag": network.tag_for(str(cluster.dir)), "dir": str(cluster.dir)})
 
 
 @pytest.mark.slow

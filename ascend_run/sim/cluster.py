@@ -186,9 +186,9 @@ class SimCluster:
         self.known_hosts.write_text("".join(f"{n.address} {public_host_key(n.layout)}\n" for n in nodes))
         deadline = time.monotonic() + 60 + len(nodes)  # generous: the machine may be busy
         for node in nodes:
-            _wait_port(node, deadline)
+            _wait_port(node, deadline, pids.get(node.name))
             if docker:
-                _wait_socket(node, deadline)
+                _wait_socket(node, deadline, net.netns(node.index))
         say(f"{len(nodes)} nodes answer on ssh" + (" and docker" if docker else ""))
         if docker and image:
             say(f"loading {image} into {len(nodes)} node daemons")
@@ -548,11 +548,15 @@ def _port_open(address: str, port: int = 22) -> bool:
         return False
 
 
-def _wait_port(node: SimNode, deadline: float) -> None:
+def _wait_port(node: SimNode, deadline: float, pid: int | None = None) -> None:
+    """Until the node's sshd accepts connections; fails at once if the node's setup script died."""
     while not _port_open(node.address):
-        if time.monotonic() > deadline:
+        died = pid is not None and not _alive(pid)
+        if died or time.monotonic() > deadline:
             tail = node.layout.log.read_text()[-600:] if node.layout.log.exists() else ""
-            raise SimError(f"{node.name}: sshd did not come up on {node.address}:22\n{tail}")
+            why = "the node's setup script exited" if died else "sshd did not come up"
+            raise SimError(f"{node.name}: {why} ({node.address}:22); {node.layout.log}:\n{tail}",
+                           fix="see the log above; `ascend-run sim up` tore down what it had made")
         time.sleep(0.05)
 
 
@@ -561,10 +565,13 @@ def _docker_ok(layout: NodeLayout) -> bool:
                 check=False).returncode == 0
 
 
-def _wait_socket(node: SimNode, deadline: float) -> None:
+def _wait_socket(node: SimNode, deadline: float, netns: str) -> None:
+    """Until the node's dockerd answers; fails at once if it is no longer running."""
+    grace = time.monotonic() + 3  # the script forks dockerd before sshd; give the fork time to exec
     while not (node.layout.docker_socket.exists() and _docker_ok(node.layout)):
-        if time.monotonic() > deadline:
+        died = time.monotonic() > grace and not any(_comm(p) == "dockerd" for p in _netns_pids(netns))
+        if died or time.monotonic() > deadline:
             log = node.layout.root / "dockerd.log"
             tail = log.read_text()[-800:] if log.exists() else ""
-            raise SimError(f"{node.name}: dockerd did not answer\n{tail}")
+            raise SimError(f"{node.name}: dockerd {'exited' if died else 'did not answer'}; {log}:\n{tail}")
         time.sleep(0.1)
