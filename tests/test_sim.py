@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from ascend_run.npu_tools import parse_hccn_conf, parse_npu_smi_info
 from ascend_run.profiles import get_profile
 from ascend_run.sim import network, tools
 from ascend_run.sim.cluster import SimCluster
+from ascend_run.sim.node import NodeLayout, write_node_files
 from tests.conftest_sim import sim_unavailable, ssh
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -324,3 +326,29 @@ def test_stand_in_tools_print_real_formats(tmp_path):
     assert run("-i", "9", "-ip", "-g").returncode != 0
     conf = parse_hccn_conf(tools.hccn_conf(state))
     assert len(conf) == 8
+
+
+@pytest.mark.parametrize("profile_name", ["atlas-800t-a2", "atlas-800i-a2"])
+def test_node_files_come_from_the_profile(tmp_path, profile_name):
+    """Device nodes, tool paths and the driver version are the profile's; sshd is set up for fan-out."""
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh-keygen missing (openssh-client)")
+    profile = get_profile(profile_name)
+    layout = NodeLayout(tmp_path / "sim-node-1")
+    (tmp_path / "authorized_keys").write_text("")
+    write_node_files(layout, network.SimNet("abcdef", 9), 1, "sim-node-1", profile, tmp_path / "authorized_keys",
+                     docker=True)
+    script = layout.script.read_text()
+    for path in profile.device_paths():
+        assert f'mknod -m 666 "$dev/{path.removeprefix("/dev/")}" c' in script
+    upper = layout.root / "usrlocal-upper"
+    for tool in (profile.tools.npu_smi, profile.tools.hccn_tool):
+        target = upper / tool.removeprefix("/usr/local/")
+        assert os.access(target, os.X_OK) and "ascend-run sim" in target.read_text()
+    version = upper / profile.tools.driver_version_file.removeprefix("/usr/local/")
+    assert version.read_text() == f"Version={profile.driver_version}\n"
+    assert (layout.root / "etc-upper" / "hccn.conf").read_text().count("address_") == profile.npu_count
+    config = layout.sshd_config.read_text()
+    assert "MaxStartups 1000:30:1000" in config and "PasswordAuthentication no" in config
+    assert f"SetEnv SHLVL=1 DOCKER_HOST=unix://{layout.docker_socket}" in config
+    assert "--storage-driver=overlay2" in script and "--iptables=false --bridge=none" in script
