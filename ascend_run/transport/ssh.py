@@ -6,8 +6,8 @@ AutoAddPolicy: a fixed fleet of servers has stable keys, and a silent change is 
 
 At 128 nodes the client's CPU is the bottleneck (2 cores here, sshd wants ~17 ms per connection too), so
 what can be done once is done once: the private key is loaded once per process, known_hosts is parsed once
-into one `paramiko.HostKeys` shared by every client (~5 ms of CPU each otherwise), and paramiko's default
-key exchange order already starts with the cheap curve25519. GSSAPI stays off (paramiko 3/4 only use it
+into an index shared by every client (see KnownHosts: paramiko's own loading is quadratic), and paramiko's
+default key exchange order already starts with the cheap curve25519. GSSAPI stays off (paramiko 3/4 only use it
 when asked, 5 dropped it; OpenSSH's Debian default turns it on, and its Kerberos lookups cost seconds).
 """
 
@@ -15,16 +15,27 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import select
 import shlex
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
+if "invoke" not in sys.modules:
+    # paramiko.config imports invoke (~0.1 s of CPU at every CLI start) only to run `Match exec` lines of
+    # ssh_config files, which ascend-run never reads: hide it while paramiko loads, then let it be.
+    sys.modules["invoke"] = None  # type: ignore[assignment]
+    try:
+        import paramiko
+    finally:
+        del sys.modules["invoke"]
 import paramiko
+from paramiko.hostkeys import HostKeyEntry
 
 from ascend_run.errors import HostKeyError, TransportError
 from ascend_run.transport.base import (
@@ -62,29 +73,70 @@ def keyscan_command(host: str, port: int, known_hosts: Path) -> str:
 
 
 class KnownHosts:
-    """One parsed known_hosts file shared by every connection; in accept-new mode it records new keys.
+    """One known_hosts file, read and parsed once per process run and shared by every connection.
 
-    Recording is thread-safe and writes each new key once (a second connection to the same address in the
-    same run finds it in memory and is verified against it like any other key).
+    paramiko's own `HostKeys` costs O(lines²) to load (each line is checked against all earlier ones:
+    0.24 s of CPU for 128 lines here) and O(lines) per lookup, and each client re-parsing the file costs
+    ~5 ms. So the file is parsed once into an index, and each connection gets a `paramiko.HostKeys` view
+    holding only its own host's entries (paramiko then verifies exactly as usual, BadHostKeyException
+    included). In accept-new mode, keys of unknown hosts are recorded thread-safely, each written once.
     """
 
     def __init__(self, path: str | Path, accept_new: bool = False) -> None:
         self.path = Path(os.path.expanduser(str(path)))
         self.accept_new = accept_new
-        self.keys = paramiko.HostKeys()
         self._lock = threading.Lock()
+        self._plain: dict[str, list[HostKeyEntry]] = {}
+        self._hashed: list[HostKeyEntry] = []  # `ssh-keygen -H` / HashKnownHosts names: matched by HMAC
         if self.path.is_file():
-            self.keys.load(str(self.path))
+            self._load()
+
+    def _load(self) -> None:
+        with self.path.open() as fh:
+            for number, line in enumerate(fh, 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                try:
+                    entry = HostKeyEntry.from_line(line, number)
+                except paramiko.SSHException:
+                    entry = None
+                if entry is not None:  # None: a key type paramiko does not know, or @marker lines
+                    self._index(entry)
+
+    def _index(self, entry: HostKeyEntry) -> None:
+        for name in entry.hostnames:
+            if name.startswith("|1|"):
+                self._hashed.append(entry)
+            else:
+                self._plain.setdefault(name, []).append(entry)
+
+    def entries(self, name: str) -> list[HostKeyEntry]:
+        """Entries for `name` as paramiko spells it (`host`, or `[host]:port` for ports other than 22)."""
+        with self._lock:
+            found = list(self._plain.get(name, ()))
+            hashed = list(self._hashed)
+        for entry in hashed:
+            if entry not in found and any(h.startswith("|1|") and hmac.compare_digest(
+                    paramiko.HostKeys.hash_host(name, h), h) for h in entry.hostnames):
+                found.append(entry)
+        return found
+
+    def view(self, address: str, port: int) -> paramiko.HostKeys:
+        """A HostKeys holding only this host's entries, for one SSHClient."""
+        keys = paramiko.HostKeys()
+        keys._entries = self.entries(host_key_name(address, port))  # no public bulk setter; add() would re-check
+        return keys
 
     def record(self, name: str, key: paramiko.PKey) -> None:
-        """Add `name key` (name as paramiko looks it up, e.g. `[10.0.0.1]:2222`) to memory and the file."""
+        """Add `name key` (name as paramiko looks it up, e.g. `[10.0.0.1]:2222`) to the index and the file."""
         with self._lock:
-            known = self.keys.lookup(name)
-            if known is not None and known.get(key.get_name()) is not None:
-                if known[key.get_name()] != key:  # another thread recorded a different key for the same name
-                    raise _changed_key(name, name, known[key.get_name()], key, self.path)
-                return
-            self.keys.add(name, key.get_name(), key)
+            for entry in self._plain.get(name, ()):
+                if entry.key.get_name() == key.get_name():
+                    if entry.key != key:  # another connection recorded a different key for this name
+                        raise _changed_key(name, name, entry.key, key, self.path)
+                    return
+            self._index(HostKeyEntry([name], key))
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as fh:
                 fh.write(f"{name} {key.get_name()} {key.get_base64()}\n")
@@ -141,8 +193,8 @@ class SSHTransport:
         self.address, self.port, self.user = address, port, user
         self._known = known_hosts
         self._client = paramiko.SSHClient()
-        # Shared and parsed once; SSHClient has no public setter (get_host_keys() returns this attribute).
-        self._client._host_keys = known_hosts.keys
+        # This host's entries of the once-parsed file; SSHClient has no public setter for its host keys.
+        self._client._host_keys = known_hosts.view(address, port)
         self._client.set_missing_host_key_policy(VerifyPolicy(known_hosts, self.host, address, port))
         pkey = load_key(key_file) if key_file else None
         self._connect(pkey, connect_timeout, retries)
