@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from ascend_run.cli import main
+from ascend_run.errors import ConfigError
 from ascend_run.mfconfig import (
     ConfigCheckFailed,
     PathRef,
@@ -79,8 +84,6 @@ def _pyyaml_round_trip(text: str) -> str:
     """What a plain load-edit-dump does: aliases expanded, then data_parallel edited alone."""
     data = YAML(typ="safe", pure=True).load(text)
     data["parallel_config"]["data_parallel"], data["parallel_config"]["model_parallel"] = 4, 1
-    out = Path("/dev/null")  # noqa: F841 - kept simple: dump to a string below
-    import io
     buffer = io.StringIO()
     YAML(typ="safe", pure=True).dump(data, buffer)
     return buffer.getvalue()
@@ -237,7 +240,6 @@ def test_cli_derive_then_check(tmp_path, capsys):
     code, _, stderr = run(["config", "check", str(out), "--npus", "16"], capsys)
     assert code == 2 and "parallel_config.data_parallel" in stderr
     code, stdout, _ = run(["config", "check", str(out), "--npus", "16", "--output", "json"], capsys)
-    import json
     data = json.loads(stdout)
     assert code == 2 and data["errors"][0]["key"] == "parallel_config.data_parallel" and data["memory"] is None
 
@@ -264,3 +266,31 @@ def test_cli_usage_errors(tmp_path, capsys):
     code, _, stderr = run(["config", "derive", str(R15_PRETRAIN), "--set", "parallel_config.nope=1",
                            "-o", str(tmp_path / "x.yaml")], capsys)
     assert code == 2 and re.search(r"parallel_config\.nope", stderr)
+
+
+# -- robustness: any value in any key gives a report, never a traceback --------------------------------------
+
+_KEYS = ["parallel_config.data_parallel", "parallel_config.model_parallel", "parallel_config.pipeline_stage",
+         "parallel_config.expert_parallel", "parallel_config.micro_batch_num", "model.model_config.num_layers",
+         "model.model_config.offset", "model.model_config.hidden_size", "model.model_config.num_heads",
+         "model.model_config.mtp_depth", "recompute_config.recompute", "moe_config.expert_num",
+         "moe_config.first_k_dense_replace", "context.max_device_memory", "parallel.dataset_strategy",
+         "parallel.parallel_optimizer_config.optimizer_weight_shard_size", "runner_config.batch_size",
+         "train_dataset.data_loader.config.data_path"]
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 70), st.text(max_size=6),
+                    st.lists(st.integers(-3, 8), max_size=5),
+                    st.lists(st.lists(st.integers(-2, 3), max_size=3), max_size=3))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.sampled_from(_KEYS), _VALUES), min_size=1, max_size=3))
+def test_any_values_give_a_report_not_a_crash(article_text, edits):
+    doc = Document(article_text)
+    for key, value in edits:
+        try:
+            doc.set(parse_key_path(key), value)
+        except ConfigError:          # e.g. null on an anchored key: refused by the editor, not the check
+            assume(False)
+    report = check_config(doc, 8)
+    for issue in report.errors:
+        assert issue.key and issue.message

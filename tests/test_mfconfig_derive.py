@@ -61,7 +61,9 @@ def test_aliases_follow_and_anchors_and_comments_survive(article_1b):
                  "num_layers: &num_layers 3", "expert_num: &expert_num 16", "micro_batch_num: &micro_batch_num 4",
                  "dataset_config: *train_dataset", "num_layers: *num_layers", "micro_batch_num: *micro_batch_num",
                  "# parallel config for device num = 1024", "mode: 0 #0--Graph Mode; 1--Pynative Mode",
-                 "# balance topk bias with callback", "  - 5000 # train dataset size", "auto_trans_ckpt: False  #"):
+                 "# balance topk bias with callback", "  - 5000 # train dataset size", "auto_trans_ckpt: False  #",
+                 "  warmup_steps: 20\n\n# dataset\n",
+                 "    optimizer_weight_shard_size: 8\n\n# recompute config\n"):
         assert line in text, line
     dp_edit = next(e for e in result.edits if e.path == ("parallel_config", "data_parallel"))
     assert dp_edit.anchor == "dp" and len(dp_edit.aliases) == 4 and "parallel.dataset_strategy[3][0]" in dp_edit.aliases

@@ -156,3 +156,11 @@ def test_anchor_inside_a_flow_list():
     doc = Document("sizes: [&n 5000, *n, 0]\n")
     edit = doc.set(("sizes", 1), 6000)
     assert edit.aliases == ["sizes[0]"] and doc.dump() == "sizes: [&n 6000, *n, 0]\n"
+
+
+def test_added_keys_go_before_the_next_sections_comment():
+    doc = Document("lr:\n  steps: -1 # eol\n\n# dataset\ndata:\n  a:\n    b: 1\n\n# recompute\nr: 1\n")
+    doc.set(("lr", "warmup_steps"), 20, create=True)
+    doc.set(("data", "c"), 2, create=True)
+    assert doc.dump() == ("lr:\n  steps: -1 # eol\n  warmup_steps: 20\n\n# dataset\ndata:\n  a:\n    b: 1\n  c: 2\n"
+                          "\n# recompute\nr: 1\n")

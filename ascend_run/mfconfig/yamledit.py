@@ -30,6 +30,7 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarfloat import ScalarFloat
 from ruamel.yaml.scalarint import ScalarInt
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
+from ruamel.yaml.tokens import CommentToken
 
 from ascend_run.errors import ConfigError
 
@@ -323,7 +324,10 @@ class Document:
             if not create:
                 raise self._missing(path)
             new = _styled(value, None)
+            holder = _trailing_comment_holder(parent) if isinstance(parent, CommentedMap) else None
             parent[last] = new
+            if holder is not None:
+                _move_trailing_comment(holder, parent, last)
             edit = Edit(path, None, new, created=True, reason=reason)
             self.edits.append(edit)
             return edit
@@ -342,9 +346,7 @@ class Document:
             new = _styled(value, old)
             edit.aliases = [format_key_path(p) for p in self.alias_paths(path)]
             if anchor is not None:
-                if not hasattr(new, "yaml_set_anchor"):
-                    new = _styled(_as_rt(value), old)
-                new.yaml_set_anchor(anchor, always_dump=True)
+                new = _anchored(new, anchor)
                 edit.anchor = anchor
                 self._replace_everywhere(old, new)
             else:
@@ -432,6 +434,38 @@ class Document:
                 fix = f"did you mean {', '.join(format_key_path(path[:-1] + (c,)) for c in close)}? ({fix})"
         return ConfigError("no such key in the base file", file=self.source, key=format_key_path(path),
                            line=self.line_of(path[:-1]) if path[:-1] else None, fix=fix)
+
+
+def _trailing_comment_holder(node: Any) -> tuple[Any, Any] | None:
+    """(collection, key) of the entry that carries the comment lines following `node` in the file.
+
+    ruamel attaches the blank lines and `# next section` comments that follow a block to its deepest last
+    entry. A key appended to `node` would be written after them, under the next section's heading."""
+    found = None
+    while isinstance(node, (CommentedMap, CommentedSeq)) and len(node):
+        key = list(node.non_merged_items())[-1][0] if isinstance(node, CommentedMap) else len(node) - 1
+        entry = node.ca.items.get(key)
+        if entry and len(entry) > 2 and entry[2] is not None:
+            found = (node, key)
+        value = node[key]
+        if isinstance(value, (CommentedMap, CommentedSeq)) and value.fa.flow_style():
+            break
+        node = value
+    return found
+
+
+def _move_trailing_comment(holder: tuple[Any, Any], mapping: CommentedMap, new_key: Any) -> None:
+    """Keep the old last entry's end-of-line comment; give what follows it to the appended key."""
+    node, key = holder
+    token = node.ca.items[key][2]
+    eol, _, rest = token.value.partition("\n")
+    if not rest.strip():
+        return
+    if eol.strip():
+        token.value = eol + "\n"
+    else:
+        node.ca.items[key][2] = None
+    mapping.ca.items[new_key] = [None, None, CommentToken("\n" + rest, token.start_mark, None), None]
 
 
 def _make_yaml(text: str) -> YAML:
