@@ -294,3 +294,9 @@ def test_any_values_give_a_report_not_a_crash(article_text, edits):
     report = check_config(doc, 8)
     for issue in report.errors:
         assert issue.key and issue.message
+
+
+def test_max_device_memory_above_the_npu_is_an_error(article_text):
+    assert check_config(article_text, 8, npu_memory_gb=64).ok
+    report = check_config(_set(("context.max_device_memory", "70GB"))(article_text), 8, npu_memory_gb=64)
+    assert report.key_paths() == ["context.max_device_memory"] and '"60GB"' in report.errors[0].fix

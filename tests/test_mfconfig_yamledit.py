@@ -164,3 +164,16 @@ def test_added_keys_go_before_the_next_sections_comment():
     doc.set(("data", "c"), 2, create=True)
     assert doc.dump() == ("lr:\n  steps: -1 # eol\n  warmup_steps: 20\n\n# dataset\ndata:\n  a:\n    b: 1\n  c: 2\n"
                           "\n# recompute\nr: 1\n")
+
+
+@pytest.mark.parametrize("text, key, expected", [
+    ("lr:\n  a: 1\n  b: 2 # eol b\n\n# dataset\ndata: 1\n", ("lr", "b"), "lr:\n  a: 1\n\n# dataset\ndata: 1\n"),
+    ("lr:\n  a: 1 # eol a\n  b: 2\n\n# dataset\ndata: 1\n", ("lr", "b"), "lr:\n  a: 1 # eol a\n\n# dataset\ndata: 1\n"),
+    ("lr:\n  a:\n    x: 1\n  b:\n    y: 2\n\n# dataset\ndata: 1\n", ("lr", "b"),
+     "lr:\n  a:\n    x: 1\n\n# dataset\ndata: 1\n"),
+])
+def test_deleting_the_last_key_keeps_the_next_sections_comment(text, key, expected):
+    doc = Document(text)
+    assert doc.delete(key).deleted
+    assert doc.dump() == expected
+    assert doc.delete(("lr", "missing")) is None

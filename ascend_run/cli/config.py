@@ -40,10 +40,11 @@ def _resolve_target(npus: int | None, deployment_file: str | None, *, required: 
         from ascend_run.deployment import load_deployment
 
         dep = load_deployment(deployment_file)
-        return {"npus": dep.total_npus, "mounts": mounts_of(dep), "workdir": workdir_of(dep), "deployment": dep}
+        return {"npus": dep.total_npus, "mounts": mounts_of(dep), "workdir": workdir_of(dep), "deployment": dep,
+                "npu_memory_gb": dep.profile.npu_memory_gb}
     if required and not npus:
         raise click.UsageError("give the job's size: --npus N or -f DEPLOYMENT")
-    return {"npus": npus, "mounts": None, "workdir": DEFAULT_WORKDIR, "deployment": None}
+    return {"npus": npus, "mounts": None, "workdir": DEFAULT_WORKDIR, "deployment": None, "npu_memory_gb": None}
 
 
 def _path_checker(target: dict[str, Any], ssh: bool, stack: ExitStack):
@@ -95,7 +96,8 @@ def derive(base: str, preset: str | None, sets: tuple[str, ...], adds: tuple[str
         try:
             result = derive_config(base, preset=preset, preset_options=options, sets=sets, adds=adds,
                                    npus=target["npus"], output=out_file, force=force, workdir=target["workdir"],
-                                   mounts=target["mounts"], path_checker=checker)
+                                   mounts=target["mounts"], path_checker=checker,
+                                   npu_memory_gb=target["npu_memory_gb"])
         except ConfigCheckFailed as exc:
             _show_report(exc.report, output_format, header=f"not written: {out_file}")
             raise
@@ -122,7 +124,8 @@ def check(config: str, npus: int | None, deployment_file: str | None, ssh: bool,
     target = _resolve_target(npus, deployment_file, required=True)
     with ExitStack() as stack:
         checker = _path_checker(target, ssh, stack)
-        report = check_config(config, target["npus"], checker, workdir=target["workdir"], mounts=target["mounts"])
+        report = check_config(config, target["npus"], checker, workdir=target["workdir"], mounts=target["mounts"],
+                              npu_memory_gb=target["npu_memory_gb"])
     _show_report(report, output_format, header=None)
     report.raise_for_errors()
 

@@ -64,7 +64,7 @@ def derive_config(base: str | Path | Document, *, preset: str | None = None,
                   sets: Sequence[str | tuple[KeyPath, Any]] = (), adds: Sequence[str | tuple[KeyPath, Any]] = (),
                   npus: int | None = None, output: str | Path | None = None, force: bool = False,
                   workdir: str = DEFAULT_WORKDIR, mounts: Sequence[MountSpec] | None = None,
-                  path_checker: PathChecker | None = None) -> DeriveResult:
+                  path_checker: PathChecker | None = None, npu_memory_gb: int | None = None) -> DeriveResult:
     """Derive a config; write it to `output` when given and the check passed (or `force`).
 
     Raises `ConfigCheckFailed` (with the report) when the derived config has errors and `force` is off,
@@ -99,7 +99,7 @@ def derive_config(base: str | Path | Document, *, preset: str | None = None,
     _per_stage_lists(view, before, explicit, notes)
     _literal_copies(view, before, explicit)
 
-    report = check_config(doc, npus, path_checker, workdir=workdir, mounts=mounts)
+    report = check_config(doc, npus, path_checker, workdir=workdir, mounts=mounts, npu_memory_gb=npu_memory_gb)
     report.source = str(output) if output is not None else f"{doc.source} (derived)"
     edits = [e for e in doc.edits if e.reason != "unchanged"]
     origin = f"derived by `ascend-run config derive` from {Path(doc.source).name}" + (f" (preset {preset})"

@@ -17,7 +17,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from ascend_run.mfconfig import stages
 from ascend_run.mfconfig.layout import ConfigView, Layout, Setting
-from ascend_run.mfconfig.memory import estimate
+from ascend_run.mfconfig.memory import GIB, estimate, parse_memory
 from ascend_run.mfconfig.paths import DEFAULT_WORKDIR, MountSpec, PathChecker, collect
 from ascend_run.mfconfig.report import CheckReport, Issue
 from ascend_run.mfconfig.yamledit import Document, format_key_path, parse_key_path, plain
@@ -52,17 +52,20 @@ def load_document(path_or_data: Any) -> Document:
 
 def check_config(path_or_data: Any, npus: int | None, path_checker: PathChecker | None = None, *,
                  workdir: str = DEFAULT_WORKDIR, mounts: Sequence[MountSpec] | None = None,
-                 memory: bool = True) -> CheckReport:
+                 npu_memory_gb: int | None = None, memory: bool = True) -> CheckReport:
     """Validate a MindFormers config for a job on `npus` NPUs (None: skip the device-count rule).
 
     `mounts` (from a deployment file) turn container paths into server paths; `path_checker` then says on
-    which nodes each dataset/checkpoint path is missing. Never raises for problems in the config: they are
-    in the report (`report.raise_for_errors()` turns errors into a `ConfigCheckFailed`)."""
+    which nodes each dataset/checkpoint path is missing; `npu_memory_gb` (the hardware profile's HBM) bounds
+    `max_device_memory`. Never raises for problems in the config: they are in the report
+    (`report.raise_for_errors()` turns errors into a `ConfigCheckFailed`)."""
     doc = load_document(path_or_data)
     view = ConfigView(doc)
     report = CheckReport(doc.source, view.layout.value, npus)
     checker = _Rules(view, npus, report)
     checker.run()
+    if npu_memory_gb:
+        checker.device_memory(npu_memory_gb)
     if memory and not report.errors:     # the estimate needs a valid stage split and parallel sizes
         _check_memory(view, npus, report)
     _check_paths(view, report, path_checker, workdir, mounts)
@@ -310,6 +313,14 @@ class _Rules:
             self.add("error", self.s("first_k_dense"), f"{self.v('first_k_dense')} dense layers asked for, but the "
                      f"model has {self.s('num_layers').shown()}",
                      f"set {self.s('first_k_dense').key}: at most {self.v('num_layers')} (the article uses 1 of 3)")
+
+    def device_memory(self, npu_memory_gb: int) -> None:
+        """`max_device_memory` above the NPU's HBM makes MindSpore fail at start-up."""
+        setting = self.s("max_device_memory")
+        limit = parse_memory(plain(setting.value)) if not setting.default else None
+        if limit is not None and limit > npu_memory_gb * GIB:
+            self.add("error", setting, f"{plain(setting.value)} is more than the {npu_memory_gb} GB of one NPU",
+                     f"set {setting.key}: \"{max(1, npu_memory_gb - 4)}GB\" (leave room for the runtime)")
 
     def dataset_strategy(self) -> None:
         setting = self.s("dataset_strategy")

@@ -375,7 +375,20 @@ class Document:
             return None
         if not isinstance(parent, dict) or path[-1] not in parent:
             return None
+        own = [k for k, _ in parent.non_merged_items()] if isinstance(parent, CommentedMap) else []
+        holder = _trailing_comment_holder(parent) if own and own[-1] == path[-1] and len(own) > 1 else None
         old = parent.pop(path[-1])
+        if holder is not None:
+            # The next section's heading was attached to the removed key (or deep inside its value): keep it.
+            token = holder[0].ca.items[holder[1]][2]
+            rest = token.value.partition("\n")[2]
+            if rest.strip():
+                tail, key = _deepest_last(parent)
+                entry = tail.ca.items.setdefault(key, [None, None, None, None])
+                if entry[2] is not None:
+                    entry[2].value = entry[2].value.rstrip("\n") + "\n" + rest
+                else:
+                    entry[2] = CommentToken("\n" + rest, token.start_mark, None)
         edit = Edit(path, old, None, deleted=True, reason=reason)
         self.edits.append(edit)
         return edit
@@ -452,6 +465,17 @@ def _trailing_comment_holder(node: Any) -> tuple[Any, Any] | None:
             break
         node = value
     return found
+
+
+def _deepest_last(node: Any) -> tuple[Any, Any]:
+    """The last entry of a block collection, descending into block-style values: where the comment lines
+    that follow the collection in the file belong."""
+    while True:
+        key = list(node.non_merged_items())[-1][0] if isinstance(node, CommentedMap) else len(node) - 1
+        value = node[key]
+        if not isinstance(value, (CommentedMap, CommentedSeq)) or not len(value) or value.fa.flow_style():
+            return node, key
+        node = value
 
 
 def _move_trailing_comment(holder: tuple[Any, Any], mapping: CommentedMap, new_key: Any) -> None:
