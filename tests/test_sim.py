@@ -180,6 +180,25 @@ def test_node_that_fails_to_start_is_reported_at_once(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.root
+def test_server_drops_off_and_comes_back(sim_cluster):
+    cluster = sim_cluster(nodes=1, docker=True, image=None)
+    cluster.remove_device(0, 3)
+    cluster.restore_device(0, 3)
+    assert ssh(cluster, 0, "test -c /dev/davinci3").returncode == 0
+    assert len(parse_npu_smi_info(ssh(cluster, 0, "npu-smi info").stdout)) == 8
+    cluster.kill_sshd(0)
+    assert ssh(cluster, 0, "true", check=False).returncode != 0
+    assert cluster.status()[0]["sshd"] is False and cluster.status()[0]["docker"] is True
+    node = cluster.node(0)
+    cluster.node_exec(0, ["/usr/sbin/sshd", "-f", str(node.layout.sshd_config)])  # the node's dockerd is entered
+    deadline = time.monotonic() + 10
+    while not cluster.status()[0]["sshd"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ssh(cluster, 0, "hostname").stdout.strip() == "sim-node-0"
+
+
+@pytest.mark.slow
+@pytest.mark.root
 def test_device_disk_and_health_faults(sim_cluster):
     cluster = sim_cluster(nodes=2, docker=False)
     node = cluster.node(1)

@@ -257,7 +257,7 @@ class SimCluster:
 
     def restore_device(self, ref, npu: int) -> None:
         """Undo `remove_device`: the NPU is listed again and its character device is back."""
-        self.edit_state(ref, lambda s: s["devices"][str(npu)].update(present=True))
+        self.edit_state(ref, lambda s: _device(s, npu).update(present=True))
         profile = get_profile(self.record()["profile"])
         self.node_exec(ref, ["mknod", "-m", "666", profile.npu_device_path(npu), "c", "1", "3"])
 
@@ -289,8 +289,20 @@ class SimCluster:
     def node_exec(self, ref, argv: list[str]) -> subprocess.CompletedProcess:
         """Run a command inside a node's namespaces (mount, UTS, network) from the root namespace."""
         node = self.node(ref)
-        pid = self.record()["pids"][node.name]
-        return _run(["nsenter", "-t", str(pid), "-m", "-u", "-n", *argv])
+        return _run(["nsenter", "-t", str(self._node_pid(node)), "-m", "-u", "-n", *argv])
+
+    def _node_pid(self, node: SimNode) -> int:
+        """A live process in the node's namespaces: its first process (sshd), or after `kill_sshd` its
+        dockerd/containerd (same mount and UTS namespaces), or an sshd restarted with `node_exec`."""
+        rec = self.record()
+        first = rec["pids"].get(node.name)
+        if first and _alive(first) and str(self.dir) in _cmdline(first):
+            return first
+        for pid in _netns_pids(node_netns(rec, node.name)):
+            if _comm(pid) in ("dockerd", "containerd", "sshd") and _alive(pid):
+                return pid
+        raise SimError(f"{node.name} has no process left to enter (its sshd was killed and it runs no dockerd)",
+                       fix=f"ascend-run sim down --dir {self.dir}, then up again")
 
     def kill_sshd(self, ref) -> None:
         """Every sshd process of the node (the listener and open sessions) dies, as when a server drops."""
@@ -307,10 +319,9 @@ class SimCluster:
         rec = self.record()
 
         def row(n: dict) -> dict:
-            pid = rec["pids"].get(n["name"])
             layout = NodeLayout(Path(n["root"]))
             return {"name": n["name"], "address": n["address"], "netns": n["netns"],
-                    "sshd": bool(pid) and _alive(pid) and _port_open(n["address"]),
+                    "sshd": _port_open(n["address"]),  # the truth from the network, even after a restart
                     "docker": rec["docker"] and layout.docker_socket.exists() and _docker_ok(layout),
                     "docker_host": f"unix://{layout.docker_socket}" if rec["docker"] else None,
                     "state": str(layout.state)}
