@@ -282,7 +282,7 @@ _VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 70), st.text(max_s
                     st.lists(st.lists(st.integers(-2, 3), max_size=3), max_size=3))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.tuples(st.sampled_from(_KEYS), _VALUES), min_size=1, max_size=3))
 def test_any_values_give_a_report_not_a_crash(article_text, edits):
     doc = Document(article_text)
