@@ -300,3 +300,16 @@ def test_max_device_memory_above_the_npu_is_an_error(article_text):
     assert check_config(article_text, 8, npu_memory_gb=64).ok
     report = check_config(_set(("context.max_device_memory", "70GB"))(article_text), 8, npu_memory_gb=64)
     assert report.key_paths() == ["context.max_device_memory"] and '"60GB"' in report.errors[0].fix
+
+
+def test_relative_paths_resolve_against_the_job_workdir():
+    mounts = [MountSpec("/srv/mf-data", "/work/mf/dataset")]
+    refs = collect(ConfigView(Document.from_path(R15_PRETRAIN)), workdir="/work/mf", mounts=mounts)
+    data = next(r for r in refs if r.key == "train_dataset.data_loader.config.data_path[1]")
+    assert (data.written, data.container_path, data.host_path) == ("./dataset", "/work/mf/dataset", "/srv/mf-data")
+
+
+def test_derive_warns_about_unmounted_paths(tmp_path):
+    result = derive_config(R15_PRETRAIN, preset="article-1b", npus=8, output=tmp_path / "x.yaml",
+                           mounts=[MountSpec("/data/ckpt", "/home/work/mindformers/output/checkpoint")])
+    assert "train_dataset.data_loader.config.data_path[1]" in result.report.key_paths("warning")
