@@ -55,6 +55,9 @@ def check_config(path_or_data: Any, npus: int | None, path_checker: PathChecker 
                  npu_memory_gb: int | None = None, memory: bool = True) -> CheckReport:
     """Validate a MindFormers config for a job on `npus` NPUs (None: skip the device-count rule).
 
+    `path_or_data`: a path (a `Path`, or a str without a newline), YAML text (a str with newlines), a
+    `Document`, or a mapping (plain or ruamel round-trip data).
+
     `mounts` (from a deployment file) turn container paths into server paths; `path_checker` then says on
     which nodes each dataset/checkpoint path is missing; `npu_memory_gb` (the hardware profile's HBM) bounds
     `max_device_memory`. Never raises for problems in the config: they are in the report
