@@ -121,19 +121,29 @@ class SshdFleet:
                                              pid_file=directory / "sshd.pid",
                                              authorized_keys=self.root / "authorized_keys"))
         server = Server(name, address, port, directory, public)
-        server.process = subprocess.Popen(
-            ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(directory / "sshd.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._spawn(server)
         return server
+
+    @staticmethod
+    def _spawn(server: Server) -> None:
+        server.process = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-f", str(server.dir / "sshd_config"), "-E", str(server.dir / "sshd.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until every server accepts TCP connections (sshd binds within milliseconds of starting)."""
         deadline = time.monotonic() + timeout
         pending = list(self.servers)
+        restarts = 0
         while pending:
             server = pending[0]
             if server.process.poll() is not None:
                 log = (server.dir / "sshd.log").read_text() if (server.dir / "sshd.log").exists() else ""
+                if restarts < 3 and "Address already in use" in log:  # a previous run's sshd still leaving
+                    restarts += 1
+                    time.sleep(0.5)
+                    self._spawn(server)
+                    continue
                 raise RuntimeError(f"sshd for {server.address} exited {server.process.returncode}: {log}")
             try:
                 with socket.create_connection((server.address, server.port), timeout=1):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -81,7 +84,7 @@ def test_an_unreachable_node_makes_the_status_4_and_the_others_still_report(depl
     code, out, err = run_cli(["exec", "-f", str(deploy_with_lost_node), "--", "echo", "hi"], capsys)
     assert code == 4
     assert "n[0-3]\n----------------\nhi\n" in out
-    assert "gone  unreachable: cannot connect to 127.0.0.250:2222" in out
+    assert "gone  unreachable\n----------------\ngone: cannot connect to 127.0.0.250:2222" in out
     assert "4 ok, 1 unreachable (gone) of 5 nodes" in err and "fix:" in err
 
 
@@ -135,6 +138,21 @@ def test_the_installed_command_runs_as_a_subprocess(deploy):
                           check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "----------------\nn[0-3]\n----------------\nok\n"
+
+
+def test_ctrl_c_ends_exec_at_once(deploy):
+    marker = f"{30 + uuid.uuid4().int % 1000 / 1000:.3f}"
+    proc = subprocess.Popen([sys.executable, "-m", "ascend_run", "exec", "-f", str(deploy), "--", "sleep", marker],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and subprocess.run(["pgrep", "-fc", f"^sleep {marker}$"], check=False,
+                                                         capture_output=True, text=True).stdout.strip() != "4":
+        time.sleep(0.1)  # until every node runs the command
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert time.monotonic() - started < 3
 
 
 # --- pure helpers ---------------------------------------------------------------------------------

@@ -68,37 +68,40 @@ def _error_text(error: AscendRunError) -> tuple[str, str | None]:
 
 
 def group_outcomes(outcomes) -> list[tuple[list, tuple]]:
-    """[(outcomes, (stdout, stderr, rc, error text))] with identical results merged, in rank order."""
+    """[(outcomes, (stdout, stderr, rc))] for reached nodes with identical results merged, in rank order."""
     groups: dict[tuple, list] = {}
     for outcome in outcomes:
         if outcome.ok:
             r = outcome.value
-            key = (r.stdout, r.stderr, r.rc, None)
-        else:
-            key = ("", "", UNREACHABLE_RC, _error_text(outcome.error)[0])
-        groups.setdefault(key, []).append(outcome)
+            groups.setdefault((r.stdout, r.stderr, r.rc), []).append(outcome)
     return [(members, key) for key, members in groups.items()]
 
 
 def print_groups(outcomes, colour: bool) -> None:
+    """dshbak -c style blocks; all unreachable nodes share one last block, one line each (their errors
+    name addresses and fingerprints, so they never merge, and 128 blocks would bury the output)."""
     from ascend_run.console import fold_names
 
     out = sys.stdout
     rule = "-" * 16
-    for members, (stdout, stderr, rc, error) in group_outcomes(outcomes):
-        if rc == 0 and error is None and not stdout and not stderr:
+
+    def block(names: list[str], status: str, body: str, extra: str = "") -> None:
+        header = fold_names(names) + status
+        out.write(f"{rule}\n{click.style(header, fg='red') if colour and status else header}\n{rule}\n")
+        for text, style in ((body, None), (extra, "yellow")):
+            if text:
+                out.write(click.style(text, fg=style) if colour and style else text)
+                if not text.endswith("\n"):
+                    out.write("\n")
+
+    for members, (stdout, stderr, rc) in group_outcomes(outcomes):
+        if rc == 0 and not stdout and not stderr:
             continue  # like dshbak: nodes that printed nothing and succeeded show only in the summary
-        status = "" if rc == 0 and error is None else (f"  unreachable: {error}" if error else f"  exit {rc}")
-        header = fold_names([o.node.name for o in members]) + status
-        if colour and status:
-            header = click.style(header, fg="red")
-        out.write(f"{rule}\n{header}\n{rule}\n{stdout}")
-        if stdout and not stdout.endswith("\n"):
-            out.write("\n")
-        if stderr:
-            out.write(click.style(stderr, fg="yellow") if colour else stderr)
-            if not stderr.endswith("\n"):
-                out.write("\n")
+        block([o.node.name for o in members], f"  exit {rc}" if rc else "", stdout, stderr)
+    lost = [o for o in outcomes if not o.ok]
+    if lost:
+        block([o.node.name for o in lost], "  unreachable",
+              "".join(f"{o.node.name}: {_error_text(o.error)[0]}\n" for o in lost))
     out.flush()
 
 

@@ -7,8 +7,9 @@ sshd, so threads are enough; the client's CPU cost per node is what the SSH tran
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -55,28 +56,44 @@ def fan_out(nodes: Sequence[Node], func: Callable[[Node], T], *, parallelism: in
             on_done: Progress | None = None) -> list[Outcome[T]]:
     """`func(node)` for every node, at most `parallelism` at a time; outcomes in the nodes' order.
 
-    Exceptions are caught per node (Ctrl-C is not: KeyboardInterrupt and SystemExit propagate).
-    `on_done` is called from the calling thread as each node finishes, e.g. for a progress line.
+    Exceptions are caught per node. `on_done` is called from the calling thread as each node finishes
+    (e.g. for a progress line). The workers are daemon threads, not a ThreadPoolExecutor: its workers are
+    joined at interpreter exit, so Ctrl-C during `exec -- sleep 1000` would wait for every node; here
+    KeyboardInterrupt reaches the caller at once and the process can exit.
     """
     nodes = list(nodes)
     if parallelism < 1:
         raise ValueError("parallelism must be at least 1")
-    outcomes: dict[int, Outcome[T]] = {}
-
-    def one(node: Node) -> Outcome[T]:
-        try:
-            return Outcome(node, value=func(node))
-        except Exception as exc:  # noqa: BLE001 - collected with the node's name, reported by the caller
-            return Outcome(node, error=_as_error(node, exc))
-
     if not nodes:
         return []
-    with ThreadPoolExecutor(max_workers=min(parallelism, len(nodes)), thread_name_prefix="fanout") as pool:
-        futures = {pool.submit(one, node): i for i, node in enumerate(nodes)}
-        for future in as_completed(futures):
-            outcomes[futures[future]] = outcome = future.result()
-            if on_done is not None:
-                on_done(outcome, len(outcomes), len(nodes))
+    todo: queue.SimpleQueue[tuple[int, Node]] = queue.SimpleQueue()
+    done: queue.SimpleQueue[tuple[int, Outcome[T]]] = queue.SimpleQueue()
+    for item in enumerate(nodes):
+        todo.put(item)
+
+    def worker() -> None:
+        while True:
+            try:
+                index, node = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                outcome = Outcome(node, value=func(node))
+            except BaseException as exc:  # noqa: BLE001 - collected with the node's name, reported by the caller
+                outcome = Outcome(node, error=_as_error(node, exc))
+            done.put((index, outcome))
+
+    for _ in range(min(parallelism, len(nodes))):
+        threading.Thread(target=worker, name="fanout", daemon=True).start()
+    outcomes: dict[int, Outcome[T]] = {}
+    while len(outcomes) < len(nodes):
+        try:
+            index, outcome = done.get(timeout=0.5)  # a timeout keeps Ctrl-C prompt
+        except queue.Empty:
+            continue
+        outcomes[index] = outcome
+        if on_done is not None:
+            on_done(outcome, len(outcomes), len(nodes))
     return [outcomes[i] for i in range(len(nodes))]
 
 
