@@ -287,7 +287,10 @@ class SSHTransport:
         line = command_line(argv, env) + " </dev/null"  # a pty never reports EOF on stdin
         chan = self._session()
         try:
-            chan.get_pty(term="dumb", width=500)  # closing the channel hangs up the pty: SIGHUP ends the command
+            try:
+                chan.get_pty(term="dumb", width=500)  # closing the channel hangs up the pty: SIGHUP ends the command
+            except paramiko.SSHException:
+                pass  # no pty on this server (PermitTTY no, no /dev/pts): a stopped command then ends on SIGPIPE
             chan.set_combine_stderr(True)
             chan.exec_command(line)
             chan.shutdown_write()
