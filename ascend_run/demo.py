@@ -17,17 +17,28 @@ from ascend_run.images import get_image
 from ascend_run.render.dockerfile import render_build_context
 
 CPU_MINDSPORE = "2.10.0"   # PyPI has 2.7-2.10 for Python 3.11 (the Debian base); 2.4.10 is not on PyPI
-CPU_REQUIREMENTS = [f"mindspore=={CPU_MINDSPORE}", "numpy==1.26.4"]
 CPU_TAG = "ascend-run/deepseek-v3-{kind}:cpu-demo"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 WHEELHOUSE = Path.home() / ".cache" / "ascend-run" / "wheelhouse"
 
 
+def cpu_requirements() -> list[str]:
+    """What the images pip-install, with the CPU MindSpore: the wheelhouse must hold all of it."""
+    from ascend_run.images import all_images
+
+    extra = sorted({req for spec in all_images().values() for req in spec.extra_pip})
+    return [f"mindspore=={CPU_MINDSPORE}", *extra]
+
+
 def ensure_wheelhouse(path: Path = WHEELHOUSE) -> Path:
+    """Download the requirements (and dependencies) once; a marker names what the directory holds."""
     from ascend_run.wheelhouse import download
 
-    if not any(path.glob(f"mindspore-{CPU_MINDSPORE}-*.whl")) or not any(path.glob("numpy-1.26.4-*.whl")):
-        download(CPU_REQUIREMENTS, path)
+    requirements = cpu_requirements()
+    marker = path / ".requirements"
+    if not marker.is_file() or marker.read_text() != "\n".join(requirements):
+        download(requirements, path)
+        marker.write_text("\n".join(requirements))
     return path
 
 
