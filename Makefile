@@ -26,8 +26,9 @@ test-slow:  ## Only the slow end-to-end tests
 generate:  ## Re-render the committed images/ and charts/ from templates/ and the profiles
 	$(PYTHON) -m ascend_run.generate .
 
-lint:  ## hadolint on the generated Dockerfiles
+lint:  ## hadolint on the generated Dockerfiles, helm lint on the charts
 	hadolint --failure-threshold warning images/*/Dockerfile
+	helm lint --strict charts/ascend-train charts/ascend-infer
 
 bench:  ## Benchmarks; results go to docs/benchmarks.md
 	for b in benchmarks/bench_*.py; do $(PYTHON) $$b || exit 1; done
