@@ -40,6 +40,11 @@ def download(requirements: list[str], dest: Path, python_version: str = "3.11") 
     return dest
 
 
+# A fixed port keeps the index URL (a build arg) the same from build to build, so the engine's layer cache
+# still applies; a random port is the fallback when it is taken.
+INDEX_PORT = 38419
+
+
 @contextlib.contextmanager
 def serve(wheelhouse: Path) -> Iterator[str]:
     """Serve `wheelhouse` as a simple index on 127.0.0.1; yields the index URL (…/simple/)."""
@@ -52,7 +57,10 @@ def serve(wheelhouse: Path) -> Iterator[str]:
             project.mkdir(parents=True, exist_ok=True)
             (project / path.name).symlink_to(path.resolve())
         handler = functools.partial(_QuietHandler, directory=tmp)
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        try:
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", INDEX_PORT), handler)
+        except OSError:
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:

@@ -99,12 +99,13 @@ def preflight(deployment_file: str, output_format: str, accept_new_host_keys: bo
 @click.option("--detach", is_flag=True, help="Start the job and return; follow it with status/logs/stop.")
 @click.option("--replace", is_flag=True, help="Remove the job's containers if they already exist.")
 @click.option("--skip-preflight", is_flag=True, help="Start without the preflight checks.")
+@click.option("--skip-config-check", is_flag=True, help="Start without checking job.config (the MindFormers YAML).")
 @click.option("--master-addr", help="Override master_ip (default: node 0's cluster-facing address).")
 @click.option("--all-lines", is_flag=True, help="Also show MindSpore's own [WARNING]/[INFO] log lines.")
 @accept_new_option
 @parallel_option
 def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, skip_preflight: bool,
-           master_addr: str | None, all_lines: bool, accept_new_host_keys: bool, parallel: int) -> None:
+           skip_config_check: bool, master_addr: str | None, all_lines: bool, accept_new_host_keys: bool, parallel: int) -> None:
     """Start the job on every node with its rank; stream logs; stop everything when any node fails.
 
     Node k gets rank k, master_ip is node 0's address. Attached, output is prefixed [node/rank]; when a
@@ -140,6 +141,8 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
             launcher.remove_existing()
         if not skip_preflight:
             preflight_or_raise(dep, transports, console)
+        if not skip_config_check:
+            config_check_or_raise(dep, transports, console)
         launcher.prepare_nodes()
         started = time.monotonic()
         launcher.start()
@@ -158,6 +161,19 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
         raise
     finally:
         close_all(transports)
+
+
+def config_check_or_raise(dep: Deployment, transports: dict, console: Console) -> None:
+    """Refuse a job whose MindFormers config fails `config check`; show its warnings."""
+    from ascend_run.launch.configcheck import check_job_config
+
+    report = check_job_config(dep, transports)
+    if report is None:
+        return
+    for issue in report.warnings:
+        console.print(f"[yellow]config warning:[/] {issue}", markup=True, highlight=False)
+    report.raise_for_errors()
+    console.print(f"[green]config ok[/] {dep.job.config}" + (f" — {report.memory.summary()}" if report.memory else ""))
 
 
 def _with_master(dep: Deployment, address: str) -> Deployment:
