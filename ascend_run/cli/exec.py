@@ -1,8 +1,9 @@
 """`ascend-run exec`: one command on every node (or a subset), like `pdsh | dshbak -c`.
 
 Connecting, running and disconnecting all happen inside the parallel part, one thread per node
-(`transport.fanout.run_on_nodes`). Output is either grouped (nodes with identical output, exit code and
-error are merged under one folded node list) or prefixed per line with `[node/rank]`. The exit status is
+(`transport.fanout.run_on_nodes`). Output is either grouped (nodes with identical output and exit code
+are merged under one folded node list, unreachable nodes share one block) or prefixed per line with
+`[node/rank]`. The exit status is
 the worst of the nodes: 0 if every node succeeded, else the highest remote exit code, where an
 unreachable node counts as 4 (the package's code for "node unreachable").
 """
