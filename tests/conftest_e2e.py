@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,9 +58,13 @@ def e2e_cluster(tmp_path_factory, docker_client, cpu_train_image):
         cluster.down()
 
 
+# The real command line, run from this checkout's package (not whichever `ascend-run` is installed).
+CLI = [sys.executable, "-m", "ascend_run"]
+
+
 def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """The real `ascend-run` command line, as a user runs it."""
-    return subprocess.run(["ascend-run", *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+    """The `ascend-run` command line, as a user runs it."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, **kwargs)
 
 
 def job_leftovers(cluster, job_name: str) -> dict[str, list[str]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest_e2e import job_leftovers, run_cli, wait_no_leftovers
+from tests.conftest_e2e import CLI, REPO, job_leftovers, run_cli, wait_no_leftovers
 
 pytestmark = pytest.mark.slow
 
@@ -88,8 +88,8 @@ def test_rank_dying_before_init_stops_every_node_within_10s(e2e_cluster):
 def test_sigint_stops_the_job_everywhere(e2e_cluster):
     cluster, job = e2e_cluster
     long = variant(job, "interrupted", "--steps 2000 --step-sleep 0.05")
-    proc = subprocess.Popen(["ascend-run", "launch", "-f", str(long), "--skip-preflight"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*CLI, "launch", "-f", str(long), "--skip-preflight"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
     deadline = time.monotonic() + 120
     for line in proc.stdout:
         if "step:[" in line or time.monotonic() > deadline:
@@ -105,8 +105,8 @@ def test_sshd_killed_mid_run(e2e_cluster):
     server's job ends by itself once its peers are gone (--rm containers leave nothing)."""
     cluster, job = e2e_cluster
     long = variant(job, "lost-node", "--steps 2000 --step-sleep 0.05")
-    proc = subprocess.Popen(["ascend-run", "launch", "-f", str(long), "--skip-preflight"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*CLI, "launch", "-f", str(long), "--skip-preflight"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         for line in proc.stdout:
             if "step:[" in line:
