@@ -193,9 +193,8 @@ def evaluate(dep: Deployment, facts: dict[str, NodeFacts | BaseException]) -> li
 
 
 def run_preflight(dep: Deployment, transports: dict, nodes: list[Node] | None = None) -> list[Check]:
-    nodes = nodes or list(dep.nodes)
-    facts = parallel(nodes, lambda n: gather(dep, n, transports[n.name]) if not isinstance(
-        transports[n.name], BaseException) else (_ for _ in ()).throw(transports[n.name]))
+    """Gather facts on every node at once, then evaluate; a node that fails to answer fails its `ssh` check."""
+    facts = parallel(nodes or list(dep.nodes), lambda n: gather(dep, n, transports[n.name]))
     return evaluate(dep, facts)
 
 
