@@ -183,7 +183,8 @@ def evaluate(dep: Deployment, facts: dict[str, NodeFacts | BaseException]) -> li
             for name in names:
                 checks.append(Check(name, "hostname", False, f"hostname {hostname!r} shared by {', '.join(names)}"))
     if reached:
-        offsets = sorted(f.clock_offset_s for f in reached.values())
+        # the launcher's own clock votes too (offset 0), so two nodes that disagree still have a majority
+        offsets = sorted([0.0, *(f.clock_offset_s for f in reached.values())])
         median = offsets[len(offsets) // 2]
         for name, f in reached.items():
             skew = f.clock_offset_s - median
