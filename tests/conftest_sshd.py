@@ -21,7 +21,10 @@ from pathlib import Path
 import pytest
 
 PORT = 2222
-FIRST_OCTET = 240  # tests use 127.0.0.240+; the benchmark starts at 127.0.0.2, so both can run at once
+# Tests take the first free block of addresses counting down from 127.0.0.240 (two test sessions may run at
+# once, e.g. two engineers in one checkout); the benchmark starts at 127.0.0.2, below every test block.
+TEST_BLOCK_TOP = 240
+TEST_BLOCK_BOTTOM = 132
 
 
 def _ed25519_pair() -> tuple[str, str]:
@@ -90,10 +93,12 @@ class SshdFleet:
         return self.root / "known_hosts"
 
     @classmethod
-    def start(cls, count: int, root: Path | None = None, first_octet: int = FIRST_OCTET,
+    def start(cls, count: int, root: Path | None = None, first_octet: int | None = None,
               port: int = PORT) -> SshdFleet:
         if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
             raise RuntimeError("sshd missing: apt-get install -y openssh-server")
+        if first_octet is None:
+            first_octet = free_block(count, port)
         root = Path(root or tempfile.mkdtemp(prefix="ascend-run-sshd-"))
         fleet = cls(root)
         private, public = _ed25519_pair()
@@ -187,6 +192,24 @@ class SshdFleet:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def free_block(count: int, port: int = PORT) -> int:
+    """First octet N of `count` consecutive addresses 127.0.0.N… with nothing bound to `port` yet."""
+    for first in range(TEST_BLOCK_TOP, TEST_BLOCK_BOTTOM - 1, -count):
+        if all(_port_free(f"127.0.0.{first + i}", port) for i in range(count)):
+            return first
+    raise RuntimeError(f"no {count} free loopback addresses for sshd on port {port} in 127.0.0.{TEST_BLOCK_BOTTOM}-"
+                       f"{TEST_BLOCK_TOP + count - 1}")
+
+
+def _port_free(address: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
 def _descendants(roots: set[int]) -> list[int]:
     """Every process below `roots` (by parent pid), found through /proc."""
     children: dict[int, list[int]] = {}
@@ -210,7 +233,7 @@ def _descendants(roots: set[int]) -> list[int]:
 
 @pytest.fixture(scope="session")
 def sshd_fleet():
-    """Four loopback sshd servers (127.0.0.2-5:2222) for the whole test session."""
+    """Four loopback sshd servers (port 2222, first free block from 127.0.0.240 down) for the whole session."""
     if os.geteuid() != 0:
         pytest.skip("loopback sshd servers need root")
     if not Path("/usr/sbin/sshd").exists():

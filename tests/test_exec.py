@@ -1,4 +1,5 @@
-"""`ascend-run exec` against real loopback sshd servers (tests/conftest_sshd.py): n0..n3 on 127.0.0.240-243."""
+"""`ascend-run exec` against real loopback sshd servers (tests/conftest_sshd.py): n0..n3, four consecutive
+127.0.0.N addresses (the first free block from 127.0.0.240 down)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,13 @@ def test_identical_outputs_are_grouped_under_one_node_list(deploy, capsys):
     assert "4 ok of 4 nodes" in err
 
 
-def test_different_outputs_get_their_own_groups(deploy, capsys):
-    script = 'case "$SSH_CONNECTION" in *" 127.0.0.240 "*) echo first;; *) echo rest;; esac'
+def on(server, then: str) -> str:
+    """A `case` arm that matches when the command runs on `server` (SSH_CONNECTION names its address)."""
+    return f'*" {server.address} "*) {then};;'
+
+
+def test_different_outputs_get_their_own_groups(deploy, sshd_fleet, capsys):
+    script = f'case "$SSH_CONNECTION" in {on(sshd_fleet.servers[0], "echo first")} *) echo rest;; esac'
     code, out, _ = run_cli(["exec", "-f", str(deploy), "--", "sh", "-c", script], capsys)
     assert code == 0
     assert "n0\n----------------\nfirst\n" in out and "n[1-3]\n----------------\nrest\n" in out
@@ -71,8 +77,9 @@ def test_hostile_argv_arrives_unchanged_through_the_cli(deploy, capsys):
     assert data["nodes"][0]["stdout"].split("\0")[:-1] == hostile
 
 
-def test_exit_status_is_the_worst_remote_code(deploy, capsys):
-    script = 'case "$SSH_CONNECTION" in *" 127.0.0.241 "*) exit 3;; *" 127.0.0.242 "*) exit 7;; esac'
+def test_exit_status_is_the_worst_remote_code(deploy, sshd_fleet, capsys):
+    n1, n2 = sshd_fleet.servers[1:3]
+    script = f'case "$SSH_CONNECTION" in {on(n1, "exit 3")} {on(n2, "exit 7")} esac'
     code, out, err = run_cli(["exec", "-f", str(deploy), "--output", "json", "--", "sh", "-c", script], capsys)
     data = json.loads(out)
     assert code == 7 and data["exit_code"] == 7
@@ -96,13 +103,14 @@ def test_a_remote_code_above_4_still_wins_over_an_unreachable_node(deploy_with_l
 @pytest.mark.parametrize("spec, expected", [
     (["n[1-2]"], ["n1", "n2"]),
     (["n0,3"], ["n0", "n3"]),                    # a name and a rank
-    (["127.0.0.[242-243]"], ["n2", "n3"]),        # addresses, pdsh range
+    (["ADDRESSES_OF_N2_N3"], ["n2", "n3"]),       # addresses, as a pdsh range
     (["n[0,2]", "n3"], ["n0", "n2", "n3"]),       # --nodes repeated
 ])
-def test_nodes_selects_a_subset(deploy, capsys, spec, expected):
+def test_nodes_selects_a_subset(deploy, sshd_fleet, capsys, spec, expected):
+    first = int(sshd_fleet.servers[0].address.rsplit(".", 1)[1])
     argv = ["exec", "-f", str(deploy), "--output", "json"]
     for s in spec:
-        argv += ["--nodes", s]
+        argv += ["--nodes", s.replace("ADDRESSES_OF_N2_N3", f"127.0.0.[{first + 2}-{first + 3}]")]
     code, out, _ = run_cli([*argv, "--", "true"], capsys)
     assert code == 0 and [n["name"] for n in json.loads(out)["nodes"]] == expected
 
@@ -112,8 +120,8 @@ def test_unknown_node_in_nodes_is_a_config_error(deploy, capsys):
     assert code == 2 and "no node named 'n9'" in err
 
 
-def test_timeout_reports_124_for_the_slow_node(deploy, capsys):
-    script = 'case "$SSH_CONNECTION" in *" 127.0.0.240 "*) sleep 20;; esac; echo done'
+def test_timeout_reports_124_for_the_slow_node(deploy, sshd_fleet, capsys):
+    script = f'case "$SSH_CONNECTION" in {on(sshd_fleet.servers[0], "sleep 20")} esac; echo done'
     code, out, _ = run_cli(["exec", "-f", str(deploy), "--timeout", "0.5", "--output", "json", "--",
                             "sh", "-c", script], capsys)
     nodes = json.loads(out)["nodes"]
