@@ -205,6 +205,21 @@ def test_unreachable_node_is_named_and_the_others_still_report(sshd_fleet, tmp_p
     assert all(o.ok and o.value.stdout == "hi\n" for o in reached)
     assert isinstance(lost.error, TransportError) and lost.error.host == "gone"
     assert "127.0.0.250:2222" in str(lost.error) and "refused" in str(lost.error)
+    assert "(3 attempts)" in str(lost.error)  # connection errors are retried, with backoff
+
+
+def test_a_rejected_key_is_not_retried(sshd_fleet, tmp_path, monkeypatch):
+    monkeypatch.setattr("ascend_run.transport.ssh.FIRST_BACKOFF_S", 30.0)  # a retry would show
+    stranger = tmp_path / "id_stranger"
+    stranger.write_text(_ed25519_pair()[0])
+    stranger.chmod(0o600)
+    server = sshd_fleet.servers[0]
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="authentication as root@") as info:
+        SSHTransport(server.address, port=server.port, key_file=str(stranger),
+                     known_hosts=KnownHosts(sshd_fleet.known_hosts), name=server.name)
+    assert time.monotonic() - started < 15
+    assert not isinstance(info.value, HostKeyError) and "authorized_keys" in info.value.fix
 
 
 def test_connect_all_raises_the_first_failure_and_closes_the_rest(sshd_fleet, tmp_path):
