@@ -22,12 +22,12 @@ from tests.conftest_e2e import CLI, REPO, job_leftovers, run_cli, wait_no_leftov
 pytestmark = pytest.mark.slow
 
 
-def variant(job: Path, name: str, args: str = "", **overrides) -> Path:
+def variant(base: Path, name: str, args: str = "", **overrides) -> Path:
     """A job file extending the demo job: its own name/container, extra arguments to train_dp.py."""
-    data = {"extends": job.name, "name": name, "container": {"name": name}}
+    data = {"extends": base.name, "name": name, "container": {"name": name}}
     data["job"] = {"command": f"python /opt/ascend-run/cpu-job/train_dp.py --steps 12 {args}".strip()}
     data.update(overrides)  # a `job:` override replaces the command too
-    path = job.parent / f"{name}.yaml"
+    path = base.parent / f"{name}.yaml"
     with path.open("w") as fh:
         YAML().dump(data, fh)
     return path
@@ -199,15 +199,15 @@ def test_refuses_a_second_launch_then_stop_removes_it(e2e_cluster):
 
 
 def test_launch_refuses_a_config_that_fails_config_check(e2e_cluster, tmp_path):
-    """job.config is checked before anything starts: the article's 1B config wants 8 NPUs, not 3 workers."""
+    """job.config is checked before anything starts: the 671B config wants 1024 NPUs, not 3 workers."""
     cluster, job = e2e_cluster
-    reference = Path(__file__).resolve().parents[2] / "shared/reference/mindformers/v2.1.0"
-    config = reference / "pretrain_deepseek3_1b_8p_pynative.yaml"
+    reference = Path(__file__).resolve().parents[2] / "shared/reference/mindformers/r1.5.0"
+    config = reference / "pretrain_deepseek3_671b.yaml"
     if not config.is_file():
         pytest.skip(f"{config} not found (the shared reference data)")
     bad = variant(job, "badconfig", job={"config": str(config),
                                          "command": "python /opt/ascend-run/cpu-job/train_dp.py --steps 2"})
     result = run_cli("launch", "-f", str(bad), "--skip-preflight")
     assert result.returncode == 2, result.stderr
-    assert "parallel" in result.stderr and "3" in result.stderr
+    assert "parallel_config.data_parallel" in result.stderr and "started" not in result.stderr
     assert not job_leftovers(cluster, "badconfig")
