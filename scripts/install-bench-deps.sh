@@ -3,21 +3,13 @@
 # client, pdsh (the baseline), and the Python peers parallel-ssh and asyncssh. Idempotent: installs only
 # what is missing. Root; scripts/install.sh runs it after installing the kit.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "scripts/install-bench-deps.sh: run as root (apt packages)" >&2
-  exit 1
-fi
+require_root scripts/install-bench-deps.sh
 
 APT_PACKAGES=(openssh-server openssh-client pdsh procps)
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+apt_install "${APT_PACKAGES[@]}"
 mkdir -p /run/sshd  # sshd's privilege-separation directory; no init system creates it here
 
 PYTHON=${PYTHON:-python3}

@@ -8,21 +8,13 @@
 #   debootstrap         the local Debian base image (no registry is reachable)
 #   python3, procps     /usr/bin/python3 runs the npu-smi / hccn_tool stand-ins; df, ps on the nodes
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "install-sim-deps.sh: run as root" >&2
-  exit 1
-fi
+require_root install-sim-deps.sh
 
 APT_PACKAGES=(iproute2 util-linux openssh-server openssh-client docker.io debootstrap python3 procps)
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+apt_install "${APT_PACKAGES[@]}"
 
 # Python side: the SimCluster code, the sim_cluster fixture and benchmarks/bench_sim.py.
 PY=${PYTHON:-python3}

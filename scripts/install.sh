@@ -2,22 +2,14 @@
 # Install everything the kit and its tests need on a fresh Debian 12 machine (root): apt packages,
 # the Python package with its test extras, helm. Idempotent; .ci/run and `make install` call it.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "scripts/install.sh: run as root (it installs apt packages and starts no services)" >&2
-  exit 1
-fi
+require_root scripts/install.sh
 
 APT_PACKAGES=(docker.io debootstrap openssh-server openssh-client iproute2 pdsh shellcheck procps psmisc util-linux)
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+apt_install "${APT_PACKAGES[@]}"
 
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 

@@ -111,7 +111,7 @@ def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_ne
 
     For clusters without a registry. Node image ids are checked against the local one afterwards.
     """
-    from ascend_run.cli.launch import close_all, connect as connect_nodes
+    from ascend_run.cli.launch import connected
     from ascend_run.deployment import load_deployment
     from ascend_run.launch.ship import ship_image
 
@@ -121,15 +121,11 @@ def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_ne
                                  f"not {kind}", param_hint="KIND")
     client = connect(docker_host)
     size = client.images.get(dep.image).attrs.get("Size", 0)
-    transports = connect_nodes(dep, accept_new_host_keys)
-    try:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                      TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
-            task = progress.add_task(f"shipping {dep.image}", total=size or None)
-            results = ship_image(dep, transports, client, dep.image,
-                                 on_bytes=lambda n: progress.advance(task, n))
-    finally:
-        close_all(transports)
+    with connected(dep, accept_new_host_keys) as transports, Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(f"shipping {dep.image}", total=size or None)
+        results = ship_image(dep, transports, client, dep.image, on_bytes=lambda n: progress.advance(task, n))
     shipped = [r.node for r in results if r.action == "shipped"]
     click.echo(f"{dep.image} ({results[0].image_id[:19]}): shipped to {len(shipped)} node(s), "
                f"already on {len(results) - len(shipped)}")

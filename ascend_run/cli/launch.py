@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import time
+from collections.abc import Iterator
 
 import click
 from rich.console import Console
@@ -21,19 +23,17 @@ accept_new_option = click.option(
 parallel_option = click.option("--parallel", default=256, show_default=True, help="Nodes contacted at once.")
 
 
-def connect(dep: Deployment, accept_new: bool, parallel: int = 256) -> dict:
-    """One SSH connection per node, opened in parallel; raises for the first node that cannot be reached."""
-    from ascend_run.transport.fanout import connect_all
+@contextlib.contextmanager
+def connected(dep: Deployment, accept_new: bool = False, parallel: int = 256) -> Iterator[dict]:
+    """One SSH connection per node, opened in parallel and closed at the end; raises for the first node
+    that cannot be reached (naming the others), having closed the ones that could."""
+    from ascend_run.transport.fanout import close_all, connect_all
 
-    return connect_all(dep, accept_new=accept_new, parallelism=parallel)
-
-
-def close_all(transports: dict) -> None:
-    for t in transports.values():
-        try:
-            t.close()
-        except Exception:
-            pass
+    transports = connect_all(dep, accept_new=accept_new, parallelism=parallel)
+    try:
+        yield transports
+    finally:
+        close_all(transports)
 
 
 def err_console() -> Console:
@@ -83,12 +83,9 @@ def preflight(deployment_file: str, output_format: str, accept_new_host_keys: bo
     Exits 5 naming the node and the check when anything fails.
     """
     dep = load_deployment(deployment_file)
-    transports = connect(dep, accept_new_host_keys, parallel)
-    try:
+    with connected(dep, accept_new_host_keys, parallel) as transports:
         checks = preflight_or_raise(dep, transports, err_console() if output_format == "json" else make_console(),
                                     output_format)
-    finally:
-        close_all(transports)
     if output_format == "text":
         click.echo(f"preflight: {len(dep.nodes)} nodes, {len(checks)} checks passed")
 
@@ -121,30 +118,37 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
                        f"{plan.node.ssh.user}@{plan.node.address}:{plan.node.ssh.port}")
             click.echo(shlex.join(plan.docker_argv))
         return
+    with connected(dep, accept_new_host_keys, parallel) as transports:
+        run_job(dep, transports, deployment_file, replace=replace, preflight=not skip_preflight,
+                config_check=not skip_config_check, detach=detach, all_lines=all_lines)
+
+
+def run_job(dep: Deployment, transports: dict, deployment_file: str, *, replace: bool, preflight: bool,
+            config_check: bool, detach: bool, all_lines: bool) -> None:
+    """The launch itself, over open connections: refuse a running job, check, start, watch."""
     from ascend_run.console import PrefixPrinter, framework_noise
     from ascend_run.launch.launcher import Launcher, outcome_error
 
     console = err_console()
-    transports = connect(dep, accept_new_host_keys, parallel)
     printer = PrefixPrinter([n.name for n in dep.nodes], ranks={n.name: n.rank for n in dep.nodes},
                             hide=None if all_lines else framework_noise)
     launcher = Launcher(dep, transports, on_line=lambda node, line: printer.line(node.name, line),
                         notice=lambda text: console.print(f"[yellow]ascend-run:[/] {text}"))
+    existing = launcher.running_elsewhere()
+    if existing and not replace:
+        where = "; ".join(f"{node}: {', '.join(c)}" for node, c in existing.items())
+        raise AscendRunError(f"the job {dep.name!r} already has containers: {where}",
+                             fix=f"stop it with `ascend-run stop -f {shlex.quote(deployment_file)}`, "
+                                 "or launch with --replace")
+    if existing:
+        launcher.remove_existing()
+    if preflight:
+        preflight_or_raise(dep, transports, console)
+    if config_check:
+        config_check_or_raise(dep, transports, console)
+    launcher.prepare_nodes()
+    started = time.monotonic()
     try:
-        existing = launcher.running_elsewhere()
-        if existing and not replace:
-            where = "; ".join(f"{node}: {', '.join(c)}" for node, c in existing.items())
-            raise AscendRunError(f"the job {dep.name!r} already has containers: {where}",
-                                 fix=f"stop it with `ascend-run stop -f {shlex.quote(deployment_file)}`, "
-                                     "or launch with --replace")
-        if existing:
-            launcher.remove_existing()
-        if not skip_preflight:
-            preflight_or_raise(dep, transports, console)
-        if not skip_config_check:
-            config_check_or_raise(dep, transports, console)
-        launcher.prepare_nodes()
-        started = time.monotonic()
         launcher.start()
         console.print(f"[green]started[/] {dep.name} on {len(dep.nodes)} nodes, master {dep.master_address}:"
                       f"{dep.job.master_port}")
@@ -152,15 +156,13 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
             click.echo(f"detached; follow with: ascend-run status -f {shlex.quote(deployment_file)}")
             return
         outcome = launcher.watch()
-        if not outcome.ok:
-            raise outcome_error(outcome)
-        console.print(f"[green]job {dep.name} finished on all {len(dep.nodes)} nodes[/] in "
-                      f"{time.monotonic() - started:.1f} s")
     except KeyboardInterrupt:
         launcher.stop_all("interrupted (Ctrl-C)")
         raise
-    finally:
-        close_all(transports)
+    if not outcome.ok:
+        raise outcome_error(outcome)
+    console.print(f"[green]job {dep.name} finished on all {len(dep.nodes)} nodes[/] in "
+                  f"{time.monotonic() - started:.1f} s")
 
 
 def config_check_or_raise(dep: Deployment, transports: dict, console: Console) -> None:
@@ -195,11 +197,8 @@ def status(deployment_file: str, output_format: str, accept_new_host_keys: bool,
     from ascend_run.launch.status import collect_status
 
     dep = load_deployment(deployment_file)
-    transports = connect(dep, accept_new_host_keys, parallel)
-    try:
+    with connected(dep, accept_new_host_keys, parallel) as transports:
         rows = collect_status(dep, transports)
-    finally:
-        close_all(transports)
     if output_format == "json":
         echo_json(rows)
         return
@@ -214,17 +213,13 @@ def status(deployment_file: str, output_format: str, accept_new_host_keys: bool,
 @deployment_option
 @accept_new_option
 @parallel_option
-@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the containers to go.")
-def stop(deployment_file: str, accept_new_host_keys: bool, parallel: int, timeout: float) -> None:
+def stop(deployment_file: str, accept_new_host_keys: bool, parallel: int) -> None:
     """Remove the job's containers on every node and wait until its processes are gone."""
     from ascend_run.launch.launcher import stop_job
 
     dep = load_deployment(deployment_file)
-    transports = connect(dep, accept_new_host_keys, parallel)
-    try:
+    with connected(dep, accept_new_host_keys, parallel) as transports:
         problems = stop_job(dep, transports)
-    finally:
-        close_all(transports)
     if problems:
         raise AscendRunError("could not stop the job on: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
     click.echo(f"stopped {dep.name} on {len(dep.nodes)} nodes")
