@@ -234,7 +234,8 @@ def validate_rank_table(table: Mapping[str, Any], expected: Sequence[ExpectedSer
         bad(f"server_count is {table.get('server_count')!r} but server_list has {len(servers)} servers",
             "server_count", f'set "server_count": "{len(servers)}"')
     names = {e.server_id: e.name for e in expected or ()}
-    where = lambda sid: f"server {sid}" + (f" (node {names[sid]})" if names.get(sid) else "")
+    def where(sid):
+        return f"server {sid}" + (f" (node {names[sid]})" if names.get(sid) else "")
     seen_servers: dict[str, int] = {}
     seen_ips: dict[str, str] = {}
     next_rank = 0

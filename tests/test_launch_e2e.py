@@ -154,13 +154,13 @@ def test_wrong_or_unknown_host_key_starts_nothing(e2e_cluster, tmp_path):
     other = (tmp_path / "other.pub").read_text().split()[:2]
     lines = cluster.known_hosts.read_text().splitlines()
     changed = tmp_path / "known_hosts_changed"
-    changed.write_text("\n".join(f"{l.split()[0]} {' '.join(other)}" if i == 1 else l
-                                 for i, l in enumerate(lines)) + "\n")
+    changed.write_text("\n".join(f"{line.split()[0]} {' '.join(other)}" if i == 1 else line
+                                 for i, line in enumerate(lines)) + "\n")
     bad = variant(job, "badkey", ssh={"known_hosts": str(changed)})
     result = run_cli("launch", "-f", str(bad), "--skip-preflight", "--accept-new-host-keys")
     assert result.returncode == 4 and "CHANGED" in result.stderr and "sim-node-1" in result.stderr
     unknown = tmp_path / "known_hosts_unknown"
-    unknown.write_text("\n".join(l for i, l in enumerate(lines) if i != 2) + "\n")
+    unknown.write_text("\n".join(line for i, line in enumerate(lines) if i != 2) + "\n")
     bad = variant(job, "nokey", ssh={"known_hosts": str(unknown)})
     result = run_cli("launch", "-f", str(bad), "--skip-preflight")
     assert result.returncode == 4 and "unknown host key" in result.stderr and "sim-node-2" in result.stderr

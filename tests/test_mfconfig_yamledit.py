@@ -138,7 +138,8 @@ def test_unedited_round_trip_changes_only_whitespace(path):
     """The real files come back byte for byte, except runs of spaces after a colon and a final newline."""
     original = path.read_text()
     dumped = Document.from_path(path).dump()
-    normalize = lambda t: re.sub(r":  +(?=\S)", ": ", t).rstrip("\n")
+    def normalize(t):
+        return re.sub(r":  +(?=\S)", ": ", t).rstrip("\n")
     assert normalize(dumped) == normalize(original)
 
 

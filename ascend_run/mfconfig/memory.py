@@ -43,7 +43,8 @@ class Architecture:
 
     @classmethod
     def from_view(cls, view: ConfigView) -> Architecture:
-        g = lambda name: _num(view.get(name))
+        def g(name):
+            return _num(view.get(name))
         return cls(hidden=g("hidden_size"), heads=g("num_heads"), q_lora=g("q_lora_rank"), kv_lora=g("kv_lora_rank"),
                    qk_nope=g("qk_nope_head_dim"), qk_rope=g("qk_rope_head_dim"), v_head=g("v_head_dim"),
                    intermediate=g("intermediate_size"), moe_intermediate=g("moe_intermediate_size"),
