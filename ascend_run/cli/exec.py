@@ -168,9 +168,10 @@ class Progress:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Stop the command on a node after S seconds (exit 124 there).")
 @output_option
+@click.option("--dry-run", is_flag=True, help="Print, per node, the exact command line that would run; run nothing.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD...")
 def exec_command(deployment_file: str, node_specs: tuple[str, ...], parallel: int, layout: str,
-                 accept_new_host_keys: bool, timeout: float | None, output_format: str,
+                 accept_new_host_keys: bool, timeout: float | None, output_format: str, dry_run: bool,
                  command: tuple[str, ...]) -> None:
     """Run CMD on every node of the deployment (or --nodes) and show what each printed.
 
@@ -184,6 +185,12 @@ def exec_command(deployment_file: str, node_specs: tuple[str, ...], parallel: in
     dep = load_deployment(deployment_file)
     nodes = dep.select(split_node_specs(node_specs))
     argv = list(command)
+    if dry_run:
+        from ascend_run.transport.base import command_line
+
+        for node in nodes:
+            click.echo(f"{node.ssh.user}@{node.address}:{node.ssh.port} ({node.name}): {command_line(argv)}")
+        return
     mode = Layout(layout)
     text = output_format == "text"
     progress = Progress(text and mode is Layout.GROUP and sys.stderr.isatty())

@@ -213,11 +213,19 @@ def status(deployment_file: str, output_format: str, accept_new_host_keys: bool,
 @deployment_option
 @accept_new_option
 @parallel_option
-def stop(deployment_file: str, accept_new_host_keys: bool, parallel: int) -> None:
+@click.option("--dry-run", is_flag=True, help="Print what would be removed on which node; remove nothing.")
+def stop(deployment_file: str, accept_new_host_keys: bool, parallel: int, dry_run: bool) -> None:
     """Remove the job's containers on every node and wait until its processes are gone."""
     from ascend_run.launch.launcher import stop_job
+    from ascend_run.render.docker_run import JOB_LABEL
 
     dep = load_deployment(deployment_file)
+    if dry_run:
+        listing = ["docker", "ps", "-a", "--filter", f"label={JOB_LABEL}={dep.name}", "--format", "{{json .}}"]
+        for node in dep.nodes:
+            click.echo(f"# {node.name} ({node.ssh.user}@{node.address}), until the listing is empty:")
+            click.echo(f"{shlex.join(listing)}\ndocker rm -f <each container it lists>")
+        return
     with connected(dep, accept_new_host_keys, parallel) as transports:
         problems = stop_job(dep, transports)
     if problems:
