@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 from ascend_run.deployment import Deployment, Node
 from ascend_run.launch import nodeops
 from ascend_run.launch.launcher import parallel
+from ascend_run.losslog import parse_step_line
 
 _TAIL_SCRIPT = 'for f in "$1"/worker_*.log; do [ -f "$f" ] && { echo "@@ $f"; tail -n 200 "$f"; }; done; true'
-_LOSS = re.compile(r"step:\s*\[\s*(\d+)\s*/\s*(\d+)\s*\],\s*loss:\s*([-+0-9.eE]+)")
 
 
 def _node_row(dep: Deployment, node: Node, t) -> dict:
@@ -21,9 +19,9 @@ def _node_row(dep: Deployment, node: Node, t) -> dict:
             continue
         if line.strip():
             last_line = line.strip()
-        match = _LOSS.search(line)
-        if match:
-            last_loss = f"{match.group(3)} (step {match.group(1)}/{match.group(2)})"
+        point = parse_step_line(line)
+        if point is not None and point.loss is not None:
+            last_loss = f"{point.loss:.6g} (step {point.step})"
     state = containers[0].state if containers else "none"
     return {"node": node.name, "rank": node.rank, "state": state,
             "status": containers[0].status if containers else "", "last_line": last_line, "last_loss": last_loss}
