@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "sim",
     "exec",
     "demo",
+    "ranktable",
 ]
 
 
