@@ -172,6 +172,7 @@ class JobSettings(Strict):
     sync: list[SyncDir] = Field(default_factory=list)
     serve_port: int | None = Field(default=None, ge=1, le=65535)
     require_free: dict[str, str] = Field(default_factory=dict)
+    rank_table: str | None = None  # hccl.json on every server: mounted read-only, RANK_TABLE_FILE points at it
 
     @field_validator("require_free")
     @classmethod
@@ -180,6 +181,13 @@ class JobSettings(Strict):
             if not path.startswith("/"):
                 raise ValueError(f"{path!r}: paths on the servers must be absolute")
             parse_size(size)
+        return value
+
+    @field_validator("rank_table")
+    @classmethod
+    def _rank_table(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r}: the rank table path on the servers must be absolute")
         return value
 
     @field_validator("host_log_dir")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import pytest
+
 from ascend_run.deployment import deployment_from_data, load_deployment
 from ascend_run.launch.plan import launch_plan
 
@@ -55,3 +57,18 @@ def test_plain_msrun_form_and_log_mount():
     mounts = [a for a in plan.docker_argv if a.startswith("--mount=")]
     assert "--mount=type=bind,source=/var/log/ascend-run/cpu,target=/work/output/msrun_log" in mounts
     assert shlex.split(shlex.join(plan.docker_argv)) == plan.docker_argv
+
+
+def test_rank_table_is_mounted_read_only_and_named_in_the_env():
+    data = {"name": "infer", "profile": "atlas-800i-a2", "image": "img:1",
+            "nodes": [{"address": "10.0.0.[1-2]"}],
+            "job": {"command": "run_deepseekv3_predict.py", "rank_table": "/data/hccl.json"}}
+    for plan in launch_plan(deployment_from_data(data)):
+        argv = plan.docker_argv
+        assert "--mount=type=bind,source=/data/hccl.json,target=/data/hccl.json,readonly" in argv
+        assert "RANK_TABLE_FILE=/data/hccl.json" in argv
+    data["job"]["rank_table"] = "hccl.json"
+    with pytest.raises(Exception, match="absolute"):
+        deployment_from_data(data)
+    del data["job"]["rank_table"]
+    assert not any("RANK_TABLE_FILE" in a for a in launch_plan(deployment_from_data(data))[0].docker_argv)

@@ -101,8 +101,13 @@ def node_plan(dep: Deployment, node: Node) -> NodePlan:
         remote = sync_remote_dir(dep, index)
         sync_dirs.append((str(dep.sync_source(index)), remote))
         mounts.append(Mount(source=remote, target=item.target, read_only=True))
+    env = {}
+    if job.rank_table:
+        mounts.append(Mount(source=job.rank_table, target=job.rank_table, read_only=True))
+        env["RANK_TABLE_FILE"] = job.rank_table
     # --rm: a finished or stopped job leaves no container behind; its logs stay in host_log_dir.
-    docker_argv = docker_run_argv(dep, node, job_argv, extra_mounts=mounts, workdir=job.workdir, auto_remove=True)
+    docker_argv = docker_run_argv(dep, node, job_argv, extra_mounts=mounts, workdir=job.workdir, auto_remove=True,
+                                  extra_env=env)
     return NodePlan(node=node, values=values, job_argv=job_argv, docker_argv=docker_argv, sync_dirs=sync_dirs)
 
 

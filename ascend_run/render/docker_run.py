@@ -8,7 +8,7 @@ Quoting happens once, in `render_script`, with `shlex.quote` on each argv elemen
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ascend_run.deployment import Deployment, Node
 from ascend_run.models import Mount
@@ -40,7 +40,8 @@ def container_mounts(dep: Deployment) -> list[Mount]:
 
 def docker_run_argv(dep: Deployment, node: Node, command: Sequence[str] = KEEPALIVE_COMMAND,
                     *, docker: Sequence[str] = ("docker",), extra_mounts: Sequence[Mount] = (),
-                    workdir: str | None = None, auto_remove: bool = False) -> list[str]:
+                    workdir: str | None = None, auto_remove: bool = False,
+                    extra_env: Mapping[str, str] | None = None) -> list[str]:
     """The full `docker run -d …` command for `node`: one element per argument, nothing quoted.
 
     The launcher adds `extra_mounts` (the job's log dir, synced dirs) and the job's `workdir`.
@@ -62,7 +63,7 @@ def docker_run_argv(dep: Deployment, node: Node, command: Sequence[str] = KEEPAL
         argv.append("--privileged")
     argv += [f"--device={path}" for path in profile.device_paths(node.npus)]
     argv += [mount_flag(m) for m in [*container_mounts(dep), *extra_mounts]]
-    for name, value in dep.node_env(node).items():
+    for name, value in {**dep.node_env(node), **(extra_env or {})}.items():
         argv += ["--env", f"{name}={value}"]
     argv += ["--label", f"{JOB_LABEL}={dep.name}", "--label", f"{RANK_LABEL}={node.rank}"]
     if workdir or container.workdir:
