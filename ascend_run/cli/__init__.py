@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "exec",
     "demo",
     "ranktable",
+    "weights",
 ]
 
 

@@ -1,0 +1,108 @@
+"""Spread a weights directory from node 0 to the other nodes over SSH, checked with sha256 manifests.
+
+Copies go via a local temporary copy (sftp get from node 0, sftp put to each target in parallel), not a
+streamed `tar`: the transports' `run` returns text, so binary tar streams would need a lower-level channel.
+Files already identical on a target (same sha256) are skipped; free space is checked on every target
+before anything is copied.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ascend_run.errors import AscendRunError
+from ascend_run.launch.launcher import parallel
+
+
+def manifest(transport, directory: str) -> dict[str, str]:
+    """{relative path: sha256} of every file under `directory` on a node (empty if it does not exist)."""
+    script = (f"cd {shlex.quote(directory)} 2>/dev/null || exit 0; "
+              "find . -type f ! -name '.ascend-run-*' -print0 | sort -z | xargs -0 -r sha256sum")
+    result = transport.run(["sh", "-c", script], timeout=3600)
+    if not result.ok:
+        raise AscendRunError(f"sha256sum under {directory} failed: {result.stderr.strip()[-300:]}")
+    sums = {}
+    for line in result.stdout.splitlines():
+        digest, _, name = line.partition("  ")
+        sums[posixpath.normpath(name)] = digest
+    return sums
+
+
+def sizes(transport, directory: str) -> dict[str, int]:
+    result = transport.run(["sh", "-c", f"cd {shlex.quote(directory)} && find . -type f -printf '%s %p\\n'"])
+    if not result.ok:
+        raise AscendRunError(f"{directory}: {result.stderr.strip()[-300:]}")
+    out = {}
+    for line in result.stdout.splitlines():
+        size, _, name = line.partition(" ")
+        out[posixpath.normpath(name)] = int(size)
+    return out
+
+
+def free_bytes(transport, directory: str) -> int:
+    script = (f"d={shlex.quote(directory)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; "
+              "df -B1 --output=avail \"$d\" | tail -n 1")
+    result = transport.run(["sh", "-c", script])
+    if not result.ok:
+        raise AscendRunError(f"df {directory}: {result.stderr.strip()[-300:]}")
+    return int(result.stdout.split()[-1])
+
+
+def spread_from_node(dep, transports, directory: str, on_msg: Callable[[str], None] = print) -> dict[str, int]:
+    """Copy `directory` from the deployment's first node to the others; returns {node: files copied}."""
+    source, *targets = dep.nodes
+    src = transports[source.name]
+    want = manifest(src, directory)
+    if not want:
+        raise AscendRunError(f"{source.name}: no files under {directory} to spread")
+    file_sizes = sizes(src, directory)
+    have = dict(parallel(targets, lambda n: manifest(transports[n.name], directory)))
+    for value in have.values():
+        if isinstance(value, BaseException):
+            raise value
+    todo = {n.name: sorted(f for f, d in want.items() if have[n.name].get(f) != d) for n in targets}
+    frees = parallel(targets, lambda n: free_bytes(transports[n.name], directory))
+    short = []
+    for node in targets:
+        free = frees[node.name]
+        if isinstance(free, BaseException):
+            raise free
+        need = sum(file_sizes[f] for f in todo[node.name])
+        if need > free:
+            short.append(f"{node.name} needs {need} bytes under {directory}, has {free} free")
+    if short:
+        raise AscendRunError("not enough disk space, nothing copied: " + "; ".join(short))
+    needed = sorted({f for files in todo.values() for f in files})
+    copied = {n.name: len(todo[n.name]) for n in targets}
+    if not needed:
+        on_msg(f"all {len(targets)} nodes already have the {len(want)} files of {directory}")
+        return copied
+    with tempfile.TemporaryDirectory(prefix="ascend-run-weights-") as tmp:
+        for rel in needed:
+            local = Path(tmp, rel)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            src.get(posixpath.join(directory, rel), local)
+
+        def push(node) -> None:
+            t = transports[node.name]
+            files = todo[node.name]
+            dirs = sorted({posixpath.dirname(posixpath.join(directory, f)) for f in files})
+            t.run(["mkdir", "-p", *dirs]).check(node.name)
+            for rel in files:
+                t.put(Path(tmp, rel), posixpath.join(directory, rel))
+            got = manifest(t, directory)
+            bad = [f for f in want if got.get(f) != want[f]]
+            if bad:
+                raise AscendRunError(f"{node.name}: sha256 mismatch after copy: {', '.join(bad[:5])}")
+
+        results = parallel([n for n in targets if todo[n.name]], push)
+    failed = [f"{name}: {exc}" for name, exc in results.items() if isinstance(exc, BaseException)]
+    if failed:
+        raise AscendRunError("copy failed on " + "; ".join(failed))
+    for node in targets:
+        on_msg(f"{node.name}: copied {copied[node.name]} of {len(want)} files, sha256 verified")
+    return copied

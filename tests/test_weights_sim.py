@@ -1,0 +1,42 @@
+"""`ascend-run weights fetch --from-node` on a simulated cluster (sshd only)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest_e2e import run_cli
+from tests.conftest_sim import ssh
+
+pytestmark = pytest.mark.slow
+
+WEIGHTS = "/data/model_path"
+MAKE = (f"mkdir -p {WEIGHTS}/sub && head -c 3000000 /dev/urandom > {WEIGHTS}/model-00001.safetensors && "
+        f"head -c 1000000 /dev/urandom > {WEIGHTS}/sub/model-00002.safetensors && "
+        f"echo '{{}}' > {WEIGHTS}/config.json")
+SUMS = f"cd {WEIGHTS} && find . -type f | sort | xargs sha256sum"
+
+
+def test_spread_from_node_checks_sums_skips_copies_and_refuses_a_full_disk(sim_cluster):
+    cluster = sim_cluster(nodes=4, profile="atlas-800i-a2", docker=False)
+    nodes = cluster.nodes()
+    ssh(cluster, nodes[0], MAKE)
+    dep_file = str(cluster.deployment_file)
+
+    cluster.fill_disk(nodes[2].name, "/data", free="1M")
+    full = run_cli("weights", "fetch", "-f", dep_file, "--to", WEIGHTS, "--from-node")
+    assert full.returncode != 0 and nodes[2].name in full.stderr and "nothing copied" in full.stderr
+    for node in nodes[1:]:
+        assert ssh(cluster, node, f"ls {WEIGHTS} 2>/dev/null | wc -l").stdout.strip() == "0"
+    cluster.free_disk(nodes[2].name, "/data")
+
+    first = run_cli("weights", "fetch", "-f", dep_file, "--to", WEIGHTS, "--from-node")
+    assert first.returncode == 0, first.stderr
+    expected = ssh(cluster, nodes[0], SUMS).stdout
+    assert expected.count("\n") == 3
+    for node in nodes[1:]:
+        assert ssh(cluster, node, SUMS).stdout == expected
+    assert first.stderr.count("copied 3 of 3 files, sha256 verified") == 3
+
+    second = run_cli("weights", "fetch", "-f", dep_file, "--to", WEIGHTS, "--from-node")
+    assert second.returncode == 0 and "already have the 3 files" in second.stderr
+    assert "0 file copies" in second.stderr
