@@ -107,7 +107,10 @@ class Launcher:
         def work(node: Node) -> None:
             t = self.t(node)
             log_dir = self.dep.host_log_dir
-            rotate = 'if [ -d "$1" ] && [ -n "$(ls -A "$1")" ]; then mv "$1" "$1.prev-$2"; fi; mkdir -p "$1"'
+            # world-writable: the image's own user (HwHiAiUser, uid 1000) writes the logs unless the
+            # profile runs the container as root
+            rotate = ('if [ -d "$1" ] && [ -n "$(ls -A "$1")" ]; then mv "$1" "$1.prev-$2"; fi; '
+                      'mkdir -p "$1" && chmod 0777 "$1"')
             t.run(["sh", "-c", rotate, "sh", log_dir, stamp], timeout=60).check(node.name)
             for source, remote in self.plans[node.name].sync_dirs:
                 t.run(["rm", "-rf", remote], timeout=60).check(node.name)

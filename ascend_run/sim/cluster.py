@@ -383,6 +383,8 @@ class SimCluster:
         if left:
             raise SimError(f"processes {left} of the simulated cluster in {self.dir} did not die",
                            fix=f"kill them, then run: ascend-run sim down --dir {self.dir}")
+        for node in rec["nodes"]:  # the nodes' image stores: gigabytes each once an image is shipped
+            shutil.rmtree(Path(node["root"]) / "docker", ignore_errors=True)
         self.record_path.unlink()
 
     def _processes(self, rec: dict) -> set[int]:
