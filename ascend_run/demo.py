@@ -9,8 +9,7 @@ down. Every step is the kit's own code path; only the NPUs are simulated.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from ascend_run.images import get_image
@@ -81,15 +80,3 @@ def demo_job_file(cluster_dir: Path, image: str, steps: int = 30) -> Path:
         "  sync:\n"
         f"    - {{source: {EXAMPLES / 'cpu-job'}, target: /opt/ascend-run/cpu-job}}\n")
     return path
-
-
-@contextlib.contextmanager
-def simulated_cluster(directory: Path, nodes: int, profile: str = "atlas-800t-a2") -> Iterator:
-    from ascend_run.sim.cluster import SimCluster
-
-    cluster = SimCluster(directory)
-    cluster.up(nodes, profile)
-    try:
-        yield cluster
-    finally:
-        cluster.down()

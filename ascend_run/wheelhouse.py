@@ -11,7 +11,6 @@ import contextlib
 import functools
 import http.server
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,11 +72,3 @@ def serve(wheelhouse: Path) -> Iterator[str]:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args) -> None:  # noqa: A002 - the stdlib's name
         pass
-
-
-def has_wheels(path: Path) -> bool:
-    return path.is_dir() and any(path.glob("*.whl"))
-
-
-def clear(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -23,29 +23,11 @@ from ascend_run.errors import SimError
 from ascend_run.npu_tools import parse_hccn_conf, parse_npu_smi_info
 from ascend_run.profiles import get_profile
 from ascend_run.sim import network, tools
-from ascend_run.sim.cluster import SimCluster
+from ascend_run.sim.cluster import SimCluster, descendants
 from ascend_run.sim.node import NodeLayout, write_node_files
 from tests.conftest_sim import sim_unavailable, ssh
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def _descendants(roots: set[int]) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int(Path(entry, "stat").read_text().rpartition(")")[2].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, []))
-    return found
 
 
 def snapshot(cluster: SimCluster) -> dict:
@@ -56,7 +38,7 @@ def snapshot(cluster: SimCluster) -> dict:
         out = subprocess.run(["ip", "netns", "pids", node["netns"]], check=False, capture_output=True,
                              text=True).stdout
         pids.update(int(p) for p in out.split())
-    return {"tag": rec["tag"], "third_octet": rec["third_octet"], "pids": _descendants(pids),
+    return {"tag": rec["tag"], "third_octet": rec["third_octet"], "pids": descendants(pids),
             "dir": str(cluster.dir)}
 
 

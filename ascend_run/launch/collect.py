@@ -7,9 +7,6 @@ from pathlib import Path
 from ascend_run.deployment import Deployment, Node
 from ascend_run.launch.launcher import parallel
 
-LOG_GLOBS = ("worker_*.log", "scheduler.log")
-
-
 def _list_logs(t, log_dir: str) -> list[str]:
     script = 'cd "$1" 2>/dev/null || exit 0; for f in worker_*.log scheduler.log; do [ -f "$f" ] && echo "$f"; done; true'
     result = t.run(["sh", "-c", script, "sh", log_dir], timeout=60)

@@ -60,14 +60,6 @@ def wait_container(t, name: str, timeout: float | None = None) -> int:
     return -1
 
 
-def container_pids(t, name: str) -> list[int]:
-    """Processes still running in the container (empty when it is gone)."""
-    result = t.run([DOCKER, "top", name, "-eo", "pid"], timeout=60)
-    if result.rc != 0:
-        return []
-    return [int(x) for x in result.stdout.split()[1:] if x.isdigit()]
-
-
 def upload_dir(t, source: str | Path, remote: str) -> None:
     """Copy a local directory's contents into `remote` on the node (one tar stream over the transport)."""
     buffer = io.BytesIO()

@@ -351,7 +351,7 @@ class SimCluster:
                            fix="remove the simulated cluster's namespaces and links by hand; sim.json was edited")
         doomed = self._processes(rec)
         shims = {p for p in doomed if _comm(p).startswith("containerd-shim")}
-        containers = _descendants(shims) - shims
+        containers = descendants(shims) - shims
         for p in containers:  # a simulated server's containers die with it; dockerd then stops at once
             _kill(p, signal.SIGKILL)
         _wait_gone(containers, 2)
@@ -396,7 +396,7 @@ class SimCluster:
         for pid in rec.get("pids", {}).values():
             if str(self.dir) in _cmdline(pid):  # not a recycled pid of an unrelated process
                 roots.add(int(pid))
-        found = _descendants(roots)
+        found = descendants(roots)
         found.discard(os.getpid())
         return found
 
@@ -483,7 +483,7 @@ def _saved_image(base_url: str, image: str) -> Path:
     return tar
 
 
-def _descendants(roots: set[int]) -> set[int]:
+def descendants(roots: set[int]) -> set[int]:
     """`roots` and every process below them, from one pass over /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():

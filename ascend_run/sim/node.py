@@ -9,9 +9,7 @@ dockerd (with `--device` paths resolving against this /dev) and then becomes ssh
 
 from __future__ import annotations
 
-import os
 import posixpath
-import re
 import shlex
 import subprocess
 from dataclasses import dataclass
@@ -185,11 +183,3 @@ def start_command(net: SimNet, index: int, layout: NodeLayout) -> list[str]:
 def public_host_key(layout: NodeLayout) -> str:
     kind, key = Path(f"{layout.host_key}.pub").read_text().split()[:2]
     return f"{kind} {key}"
-
-
-def safe_name(text: str) -> bool:
-    return bool(re.fullmatch(r"[a-z0-9-]+", text))
-
-
-def environment() -> dict[str, str]:
-    return {**os.environ, "LC_ALL": "C"}
