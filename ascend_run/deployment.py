@@ -29,6 +29,7 @@ JOB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
 CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+USER_NAME = r"^[a-z_][a-z0-9_-]*\$?$"  # a POSIX login name
 SIZE = re.compile(r"^[0-9]+[bkmgBKMG]?$")
 
 
@@ -75,7 +76,7 @@ def check_address(value: str) -> str:
 class SSHSettings(Strict):
     """How to reach the servers. Host keys are always verified against `known_hosts`."""
 
-    user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]*\$?$")
+    user: str = Field(default="root", pattern=USER_NAME)
     port: int = Field(default=22, ge=1, le=65535)
     identity_file: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
@@ -83,7 +84,7 @@ class SSHSettings(Strict):
 
 
 class SSHOverride(Strict):
-    user: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]*\$?$")
+    user: str | None = Field(default=None, pattern=USER_NAME)
     port: int | None = Field(default=None, ge=1, le=65535)
     identity_file: str | None = None
 
