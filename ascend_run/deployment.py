@@ -204,6 +204,43 @@ class JobSettings(Strict):
         return None if value is None else check_address(value)
 
 
+HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class WeightsSettings(Strict):
+    """Where the model weights come from and where they go (`ascend-run weights fetch`)."""
+
+    repo: str = "MindSpore-Lab/DeepSeek-V3"
+    revision: str = Field(default="main", pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
+    dir: str | None = None           # on the download node, or on storage every node mounts
+    node: str | None = None          # which node downloads (name, address or rank); the first by default
+    image: str | None = None         # an image with openmind_hub (the infer image pins it); the file's by default
+    endpoint: str | None = None      # the hub; openmind_hub's default (https://modelers.cn) when unset
+    https_proxy: str | None = None   # the servers' way out, e.g. http://proxy.example:3128
+    ca_bundle: str | None = None     # PEM on the download node for a TLS-intercepting proxy
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, value: str) -> str:
+        if not HUB_REPO.match(value):
+            raise ValueError(f"{value!r} is not a hub repository like MindSpore-Lab/DeepSeek-V3")
+        return value
+
+    @field_validator("dir", "ca_bundle")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r}: paths on the servers must be absolute")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError(f"{value!r}: openmind_hub only talks HTTPS (https://…)")
+        return value
+
+
 class DeploymentFile(Strict):
     """The whole file as written (after `extends:` is merged)."""
 
@@ -216,6 +253,7 @@ class DeploymentFile(Strict):
     mounts: list[Mount] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     job: JobSettings | None = None
+    weights: WeightsSettings = Field(default_factory=WeightsSettings)
 
     _env = field_validator("env", mode="before")(lambda cls, v: _env_mapping(v))
 

@@ -100,6 +100,12 @@ class JobFailed(AscendRunError):
     exit_code = 6
 
 
+class StepFailed(AscendRunError):
+    """A one-off step around the job (weights download, data conversion) failed; nothing is marked done."""
+
+    exit_code = 8
+
+
 class SimError(AscendRunError):
     """The simulated cluster could not be brought up or torn down."""
 

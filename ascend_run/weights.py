@@ -8,6 +8,7 @@ before anything is copied.
 
 from __future__ import annotations
 
+import json
 import posixpath
 import shlex
 import tempfile
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from ascend_run.errors import AscendRunError
 from ascend_run.launch.launcher import parallel
+
+MARKER = ".ascend-run-complete.json"  # written by data/hub_fetch.py when a download is whole
 
 
 def manifest(transport, directory: str) -> dict[str, str]:
@@ -59,6 +62,9 @@ def spread_from_node(dep, transports, directory: str, on_msg: Callable[[str], No
     want = manifest(src, directory)
     if not want:
         raise AscendRunError(f"{source.name}: no files under {directory} to spread")
+    marker = completion_marker(src, directory)
+    if marker is not None:
+        check_against_marker(source.name, directory, want, marker)
     file_sizes = sizes(src, directory)
     have = dict(parallel(targets, lambda n: manifest(transports[n.name], directory)))
     for value in have.values():
@@ -80,6 +86,7 @@ def spread_from_node(dep, transports, directory: str, on_msg: Callable[[str], No
     copied = {n.name: len(todo[n.name]) for n in targets}
     if not needed:
         on_msg(f"all {len(targets)} nodes already have the {len(want)} files of {directory}")
+        _put_marker(transports, targets, directory, marker)
         return copied
     with tempfile.TemporaryDirectory(prefix="ascend-run-weights-") as tmp:
         for rel in needed:
@@ -103,6 +110,38 @@ def spread_from_node(dep, transports, directory: str, on_msg: Callable[[str], No
     failed = [f"{name}: {exc}" for name, exc in results.items() if isinstance(exc, BaseException)]
     if failed:
         raise AscendRunError("copy failed on " + "; ".join(failed))
+    _put_marker(transports, targets, directory, marker)
     for node in targets:
         on_msg(f"{node.name}: copied {copied[node.name]} of {len(want)} files, sha256 verified")
     return copied
+
+
+def completion_marker(transport, directory: str) -> str | None:
+    """The text of `weights fetch`'s completion marker in `directory`, None when there is none."""
+    result = transport.run(["cat", posixpath.join(directory, MARKER)], timeout=60)
+    return result.stdout if result.ok else None
+
+
+def check_against_marker(node: str, directory: str, sums: dict[str, str], marker_text: str) -> None:
+    """A downloaded copy must still be what the hub sent before it is spread: same files, same sha256."""
+    try:
+        recorded = {name: info.get("sha256", "") for name, info in json.loads(marker_text)["files"].items()}
+    except (ValueError, KeyError, AttributeError, TypeError):
+        raise AscendRunError(f"{node}: {directory}/{MARKER} is not readable",
+                             fix="download again: ascend-run weights fetch -f FILE") from None
+    missing = sorted(set(recorded) - set(sums))
+    changed = sorted(n for n, digest in recorded.items() if n in sums and len(digest) == 64 and sums[n] != digest)
+    if missing or changed:
+        first = (missing + changed)[0]
+        raise AscendRunError(f"{node}: {directory} no longer matches what the hub sent ({len(missing)} missing, "
+                             f"{len(changed)} changed, e.g. {first}); nothing copied",
+                             fix="download it again: ascend-run weights fetch -f FILE (it re-fetches what differs)")
+
+
+def _put_marker(transports, targets, directory: str, marker_text: str | None) -> None:
+    """Every copy carries the marker, so each node can tell a complete copy from a partial one."""
+    if marker_text is None:
+        return
+    for node in targets:
+        transports[node.name].run(["sh", "-c", 'cat > "$1"', "sh", posixpath.join(directory, MARKER)],
+                                  stdin=marker_text.encode(), timeout=60).check(node.name)

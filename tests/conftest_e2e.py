@@ -34,6 +34,12 @@ def cpu_train_image(docker_client):
 
 
 @pytest.fixture(scope="session")
+def cpu_infer_image(docker_client):
+    """The infer image (it pins openmind-hub) built the same way: the weights download runs in it."""
+    return build_cpu_image(docker_client, "infer")
+
+
+@pytest.fixture(scope="session")
 def e2e_cluster(tmp_path_factory, docker_client, cpu_train_image):
     """(SimCluster, job file) with 3 nodes that all have the train image."""
     needs_root_tools()

@@ -24,12 +24,13 @@ parallel_option = click.option("--parallel", default=256, show_default=True, hel
 
 
 @contextlib.contextmanager
-def connected(dep: Deployment, accept_new: bool = False, parallel: int = 256) -> Iterator[dict]:
-    """One SSH connection per node, opened in parallel and closed at the end; raises for the first node
-    that cannot be reached (naming the others), having closed the ones that could."""
+def connected(dep: Deployment, accept_new: bool = False, parallel: int = 256,
+              nodes: list | None = None) -> Iterator[dict]:
+    """One SSH connection per node (or per node of `nodes`), opened in parallel and closed at the end; raises
+    for the first node that cannot be reached (naming the others), having closed the ones that could."""
     from ascend_run.transport.fanout import close_all, connect_all
 
-    transports = connect_all(dep, accept_new=accept_new, parallelism=parallel)
+    transports = connect_all(dep, accept_new=accept_new, parallelism=parallel, nodes=nodes)
     try:
         yield transports
     finally:

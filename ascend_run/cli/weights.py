@@ -1,12 +1,15 @@
-"""`ascend-run weights`: put the model weights on every server."""
+"""`ascend-run weights`: put the model weights on the servers."""
 
 from __future__ import annotations
 
+import shlex
 import time
 
 import click
 
-from ascend_run.cli.common import deployment_option
+from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, output_option
+
+ADMIN_NOISE = "running openMind Hub Client as an Admin user"
 
 
 @click.group()
@@ -16,33 +19,123 @@ def weights() -> None:
 
 @weights.command()
 @deployment_option
-@click.option("--to", "directory", required=True, help="Weights directory on the servers (absolute path).")
+@click.option("--to", "directory", help="Weights directory on the servers (absolute). Default: weights.dir.")
+@click.option("--repo", help="Hub repository. Default: weights.repo (MindSpore-Lab/DeepSeek-V3).")
+@click.option("--revision", help="Branch, tag or commit. Default: weights.revision (main).")
+@click.option("--node", help="The node that downloads (name, address or rank). Default: weights.node, else node 0.")
+@click.option("--image", help="Image with openmind_hub to download in. Default: weights.image, else the file's image.")
+@click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Files fetched at once.")
 @click.option("--from-node", is_flag=True,
-              help="Spread the copy already on node 0 to the other nodes (sha256 checked, identical files skipped).")
-@click.option("--repo", default="MindSpore-Lab/DeepSeek-V3", show_default=True, help="Hub repository.")
+              help="Instead of downloading: spread node 0's copy to the other nodes (sha256 checked, "
+                   "identical files skipped).")
+@dry_run_option
+@output_option
 @click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
-def fetch(deployment_file: str, directory: str, from_node: bool, repo: str, accept_new_host_keys: bool) -> None:
-    """Copy the weights to the servers.
+def fetch(deployment_file: str, directory: str | None, repo: str | None, revision: str | None, node: str | None,
+          image: str | None, workers: int, from_node: bool, dry_run: bool, output_format: str,
+          accept_new_host_keys: bool) -> None:
+    """Download the weights from the openMind hub once, or spread a copy to every node.
 
-    Only --from-node is implemented: node 0's copy goes to every other node in parallel (via a local
-    temporary copy), after a free-space check on every target; nothing is copied if one is short.
-    Downloading from the openMind hub is not implemented yet.
+    Without --from-node: one container of the image (openmind_hub's snapshot_download, as the article does it)
+    on one node writes DIR.partial, after checking the free space against the repository's size; DIR appears,
+    with .ascend-run-complete.json in it, only when every file is there. An interrupted download resumes when
+    run again; a complete one is not fetched again unless the hub has a newer commit.
+
+    With --from-node: node 0's copy goes to every other node in parallel (via a local temporary copy), after
+    a free-space check on every target; nothing is copied if one is short.
     """
-    from ascend_run.cli.launch import connected
     from ascend_run.deployment import load_deployment
-    from ascend_run.errors import AscendRunError
+
+    dep = load_deployment(deployment_file)
+    if from_node:
+        _spread(dep, directory or dep.spec.weights.dir, accept_new_host_keys, dry_run)
+    else:
+        _download(dep, deployment_file, directory, repo, revision, node, image, workers, dry_run, output_format,
+                  accept_new_host_keys)
+
+
+def _spread(dep, directory: str | None, accept_new_host_keys: bool, dry_run: bool) -> None:
+    from ascend_run.cli.launch import connected
     from ascend_run.weights import spread_from_node
 
-    if not from_node:
-        raise AscendRunError(f"downloading {repo} from the hub is not implemented yet",
-                             fix="put the weights on node 0 yourself, then run with --from-node")
-    if not directory.startswith("/"):
-        raise click.BadParameter("must be an absolute path on the servers", param_hint="--to")
-    dep = load_deployment(deployment_file)
+    if not directory or not directory.startswith("/"):
+        raise click.BadParameter("an absolute path on the servers is needed (or weights.dir)", param_hint="--to")
+    if dry_run:
+        source, *targets = dep.nodes
+        click.echo(f"# sha256 of every file under {directory} on {source.name} and on "
+                   f"{', '.join(n.name for n in targets) or 'no other node'}; copy the ones that differ")
+        return
     started = time.monotonic()
     with connected(dep, accept_new_host_keys) as transports:
         copied = spread_from_node(dep, transports, directory, on_msg=lambda m: click.echo(m, err=True))
     click.echo(f"{sum(copied.values())} file copies in {time.monotonic() - started:.1f} s", err=True)
+
+
+def _download(dep, deployment_file: str, directory, repo, revision, node_choice, image, workers, dry_run,
+              output_format, accept_new_host_keys) -> None:
+    from ascend_run import hub
+    from ascend_run.cli.launch import connected, err_console
+
+    req = hub.hub_fetch(dep, repo=repo, dest=directory, revision=revision, image=image, workers=workers)
+    node = hub.download_node(dep, node_choice)
+    argv = hub.fetch_argv(dep, node, req)
+    if dry_run:
+        click.echo(f"# on {node.name} ({node.address}): mkdir -p {shlex.quote(req.dest.rsplit('/', 1)[0] or '/')}; "
+                   f"copy {hub.SCRIPT.name} to {hub.script_on_node(dep)}")
+        click.echo(shlex.join(argv))
+        return
+    console = err_console()
+    with connected(dep, accept_new_host_keys, nodes=[node]) as transports, _FetchProgress(console, node.name) as bar:
+        def on_log(line: str) -> None:
+            if line.strip() and ADMIN_NOISE not in line:
+                console.print(f"[dim]{node.name}: {line}[/dim]", markup=True, highlight=False)
+        done = hub.run_fetch(transports[node.name], dep, node, req, bar.on_event, on_log)
+    if output_format == "json":
+        echo_json({"node": node.name, **done})
+        return
+    what = f"{req.repo}@{str(done.get('commit', ''))[:12]}"
+    if done.get("up_to_date"):
+        click.echo(f"{node.name}: {req.dest} already holds {what} ({done['files']} files); nothing downloaded")
+    else:
+        click.echo(f"{node.name}: {req.dest} complete: {what}, {done['files']} files, {_gb(done['bytes'])}, "
+                   f"{done['fetched']} fetched in {done.get('seconds', 0)} s")
+    if len(dep.nodes) > 1:
+        click.echo("next, unless that directory is on storage every node mounts: "
+                   + shlex.join(["ascend-run", "weights", "fetch", "-f", deployment_file, "--to", req.dest,
+                                 "--from-node"]), err=True)
+
+
+def _gb(size: int) -> str:
+    return f"{size / 1e9:.2f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+
+
+class _FetchProgress:
+    """A files bar driven by the download script's events (plan, progress, done)."""
+
+    def __init__(self, console, node: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.node = node
+        self.console = console
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, transient=True)
+        self.task = None
+
+    def __enter__(self) -> _FetchProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def on_event(self, event: dict) -> None:
+        if event["event"] == "plan":
+            self.console.print(f"{self.node}: {event['files']} files, {_gb(event['bytes'])} at commit "
+                               f"{event['commit'][:12]}; {event['todo_files']} to fetch ({_gb(event['todo_bytes'])}),"
+                               f" {_gb(event['free'])} free", highlight=False)
+            self.task = self.progress.add_task(f"{self.node} files", total=event["todo_files"])
+        elif event["event"] == "progress" and self.task is not None:
+            self.progress.update(self.task, completed=event["done"])
 
 
 commands = [weights]

@@ -15,6 +15,7 @@ from ascend_run.models import Mount
 
 JOB_LABEL = "io.ascend-run.job"
 RANK_LABEL = "io.ascend-run.rank"
+TASK_LABEL = "io.ascend-run.task"  # one-off containers (weights download, data conversion): not the job
 KEEPALIVE_COMMAND = ("sleep", "infinity")
 
 
@@ -71,6 +72,29 @@ def docker_run_argv(dep: Deployment, node: Node, command: Sequence[str] = KEEPAL
     argv.append(dep.image)
     argv += list(command)
     return argv
+
+
+def task_run_argv(dep: Deployment, node: Node, name: str, command: Sequence[str], *,
+                  image: str | None = None, mounts: Sequence[Mount] = (), env: Mapping[str, str] | None = None,
+                  workdir: str | None = None, user: str | None = None) -> list[str]:
+    """`docker run --rm` of a one-off step on `node`, attached so its output streams and its exit code is the step's.
+
+    Host network, the deployment's own mounts (datasets, checkpoints) and env, and no NPUs: a job may hold
+    them, and Ascend forbids mapping one NPU into two containers. `user` None means the job's user.
+    """
+    profile, container = dep.profile, dep.spec.container
+    argv = ["docker", "run", "--rm", "--name", name, "--hostname", node.hostname, "--net=host"]
+    user = user or container.user or profile.container.user
+    if user:
+        argv += ["--user", user]
+    argv += [mount_flag(m) for m in [*dep.mounts, *mounts]]
+    for key, value in {**dep.node_env(node), **(env or {})}.items():
+        argv += ["--env", f"{key}={value}"]
+    argv += ["--label", f"{TASK_LABEL}={dep.name}"]
+    if workdir:
+        argv += ["--workdir", workdir]
+    argv.append(image or dep.image)
+    return argv + list(command)
 
 
 def _lines(argv: list[str]) -> list[str]:

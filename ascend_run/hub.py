@@ -1,0 +1,165 @@
+"""Download the model weights from the openMind hub onto one node, inside the image, resumably.
+
+The article downloads ~1.4 TB with `openmind_hub.snapshot_download` from inside the inference
+container. We do the same, so no Python package is needed on the servers themselves: a one-off
+container of the image (it pins openmind-hub) runs `data/hub_fetch.py`, which adds the free-space
+check, staging in DEST.partial and the completion marker; see that file for the protocol. This module
+builds the `docker run` (pure) and turns the script's events into progress and errors for people.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ascend_run.deployment import HUB_REPO, Deployment, Node
+from ascend_run.errors import ConfigError, StepFailed
+from ascend_run.launch.plan import SYNC_ROOT
+from ascend_run.launch.task import run_task
+from ascend_run.models import Mount
+from ascend_run.render.docker_run import task_run_argv
+
+SCRIPT = Path(__file__).parent / "data" / "hub_fetch.py"
+IN_CONTAINER = "/opt/ascend-run/hub_fetch.py"
+EVENT_PREFIX = "@ascend-run "
+DEFAULT_ENDPOINT = "https://modelers.cn"
+
+
+@dataclass(frozen=True)
+class HubFetch:
+    """One download: the deployment's `weights:` section with the command line's overrides applied."""
+
+    repo: str
+    revision: str
+    dest: str
+    image: str
+    endpoint: str | None = None
+    https_proxy: str | None = None
+    ca_bundle: str | None = None
+    workers: int = 8
+
+
+def hub_fetch(dep: Deployment, *, repo: str | None = None, dest: str | None = None,
+              revision: str | None = None, image: str | None = None, workers: int = 8) -> HubFetch:
+    weights = dep.spec.weights
+    if repo is not None and not HUB_REPO.match(repo):
+        raise ConfigError(f"{repo!r} is not a hub repository like MindSpore-Lab/DeepSeek-V3", key="--repo")
+    dest = dest or weights.dir
+    if not dest:
+        raise ConfigError("no weights directory", file=str(dep.path), key="weights.dir",
+                          fix="set weights.dir in the deployment file, or pass --to /path/on/the/servers")
+    if not dest.startswith("/") or posixpath.normpath(dest) == "/":
+        raise ConfigError(f"{dest!r} must be an absolute directory below / on the servers", key="--to")
+    return HubFetch(repo=repo or weights.repo, revision=revision or weights.revision,
+                    dest=posixpath.normpath(dest), image=image or weights.image or dep.image,
+                    endpoint=weights.endpoint, https_proxy=weights.https_proxy, ca_bundle=weights.ca_bundle,
+                    workers=workers)
+
+
+def download_node(dep: Deployment, choice: str | None = None) -> Node:
+    choice = choice or dep.spec.weights.node
+    return dep.select([choice])[0] if choice else dep.nodes[0]
+
+
+def script_on_node(dep: Deployment) -> str:
+    return f"{SYNC_ROOT}/{dep.name}/tools/hub_fetch.py"
+
+
+def container_name(dep: Deployment) -> str:
+    return f"{dep.container_name}-weights"
+
+
+def fetch_argv(dep: Deployment, node: Node, req: HubFetch) -> list[str]:
+    """The `docker run` that downloads on `node`: the parent of DEST mounted, the script read-only."""
+    parent = posixpath.dirname(req.dest)
+    mounts = [Mount(source=parent, target=parent),
+              Mount(source=script_on_node(dep), target=IN_CONTAINER, read_only=True)]
+    # openmind_hub refuses to write outside its white list; progress bars would flood the log.
+    env = {"HUB_WHITE_LIST_PATHS": parent, "OM_HUB_DISABLE_PROGRESS_BARS": "1"}
+    if req.https_proxy:
+        env.update(HTTPS_PROXY=req.https_proxy, https_proxy=req.https_proxy)
+    if req.ca_bundle:
+        mounts.append(Mount(source=req.ca_bundle, target=req.ca_bundle, read_only=True))
+        env["REQUESTS_CA_BUNDLE"] = req.ca_bundle
+    command = ["python3", IN_CONTAINER, "--repo", req.repo, "--revision", req.revision, "--dest", req.dest,
+               "--workers", str(req.workers)]
+    if req.endpoint:
+        command += ["--endpoint", req.endpoint]
+    # root in the container: the servers' directories are root's; the script leaves files world-readable
+    return task_run_argv(dep, node, container_name(dep), command, image=req.image, mounts=mounts, env=env,
+                         user="0")
+
+
+def parse_event(line: str) -> dict | None:
+    """The script's `@ascend-run {json}` lines; None for anything else (the library's own log)."""
+    text = line.strip()
+    if not text.startswith(EVENT_PREFIX):
+        return None
+    try:
+        event = json.loads(text[len(EVENT_PREFIX):])
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
+def prepare_node(t, dep: Deployment, req: HubFetch) -> None:
+    """The parent of DEST (bind mounts need it) and the script, on the node."""
+    host = getattr(t, "host", "node")
+    t.run(["mkdir", "-p", posixpath.dirname(req.dest), posixpath.dirname(script_on_node(dep))],
+          timeout=60).check(host)
+    t.put(SCRIPT, script_on_node(dep))
+
+
+def run_fetch(t, dep: Deployment, node: Node, req: HubFetch, on_event: Callable[[dict], None],
+              on_log: Callable[[str], None]) -> dict:
+    """Download on `node`; returns the script's final `done` event or raises StepFailed for people."""
+    prepare_node(t, dep, req)
+    events: list[dict] = []
+    tail: list[str] = []
+
+    def on_line(line: str) -> None:
+        event = parse_event(line)
+        if event is None:
+            tail[:] = [*tail[-19:], line]
+            on_log(line)
+            return
+        events.append(event)
+        on_event(event)
+
+    rc = run_task(t, container_name(dep), fetch_argv(dep, node, req), on_line)
+    last = events[-1] if events else {}
+    if rc == 0 and last.get("event") == "done":
+        return last
+    raise fetch_error(node.name, req, rc, last, tail)
+
+
+def fetch_error(node: str, req: HubFetch, rc: int, event: dict, tail: list[str]) -> StepFailed:
+    kind, message = event.get("kind"), event.get("message", "")
+    hub = req.endpoint or DEFAULT_ENDPOINT
+    if kind == "unreachable":
+        return StepFailed(f"{node}: cannot reach the hub {hub}: {message}; nothing was downloaded",
+                          fix="check the node's route to the hub; behind a proxy set weights.https_proxy "
+                              "(and weights.ca_bundle if the proxy re-signs TLS)")
+    if kind == "space":
+        return StepFailed(f"{node}: {message}; nothing was downloaded",
+                          fix="free space there, or download to a larger disk with --to")
+    if kind == "not-ours":
+        return StepFailed(f"{node}: {message}",
+                          fix=f"move it aside, or if it is a complete copy spread it as it is: --to {req.dest} "
+                              "--from-node")
+    if kind == "missing-library":
+        return StepFailed(f"{node}: {message}",
+                          fix="use the infer image (it pins openmind-hub): --image or weights.image")
+    if kind == "hub":
+        return StepFailed(f"{node}: the hub {hub} refused {req.repo}@{req.revision}: {message}",
+                          fix="check the repository name and revision on the hub")
+    if kind == "download":
+        return StepFailed(f"{node}: the download stopped: {message}; what arrived is kept in {req.dest}.partial "
+                          f"and {req.dest} was not created", fix="run the same command again to resume")
+    detail = "\n    ".join(tail[-5:])
+    return StepFailed(f"{node}: the download container exited with code {rc}"
+                      + (f":\n    {detail}" if detail else ""),
+                      fix=f"{req.dest} was not marked complete; fix the cause above and run again to resume")

@@ -1,0 +1,101 @@
+"""`ascend-run weights fetch` from a (stand-in) hub on a simulated Atlas 800I A2 server, then spread.
+
+The download runs where the article runs it: inside the infer image (built from the generated
+Dockerfile; it pins openmind-hub 1.3.0) on node 0, reaching the hub through an HTTPS proxy. The hub is
+`tests/hub_standin.py` on the simulated network's gateway, since modelers.cn is out of reach here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+import pytest
+from ruamel.yaml import YAML
+
+from ascend_run.deployment import load_deployment
+from ascend_run.launch.ship import ship_image
+from ascend_run.transport.fanout import close_all, connect_all
+from tests.conftest_e2e import run_cli
+from tests.conftest_sim import ssh
+from tests.hub_standin import StandinHub
+
+pytestmark = pytest.mark.slow
+
+DEST = "/data/weights/DeepSeek-V3"
+FILES = {
+    "config.json": b'{"model_type": "deepseek_v3"}',
+    "tokenizer.json": b'{"model": {"vocab": {}}}',
+    "model-00001-of-00002.safetensors": os.urandom(3_000_000),
+    "weights/model-00002-of-00002.safetensors": os.urandom(2_000_000),
+}
+SUMS = f"cd {DEST} && find . -type f ! -name '.ascend-run-*' | sort | xargs sha256sum"
+
+
+def expected_sums() -> str:
+    return "".join(f"{hashlib.sha256(FILES[n]).hexdigest()}  ./{n}\n" for n in sorted(FILES))
+
+
+def job_file(cluster, image: str, proxy: str, name: str = "weights.yaml"):
+    path = cluster.dir / name
+    with path.open("w") as fh:
+        YAML().dump({"extends": "cluster.yaml", "image": image,
+                     "weights": {"dir": DEST, "https_proxy": proxy, "ca_bundle": "/data/hub-ca.pem"}}, fh)
+    return path
+
+
+def leftovers(cluster, node) -> str:
+    return subprocess.run(["docker", "-H", f"unix://{node.layout.docker_socket}", "ps", "-a", "--filter",
+                           "label=io.ascend-run.task", "--format", "{{.Names}}"],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_download_in_the_image_on_node0_then_spread(sim_cluster, cpu_infer_image, docker_client, tmp_path):
+    cluster = sim_cluster(nodes=3, profile="atlas-800i-a2", docker=True, image=None)
+    nodes = cluster.nodes()
+    with StandinHub(FILES, tmp_path / "certs", bind=cluster.net.gateway) as hub:
+        ssh(cluster, nodes[0], f"cat > /data/hub-ca.pem <<'PEM'\n{hub.ca_pem.read_text()}PEM")
+        job = job_file(cluster, cpu_infer_image, hub.proxy_url)
+        dep = load_deployment(job)
+        transports = connect_all(dep, nodes=[dep.nodes[0]])
+        try:
+            ship_image(dep, transports, docker_client, cpu_infer_image, nodes=[dep.nodes[0]])
+        finally:
+            close_all(transports)
+
+        cluster.fill_disk(nodes[0].name, "/data", free="1M")
+        short = run_cli("weights", "fetch", "-f", str(job))
+        assert short.returncode == 8, short.stdout + short.stderr
+        assert f"{nodes[0].name}: MindSpore-Lab/DeepSeek-V3 needs 5.0 MB more under /data/weights" in short.stderr
+        assert "nothing was downloaded" in short.stderr and hub.downloads() == []
+        assert ssh(cluster, nodes[0], "ls -A /data/weights").stdout.strip() == ""
+        cluster.free_disk(nodes[0].name, "/data")
+
+        first = run_cli("weights", "fetch", "-f", str(job))
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert f"{nodes[0].name}: {DEST} complete: MindSpore-Lab/DeepSeek-V3@" in first.stdout
+        assert "--from-node" in first.stderr  # the next step is printed
+        assert ssh(cluster, nodes[0], SUMS).stdout == expected_sums()
+        assert ssh(cluster, nodes[0], f"test -f {DEST}/.ascend-run-complete.json && "
+                                      f"test ! -e {DEST}.partial && stat -c %a {DEST}/config.json").stdout == "644\n"
+        assert len(hub.downloads()) == len(FILES)
+        assert leftovers(cluster, nodes[0]) == ""
+
+        again = run_cli("weights", "fetch", "-f", str(job))
+        assert again.returncode == 0 and "already holds" in again.stdout
+        assert len(hub.downloads()) == len(FILES)
+
+        spread = run_cli("weights", "fetch", "-f", str(job), "--from-node")
+        assert spread.returncode == 0, spread.stderr
+        for node in nodes[1:]:
+            assert ssh(cluster, node, SUMS).stdout == expected_sums()
+            assert ssh(cluster, node, f"test -f {DEST}/.ascend-run-complete.json", check=False).returncode == 0
+
+        unreachable = job_file(cluster, cpu_infer_image, f"http://{cluster.net.gateway}:9", "down.yaml")
+        ssh(cluster, nodes[0], f"rm -rf {DEST}")
+        down = run_cli("weights", "fetch", "-f", str(unreachable))
+        assert down.returncode == 8
+        assert f"{nodes[0].name}: cannot reach the hub https://modelers.cn" in down.stderr
+        assert ssh(cluster, nodes[0], "ls -A /data/weights").stdout.strip() == ""
+        assert leftovers(cluster, nodes[0]) == ""
