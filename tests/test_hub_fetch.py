@@ -168,7 +168,8 @@ def test_a_directory_not_written_by_the_kit_is_left_alone(tmp_path, certs):
 def deployment(tmp_path: Path, weights: dict | None = None, **extra):
     data = {"name": "infer", "profile": "atlas-800i-a2", "image": "ascend-run/deepseek-v3-infer:1",
             "nodes": [{"address": "10.0.0.1"}, {"address": "10.0.0.2"}],
-            "mounts": [{"source": "/data/dataset", "target": "/home/work/dataset"}], **extra}
+            "mounts": [{"source": "/data/dataset", "target": "/home/work/dataset"}]}
+    data.update(extra)
     if weights is not None:
         data["weights"] = weights
     return deployment_from_data(data, tmp_path / "infer.yaml")
@@ -191,6 +192,13 @@ def test_fetch_argv_mounts_the_parent_and_script_and_takes_no_npu(tmp_path):
     assert argv[image_at + 1:] == ["python3", hub.IN_CONTAINER, "--repo", REPO, "--revision", "main", "--dest",
                                    "/data/weights/DeepSeek-V3", "--workers", "8"]
     assert argv[argv.index("--user") + 1] == "0"
+
+
+def test_a_mount_of_the_file_with_the_same_target_is_not_repeated(tmp_path):
+    dep = deployment(tmp_path, {"dir": "/data/model_path/DeepSeek-V3"}, mounts=["/data/model_path:/data/model_path"])
+    argv = hub.fetch_argv(dep, dep.nodes[0], hub.hub_fetch(dep))
+    assert [a for a in argv if "target=/data/model_path" in a] == [
+        "--mount=type=bind,source=/data/model_path,target=/data/model_path"]  # docker refuses a repeated target
 
 
 def test_fetch_settings_are_checked(tmp_path):

@@ -87,7 +87,8 @@ def task_run_argv(dep: Deployment, node: Node, name: str, command: Sequence[str]
     user = user or container.user or profile.container.user
     if user:
         argv += ["--user", user]
-    argv += [mount_flag(m) for m in [*dep.mounts, *mounts]]
+    by_target = {m.target: m for m in [*dep.mounts, *mounts]}  # the step's own mount wins over the file's
+    argv += [mount_flag(m) for m in by_target.values()]
     for key, value in {**dep.node_env(node), **(env or {})}.items():
         argv += ["--env", f"{key}={value}"]
     argv += ["--label", f"{TASK_LABEL}={dep.name}"]
