@@ -108,6 +108,9 @@ def parse_event(line: str) -> dict | None:
 def prepare_node(t, dep: Deployment, req: HubFetch) -> None:
     """The parent of DEST (bind mounts need it) and the script, on the node."""
     host = getattr(t, "host", "node")
+    if req.ca_bundle and not t.run(["test", "-f", req.ca_bundle], timeout=60).ok:
+        raise ConfigError(f"{host}: {req.ca_bundle} does not exist on the download node", key="weights.ca_bundle",
+                          fix="copy the proxy's CA certificate (PEM) there, or remove weights.ca_bundle")
     t.run(["mkdir", "-p", posixpath.dirname(req.dest), posixpath.dirname(script_on_node(dep))],
           timeout=60).check(host)
     t.put(SCRIPT, script_on_node(dep))
@@ -159,7 +162,7 @@ def fetch_error(node: str, req: HubFetch, rc: int, event: dict, tail: list[str])
     if kind == "download":
         return StepFailed(f"{node}: the download stopped: {message}; what arrived is kept in {req.dest}.partial "
                           f"and {req.dest} was not created", fix="run the same command again to resume")
-    detail = "\n    ".join(tail[-5:])
+    detail = "\n    ".join([line for line in tail if line.strip()][-3:])
     return StepFailed(f"{node}: the download container exited with code {rc}"
                       + (f":\n    {detail}" if detail else ""),
                       fix=f"{req.dest} was not marked complete; fix the cause above and run again to resume")
