@@ -1,9 +1,9 @@
 """Spread a weights directory from node 0 to the other nodes over SSH, checked with sha256 manifests.
 
-Copies go via a local temporary copy (sftp get from node 0, sftp put to each target in parallel), not a
-streamed `tar`: the transports' `run` returns text, so binary tar streams would need a lower-level channel.
-Files already identical on a target (same sha256) are skipped; free space is checked on every target
-before anything is copied.
+One `tar -c` of the files some target lacks is read from node 0 once and relayed through this machine to
+every such target's `tar -x` at the same time (`transport.broadcast`: bounded memory, no local copy, so
+1.4 TB of weights do not need 1.4 TB here). Files already identical on a target (same sha256) are skipped;
+free space is checked on every target before anything is copied, and every copy is checked afterwards.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import posixpath
 import shlex
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 from ascend_run.errors import AscendRunError
 from ascend_run.launch.launcher import parallel
+from ascend_run.transport.broadcast import broadcast
 
 MARKER = ".ascend-run-complete.json"  # written by data/hub_fetch.py when a download is whole
 
@@ -88,32 +87,39 @@ def spread_from_node(dep, transports, directory: str, on_msg: Callable[[str], No
         on_msg(f"all {len(targets)} nodes already have the {len(want)} files of {directory}")
         _put_marker(transports, targets, directory, marker)
         return copied
-    with tempfile.TemporaryDirectory(prefix="ascend-run-weights-") as tmp:
-        for rel in needed:
-            local = Path(tmp, rel)
-            local.parent.mkdir(parents=True, exist_ok=True)
-            src.get(posixpath.join(directory, rel), local)
+    receivers = [n for n in targets if todo[n.name]]
+    made = parallel(receivers, lambda n: transports[n.name].run(["mkdir", "-p", directory], timeout=60).check(n.name))
+    _raise_any(made)
 
-        def push(node) -> None:
-            t = transports[node.name]
-            files = todo[node.name]
-            dirs = sorted({posixpath.dirname(posixpath.join(directory, f)) for f in files})
-            t.run(["mkdir", "-p", *dirs]).check(node.name)
-            for rel in files:
-                t.put(Path(tmp, rel), posixpath.join(directory, rel))
-            got = manifest(t, directory)
-            bad = [f for f in want if got.get(f) != want[f]]
-            if bad:
-                raise AscendRunError(f"{node.name}: sha256 mismatch after copy: {', '.join(bad[:5])}")
+    def produce(write) -> None:
+        argv = ["tar", "-c", "-C", directory, "-f", "-", "--", *(f"./{f}" for f in needed)]
+        src.run(argv, timeout=None, on_stdout=write).check(source.name, argv)
 
-        results = parallel([n for n in targets if todo[n.name]], push)
-    failed = [f"{name}: {exc}" for name, exc in results.items() if isinstance(exc, BaseException)]
+    def receiver(node):
+        argv = ["tar", "-x", "-C", directory, "-f", "-", "--", *(f"./{f}" for f in todo[node.name])]
+        return lambda chunks: transports[node.name].run(argv, stdin=chunks, timeout=None).check(node.name, argv)
+
+    failed = broadcast(produce, {n.name: receiver(n) for n in receivers})
     if failed:
-        raise AscendRunError("copy failed on " + "; ".join(failed))
+        raise AscendRunError("copy failed on " + "; ".join(f"{name}: {exc}" for name, exc in failed.items()),
+                             fix="fix the cause, then run again: identical files are skipped")
+
+    def verify(node) -> None:
+        got = manifest(transports[node.name], directory)
+        bad = [f for f in want if got.get(f) != want[f]]
+        if bad:
+            raise AscendRunError(f"{node.name}: sha256 mismatch after copy: {', '.join(bad[:5])}")
+    _raise_any(parallel(receivers, verify))
     _put_marker(transports, targets, directory, marker)
     for node in targets:
         on_msg(f"{node.name}: copied {copied[node.name]} of {len(want)} files, sha256 verified")
     return copied
+
+
+def _raise_any(results: dict) -> None:
+    for value in results.values():
+        if isinstance(value, BaseException):
+            raise value
 
 
 def completion_marker(transport, directory: str) -> str | None:

@@ -29,13 +29,18 @@ def test_spread_from_node_checks_sums_skips_copies_and_refuses_a_full_disk(sim_c
         assert ssh(cluster, node, f"ls {WEIGHTS} 2>/dev/null | wc -l").stdout.strip() == "0"
     cluster.free_disk(nodes[2].name, "/data")
 
+    # node 1 already has config.json; node 3 has a damaged first shard: each receives only what it lacks
+    ssh(cluster, nodes[1], f"mkdir -p {WEIGHTS} && echo '{{}}' > {WEIGHTS}/config.json")
+    ssh(cluster, nodes[3], f"mkdir -p {WEIGHTS} && head -c 3000000 /dev/zero > {WEIGHTS}/model-00001.safetensors")
     first = run_cli("weights", "fetch", "-f", dep_file, "--to", WEIGHTS, "--from-node")
     assert first.returncode == 0, first.stderr
     expected = ssh(cluster, nodes[0], SUMS).stdout
     assert expected.count("\n") == 3
     for node in nodes[1:]:
         assert ssh(cluster, node, SUMS).stdout == expected
-    assert first.stderr.count("copied 3 of 3 files, sha256 verified") == 3
+    assert f"{nodes[1].name}: copied 2 of 3 files, sha256 verified" in first.stderr
+    assert f"{nodes[2].name}: copied 3 of 3 files, sha256 verified" in first.stderr
+    assert f"{nodes[3].name}: copied 3 of 3 files, sha256 verified" in first.stderr
 
     second = run_cli("weights", "fetch", "-f", dep_file, "--to", WEIGHTS, "--from-node")
     assert second.returncode == 0 and "already have the 3 files" in second.stderr

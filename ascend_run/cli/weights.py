@@ -41,8 +41,9 @@ def fetch(deployment_file: str, directory: str | None, repo: str | None, revisio
     with .ascend-run-complete.json in it, only when every file is there. An interrupted download resumes when
     run again; a complete one is not fetched again unless the hub has a newer commit.
 
-    With --from-node: node 0's copy goes to every other node in parallel (via a local temporary copy), after
-    a free-space check on every target; nothing is copied if one is short.
+    With --from-node: node 0's copy goes to every other node at once (one tar stream relayed through this
+    machine, nothing stored here), after a free-space check on every target; nothing is copied if one is
+    short. Files already identical (sha256) are skipped.
     """
     from ascend_run.deployment import load_deployment
 

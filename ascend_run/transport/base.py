@@ -54,8 +54,10 @@ class Transport(Protocol):
     host: str
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
-            stdin: Stdin = None) -> Result:
-        """Run to completion. On timeout the process is sent SIGTERM and rc is RC_TIMEOUT."""
+            stdin: Stdin = None, on_stdout: Callable[[bytes], None] | None = None) -> Result:
+        """Run to completion. On timeout the process is sent SIGTERM and rc is RC_TIMEOUT.
+        With `on_stdout`, stdout goes to it chunk by chunk as raw bytes (a tar stream, say) instead of into
+        the result; the call blocks while `on_stdout` does, which slows the remote writer (flow control)."""
 
     def stream(self, argv: Sequence[str], on_line: Callable[[str], None], *,
                env: Mapping[str, str] | None = None, stop: threading.Event | None = None) -> int:

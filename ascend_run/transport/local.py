@@ -28,12 +28,12 @@ class LocalTransport:
         return subprocess.Popen(list(argv), env={**os.environ, **check_env(env)}, start_new_session=True, **kw)
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
-            stdin: Stdin = None) -> Result:
+            stdin: Stdin = None, on_stdout: Callable[[bytes], None] | None = None) -> Result:
         proc = self._start(argv, env, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = bytearray(), bytearray()
-        threads = [threading.Thread(target=_drain, args=(proc.stdout, out), daemon=True),
-                   threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)]
+        threads = [threading.Thread(target=_drain, args=(proc.stdout, on_stdout or out.extend), daemon=True),
+                   threading.Thread(target=_drain, args=(proc.stderr, err.extend), daemon=True)]
         if stdin is not None:
             threads.append(threading.Thread(target=_feed, args=(proc, stdin), daemon=True))
         for thread in threads:
@@ -95,9 +95,9 @@ def _end_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def _drain(pipe, into: bytearray) -> None:
+def _drain(pipe, sink: Callable[[bytes], object]) -> None:
     for chunk in iter(lambda: pipe.read1(1 << 16), b""):
-        into.extend(chunk)
+        sink(chunk)
 
 
 def _feed(proc: subprocess.Popen, stdin: bytes | Iterable[bytes]) -> None:

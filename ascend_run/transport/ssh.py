@@ -246,7 +246,7 @@ class SSHTransport:
                                  fix="check that the node is up, then retry") from None
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
-            stdin: Stdin = None) -> Result:
+            stdin: Stdin = None, on_stdout: Callable[[bytes], None] | None = None) -> Result:
         line = command_line(argv, env)
         if timeout is not None:  # enforced on the node, so the process does not outlive its deadline
             line = shlex.join(["timeout", "-k", str(KILL_AFTER_S), f"{timeout:g}"]) + " " + line
@@ -258,7 +258,11 @@ class SSHTransport:
 
             def take() -> None:
                 while chan.recv_ready():
-                    out.extend(chan.recv(1 << 16))
+                    chunk = chan.recv(1 << 20)
+                    if on_stdout is None:
+                        out.extend(chunk)
+                    elif chunk:
+                        on_stdout(chunk)
                 while chan.recv_stderr_ready():
                     err.extend(chan.recv_stderr(1 << 16))
 
