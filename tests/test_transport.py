@@ -105,6 +105,20 @@ def test_timeout_ends_the_remote_process(any_transport):
     assert f"sleep {marker}" not in remote_processes(f"sleep {marker}")
 
 
+def test_raw_stdout_arrives_whole_in_large_packets_with_gcm(any_transport):
+    """Bulk streams (weights spread) read binary stdout through on_stdout; over SSH in 256 KiB packets."""
+    parts: list[bytes] = []
+    result = any_transport.run(["sh", "-c", "head -c 3000000 /dev/zero; printf '\\377end'"], on_stdout=parts.append)
+    data = b"".join(parts)
+    assert result.ok and result.stdout == "" and len(data) == 3000004 and data.endswith(b"\xffend")
+    if hasattr(any_transport, "_client"):
+        transport = any_transport._client.get_transport()
+        assert transport.remote_cipher == "aes128-gcm@openssh.com"
+        assert transport.default_max_packet_size == 256 << 10
+        offered = set(transport.get_security_options().ciphers)
+        assert offered == set(paramiko.Transport._preferred_ciphers)  # reordered, nothing added
+
+
 def test_one_connection_serves_many_commands(node_ssh):
     transport = node_ssh._client.get_transport()
     for i in range(5):
