@@ -3,7 +3,8 @@
 Each command group lives in its own module and is registered here explicitly. Commands raise
 `AscendRunError`s; `main` turns them into a red message and the error's exit code.
 Exit codes: 0 ok, 1 generic failure, 2 bad input file, 3 Docker engine, 4 node unreachable/remote
-command failed, 5 preflight failed, 6 job failed, 7 simulated cluster, 130 interrupted.
+command failed, 5 preflight failed, 6 job failed, 7 simulated cluster, 8 a step around the job (weights
+download, data conversion) failed, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ COMMAND_MODULES = [
     "demo",
     "ranktable",
     "weights",
+    "data",
 ]
 
 

@@ -1,0 +1,125 @@
+"""`ascend-run data prepare`: the training dataset, converted on a server (see ascend_run/dataprep.py)."""
+
+from __future__ import annotations
+
+import shlex
+
+import click
+
+from ascend_run import dataprep
+from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, output_option
+
+
+@click.group()
+def data() -> None:
+    """Training data on the servers."""
+
+
+@data.command()
+@deployment_option
+@click.option("--input", "input_path", metavar="PATH", default=dataprep.DEFAULT_INPUT, show_default=True,
+              help="Wikitext-2 wiki.train.tokens, as the container sees it (under a mount).")
+@click.option("--vocab-file", metavar="PATH", default=dataprep.DEFAULT_VOCAB, show_default=True,
+              help="DeepSeek-V3 tokenizer.json, as the container sees it (under a mount).")
+@click.option("--output-prefix", metavar="PATH", default=dataprep.DEFAULT_PREFIX, show_default=True,
+              help="Output prefix in the container (under a writable mount); the script writes "
+                   "PREFIX_text_document.bin and .idx.")
+@click.option("--seq-length", default=4096, show_default=True, type=click.IntRange(1),
+              help="Tokens per training sample (the model's seq_length).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Tokenizer processes of the script.")
+@click.option("--script", metavar="PATH", default=dataprep.DEFAULT_SCRIPT, show_default=True,
+              help="The conversion script, relative to the image's MindFormers directory, or absolute "
+                   "(e.g. a stand-in on a mount).")
+@click.option("--node", help="The node that converts (name, address or rank). Default: node 0.")
+@click.option("--image", help="Image to convert in. Default: the deployment file's image.")
+@click.option("--derive", "derive_base", type=click.Path(dir_okay=False, exists=True), metavar="BASE",
+              help="Then derive the article's 1B config from BASE (pretrain_deepseek3_671b.yaml, a local "
+                   "copy) with this dataset; needs -o.")
+@click.option("-o", "--out-file", type=click.Path(dir_okay=False),
+              help="With --derive: where to write the config.")
+@dry_run_option
+@output_option
+@click.option("--accept-new-host-keys", is_flag=True,
+              help="Record host keys of nodes not yet in known_hosts.")
+def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefix: str, seq_length: int,
+            workers: int, script: str, node: str | None, image: str | None, derive_base: str | None,
+            out_file: str | None, dry_run: bool, output_format: str, accept_new_host_keys: bool) -> None:
+    """Convert Wikitext-2 to the Megatron BIN dataset pre-training reads (the article's wikitext_to_bin.py).
+
+    Runs the script in a one-off container of the image on one node (`docker run --rm`, no NPUs), with
+    the deployment file's mounts: every path is a path in the container and must be under a mount, so
+    the output outlives the container. Before anything runs, the input and tokenizer are looked for on
+    the node; afterwards the .bin/.idx pair is checked (Megatron index header, sizes). Then the next
+    step is printed: `config derive` with --data-path PREFIX_text_document, or run with --derive.
+
+    \b
+    Download the inputs first, to the server directory mounted at /home/work/dataset
+    (unzip wikitext-2-v1.zip; wiki.train.tokens is in wikitext-2/):
+      https://ascend-repo-modelzoo.obs.cn-east-2.myhuaweicloud.com/
+        MindFormers/dataset/wikitext-2/wikitext-2-v1.zip
+      https://huggingface.co/deepseek-ai/DeepSeek-V3/resolve/main/
+        tokenizer.json?download=true
+    and mount it in the deployment file:
+      mounts: [{source: /data/dataset, target: /home/work/dataset}]
+    """
+    from ascend_run.deployment import load_deployment
+    from ascend_run.images import get_image
+
+    if bool(derive_base) != bool(out_file):
+        raise click.UsageError("--derive BASE and -o OUT go together")
+    dep = load_deployment(deployment_file)
+    target = dep.select([node])[0] if node else dep.nodes[0]
+    prep = dataprep.DataPrep(input=input_path, vocab_file=vocab_file, output_prefix=output_prefix,
+                             seq_length=seq_length, workers=workers, script=script,
+                             mindformers_dir=get_image("train").workdir, image=image)
+    paths = dataprep.server_paths(dep, prep)  # mount errors before any connection, dry run included
+    next_argv = dataprep.derive_argv(deployment_file, prep, *((derive_base, out_file) if derive_base else ()))
+    if dry_run:
+        looked_for = [paths.input, paths.vocab_file, *([paths.script] if paths.script else [])]
+        click.echo(f"# on {target.name} ({target.address}): test -f {shlex.join(looked_for)}; "
+                   f"mkdir -p {shlex.quote(paths.output_prefix.rsplit('/', 1)[0] or '/')}")
+        click.echo(shlex.join(dataprep.prepare_argv(dep, target, prep)))
+        click.echo(f"# then: check {paths.bin} and {paths.idx}; next: {shlex.join(next_argv)}")
+        return
+    result = _run(dep, target, prep, accept_new_host_keys)
+    result["next"] = shlex.join(next_argv)
+    if output_format == "text":
+        click.echo(f"{target.name}: {result['bin']['server']} ({_size(result['bin_bytes'])}) and .idx: "
+                   f"{result['sequences']} sequences of {seq_length + 1} tokens, {result['documents']} "
+                   f"documents, {result['dtype']}, in {result['seconds']} s")
+        click.echo(f"data_path in the container: {prep.data_path}")
+        if len(dep.nodes) > 1:
+            out_dir = paths.output_prefix.rsplit('/', 1)[0]
+            click.echo(f"note: the dataset is on {target.name} only; every node of the job reads it, so put "
+                       f"{out_dir} on storage every node mounts, or copy it there", err=True)
+    if derive_base:  # after the data report: a config that fails its check must not hide a good dataset
+        derived = dataprep.derive(dep, prep, derive_base, out_file)
+        result["derived"] = str(derived.written)
+    if output_format == "json":
+        echo_json(result)
+    elif derive_base:
+        click.echo(f"derived {result['derived']} from {derive_base} (preset article-1b, this data_path), "
+                   f"as `{result['next']}` does")
+    else:
+        click.echo(f"next: {result['next']}")
+
+
+def _run(dep, target, prep, accept_new_host_keys: bool) -> dict:
+    from ascend_run.cli.launch import connected, err_console
+
+    console = err_console()
+
+    def on_line(line: str) -> None:
+        if line.strip():
+            console.print(f"{target.name}: {line}", style="dim", markup=False, highlight=False)
+
+    with connected(dep, accept_new_host_keys, nodes=[target]) as transports:
+        return dataprep.run_prepare(transports[target.name], dep, target, prep, on_line)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size} bytes"
+
+
+commands = [data]
