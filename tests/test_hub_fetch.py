@@ -126,8 +126,8 @@ def test_unreachable_hub_is_a_clear_error_and_writes_nothing(tmp_path):
 
 def test_interrupted_download_is_not_complete_and_resumes_with_range(tmp_path, certs):
     dest = tmp_path / "DeepSeek-V3"
-    big = {**FILES, "model-00001-of-00002.safetensors": os.urandom(32 << 20)}
-    with StandinHub(big, certs, delay_per_mib=0.15) as standin:
+    big = {**FILES, "model-00001-of-00002.safetensors": os.urandom(24 << 20)}
+    with StandinHub(big, certs, delay_per_mib=0.08) as standin:
         proc = run_script(standin, dest, "--workers", "1", wait=False)
         partial = dest.parent / "DeepSeek-V3.partial"
         deadline = time.monotonic() + 60
