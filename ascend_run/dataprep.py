@@ -7,8 +7,8 @@ The article does this by hand inside the train container (NOTES.md section 3 ste
         --output-prefix /home/work/dataset/wiki_4096 --vocab-file /home/work/dataset/tokenizer.json \\
         --seq-length 4096 --workers 1
 
-Here it runs as a one-off `docker run --rm` of the image on one node. Because the container is removed
-when it ends, every path it reads or writes must be under one of the deployment's bind mounts, or the
+Here it runs as a one-off container of the image on one node (`launch.task`). Because the container is
+removed when it ends, every path it reads or writes must be under one of the deployment's bind mounts, or the
 result is lost with the container: that is checked before anything runs, and so is the presence of the
 input files on the server (a missing download is the usual mistake). Afterwards the `.bin`/`.idx` pair is
 looked at on the server (the index header is read, not trusted) and the next step, `config derive` with
@@ -108,7 +108,7 @@ class ServerPaths:
 
 def server_paths(dep: Deployment, prep: DataPrep) -> ServerPaths:
     """Map each container path through the deployment's mounts; a path outside them is a ConfigError,
-    because with `docker run --rm` an unmounted input is not there and an unmounted output is lost."""
+    because the container is removed: an unmounted input is not there and an unmounted output is lost."""
     mounts = mounts_of(dep)
     where = f"{dep.path}" if getattr(dep, "path", None) else None
     found: dict[str, str] = {}
@@ -138,7 +138,7 @@ def server_paths(dep: Deployment, prep: DataPrep) -> ServerPaths:
 
 
 def prepare_argv(dep: Deployment, node: Node, prep: DataPrep) -> list[str]:
-    """The `docker run --rm` that converts on `node`, in the script's directory as the article `cd`s there.
+    """The `docker run` that converts on `node`, in the script's directory as the article `cd`s there.
     Root in the container, as the article's train container runs: the dataset directory is root's."""
     return task_run_argv(dep, node, container_name(dep), prep.argv(), image=prep.image,
                          workdir=posixpath.dirname(prep.script_path), user="0")
@@ -276,7 +276,7 @@ def run_prepare(t, dep: Deployment, node: Node, prep: DataPrep,
         raise AscendRunError(f"{node.name}: cannot create {out_dir}: {made.stderr.strip()[:200]}",
                              fix="create it, writable by root, or choose another --output-prefix")
     started = time.monotonic()
-    rc = run_task(t, container_name(dep), prepare_argv(dep, node, prep), on_line)
+    rc = run_task(t, container_name(dep), prepare_argv(dep, node, prep), on_line, on_notice=on_line)
     if rc != 0:
         raise StepFailed(f"{node.name}: the conversion exited {rc} (container {container_name(dep)}, "
                          f"image {prep.image or dep.image})",

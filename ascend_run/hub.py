@@ -132,7 +132,7 @@ def run_fetch(t, dep: Deployment, node: Node, req: HubFetch, on_event: Callable[
         events.append(event)
         on_event(event)
 
-    rc = run_task(t, container_name(dep), fetch_argv(dep, node, req), on_line)
+    rc = run_task(t, container_name(dep), fetch_argv(dep, node, req), on_line, on_notice=on_log)
     last = events[-1] if events else {}
     if rc == 0 and last.get("event") == "done":
         return last

@@ -85,7 +85,7 @@ def test_script_is_relative_to_mindformers_unless_absolute():
 def test_docker_argv_runs_in_the_script_dir_with_the_mounts_and_no_npus():
     dep = dep_with([DATA_MOUNT, {"source": "/data/ro", "target": "/ro", "read_only": True}])
     argv = dataprep.prepare_argv(dep, dep.nodes[1], dataprep.DataPrep(image="other:2"))
-    assert argv[:4] == ["docker", "run", "--rm", "--name"] and argv[4] == "dataprep-data"
+    assert argv[:4] == ["docker", "run", "--detach", "--name"] and argv[4] == "dataprep-data"
     assert argv[argv.index("--workdir") + 1] == "/home/work/mindformers/research/deepseek3"
     assert argv[argv.index("--hostname") + 1] == "srv-1"
     assert "--mount=type=bind,source=/data/dataset,target=/home/work/dataset" in argv
@@ -153,13 +153,14 @@ def test_dry_run_prints_the_docker_run_on_the_node_and_the_next_step(tmp_path):
     assert lines[0] == ("# on srv-1 (192.0.2.11): test -f /data/dataset/wiki.train.tokens "
                         "/data/dataset/tokenizer.json; mkdir -p /data/dataset")
     argv = shlex.split(lines[1])
-    assert argv[:5] == ["docker", "run", "--rm", "--name", "dataprep-data"]
+    assert argv[:5] == ["docker", "run", "--detach", "--name", "dataprep-data"]
     assert argv[-10:] == ["--input", f"{DATASET}/wiki.train.tokens", "--output-prefix", f"{DATASET}/wiki_512",
                           "--vocab-file", f"{DATASET}/tokenizer.json", "--seq-length", "512",
                           "--workers", "1"]
     assert "train:1" in argv
     assert ("ascend-run config derive pretrain_deepseek3_671b.yaml --preset article-1b --data-path "
-            f"{DATASET}/wiki_512_text_document -f {job} -o pretrain_deepseek3_1b.yaml") in lines[2]
+            f"{DATASET}/wiki_512_text_document -f {job} -o pretrain_deepseek3_1b.yaml") in lines[3]
+    assert lines[2] == "# then: docker logs --follow dataprep-data; docker wait dataprep-data; docker rm -f dataprep-data"
 
 
 def test_dry_run_with_an_unmounted_output_exits_2_and_says_which_mount(tmp_path):

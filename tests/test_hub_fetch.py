@@ -180,7 +180,7 @@ def test_fetch_argv_mounts_the_parent_and_script_and_takes_no_npu(tmp_path):
                                 "ca_bundle": "/etc/pki/proxy-ca.pem", "image": "infer:with-hub"})
     req = hub.hub_fetch(dep)
     argv = hub.fetch_argv(dep, dep.nodes[0], req)
-    assert argv[:4] == ["docker", "run", "--rm", "--name"] and argv[4] == "infer-weights"
+    assert argv[:4] == ["docker", "run", "--detach", "--name"] and argv[4] == "infer-weights"
     assert not any(a.startswith("--device") or a == "--privileged" for a in argv)
     assert "--mount=type=bind,source=/data/weights,target=/data/weights" in argv
     assert f"--mount=type=bind,source={hub.script_on_node(dep)},target={hub.IN_CONTAINER},readonly" in argv
@@ -232,10 +232,12 @@ def test_dry_run_prints_the_exact_command(tmp_path):
                         "weights: {dir: /data/weights/DeepSeek-V3}\n")
     result = run_cli("weights", "fetch", "-f", str(dep_file), "--dry-run")
     assert result.returncode == 0, result.stderr
-    comment, command = result.stdout.splitlines()
+    comment, command, then = result.stdout.splitlines()
     assert comment.startswith("# on node0 (10.0.0.1): mkdir -p /data/weights")
-    assert command.startswith("docker run --rm --name infer-weights ") and command.endswith(
+    assert command.startswith("docker run --detach --name infer-weights ") and command.endswith(
         "--dest /data/weights/DeepSeek-V3 --workers 8")
+    assert then == ("# then: docker logs --follow infer-weights; docker wait infer-weights; "
+                    "docker rm -f infer-weights")
 
 
 def test_spread_refuses_a_copy_that_no_longer_matches_its_marker():

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
+import time
 
 import pytest
 from ruamel.yaml import YAML
@@ -17,7 +19,7 @@ from ruamel.yaml import YAML
 from ascend_run.deployment import load_deployment
 from ascend_run.launch.ship import ship_image
 from ascend_run.transport.fanout import close_all, connect_all
-from tests.conftest_e2e import run_cli
+from tests.conftest_e2e import CLI, REPO, run_cli
 from tests.conftest_sim import ssh
 from tests.hub_standin import StandinHub
 
@@ -43,6 +45,13 @@ def job_file(cluster, image: str, proxy: str, name: str = "weights.yaml"):
         YAML().dump({"extends": "cluster.yaml", "image": image,
                      "weights": {"dir": DEST, "https_proxy": proxy, "ca_bundle": "/data/hub-ca.pem"}}, fh)
     return path
+
+
+def wait_for(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
 
 
 def leftovers(cluster, node) -> str:
@@ -92,8 +101,38 @@ def test_download_in_the_image_on_node0_then_spread(sim_cluster, cpu_infer_image
             assert ssh(cluster, node, SUMS).stdout == expected_sums()
             assert ssh(cluster, node, f"test -f {DEST}/.ascend-run-complete.json", check=False).returncode == 0
 
-        unreachable = job_file(cluster, cpu_infer_image, f"http://{cluster.net.gateway}:9", "down.yaml")
+        # the download outlives its client: kill the CLI (a closed laptop), the container goes on, and
+        # running the command again follows it instead of starting over
         ssh(cluster, nodes[0], f"rm -rf {DEST}")
+        hub.delay_per_mib = 2.0  # ~6 s for the 3 MB shard
+        before = len(hub.downloads())
+        lost = subprocess.Popen([*CLI, "weights", "fetch", "-f", str(job)], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: len(hub.downloads()) > before)
+        lost.kill()
+        lost.wait()
+        assert leftovers(cluster, nodes[0]) == "ascend-run-sim-weights"
+        followed = run_cli("weights", "fetch", "-f", str(job))
+        assert followed.returncode == 0, followed.stdout + followed.stderr
+        assert "already running (started earlier); following it" in followed.stderr
+        assert f"{DEST} complete" in followed.stdout
+        assert len(hub.downloads()) - before == len(FILES)  # each file fetched once: not restarted
+        assert ssh(cluster, nodes[0], SUMS).stdout == expected_sums() and leftovers(cluster, nodes[0]) == ""
+
+        # Ctrl-C stops the download on the node; what arrived stays in DEST.partial for the next run
+        ssh(cluster, nodes[0], f"rm -rf {DEST}")
+        before = len(hub.downloads())
+        stopped = subprocess.Popen([*CLI, "weights", "fetch", "-f", str(job)], cwd=REPO,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: len(hub.downloads()) > before)
+        stopped.send_signal(signal.SIGINT)
+        assert stopped.wait(timeout=60) == 130
+        assert leftovers(cluster, nodes[0]) == ""
+        assert ssh(cluster, nodes[0], f"test ! -e {DEST} && test -d {DEST}.partial", check=False).returncode == 0
+        hub.delay_per_mib = 0.0
+
+        unreachable = job_file(cluster, cpu_infer_image, f"http://{cluster.net.gateway}:9", "down.yaml")
+        ssh(cluster, nodes[0], f"rm -rf {DEST} {DEST}.partial")
         down = run_cli("weights", "fetch", "-f", str(unreachable))
         assert down.returncode == 8
         assert f"{nodes[0].name}: cannot reach the hub https://modelers.cn" in down.stderr

@@ -47,7 +47,7 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
             out_file: str | None, dry_run: bool, output_format: str, accept_new_host_keys: bool) -> None:
     """Convert Wikitext-2 to the Megatron BIN dataset pre-training reads (the article's wikitext_to_bin.py).
 
-    Runs the script in a one-off container of the image on one node (`docker run --rm`, no NPUs), with
+    Runs the script in a one-off container of the image on one node (removed when it ends, no NPUs), with
     the deployment file's mounts: every path is a path in the container and must be under a mount, so
     the output outlives the container. Before anything runs, the input and tokenizer are looked for on
     the node; afterwards the .bin/.idx pair is checked (Megatron index header, sizes). Then the next
@@ -65,6 +65,7 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
     """
     from ascend_run.deployment import load_deployment
     from ascend_run.images import get_image
+    from ascend_run.launch.task import follow_commands
 
     if bool(derive_base) != bool(out_file):
         raise click.UsageError("--derive BASE and -o OUT go together")
@@ -80,6 +81,7 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
         click.echo(f"# on {target.name} ({target.address}): test -f {shlex.join(looked_for)}; "
                    f"mkdir -p {shlex.quote(paths.output_prefix.rsplit('/', 1)[0] or '/')}")
         click.echo(shlex.join(dataprep.prepare_argv(dep, target, prep)))
+        click.echo("# then: " + "; ".join(shlex.join(c) for c in follow_commands(dataprep.container_name(dep))))
         click.echo(f"# then: check {paths.bin} and {paths.idx}; next: {shlex.join(next_argv)}")
         return
     result = _run(dep, target, prep, accept_new_host_keys)

@@ -76,6 +76,7 @@ def _download(dep, deployment_file: str, directory, repo, revision, node_choice,
               output_format, accept_new_host_keys) -> None:
     from ascend_run import hub
     from ascend_run.cli.launch import connected, err_console
+    from ascend_run.launch.task import follow_commands
 
     req = hub.hub_fetch(dep, repo=repo, dest=directory, revision=revision, image=image, workers=workers)
     node = hub.download_node(dep, node_choice)
@@ -84,6 +85,7 @@ def _download(dep, deployment_file: str, directory, repo, revision, node_choice,
         click.echo(f"# on {node.name} ({node.address}): mkdir -p {shlex.quote(req.dest.rsplit('/', 1)[0] or '/')}; "
                    f"copy {hub.SCRIPT.name} to {hub.script_on_node(dep)}")
         click.echo(shlex.join(argv))
+        click.echo("# then: " + "; ".join(shlex.join(c) for c in follow_commands(hub.container_name(dep))))
         return
     console = err_console()
     with connected(dep, accept_new_host_keys, nodes=[node]) as transports, _FetchProgress(console, node.name) as bar:

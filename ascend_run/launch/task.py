@@ -1,17 +1,19 @@
 """Run one one-off step (weights download, data conversion) in a container on one node.
 
-The container runs attached over the transport, so its output streams line by line and its exit code is
-the step's. It is never left behind: `--rm` when it ends, `docker rm -f` when we are interrupted. A
-container of the same name still running (a download whose SSH session was lost) is reported rather than
-replaced, since killing it could throw away hours of work.
+The container runs detached and we follow its log: a download of hours survives a dropped SSH session or
+a closed laptop, and running the same command again follows the step still running instead of starting
+a second one. Its exit code is read with `docker wait` before it is removed, so it is the step's. It is
+never left behind by us: removed when it ends, and `docker rm -f` when we are interrupted (Ctrl-C means
+stop the step; a resumable step continues where it stopped the next time).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ascend_run.errors import AscendRunError
 from ascend_run.launch import nodeops
+
+FOLLOW_NOTE = "{host}: {name} is already running (started earlier); following it"
 
 
 def container_state(t, name: str) -> str | None:
@@ -20,17 +22,39 @@ def container_state(t, name: str) -> str | None:
     return result.stdout.strip() if result.rc == 0 else None
 
 
-def run_task(t, name: str, docker_argv: Sequence[str], on_line: Callable[[str], None]) -> int:
-    """Run `docker_argv` (a `docker run --rm --name NAME …`) on the node; returns the container's exit code."""
+def follow_commands(name: str) -> list[list[str]]:
+    """What runs after `docker run --detach`: the log until the container ends, its exit code, removal."""
+    return [["docker", "logs", "--follow", name], ["docker", "wait", name], ["docker", "rm", "-f", name]]
+
+
+def run_task(t, name: str, docker_argv: Sequence[str], on_line: Callable[[str], None],
+             on_notice: Callable[[str], None] = lambda s: None) -> int:
+    """Start `docker_argv` (a `docker run --detach --name NAME …`) on the node, or follow NAME if it is
+    already running; hand its output to `on_line`; return its exit code (docker's own if it cannot start)."""
     host = getattr(t, "host", "node")
     state = container_state(t, name)
     if state == "running":
-        raise AscendRunError(f"{host}: container {name} is already running",
-                             fix=f"wait for it to end, or stop it: ssh to {host} and run docker rm -f {name}")
-    if state is not None:
-        nodeops.remove_containers(t, [name])  # an exited leftover only blocks the name
+        on_notice(FOLLOW_NOTE.format(host=host, name=name))
+    else:
+        if state is not None:
+            nodeops.remove_containers(t, [name])  # an ended leftover only blocks the name
+        started = t.run(list(docker_argv), timeout=600)
+        if not started.ok:  # no image, a bad mount: docker says why
+            for line in started.stderr.splitlines():
+                on_line(line)
+            return started.rc
     try:
-        return t.stream(list(docker_argv), on_line)
+        t.stream(["docker", "logs", "--follow", name], on_line)
+        rc = nodeops.wait_container(t, name)
     except BaseException:
-        nodeops.remove_containers(t, [name])
+        _remove_quietly(t, name)
         raise
+    _remove_quietly(t, name)
+    return rc
+
+
+def _remove_quietly(t, name: str) -> None:
+    try:
+        nodeops.remove_containers(t, [name])
+    except Exception:  # noqa: BLE001 (the connection may be what failed; the first error is the one to show)
+        pass

@@ -77,13 +77,15 @@ def docker_run_argv(dep: Deployment, node: Node, command: Sequence[str] = KEEPAL
 def task_run_argv(dep: Deployment, node: Node, name: str, command: Sequence[str], *,
                   image: str | None = None, mounts: Sequence[Mount] = (), env: Mapping[str, str] | None = None,
                   workdir: str | None = None, user: str | None = None) -> list[str]:
-    """`docker run --rm` of a one-off step on `node`, attached so its output streams and its exit code is the step's.
+    """`docker run --detach` of a one-off step on `node` (weights download, data conversion).
 
-    Host network, the deployment's own mounts (datasets, checkpoints) and env, and no NPUs: a job may hold
-    them, and Ascend forbids mapping one NPU into two containers. `user` None means the job's user.
+    Detached, so a step of hours outlives a dropped SSH session (`launch.task` follows its log, reads its
+    exit code, then removes it). Host network, the deployment's own mounts (datasets, checkpoints) and
+    env, and no NPUs: a job may hold them, and Ascend forbids mapping one NPU into two containers. `user`
+    None means the job's user.
     """
     profile, container = dep.profile, dep.spec.container
-    argv = ["docker", "run", "--rm", "--name", name, "--hostname", node.hostname, "--net=host"]
+    argv = ["docker", "run", "--detach", "--name", name, "--hostname", node.hostname, "--net=host"]
     user = user or container.user or profile.container.user
     if user:
         argv += ["--user", user]
