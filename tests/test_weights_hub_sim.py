@@ -8,6 +8,7 @@ Dockerfile; it pins openmind-hub 1.3.0) on node 0, reaching the hub through an H
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -112,6 +113,9 @@ def test_download_in_the_image_on_node0_then_spread(sim_cluster, cpu_infer_image
         lost.kill()
         lost.wait()
         assert leftovers(cluster, nodes[0]) == "ascend-run-sim-weights"
+        status = run_cli("status", "-f", str(job), "--output", "json")
+        steps = {row["node"]: row["steps"] for row in json.loads(status.stdout)}
+        assert steps[nodes[0].name][0].startswith("ascend-run-sim-weights (Up") and steps[nodes[1].name] == []
         followed = run_cli("weights", "fetch", "-f", str(job))
         assert followed.returncode == 0, followed.stdout + followed.stderr
         assert "already running (started earlier); following it" in followed.stderr

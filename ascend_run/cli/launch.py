@@ -194,7 +194,8 @@ def _with_master(dep: Deployment, address: str) -> Deployment:
 @accept_new_option
 @parallel_option
 def status(deployment_file: str, output_format: str, accept_new_host_keys: bool, parallel: int) -> None:
-    """Per node: the job's container state and uptime, the last log line and the last loss."""
+    """Per node: the job's container state and uptime, the last log line and the last loss, and the
+    one-off steps (weights download, data conversion) running there."""
     from ascend_run.launch.status import collect_status
 
     dep = load_deployment(deployment_file)
@@ -203,10 +204,12 @@ def status(deployment_file: str, output_format: str, accept_new_host_keys: bool,
     if output_format == "json":
         echo_json(rows)
         return
-    table = Table("node", "rank", "container", "status", "last loss", "last line", box=None)
+    steps = any(row["steps"] for row in rows)
+    table = Table("node", "rank", "container", "status", "last loss", "last line", *(["steps"] if steps else []),
+                  box=None)
     for row in rows:
         table.add_row(row["node"], str(row["rank"]), row["state"], row["status"], row["last_loss"] or "",
-                      (row["last_line"] or "")[:80])
+                      (row["last_line"] or "")[:80], *([", ".join(row["steps"])] if steps else []))
     make_console().print(table)
 
 

@@ -25,9 +25,10 @@ class ContainerInfo:
     started_at: str = ""
 
 
-def job_containers(t, job: str) -> list[ContainerInfo]:
-    """Containers of `job` on this node (any state), found by label rather than by name."""
-    result = t.run([DOCKER, "ps", "-a", "--filter", f"label={JOB_LABEL}={job}",
+def job_containers(t, job: str, label: str = JOB_LABEL) -> list[ContainerInfo]:
+    """Containers of `job` on this node (any state), found by label rather than by name; with
+    label=TASK_LABEL, its one-off steps (weights download, data conversion) instead."""
+    result = t.run([DOCKER, "ps", "-a", "--filter", f"label={label}={job}",
                     "--format", "{{json .}}"], timeout=60)
     result.check(getattr(t, "host", "node"))
     out = []

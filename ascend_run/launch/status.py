@@ -1,4 +1,5 @@
-"""`status`: one row per node from the node itself (container state, last log line, last loss)."""
+"""`status`: one row per node from the node itself (container state, last log line, last loss, and any
+one-off step still running there, such as a weights download)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ from ascend_run.deployment import Deployment, Node
 from ascend_run.launch import nodeops
 from ascend_run.launch.launcher import parallel
 from ascend_run.losslog import parse_step_line
+from ascend_run.render.docker_run import TASK_LABEL
 
 _TAIL_SCRIPT = 'for f in "$1"/worker_*.log; do [ -f "$f" ] && { echo "@@ $f"; tail -n 200 "$f"; }; done; true'
 
 
 def _node_row(dep: Deployment, node: Node, t) -> dict:
     containers = nodeops.job_containers(t, dep.name)
+    steps = nodeops.job_containers(t, dep.name, label=TASK_LABEL)
     tails = t.run(["sh", "-c", _TAIL_SCRIPT, "sh", dep.host_log_dir], timeout=60).stdout
     last_line, last_loss = None, None
     for line in tails.splitlines():
@@ -24,7 +27,8 @@ def _node_row(dep: Deployment, node: Node, t) -> dict:
             last_loss = f"{point.loss:.6g} (step {point.step})"
     state = containers[0].state if containers else "none"
     return {"node": node.name, "rank": node.rank, "state": state,
-            "status": containers[0].status if containers else "", "last_line": last_line, "last_loss": last_loss}
+            "status": containers[0].status if containers else "", "last_line": last_line, "last_loss": last_loss,
+            "steps": [f"{c.name} ({c.status})" for c in steps]}
 
 
 def collect_status(dep: Deployment, transports: dict) -> list[dict]:
@@ -34,7 +38,7 @@ def collect_status(dep: Deployment, transports: dict) -> list[dict]:
         value = results[node.name]
         if isinstance(value, BaseException):
             rows.append({"node": node.name, "rank": node.rank, "state": "unreachable", "status": str(value),
-                         "last_line": None, "last_loss": None})
+                         "last_line": None, "last_loss": None, "steps": []})
         else:
             rows.append(value)
     return rows
