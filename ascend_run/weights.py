@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import shlex
 from collections.abc import Callable
 
 from ascend_run.errors import AscendRunError
@@ -20,11 +19,14 @@ from ascend_run.transport.broadcast import broadcast
 MARKER = ".ascend-run-complete.json"  # written by data/hub_fetch.py when a download is whole
 
 
+HASH_JOBS = 8  # sha256sum processes at once per node: 1.4 TB hashed by one core takes over an hour
+
+
 def manifest(transport, directory: str) -> dict[str, str]:
     """{relative path: sha256} of every file under `directory` on a node (empty if it does not exist)."""
-    script = (f"cd {shlex.quote(directory)} 2>/dev/null || exit 0; "
-              "find . -type f ! -name '.ascend-run-*' -print0 | sort -z | xargs -0 -r sha256sum")
-    result = transport.run(["sh", "-c", script], timeout=3600)
+    script = ('cd "$1" 2>/dev/null || exit 0; '
+              f"find . -type f ! -name '.ascend-run-*' -print0 | xargs -0 -r -P {HASH_JOBS} -n 4 sha256sum")
+    result = transport.run(["sh", "-c", script, "sh", directory], timeout=6 * 3600)
     if not result.ok:
         raise AscendRunError(f"sha256sum under {directory} failed: {result.stderr.strip()[-300:]}")
     sums = {}
@@ -35,7 +37,8 @@ def manifest(transport, directory: str) -> dict[str, str]:
 
 
 def sizes(transport, directory: str) -> dict[str, int]:
-    result = transport.run(["sh", "-c", f"cd {shlex.quote(directory)} && find . -type f -printf '%s %p\\n'"])
+    result = transport.run(["sh", "-c", """cd "$1" && find . -type f -printf '%s %p\\n'""", "sh", directory],
+                           timeout=600)
     if not result.ok:
         raise AscendRunError(f"{directory}: {result.stderr.strip()[-300:]}")
     out = {}
@@ -46,9 +49,9 @@ def sizes(transport, directory: str) -> dict[str, int]:
 
 
 def free_bytes(transport, directory: str) -> int:
-    script = (f"d={shlex.quote(directory)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; "
-              "df -B1 --output=avail \"$d\" | tail -n 1")
-    result = transport.run(["sh", "-c", script])
+    """Free bytes on the filesystem that holds (or will hold) `directory`."""
+    script = 'd="$1"; while [ ! -e "$d" ]; do d=$(dirname "$d"); done; df -B1 --output=avail "$d" | tail -n 1'
+    result = transport.run(["sh", "-c", script, "sh", directory], timeout=60)
     if not result.ok:
         raise AscendRunError(f"df {directory}: {result.stderr.strip()[-300:]}")
     return int(result.stdout.split()[-1])
