@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import secrets
 from collections.abc import Callable
 
 from ascend_run.errors import AscendRunError
@@ -67,6 +68,12 @@ def spread_from_node(dep, transports, directory: str, on_msg: Callable[[str], No
     marker = completion_marker(src, directory)
     if marker is not None:
         check_against_marker(source.name, directory, want, marker)
+    shared = sharing_nodes(src, targets, transports, directory)
+    for name in shared:
+        on_msg(f"{name}: sees {source.name}'s {directory} (shared storage): nothing to copy")
+    targets = [n for n in targets if n.name not in shared]
+    if not targets:
+        return {name: 0 for name in shared}
     file_sizes = sizes(src, directory)
     have = dict(parallel(targets, lambda n: manifest(transports[n.name], directory)))
     for value in have.values():
@@ -123,6 +130,19 @@ def _raise_any(results: dict) -> None:
     for value in results.values():
         if isinstance(value, BaseException):
             raise value
+
+
+def sharing_nodes(src, targets, transports, directory: str) -> list[str]:
+    """The nodes that see the source's `directory` itself (NFS, a parallel filesystem): a file made there on
+    the source appears on them. Copying to them would copy a directory onto itself, and hashing it on
+    every node would read 1.4 TB once per node for nothing."""
+    probe = posixpath.join(directory, f".ascend-run-probe-{secrets.token_hex(8)}")
+    src.run(["touch", probe], timeout=60).check(getattr(src, "host", "node"))
+    try:
+        seen = parallel(list(targets), lambda n: transports[n.name].run(["test", "-e", probe], timeout=60).ok)
+    finally:
+        src.run(["rm", "-f", probe], timeout=60)
+    return [name for name, value in seen.items() if value is True]
 
 
 def completion_marker(transport, directory: str) -> str | None:

@@ -45,3 +45,15 @@ def test_spread_from_node_checks_sums_skips_copies_and_refuses_a_full_disk(sim_c
     second = run_cli("weights", "fetch", "-f", dep_file, "--to", WEIGHTS, "--from-node")
     assert second.returncode == 0 and "already have the 3 files" in second.stderr
     assert "0 file copies" in second.stderr
+
+    # storage every node mounts (here the host's /srv, which the simulated servers share): nothing to copy
+    shared = f"/srv/ascend-run-test-{cluster.net.third_octet}/model_path"
+    ssh(cluster, nodes[0], f"mkdir -p {shared} && head -c 1000 /dev/urandom > {shared}/model.safetensors")
+    try:
+        same = run_cli("weights", "fetch", "-f", dep_file, "--to", shared, "--from-node")
+        assert same.returncode == 0, same.stderr
+        for node in nodes[1:]:
+            assert f"{node.name}: sees {nodes[0].name}'s {shared} (shared storage): nothing to copy" in same.stderr
+        assert ssh(cluster, nodes[1], f"ls -A {shared}").stdout.split() == ["model.safetensors"]  # no probe left
+    finally:
+        ssh(cluster, nodes[0], f"rm -rf {shared.rsplit('/', 1)[0]}")

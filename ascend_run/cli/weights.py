@@ -43,7 +43,8 @@ def fetch(deployment_file: str, directory: str | None, repo: str | None, revisio
 
     With --from-node: node 0's copy goes to every other node at once (one tar stream relayed through this
     machine, nothing stored here), after a free-space check on every target; nothing is copied if one is
-    short. Files already identical (sha256) are skipped.
+    short. Files already identical (sha256) are skipped, and so are nodes that see node 0's directory
+    itself (shared storage).
     """
     from ascend_run.deployment import load_deployment
 
@@ -103,7 +104,7 @@ def _download(dep, deployment_file: str, directory, repo, revision, node_choice,
         click.echo(f"{node.name}: {req.dest} complete: {what}, {done['files']} files, {_gb(done['bytes'])}, "
                    f"{done['fetched']} fetched in {done.get('seconds', 0)} s")
     if len(dep.nodes) > 1:
-        click.echo("next, unless that directory is on storage every node mounts: "
+        click.echo("next, to put it on every node (nodes that share the storage are found and skipped): "
                    + shlex.join(["ascend-run", "weights", "fetch", "-f", deployment_file, "--to", req.dest,
                                  "--from-node"]), err=True)
 
