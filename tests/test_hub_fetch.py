@@ -73,6 +73,9 @@ def test_download_is_complete_marked_readable_and_not_repeated(tmp_path, certs):
         assert not (tmp_path / "models" / "DeepSeek-V3.partial").exists()
         # openmind_hub writes 0640; the job may run as HwHiAiUser and must read them
         assert all(p.stat().st_mode & 0o777 == 0o644 for p in dest.rglob("*") if p.is_file())
+        # regular files, not symlinks into a cache: the article's `local_dir_use_symlink=False` is a typo that
+        # openmind_hub swallows (**kwargs), leaving big files as links into the container's ~/.cache
+        assert not any(p.is_symlink() for p in dest.rglob("*"))
         plan = next(e for e in events(first) if e["event"] == "plan")
         assert plan["todo_files"] == len(FILES) and plan["bytes"] == sum(map(len, FILES.values()))
         assert [e["done"] for e in events(first) if e["event"] == "progress"][-1] == len(FILES)

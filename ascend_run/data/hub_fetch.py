@@ -11,6 +11,10 @@ openmind_hub from the image; stdlib otherwise. What it adds to the article's bar
   interrupted file continues from its `.incomplete` blob (HTTP Range);
 - an update to a newer commit re-uses unchanged files of the old DEST through hard links.
 
+`local_dir_use_symlinks=False` is spelled right here: the article's `local_dir_use_symlink=False` is
+swallowed by snapshot_download's **kwargs, and files over 5 MB then become symlinks into ~/.cache of
+whoever downloaded (seen with openmind_hub 1.3.0), which in a container vanishes with it.
+
 Talks to its caller in lines `@ascend-run {json}` on stdout; exit codes: 0 done, 3 openmind_hub missing,
 4 hub unreachable, 5 hub refused (no such repo or revision), 6 DEST is not ours, 7 not enough space,
 8 download failed.
