@@ -295,11 +295,13 @@ def test_prepare_on_a_simulated_server(sim_cluster, cpu_train_image, tmp_path):
     from ascend_run.transport.fanout import close_all, connect_all
     from tests.conftest_sim import ssh
 
-    cluster = sim_cluster(nodes=1, image=cpu_train_image)  # the image is loaded into the node's daemon
-    node = cluster.nodes()[0]
+    cluster = sim_cluster(nodes=2, image=cpu_train_image)  # the image is loaded into the nodes' daemons
+    node, other = cluster.nodes()
     job = cluster.dir / "data-job.yaml"
     with job.open("w") as fh:
-        YAML().dump({"extends": "cluster.yaml", "name": "dataprep", "image": cpu_train_image,
+        # 4 NPUs a server: the article's 1B config (--derive) is laid out for 8 NPUs in all
+        nodes = [{**n, "npus": [0, 1, 2, 3]} for n in YAML().load(cluster.deployment_file)["nodes"]]
+        YAML().dump({"extends": "cluster.yaml", "name": "dataprep", "image": cpu_train_image, "nodes": nodes,
                      "mounts": [{"source": "/data/dataset", "target": DATASET}]}, fh)
     ssh(cluster, node, "mkdir -p /data/dataset")
     local = tmp_path / "inputs"
@@ -325,7 +327,7 @@ def test_prepare_on_a_simulated_server(sim_cluster, cpu_train_image, tmp_path):
     derive = []
     if R15_PRETRAIN.exists():
         derive = ["--derive", str(R15_PRETRAIN), "-o", str(tmp_path / "pretrain_deepseek3_1b.yaml")]
-    done = run_cli(*args, *derive)
+    done = run_cli(*args, *derive, "--spread")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 paragraphs, 50 tokens" in done.stderr  # the script's own output, streamed
     assert (f"{node.name}: /data/dataset/wiki_4096_text_document.bin (180 bytes) and .idx: 5 sequences of 9 "
@@ -339,3 +341,7 @@ def test_prepare_on_a_simulated_server(sim_cluster, cpu_train_image, tmp_path):
     assert magic.split() == ["M", "M", "I", "D", "I", "D", "X", "\\0", "\\0"]
     assert ssh(cluster, node, "stat -c %s /data/dataset/wiki_4096_text_document.bin").stdout.strip() == "180"
     assert node_docker(cluster, node, "ps", "-a", "--format", "{{.Names}}").stdout.strip() == ""
+    # --spread: node 1 gets the same dataset (and the inputs beside it), checked by sha256
+    sums = "cd /data/dataset && sha256sum wiki_4096_text_document.bin wiki_4096_text_document.idx"
+    assert ssh(cluster, other, sums).stdout == ssh(cluster, node, sums).stdout != ""
+    assert f"{other.name}: copied 5 of 5 files, sha256 verified" in done.stderr

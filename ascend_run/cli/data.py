@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 
 import click
@@ -38,13 +39,17 @@ def data() -> None:
                    "copy) with this dataset; needs -o.")
 @click.option("-o", "--out-file", type=click.Path(dir_okay=False),
               help="With --derive: where to write the config.")
+@click.option("--spread", is_flag=True,
+              help="Then copy the dataset directory from node 0 to every other node, as `weights fetch "
+                   "--from-node` does (sha256-checked; nodes on shared storage are skipped).")
 @dry_run_option
 @output_option
 @click.option("--accept-new-host-keys", is_flag=True,
               help="Record host keys of nodes not yet in known_hosts.")
 def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefix: str, seq_length: int,
             workers: int, script: str, node: str | None, image: str | None, derive_base: str | None,
-            out_file: str | None, dry_run: bool, output_format: str, accept_new_host_keys: bool) -> None:
+            out_file: str | None, spread: bool, dry_run: bool, output_format: str,
+            accept_new_host_keys: bool) -> None:
     """Convert Wikitext-2 to the Megatron BIN dataset pre-training reads (the article's wikitext_to_bin.py).
 
     Runs the script in a one-off container of the image on one node (removed when it ends, no NPUs), with
@@ -71,6 +76,8 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
         raise click.UsageError("--derive BASE and -o OUT go together")
     dep = load_deployment(deployment_file)
     target = dep.select([node])[0] if node else dep.nodes[0]
+    if spread and target != dep.nodes[0]:
+        raise click.UsageError(f"--spread copies from node 0 ({dep.nodes[0].name}): convert there (drop --node)")
     prep = dataprep.DataPrep(input=input_path, vocab_file=vocab_file, output_prefix=output_prefix,
                              seq_length=seq_length, workers=workers, script=script,
                              mindformers_dir=get_image("train").workdir, image=image)
@@ -83,15 +90,18 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
         click.echo(shlex.join(dataprep.prepare_argv(dep, target, prep)))
         click.echo("# then: " + "; ".join(shlex.join(c) for c in follow_commands(dataprep.container_name(dep))))
         click.echo(f"# then: check {paths.bin} and {paths.idx}; next: {shlex.join(next_argv)}")
+        if spread:
+            click.echo(f"# then: copy {posixpath.dirname(paths.output_prefix)} to the other nodes "
+                       "(as weights fetch --from-node)")
         return
-    result = _run(dep, target, prep, accept_new_host_keys)
+    result = _run(dep, target, prep, accept_new_host_keys, posixpath.dirname(paths.output_prefix) if spread else None)
     result["next"] = shlex.join(next_argv)
     if output_format == "text":
         click.echo(f"{target.name}: {result['bin']['server']} ({_size(result['bin_bytes'])}) and .idx: "
                    f"{result['sequences']} sequences of {seq_length + 1} tokens, {result['documents']} "
                    f"documents, {result['dtype']}, in {result['seconds']} s")
         click.echo(f"data_path in the container: {prep.data_path}")
-        if len(dep.nodes) > 1:
+        if len(dep.nodes) > 1 and not spread:
             out_dir = paths.output_prefix.rsplit('/', 1)[0]
             click.echo(f"note: the dataset is on {target.name} only; every node of the job reads it, so put "
                        f"{out_dir} on storage every node mounts, or copy it there", err=True)
@@ -107,8 +117,9 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
         click.echo(f"next: {result['next']}")
 
 
-def _run(dep, target, prep, accept_new_host_keys: bool) -> dict:
+def _run(dep, target, prep, accept_new_host_keys: bool, spread_dir: str | None) -> dict:
     from ascend_run.cli.launch import connected, err_console
+    from ascend_run.weights import spread_from_node
 
     console = err_console()
 
@@ -116,8 +127,13 @@ def _run(dep, target, prep, accept_new_host_keys: bool) -> dict:
         if line.strip():
             console.print(f"{target.name}: {line}", style="dim", markup=False, highlight=False)
 
-    with connected(dep, accept_new_host_keys, nodes=[target]) as transports:
-        return dataprep.run_prepare(transports[target.name], dep, target, prep, on_line)
+    nodes = None if spread_dir else [target]  # spreading needs every node
+    with connected(dep, accept_new_host_keys, nodes=nodes) as transports:
+        result = dataprep.run_prepare(transports[target.name], dep, target, prep, on_line)
+        if spread_dir:
+            result["spread"] = spread_from_node(dep, transports, spread_dir,
+                                                on_msg=lambda m: console.print(m, highlight=False))
+    return result
 
 
 def _size(size: int) -> str:
