@@ -33,6 +33,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScala
 from ruamel.yaml.tokens import CommentToken
 
 from ascend_run.errors import ConfigError
+from ascend_run.yamlio import format_loc
 
 Key = str | int
 KeyPath = tuple[Key, ...]
@@ -68,14 +69,9 @@ def parse_key_path(text: str) -> KeyPath:
 
 
 def format_key_path(path: KeyPath) -> str:
-    """('parallel', 'dataset_strategy', 0, 0) -> 'parallel.dataset_strategy[0][0]'."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
+    """('parallel', 'dataset_strategy', 0, 0) -> 'parallel.dataset_strategy[0][0]' (the deployment
+    file's error locations use the same notation)."""
+    return format_loc(tuple(path))
 
 
 def parse_value(text: str) -> Any:
