@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-REFERENCE = Path(os.environ.get("ASCEND_RUN_MF_REFERENCE", "/work/shared/reference/mindformers"))
+from tests.reference import REFERENCE as SHARED_REFERENCE
+
+REFERENCE = SHARED_REFERENCE / "mindformers"
 
 R15_PRETRAIN = REFERENCE / "r1.5.0" / "pretrain_deepseek3_671b.yaml"
 R15_FINETUNE = REFERENCE / "r1.5.0" / "finetune_deepseek3_671b.yaml"

@@ -34,9 +34,10 @@ from ascend_run.cli import cli
 from ascend_run.deployment import deployment_from_data, load_deployment
 from ascend_run.errors import ConfigError
 from ascend_run.profiles import get_profile
+from tests.reference import REFERENCE
 
 ROOT = Path(__file__).resolve().parents[1]
-CRDS = Path("/work/shared/reference/crds")
+CRDS = REFERENCE / "crds"
 HELM = shutil.which("helm")
 K8S_VERSIONS = ["1.28.0", "1.33.0"]
 NS = "ml"

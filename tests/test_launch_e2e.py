@@ -18,6 +18,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from tests.conftest_e2e import CLI, REPO, job_leftovers, run_cli, wait_no_leftovers
+from tests.mfconfig_support import R15_PRETRAIN
 
 pytestmark = pytest.mark.slow
 
@@ -205,8 +206,7 @@ def test_refuses_a_second_launch_then_stop_removes_it(e2e_cluster):
 def test_launch_refuses_a_config_that_fails_config_check(e2e_cluster, tmp_path):
     """job.config is checked before anything starts: the 671B config wants 1024 NPUs, not 3 workers."""
     cluster, job = e2e_cluster
-    reference = Path(__file__).resolve().parents[2] / "shared/reference/mindformers/r1.5.0"
-    config = reference / "pretrain_deepseek3_671b.yaml"
+    config = R15_PRETRAIN
     if not config.is_file():
         pytest.skip(f"{config} not found (the shared reference data)")
     bad = variant(job, "badconfig", job={"config": str(config),
