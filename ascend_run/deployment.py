@@ -142,6 +142,13 @@ class ContainerSettings(Strict):
         return value
 
 
+def server_path(value: str | None) -> str | None:
+    """A path on the servers (None allowed): it must be absolute, as there is no working directory there."""
+    if value is not None and not value.startswith("/"):
+        raise ValueError(f"{value!r}: paths on the servers must be absolute")
+    return value
+
+
 class SyncDir(Strict):
     """A local directory copied to every node before the launch and mounted read-only in the container."""
 
@@ -179,24 +186,11 @@ class JobSettings(Strict):
     @classmethod
     def _sizes(cls, value: dict[str, str]) -> dict[str, str]:
         for path, size in value.items():
-            if not path.startswith("/"):
-                raise ValueError(f"{path!r}: paths on the servers must be absolute")
+            server_path(path)
             parse_size(size)
         return value
 
-    @field_validator("rank_table")
-    @classmethod
-    def _rank_table(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/"):
-            raise ValueError(f"{value!r}: the rank table path on the servers must be absolute")
-        return value
-
-    @field_validator("host_log_dir")
-    @classmethod
-    def _host_log_dir(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"must be an absolute path on the servers, got {value!r}")
-        return value
+    _server_paths = field_validator("rank_table", "host_log_dir")(lambda cls, v: server_path(v))
 
     @field_validator("master_address")
     @classmethod
@@ -226,12 +220,7 @@ class WeightsSettings(Strict):
             raise ValueError(f"{value!r} is not a hub repository like MindSpore-Lab/DeepSeek-V3")
         return value
 
-    @field_validator("dir", "ca_bundle")
-    @classmethod
-    def _absolute(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/"):
-            raise ValueError(f"{value!r}: paths on the servers must be absolute")
-        return value
+    _server_paths = field_validator("dir", "ca_bundle")(lambda cls, v: server_path(v))
 
     @field_validator("endpoint")
     @classmethod
