@@ -19,6 +19,13 @@ dry_run_option = click.option(
     "--dry-run", is_flag=True, help="Print exactly what would run, and run nothing.")
 
 
+def human_size(size: int) -> str:
+    """Bytes for people: 180 bytes, 50.0 MB, 1400.00 GB."""
+    if size < 100_000:
+        return f"{size} bytes"
+    return f"{size / 1e6:.1f} MB" if size < 1e8 else f"{size / 1e9:.2f} GB"
+
+
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 

@@ -8,7 +8,7 @@ import shlex
 import click
 
 from ascend_run import dataprep
-from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, output_option
+from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, human_size, output_option
 
 
 @click.group()
@@ -97,7 +97,7 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
     result = _run(dep, target, prep, accept_new_host_keys, posixpath.dirname(paths.output_prefix) if spread else None)
     result["next"] = shlex.join(next_argv)
     if output_format == "text":
-        click.echo(f"{target.name}: {result['bin']['server']} ({_size(result['bin_bytes'])}) and .idx: "
+        click.echo(f"{target.name}: {result['bin']['server']} ({human_size(result['bin_bytes'])}) and .idx: "
                    f"{result['sequences']} sequences of {seq_length + 1} tokens, {result['documents']} "
                    f"documents, {result['dtype']}, in {result['seconds']} s")
         click.echo(f"data_path in the container: {prep.data_path}")
@@ -134,10 +134,6 @@ def _run(dep, target, prep, accept_new_host_keys: bool, spread_dir: str | None) 
             result["spread"] = spread_from_node(dep, transports, spread_dir,
                                                 on_msg=lambda m: console.print(m, highlight=False))
     return result
-
-
-def _size(size: int) -> str:
-    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size} bytes"
 
 
 commands = [data]

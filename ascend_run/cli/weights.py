@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, output_option
+from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, human_size, output_option
 
 ADMIN_NOISE = "running openMind Hub Client as an Admin user"
 
@@ -101,16 +101,13 @@ def _download(dep, deployment_file: str, directory, repo, revision, node_choice,
     if done.get("up_to_date"):
         click.echo(f"{node.name}: {req.dest} already holds {what} ({done['files']} files); nothing downloaded")
     else:
-        click.echo(f"{node.name}: {req.dest} complete: {what}, {done['files']} files, {_gb(done['bytes'])}, "
+        click.echo(f"{node.name}: {req.dest} complete: {what}, {done['files']} files, "
+                   f"{human_size(done['bytes'])}, "
                    f"{done['fetched']} fetched in {done.get('seconds', 0)} s")
     if len(dep.nodes) > 1:
         click.echo("next, to put it on every node (nodes that share the storage are found and skipped): "
                    + shlex.join(["ascend-run", "weights", "fetch", "-f", deployment_file, "--to", req.dest,
                                  "--from-node"]), err=True)
-
-
-def _gb(size: int) -> str:
-    return f"{size / 1e9:.2f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
 
 
 class _FetchProgress:
@@ -134,9 +131,10 @@ class _FetchProgress:
 
     def on_event(self, event: dict) -> None:
         if event["event"] == "plan":
-            self.console.print(f"{self.node}: {event['files']} files, {_gb(event['bytes'])} at commit "
-                               f"{event['commit'][:12]}; {event['todo_files']} to fetch ({_gb(event['todo_bytes'])}),"
-                               f" {_gb(event['free'])} free", highlight=False)
+            self.console.print(f"{self.node}: {event['files']} files, {human_size(event['bytes'])} at commit "
+                               f"{event['commit'][:12]}; {event['todo_files']} to fetch "
+                               f"({human_size(event['todo_bytes'])}), {human_size(event['free'])} free",
+                               highlight=False)
             self.task = self.progress.add_task(f"{self.node} files", total=event["todo_files"])
         elif event["event"] == "progress" and self.task is not None:
             self.progress.update(self.task, completed=event["done"])
