@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable
 
 from ascend_run.errors import AscendRunError
-from ascend_run.launch.launcher import parallel
+from ascend_run.launch.launcher import parallel, raise_first
 from ascend_run.transport.broadcast import broadcast
 
 MARKER = ".ascend-run-complete.json"  # written by data/hub_fetch.py when a download is whole
@@ -75,17 +75,14 @@ def spread_from_node(dep, transports, directory: str, on_msg: Callable[[str], No
     if not targets:
         return {name: 0 for name in shared}
     file_sizes = sizes(src, directory)
-    have = dict(parallel(targets, lambda n: manifest(transports[n.name], directory)))
-    for value in have.values():
-        if isinstance(value, BaseException):
-            raise value
+    have = parallel(targets, lambda n: manifest(transports[n.name], directory))
+    raise_first(have, "sha256 of the copies")
     todo = {n.name: sorted(f for f, d in want.items() if have[n.name].get(f) != d) for n in targets}
     frees = parallel(targets, lambda n: free_bytes(transports[n.name], directory))
+    raise_first(frees, "checking free space")
     short = []
     for node in targets:
         free = frees[node.name]
-        if isinstance(free, BaseException):
-            raise free
         need = sum(file_sizes[f] for f in todo[node.name])
         if need > free:
             short.append(f"{node.name} needs {need} bytes under {directory}, has {free} free")
@@ -99,7 +96,7 @@ def spread_from_node(dep, transports, directory: str, on_msg: Callable[[str], No
         return copied
     receivers = [n for n in targets if todo[n.name]]
     made = parallel(receivers, lambda n: transports[n.name].run(["mkdir", "-p", directory], timeout=60).check(n.name))
-    _raise_any(made)
+    raise_first(made, "creating the directory")
 
     def produce(write) -> None:
         argv = ["tar", "-c", "-C", directory, "-f", "-", "--", *(f"./{f}" for f in needed)]
@@ -119,17 +116,11 @@ def spread_from_node(dep, transports, directory: str, on_msg: Callable[[str], No
         bad = [f for f in want if got.get(f) != want[f]]
         if bad:
             raise AscendRunError(f"{node.name}: sha256 mismatch after copy: {', '.join(bad[:5])}")
-    _raise_any(parallel(receivers, verify))
+    raise_first(parallel(receivers, verify), "checking the copies")
     _put_marker(transports, targets, directory, marker)
     for node in targets:
         on_msg(f"{node.name}: copied {copied[node.name]} of {len(want)} files, sha256 verified")
     return copied
-
-
-def _raise_any(results: dict) -> None:
-    for value in results.values():
-        if isinstance(value, BaseException):
-            raise value
 
 
 def sharing_nodes(src, targets, transports, directory: str) -> list[str]:

@@ -61,7 +61,8 @@ def parallel(nodes: list[Node], func: Callable[[Node], object]) -> dict[str, obj
     return results
 
 
-def _raise_first(results: Mapping[str, object], what: str) -> None:
+def raise_first(results: Mapping[str, object], what: str) -> None:
+    """Raise the first node's exception from `parallel`'s results; a non-package one names the node."""
     errors = {name: value for name, value in results.items() if isinstance(value, BaseException)}
     if errors:
         name, exc = next(iter(errors.items()))
@@ -91,14 +92,14 @@ class Launcher:
     def running_elsewhere(self) -> dict[str, list[str]]:
         """Nodes that already have a container of this job: {node: [container (state)]}."""
         results = parallel(list(self.dep.nodes), lambda n: nodeops.job_containers(self.t(n), self.dep.name))
-        _raise_first(results, "listing containers")
+        raise_first(results, "listing containers")
         return {name: [f"{c.name} ({c.state})" for c in found] for name, found in results.items() if found}
 
     def remove_existing(self) -> None:
         def work(node: Node) -> None:
             found = nodeops.job_containers(self.t(node), self.dep.name)
             nodeops.remove_containers(self.t(node), [c.name for c in found])
-        _raise_first(parallel(list(self.dep.nodes), work), "removing old containers")
+        raise_first(parallel(list(self.dep.nodes), work), "removing old containers")
 
     def prepare_nodes(self) -> None:
         """Log dir rotated (old logs kept as .prev), synced dirs copied, on every node at once."""
@@ -116,7 +117,7 @@ class Launcher:
                 t.run(["rm", "-rf", remote], timeout=60).check(node.name)
                 t.run(["mkdir", "-p", remote], timeout=60).check(node.name)
                 nodeops.upload_dir(t, source, remote)
-        _raise_first(parallel(list(self.dep.nodes), work), "preparing nodes")
+        raise_first(parallel(list(self.dep.nodes), work), "preparing nodes")
 
     # --- start, watch, stop -----------------------------------------------------------------------
 
