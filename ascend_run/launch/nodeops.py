@@ -40,6 +40,12 @@ def job_containers(t, job: str, label: str = JOB_LABEL) -> list[ContainerInfo]:
     return out
 
 
+def container_state(t, name: str) -> str | None:
+    """'running', 'exited', … for an existing container, None when there is none."""
+    result = t.run([DOCKER, "container", "inspect", "--format", "{{.State.Status}}", name], timeout=60)
+    return result.stdout.strip() if result.rc == 0 else None
+
+
 def image_id(t, image: str) -> str | None:
     """The image's id on this node, or None when the node does not have it."""
     result = t.run([DOCKER, "image", "inspect", "--format", "{{.Id}}", image], timeout=60)

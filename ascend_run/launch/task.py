@@ -16,12 +16,6 @@ from ascend_run.launch import nodeops
 FOLLOW_NOTE = "{host}: {name} is already running (started earlier); following it"
 
 
-def container_state(t, name: str) -> str | None:
-    """'running', 'exited', … for an existing container, None when there is none."""
-    result = t.run(["docker", "container", "inspect", "--format", "{{.State.Status}}", name], timeout=60)
-    return result.stdout.strip() if result.rc == 0 else None
-
-
 def follow_commands(name: str) -> list[list[str]]:
     """What runs after `docker run --detach`: the log until the container ends, its exit code, removal."""
     return [["docker", "logs", "--follow", name], ["docker", "wait", name], ["docker", "rm", "-f", name]]
@@ -32,7 +26,7 @@ def run_task(t, name: str, docker_argv: Sequence[str], on_line: Callable[[str], 
     """Start `docker_argv` (a `docker run --detach --name NAME …`) on the node, or follow NAME if it is
     already running; hand its output to `on_line`; return its exit code (docker's own if it cannot start)."""
     host = getattr(t, "host", "node")
-    state = container_state(t, name)
+    state = nodeops.container_state(t, name)
     if state == "running":
         on_notice(FOLLOW_NOTE.format(host=host, name=name))
     else:
