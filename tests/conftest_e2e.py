@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ascend_run.demo import build_cpu_image, demo_job_file
+from ascend_run.sim.demo import build_cpu_image, demo_job_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,8 +43,8 @@ def cpu_infer_image(docker_client):
 def e2e_cluster(tmp_path_factory, docker_client, cpu_train_image):
     """(SimCluster, job file) with 3 nodes that all have the train image."""
     needs_root_tools()
-    from ascend_run.deployment import load_deployment
-    from ascend_run.launch.ship import ship_image
+    from ascend_run.inputs.deployment import load_deployment
+    from ascend_run.steps.ship_image import ship_image
     from ascend_run.sim.cluster import SimCluster
     from ascend_run.transport.fanout import connect_all
 

@@ -12,9 +12,9 @@ import re
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run.demo import EXAMPLES
-from ascend_run.deployment import load_deployment
-from ascend_run.launch.ship import ship_image
+from ascend_run.sim.demo import EXAMPLES
+from ascend_run.inputs.deployment import load_deployment
+from ascend_run.steps.ship_image import ship_image
 from ascend_run.transport.fanout import close_all, connect_all
 from tests.conftest_e2e import job_leftovers, needs_root_tools, run_cli
 

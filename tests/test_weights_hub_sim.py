@@ -17,8 +17,8 @@ import time
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run.deployment import load_deployment
-from ascend_run.launch.ship import ship_image
+from ascend_run.inputs.deployment import load_deployment
+from ascend_run.steps.ship_image import ship_image
 from ascend_run.transport.fanout import close_all, connect_all
 from tests.conftest_e2e import CLI, REPO, run_cli
 from tests.conftest_sim import ssh

@@ -10,7 +10,7 @@ from ascend_run.charts import CHART_KINDS, CHARTS
 from ascend_run.charts.render import write_chart
 from ascend_run.charts.values import chart_values, values_yaml
 from ascend_run.cli.common import deployment_option
-from ascend_run.deployment import load_deployment
+from ascend_run.inputs.deployment import load_deployment
 
 
 @click.group("chart")

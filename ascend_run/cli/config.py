@@ -37,7 +37,7 @@ def _resolve_target(npus: int | None, deployment_file: str | None, *, required: 
     if npus and deployment_file:
         raise click.UsageError("give --npus or -f, not both")
     if deployment_file:
-        from ascend_run.deployment import load_deployment
+        from ascend_run.inputs.deployment import load_deployment
 
         dep = load_deployment(deployment_file)
         return {"npus": dep.total_npus, "mounts": mounts_of(dep), "workdir": workdir_of(dep), "deployment": dep,

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ascend_run.cli.common import console as make_console
 from ascend_run.cli.common import deployment_option, echo_json, output_option
-from ascend_run.deployment import Deployment, load_deployment
+from ascend_run.inputs.deployment import Deployment, load_deployment
 from ascend_run.errors import AscendRunError, PreflightError
 from ascend_run.launch.plan import launch_plan
 
@@ -127,7 +127,7 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
 def run_job(dep: Deployment, transports: dict, deployment_file: str, *, replace: bool, preflight: bool,
             config_check: bool, detach: bool, all_lines: bool) -> None:
     """The launch itself, over open connections: refuse a running job, check, start, watch."""
-    from ascend_run.console import PrefixPrinter, framework_noise
+    from ascend_run.cli.console import PrefixPrinter, framework_noise
     from ascend_run.launch.launcher import Launcher, outcome_error
 
     console = err_console()
@@ -182,7 +182,7 @@ def config_check_or_raise(dep: Deployment, transports: dict, console: Console) -
 def _with_master(dep: Deployment, address: str) -> Deployment:
     from dataclasses import replace as dc_replace
 
-    from ascend_run.deployment import check_address
+    from ascend_run.inputs.deployment import check_address
 
     job = dep.spec.job.model_copy(update={"master_address": check_address(address)})
     return dc_replace(dep, spec=dep.spec.model_copy(update={"job": job}))

@@ -23,9 +23,9 @@ def ranktable(deployment_file: str, output: str | None, check_file: str | None, 
     error naming the node and the device.
     """
     from ascend_run.cli.launch import connected
-    from ascend_run.deployment import load_deployment
-    from ascend_run.launch.ranks import check_rank_table, rank_table_from_cluster
-    from ascend_run.ranktable import load_rank_table, rank_table_json
+    from ascend_run.inputs.deployment import load_deployment
+    from ascend_run.steps.ranktable import check_rank_table, rank_table_from_cluster
+    from ascend_run.npu.ranktable import load_rank_table, rank_table_json
 
     dep = load_deployment(deployment_file)
     with connected(dep, accept_new_host_keys) as transports:

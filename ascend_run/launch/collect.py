@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ascend_run.deployment import Deployment, Node
+from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.launch.launcher import parallel
 
 def _list_logs(t, log_dir: str) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 
-from ascend_run.deployment import Deployment
+from ascend_run.inputs.deployment import Deployment
 from ascend_run.errors import ConfigError
 from ascend_run.launch.plan import msrun_values
 from ascend_run.render.docker_run import mount_flag

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ascend_run.deployment import Deployment, Node
+from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import AscendRunError, JobFailed, TransportError
 from ascend_run.launch import nodeops
 from ascend_run.launch.plan import NodePlan, launch_plan

@@ -11,10 +11,10 @@ import posixpath
 import time
 from dataclasses import asdict, dataclass, field
 
-from ascend_run.deployment import Deployment, Node, parse_size
-from ascend_run.images import all_images
+from ascend_run.inputs.deployment import Deployment, Node, parse_size
+from ascend_run.inputs.images import all_images
 from ascend_run.launch.launcher import parallel
-from ascend_run.npu_tools import (parse_driver_version, parse_hccn_ip_output, parse_link_status,
+from ascend_run.npu.tools import (parse_driver_version, parse_hccn_ip_output, parse_link_status,
                                   parse_npu_smi_info, version_family)
 
 MAX_CLOCK_SKEW_S = 5.0

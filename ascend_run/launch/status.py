@@ -3,10 +3,10 @@ one-off step still running there, such as a weights download)."""
 
 from __future__ import annotations
 
-from ascend_run.deployment import Deployment, Node
+from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.launch import nodeops
 from ascend_run.launch.launcher import parallel
-from ascend_run.losslog import parse_step_line
+from ascend_run.launch.losslog import parse_step_line
 from ascend_run.render.docker_run import TASK_LABEL
 
 _TAIL_SCRIPT = 'for f in "$1"/worker_*.log; do [ -f "$f" ] && { echo "@@ $f"; tail -n 200 "$f"; }; done; true'

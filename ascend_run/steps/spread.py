@@ -17,7 +17,7 @@ from ascend_run.errors import AscendRunError
 from ascend_run.launch.launcher import parallel, raise_first
 from ascend_run.transport.broadcast import broadcast
 
-MARKER = ".ascend-run-complete.json"  # written by data/hub_fetch.py when a download is whole
+MARKER = ".ascend-run-complete.json"  # written by steps/hub_fetch.py when a download is whole
 
 
 HASH_JOBS = 8  # sha256sum processes at once per node: 1.4 TB hashed by one core takes over an hour

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ascend_run.deployment import Deployment, Node
+from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import RemoteCommandError, TransportError
 from ascend_run.launch import nodeops
 from ascend_run.launch.launcher import parallel

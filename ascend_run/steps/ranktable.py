@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ascend_run.deployment import Deployment, Node
+from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import ConfigError, ConfigErrors
 from ascend_run.launch.launcher import parallel
-from ascend_run.ranktable import (build_rank_table, collect_device_ips, expected_from_deployment,
+from ascend_run.npu.ranktable import (build_rank_table, collect_device_ips, expected_from_deployment,
                                   require_device_ips, validate_rank_table)
 
 
