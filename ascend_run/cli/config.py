@@ -52,11 +52,10 @@ def _path_checker(target: dict[str, Any], ssh: bool, stack: ExitStack):
         return None
     if target["deployment"] is None:
         raise click.UsageError("--ssh needs a deployment file (-f)")
-    from ascend_run.transport.fanout import connect_all
+    from ascend_run.transport.cluster import connect
 
-    transports = connect_all(target["deployment"])
-    stack.callback(lambda: [t.close() for t in transports.values()])
-    return transport_path_checker(transports)
+    cluster = stack.enter_context(connect(target["deployment"]))
+    return transport_path_checker(cluster.transports)
 
 
 @click.group("config")

@@ -118,7 +118,7 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
 
 
 def _run(dep, target, prep, accept_new_host_keys: bool, spread_dir: str | None) -> dict:
-    from ascend_run.cli.launch import connected, err_console
+    from ascend_run.cli.common import connected, err_console
     from ascend_run.steps.spread import spread_from_node
 
     console = err_console()
@@ -128,10 +128,10 @@ def _run(dep, target, prep, accept_new_host_keys: bool, spread_dir: str | None) 
             console.print(f"{target.name}: {line}", style="dim", markup=False, highlight=False)
 
     nodes = None if spread_dir else [target]  # spreading needs every node
-    with connected(dep, accept_new_host_keys, nodes=nodes) as transports:
-        result = dataprep.run_prepare(transports[target.name], dep, target, prep, on_line)
+    with connected(dep, accept_new_host_keys, nodes=nodes) as cluster:
+        result = dataprep.run_prepare(cluster.transport(target), dep, target, prep, on_line)
         if spread_dir:
-            result["spread"] = spread_from_node(dep, transports, spread_dir,
+            result["spread"] = spread_from_node(cluster, spread_dir,
                                                 on_msg=lambda m: console.print(m, highlight=False))
     return result
 

@@ -111,7 +111,7 @@ def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_ne
 
     For clusters without a registry. Node image ids are checked against the local one afterwards.
     """
-    from ascend_run.cli.launch import connected
+    from ascend_run.cli.common import connected
     from ascend_run.inputs.deployment import load_deployment
     from ascend_run.steps.ship_image import ship_image
 
@@ -121,11 +121,11 @@ def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_ne
                                  f"not {kind}", param_hint="KIND")
     client = connect(docker_host)
     size = client.images.get(dep.image).attrs.get("Size", 0)
-    with connected(dep, accept_new_host_keys) as transports, Progress(
+    with connected(dep, accept_new_host_keys) as cluster, Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(f"shipping {dep.image}", total=size or None)
-        results = ship_image(dep, transports, client, dep.image, on_bytes=lambda n: progress.advance(task, n))
+        results = ship_image(cluster, client, dep.image, on_bytes=lambda n: progress.advance(task, n))
     shipped = [r.node for r in results if r.action == "shipped"]
     click.echo(f"{dep.image} ({results[0].image_id[:19]}): shipped to {len(shipped)} node(s), "
                f"already on {len(results) - len(shipped)}")
