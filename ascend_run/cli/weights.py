@@ -75,18 +75,14 @@ def _spread(dep, directory: str | None, accept_new_host_keys: bool, dry_run: boo
 
 def _download(dep, deployment_file: str, directory, repo, revision, node_choice, image, workers, dry_run,
               output_format, accept_new_host_keys) -> None:
-    from ascend_run.steps import weights_download
     from ascend_run.cli.common import connected, err_console
-    from ascend_run.steps.task import follow_commands
+    from ascend_run.steps import weights_download
+    from ascend_run.steps.task import dry_run_lines
 
     req = weights_download.hub_fetch(dep, repo=repo, dest=directory, revision=revision, image=image, workers=workers)
     node = weights_download.download_node(dep, node_choice)
-    argv = weights_download.fetch_argv(dep, node, req)
     if dry_run:
-        click.echo(f"# on {node.name} ({node.address}): mkdir -p {shlex.quote(req.dest.rsplit('/', 1)[0] or '/')}; "
-                   f"copy {weights_download.SCRIPT.name} to {weights_download.script_on_node(dep)}")
-        click.echo(shlex.join(argv))
-        click.echo("# then: " + "; ".join(shlex.join(c) for c in follow_commands(weights_download.container_name(dep))))
+        click.echo("\n".join(dry_run_lines(node, weights_download.commands(dep, node, req))))
         return
     console = err_console()
     with connected(dep, accept_new_host_keys, nodes=[node]) as cluster, _FetchProgress(console, node.name) as bar:

@@ -90,8 +90,8 @@ class Launcher:
     def start(self) -> None:
         """`docker run` on every node; if any node fails to start, remove what did start and raise."""
         def work(node: Node, t: Transport) -> None:
-            argv = self.plans[node.name].docker_argv
-            t.run(argv, timeout=300).check(node.name, argv)
+            # the error shows the command's head and the image, not its fifty flags
+            t.run(self.plans[node.name].docker_argv, timeout=300).check(node.name, ["docker", "run", "...", self.dep.image])
         outcomes = self.cluster.each(work)
         if any(not o.ok for o in outcomes):
             self.stop_all("a node failed to start")

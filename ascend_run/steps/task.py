@@ -9,12 +9,42 @@ stop the step; a resumable step continues where it stopped the next time).
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from ascend_run.launch import nodeops
 from ascend_run.transport.base import Transport
 
 FOLLOW_NOTE = "{host}: {name} is already running (started earlier); following it"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file the step copies to the node (over SFTP) before its commands run."""
+
+    local: Path
+    remote: str
+
+
+Command = list[str] | Upload
+
+
+def task_commands(name: str, docker_argv: Sequence[str]) -> list[list[str]]:
+    """Every command `run_task` runs for a step that is not running yet, in order: what `--dry-run` prints."""
+    return [nodeops.state_argv(name), list(docker_argv), *follow_commands(name)]
+
+
+def dry_run_lines(node, commands: Sequence[Command]) -> list[str]:
+    """`--dry-run` output of a step: which node, then each command as a shell line (uploads as comments)."""
+    lines = [f"# on {node.name} ({node.ssh.user}@{node.address}):"]
+    for command in commands:
+        if isinstance(command, Upload):
+            lines.append(f"# copy {shlex.quote(str(command.local))} to {shlex.quote(command.remote)} (SFTP)")
+        else:
+            lines.append(shlex.join(command))
+    return lines
 
 
 def follow_commands(name: str) -> list[list[str]]:
