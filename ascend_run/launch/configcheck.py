@@ -37,7 +37,7 @@ def read_job_config(cluster: Cluster) -> tuple[str, str] | None:
 
 def check_job_config(cluster: Cluster):
     """The config check report for the job (None without `job.config`); errors are the caller's to raise."""
-    from ascend_run.mfconfig import check_config, mounts_of, transport_path_checker
+    from ascend_run.mfconfig import JobContext, check_config, transport_path_checker
 
     dep = cluster.dep
     found = read_job_config(cluster)
@@ -45,5 +45,5 @@ def check_job_config(cluster: Cluster):
         return None
     text, _where = found
     workers = msrun_values(dep, dep.nodes[0]).worker_num
-    return check_config(text, workers, transport_path_checker(cluster.transports), workdir=dep.job.workdir,
-                        mounts=mounts_of(dep), npu_memory_gb=dep.profile.npu_memory_gb)
+    job = JobContext.of(dep, npus=workers, path_checker=transport_path_checker(cluster.transports))
+    return check_config(text, job)

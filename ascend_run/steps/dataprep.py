@@ -29,7 +29,7 @@ from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import AscendRunError, ConfigError, StepFailed
 from ascend_run.steps.task import run_task, task_commands
 from ascend_run.transport.base import Transport
-from ascend_run.mfconfig.paths import mounts_of, to_host
+from ascend_run.mfconfig.paths import to_host
 from ascend_run.render.docker_run import task_run_argv
 
 DEFAULT_INPUT = "/home/work/dataset/wiki.train.tokens"
@@ -110,7 +110,7 @@ class ServerPaths:
 def server_paths(dep: Deployment, prep: DataPrep) -> ServerPaths:
     """Map each container path through the deployment's mounts; a path outside them is a ConfigError,
     because the container is removed: an unmounted input is not there and an unmounted output is lost."""
-    mounts = mounts_of(dep)
+    mounts = dep.mounts
     where = f"{dep.path}" if getattr(dep, "path", None) else None
     found: dict[str, str] = {}
     for option, path in (("--input", prep.input), ("--vocab-file", prep.vocab_file),
@@ -275,11 +275,10 @@ def derive_argv(deployment_file: str, prep: DataPrep, base: str = BASE_CONFIG,
 
 def derive(dep: Deployment, prep: DataPrep, base: str, out: str):
     """`config derive BASE --preset article-1b --data-path PREFIX -f FILE -o OUT`, in process."""
-    from ascend_run.mfconfig import derive_config, workdir_of
+    from ascend_run.mfconfig import JobContext, derive_config
 
-    return derive_config(base, preset="article-1b", preset_options={"data_path": prep.data_path},
-                         npus=dep.total_npus, output=out, workdir=workdir_of(dep), mounts=mounts_of(dep),
-                         npu_memory_gb=dep.profile.npu_memory_gb)
+    return derive_config(base, preset="article-1b", preset_options={"data_path": prep.data_path}, output=out,
+                         job=JobContext.of(dep))
 
 
 def mkdir_argv(paths: ServerPaths) -> list[str]:
