@@ -131,6 +131,8 @@ def operator_pods(job: dict) -> list[dict]:
                              {"name": "MS_SERVER_NUM", "value": "0"},
                              {"name": "MS_ROLE", "value": "MS_SCHED" if rtype == "Scheduler" else "MS_WORKER"},
                              {"name": "NPU_POD", "value": "true"}]
+            doubled = {e["name"] for e in container.get("env", [])} & {e["name"] for e in injected}
+            assert not doubled, f"the chart sets what the operator injects: {doubled}"
             container["env"] = container.get("env", []) + injected
             pods.append(pod)
     return pods
