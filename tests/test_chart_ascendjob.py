@@ -30,7 +30,7 @@ from ruamel.yaml import YAML
 
 from ascend_run.charts.values import chart_values, values_yaml
 from ascend_run.cli import cli
-from ascend_run.deployment import Deployment, deployment_from_data, load_deployment
+from ascend_run.inputs.deployment import Deployment, deployment_from_data, load_deployment
 from ascend_run.errors import ConfigError
 from ascend_run.launch.plan import launch_plan
 from tests.test_charts import (CRDS, K8S_VERSIONS, NS, ROOT, charts, expand, helm, needs_helm,  # noqa: F401

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run import dataprep
-from ascend_run.deployment import deployment_from_data
+from ascend_run.steps import dataprep
+from ascend_run.inputs.deployment import deployment_from_data
 from ascend_run.errors import AscendRunError, ConfigError, StepFailed
 from ascend_run.transport.local import LocalTransport
 from tests.conftest_e2e import needs_root_tools, run_cli
@@ -291,7 +291,7 @@ def node_docker(cluster, node, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_prepare_on_a_simulated_server(sim_cluster, cpu_train_image, tmp_path):
     needs_root_tools()
-    from ascend_run.deployment import load_deployment
+    from ascend_run.inputs.deployment import load_deployment
     from ascend_run.transport.fanout import close_all, connect_all
     from tests.conftest_sim import ssh
 

@@ -22,8 +22,8 @@ from ascend_run.charts.mindcluster import template_facts
 from ascend_run.charts.naming import split_image, volume_name
 from ascend_run.charts.schema import values_schema
 from ascend_run.errors import TemplateError
-from ascend_run.images import get_image
-from ascend_run.profiles import HardwareProfile, get_profile
+from ascend_run.inputs.images import get_image
+from ascend_run.inputs.profiles import HardwareProfile, get_profile
 from ascend_run.render.templating import template_root
 
 CHART_TEMPLATES = "charts"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ascend_run.charts import mindcluster as mc
-from ascend_run.profiles import HardwareProfile
+from ascend_run.inputs.profiles import HardwareProfile
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ABS_PATH = r"^/"

@@ -22,7 +22,7 @@ from ascend_run.charts import CHARTS
 from ascend_run.charts import mindcluster as mc
 from ascend_run.charts.naming import k8s_quantity, split_image, volume_name
 from ascend_run.charts.render import host_mounts
-from ascend_run.deployment import Deployment
+from ascend_run.inputs.deployment import Deployment
 from ascend_run.errors import ConfigError
 
 # Helm reads values as YAML 1.1, where these plain words are booleans or null; YAML 1.2 writers leave them bare.

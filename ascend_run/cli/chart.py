@@ -11,7 +11,7 @@ from ascend_run.charts.mindcluster import WORKLOADS
 from ascend_run.charts.render import write_chart
 from ascend_run.charts.values import chart_values, values_yaml
 from ascend_run.cli.common import deployment_option
-from ascend_run.deployment import load_deployment
+from ascend_run.inputs.deployment import load_deployment
 
 
 @click.group("chart")

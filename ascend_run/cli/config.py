@@ -37,7 +37,7 @@ def _resolve_target(npus: int | None, deployment_file: str | None, *, required: 
     if npus and deployment_file:
         raise click.UsageError("give --npus or -f, not both")
     if deployment_file:
-        from ascend_run.deployment import load_deployment
+        from ascend_run.inputs.deployment import load_deployment
 
         dep = load_deployment(deployment_file)
         return {"npus": dep.total_npus, "mounts": mounts_of(dep), "workdir": workdir_of(dep), "deployment": dep,
@@ -52,11 +52,10 @@ def _path_checker(target: dict[str, Any], ssh: bool, stack: ExitStack):
         return None
     if target["deployment"] is None:
         raise click.UsageError("--ssh needs a deployment file (-f)")
-    from ascend_run.transport.fanout import connect_all
+    from ascend_run.transport.cluster import connect
 
-    transports = connect_all(target["deployment"])
-    stack.callback(lambda: [t.close() for t in transports.values()])
-    return transport_path_checker(transports)
+    cluster = stack.enter_context(connect(target["deployment"]))
+    return transport_path_checker(cluster.transports)
 
 
 @click.group("config")

@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TransferSpeedColumn)
 
-from ascend_run.engine import BuildEvent, build_image, connect
-from ascend_run.images import IMAGE_KINDS, get_image
+from ascend_run.engine.build import BuildEvent, build_image, connect
+from ascend_run.inputs.images import IMAGE_KINDS, get_image
 from ascend_run.render.dockerfile import render_build_context
 
 kind_argument = click.argument("kind", type=click.Choice(IMAGE_KINDS))
@@ -73,7 +73,7 @@ def build_cmd(kind: str, base: str | None, tag: str | None, build_args: tuple[st
         return
     client = connect(docker_host)
     if wheelhouse:
-        from ascend_run.wheelhouse import serve
+        from ascend_run.engine.wheelhouse import serve
 
         with serve(Path(wheelhouse)) as index_url:
             image_id = build_with_progress(client, kind, tag, {**args, "PIP_INDEX_URL": index_url}, True, quiet)
@@ -111,9 +111,9 @@ def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_ne
 
     For clusters without a registry. Node image ids are checked against the local one afterwards.
     """
-    from ascend_run.cli.launch import connected
-    from ascend_run.deployment import load_deployment
-    from ascend_run.launch.ship import ship_image
+    from ascend_run.cli.common import connected
+    from ascend_run.inputs.deployment import load_deployment
+    from ascend_run.steps.ship_image import ship_image
 
     dep = load_deployment(deployment_file)
     if dep.profile.role != kind:
@@ -121,11 +121,11 @@ def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_ne
                                  f"not {kind}", param_hint="KIND")
     client = connect(docker_host)
     size = client.images.get(dep.image).attrs.get("Size", 0)
-    with connected(dep, accept_new_host_keys) as transports, Progress(
+    with connected(dep, accept_new_host_keys) as cluster, Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(f"shipping {dep.image}", total=size or None)
-        results = ship_image(dep, transports, client, dep.image, on_bytes=lambda n: progress.advance(task, n))
+        results = ship_image(cluster, client, dep.image, on_bytes=lambda n: progress.advance(task, n))
     shipped = [r.node for r in results if r.action == "shipped"]
     click.echo(f"{dep.image} ({results[0].image_id[:19]}): shipped to {len(shipped)} node(s), "
                f"already on {len(results) - len(shipped)}")

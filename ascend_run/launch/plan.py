@@ -16,9 +16,9 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
-from ascend_run.deployment import Deployment, Node
+from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import ConfigError
-from ascend_run.models import Mount
+from ascend_run.inputs.common import Mount
 from ascend_run.render.docker_run import docker_run_argv
 
 SYNC_ROOT = "/var/lib/ascend-run"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
-from ascend_run.deployment import Deployment, Node
-from ascend_run.models import Mount
+from ascend_run.inputs.deployment import Deployment, Node
+from ascend_run.inputs.common import Mount
 
 JOB_LABEL = "io.ascend-run.job"
 RANK_LABEL = "io.ascend-run.rank"

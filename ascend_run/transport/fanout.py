@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ascend_run.deployment import Deployment, Node
+from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import AscendRunError, TransportError
 from ascend_run.transport.base import Result, Transport, command_line
 from ascend_run.transport.ssh import KnownHosts, SSHTransport
@@ -125,14 +125,32 @@ def connect_all(dep: Deployment, *, accept_new: bool = False, parallelism: int =
     failures = [v for v in results.values() if isinstance(v, BaseException)]
     if failures:
         close_all(v for v in results.values() if not isinstance(v, BaseException))
-        first = failures[0]
-        if len(failures) > 1:
-            others = [getattr(f, "host", None) or "?" for f in failures[1:]]
-            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-            first.message += f" (also unreachable: {shown})"
-            first.args = (str(first),)
-        raise first
+        raise _first_of(failures, "unreachable")
     return results
+
+
+def raise_first(outcomes: Iterable[Outcome]) -> None:
+    """Raise the first failed node's error (it names the node), naming the other failed nodes too."""
+    failures = [o.error for o in outcomes if not o.ok]
+    if failures:
+        raise _first_of(failures, "failed")
+
+
+def values_or_raise(outcomes: Iterable[Outcome[T]]) -> dict[str, T]:
+    """{node name: value} when every node succeeded; else the first node's error (see raise_first)."""
+    outcomes = list(outcomes)
+    raise_first(outcomes)
+    return {o.node.name: o.value for o in outcomes}
+
+
+def _first_of(failures: list[AscendRunError], what: str) -> AscendRunError:
+    first = failures[0]
+    if len(failures) > 1:
+        others = [getattr(f, "host", None) or "?" for f in failures[1:]]
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        first.message += f" (also {what}: {shown})"
+        first.args = (str(first),)
+    return first
 
 
 def close_all(transports: Iterable[Transport] | Mapping[str, Transport]) -> None:

@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from ascend_run import hostrange
+from ascend_run.inputs import hostrange
 from ascend_run.errors import ConfigError, ConfigErrors
-from ascend_run.models import Mount, Strict
-from ascend_run.profiles import HardwareProfile, get_profile
-from ascend_run.yamlio import format_loc, line_of, load_yaml
+from ascend_run.inputs.common import Mount, Strict
+from ascend_run.inputs.profiles import HardwareProfile, get_profile
+from ascend_run.inputs.yamlio import format_loc, line_of, load_yaml
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 JOB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")

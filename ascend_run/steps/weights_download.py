@@ -2,7 +2,7 @@
 
 The article downloads ~1.4 TB with `openmind_hub.snapshot_download` from inside the inference
 container. We do the same, so no Python package is needed on the servers themselves: a one-off
-container of the image (it pins openmind-hub) runs `data/hub_fetch.py`, which adds the free-space
+container of the image (it pins openmind-hub) runs `steps/hub_fetch.py`, which adds the free-space
 check, staging in DEST.partial and the completion marker; see that file for the protocol. This module
 builds the `docker run` (pure) and turns the script's events into progress and errors for people.
 """
@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ascend_run.deployment import HUB_REPO, Deployment, Node
+from ascend_run.inputs.deployment import HUB_REPO, Deployment, Node
 from ascend_run.errors import ConfigError, StepFailed
 from ascend_run.launch.plan import SYNC_ROOT
-from ascend_run.launch.task import run_task
-from ascend_run.models import Mount
+from ascend_run.steps.task import run_task
+from ascend_run.inputs.common import Mount
 from ascend_run.render.docker_run import task_run_argv
 
-SCRIPT = Path(__file__).parent / "data" / "hub_fetch.py"
+SCRIPT = Path(__file__).parent / "hub_fetch.py"
 IN_CONTAINER = "/opt/ascend-run/hub_fetch.py"
 EVENT_PREFIX = "@ascend-run "
 DEFAULT_ENDPOINT = "https://modelers.cn"

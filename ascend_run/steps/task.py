@@ -12,23 +12,24 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ascend_run.launch import nodeops
+from ascend_run.transport.base import Transport
 
 FOLLOW_NOTE = "{host}: {name} is already running (started earlier); following it"
 
 
 def follow_commands(name: str) -> list[list[str]]:
-    """What runs after `docker run --detach`: the log until the container ends, its exit code, removal."""
-    return [["docker", "logs", "--follow", name], ["docker", "wait", name], ["docker", "rm", "-f", name]]
+    """What runs after `docker run --detach`: the log until the container ends, its exit code, removal.
+    `run_task` runs exactly these; `--dry-run` prints them."""
+    return [nodeops.logs_argv(name), nodeops.wait_argv(name), nodeops.remove_argv([name])]
 
 
-def run_task(t, name: str, docker_argv: Sequence[str], on_line: Callable[[str], None],
+def run_task(t: Transport, name: str, docker_argv: Sequence[str], on_line: Callable[[str], None],
              on_notice: Callable[[str], None] = lambda s: None) -> int:
     """Start `docker_argv` (a `docker run --detach --name NAME …`) on the node, or follow NAME if it is
     already running; hand its output to `on_line`; return its exit code (docker's own if it cannot start)."""
-    host = getattr(t, "host", "node")
     state = nodeops.container_state(t, name)
     if state == "running":
-        on_notice(FOLLOW_NOTE.format(host=host, name=name))
+        on_notice(FOLLOW_NOTE.format(host=t.host, name=name))
     else:
         if state is not None:
             nodeops.remove_containers(t, [name])  # an ended leftover only blocks the name
@@ -37,18 +38,19 @@ def run_task(t, name: str, docker_argv: Sequence[str], on_line: Callable[[str], 
             for line in started.stderr.splitlines():
                 on_line(line)
             return started.rc
+    follow, wait, remove = follow_commands(name)
     try:
-        t.stream(["docker", "logs", "--follow", name], on_line)
-        rc = nodeops.wait_container(t, name)
+        t.stream(follow, on_line)
+        rc = nodeops.exit_code_of_wait(t.run(wait))
     except BaseException:
-        _remove_quietly(t, name)
+        _remove_quietly(t, remove)
         raise
-    _remove_quietly(t, name)
+    _remove_quietly(t, remove)
     return rc
 
 
-def _remove_quietly(t, name: str) -> None:
+def _remove_quietly(t: Transport, remove: list[str]) -> None:
     try:
-        nodeops.remove_containers(t, [name])
-    except Exception:  # noqa: BLE001 (the connection may be what failed; the first error is the one to show)
+        t.run(remove, timeout=120)
+    except Exception:  # noqa: BLE001,S110 (the connection may be what failed; the first error is the one to show)
         pass

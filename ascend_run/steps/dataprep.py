@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ascend_run.deployment import Deployment, Node
+from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import AscendRunError, ConfigError, StepFailed
-from ascend_run.launch.task import run_task
+from ascend_run.steps.task import run_task
 from ascend_run.mfconfig.paths import mounts_of, to_host
 from ascend_run.render.docker_run import task_run_argv
 
