@@ -30,8 +30,8 @@ from ruamel.yaml import YAML
 
 from ascend_run.charts.values import chart_values, values_yaml
 from ascend_run.cli import cli
-from ascend_run.inputs.deployment import Deployment, deployment_from_data, load_deployment
 from ascend_run.errors import ConfigError
+from ascend_run.inputs.deployment import Deployment, deployment_from_data, load_deployment
 from ascend_run.launch.plan import launch_plan
 from tests.test_charts import (CRDS, K8S_VERSIONS, NS, ROOT, charts, expand, helm, needs_helm,  # noqa: F401
                                notes, one, render)
@@ -272,6 +272,16 @@ def test_lint_strict_for_each_workload(charts, sets):
     result = helm(*argv)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARNING]" not in result.stdout
+
+
+@needs_helm
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_lint_strict_with_example_ascendjob_values(charts, tmp_path, example):
+    values, _ = chart_values(deployment(example, restarts=2, rank_table="/etc/hccl.json"), "train", "ascendjob")
+    path = tmp_path / "values.yaml"
+    path.write_text(values_yaml(values, "test"), encoding="utf-8")
+    result = helm("lint", "--strict", str(charts["train"]), "-f", str(path))
+    assert result.returncode == 0 and "[WARNING]" not in result.stdout, result.stdout + result.stderr
 
 
 @needs_helm
