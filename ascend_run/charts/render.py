@@ -18,6 +18,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from ascend_run import __version__
 from ascend_run.charts import CHARTS
+from ascend_run.charts.mindcluster import template_facts
 from ascend_run.charts.naming import split_image, volume_name
 from ascend_run.charts.schema import values_schema
 from ascend_run.errors import TemplateError
@@ -67,6 +68,8 @@ def chart_context(kind: str) -> dict:
         "host_mounts": host_mounts(profile),
         # The article runs the train container with `-u root`; the infer one keeps the image's user.
         "run_as_root": profile.container.user == "root",
+        # Names MindCluster's Ascend Operator looks for (the train chart's ascendjob workload).
+        "mindcluster": template_facts(),
     }
 
 

@@ -181,6 +181,7 @@ class JobSettings(Strict):
     serve_port: int | None = Field(default=None, ge=1, le=65535)
     require_free: dict[str, str] = Field(default_factory=dict)
     rank_table: str | None = None  # hccl.json on every server: mounted read-only, RANK_TABLE_FILE points at it
+    restarts: int = Field(default=0, ge=0)  # automatic restarts after a failure (0: the first failure ends it)
 
     @field_validator("require_free")
     @classmethod
