@@ -59,10 +59,7 @@ def _check_expressible(dep: Deployment) -> None:
 
 
 def _job_values(dep: Deployment, npus: int) -> dict[str, Any]:
-    job = dep.job
-    if job is None:
-        raise ConfigError("the deployment file has no job: section", file=str(dep.path), key="job",
-                          fix="add job: {command: ...} (see examples/)")
+    job = dep.require_job()
     # msrun_launcher.sh `eval`s its first argument, so it stays one string; msrun takes an argument list.
     command: str | list[str] = job.command if job.launcher == "msrun_launcher" else shlex.split(job.command)
     return {
@@ -88,9 +85,7 @@ def _covered(path: str, volumes: list[dict[str, Any]]) -> bool:
 def _ascendjob_values(dep: Deployment, volumes: list[dict[str, Any]], notes: list[str]) -> dict[str, Any]:
     """The MindCluster settings from the file: restarts become fault rescheduling, rank_table the
     operator's ConfigMap, and restarts also turn on resume from the shared checkpoint directory."""
-    job = dep.job
-    if job is None:  # _job_values has refused such a file already
-        raise ConfigError("the deployment file has no job: section", file=str(dep.path), key="job")
+    job = dep.require_job()
     clashes = sorted(set(dep.spec.env) & set(mc.OPERATOR_ENV))
     if clashes:
         raise ConfigError(f"{', '.join(clashes)} is set by the Ascend Operator in every pod of an {mc.KIND}",

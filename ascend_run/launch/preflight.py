@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from ascend_run.inputs.deployment import Deployment, Node, parse_size
 from ascend_run.inputs.images import all_images
+from ascend_run.launch import nodeops
 from ascend_run.npu.tools import (parse_driver_version, parse_hccn_ip_output, parse_link_status,
                                   parse_npu_smi_info, version_family)
 from ascend_run.transport.base import Transport
@@ -84,8 +85,7 @@ def gather(dep: Deployment, node: Node, t: Transport) -> NodeFacts:
     version = t.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=30)
     facts.docker_version = version.stdout.strip() if version.rc == 0 else None
     if facts.docker_version:
-        inspect = t.run(["docker", "image", "inspect", "--format", "{{.Id}}", dep.image], timeout=30)
-        facts.image_id = inspect.stdout.strip() if inspect.rc == 0 else None
+        facts.image_id = nodeops.image_id(t, dep.image)
     paths = profile.device_paths(node.npus)
     stat = t.run(["stat", "-L", "-c", "%n|%F", *paths], timeout=30)
     facts.device_types = {p: "missing" for p in paths}
