@@ -17,7 +17,7 @@ from typing import TypeVar
 from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.transport.base import Transport
 from ascend_run.transport.fanout import (DEFAULT_PARALLELISM, Factory, Outcome, Progress, close_all, connect_all,
-                                         fan_out, ssh_factory, values_or_raise)
+                                         fan_out, values_or_raise)
 
 T = TypeVar("T")
 
@@ -55,7 +55,7 @@ class Cluster:
 
 @contextlib.contextmanager
 def connect(dep: Deployment, *, accept_new: bool = False, parallelism: int = DEFAULT_PARALLELISM,
-            nodes: Sequence[Node] | None = None, factory: Factory = ssh_factory) -> Iterator[Cluster]:
+            nodes: Sequence[Node] | None = None, factory: Factory | None = None) -> Iterator[Cluster]:
     """A Cluster of every node (or `nodes`), closed at the end. Raises for the first node that cannot be
     reached (naming the others), having closed the ones that could."""
     transports = connect_all(dep, accept_new=accept_new, parallelism=parallelism, nodes=nodes, factory=factory)
