@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import click
+
+from ascend_run.errors import ConfigError
 
 deployment_option = click.option(
     "-f", "--file", "deployment_file", required=True, type=click.Path(dir_okay=False),
@@ -17,6 +21,18 @@ output_option = click.option(
 
 dry_run_option = click.option(
     "--dry-run", is_flag=True, help="Print exactly what would run, and run nothing.")
+
+
+@contextlib.contextmanager
+def writing(path: str, option: str = "-o") -> Iterator[None]:
+    """Where the command writes its output (`-o`): an OSError there (/proc/…, a read-only disk, a file where
+    a directory should be) is a bad argument, exit 2, naming the path, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = str(exc.filename) if exc.filename else path
+        raise ConfigError(f"cannot write there: {exc.strerror or exc}", file=where, key=option,
+                          fix=f"give {option} a place you can write to") from None
 
 
 def human_size(size: int) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import click
 
 from ascend_run.cli.common import echo_json, output_option
+from ascend_run.inputs.text import printable
 from ascend_run.mfconfig import (
     PRESETS,
     CheckReport,
@@ -94,7 +96,7 @@ def derive(base: str, preset: str | None, sets: tuple[str, ...], adds: tuple[str
     with ExitStack() as stack:
         checker = _path_checker(target, ssh, stack)
         try:
-            result = derive_config(base, preset=preset, preset_options=options, sets=sets, adds=adds,
+            result = derive_config(Path(base), preset=preset, preset_options=options, sets=sets, adds=adds,
                                    npus=target["npus"], output=out_file, force=force, workdir=target["workdir"],
                                    mounts=target["mounts"], path_checker=checker,
                                    npu_memory_gb=target["npu_memory_gb"])
@@ -124,8 +126,9 @@ def check(config: str, npus: int | None, deployment_file: str | None, ssh: bool,
     target = _resolve_target(npus, deployment_file, required=True)
     with ExitStack() as stack:
         checker = _path_checker(target, ssh, stack)
-        report = check_config(config, target["npus"], checker, workdir=target["workdir"], mounts=target["mounts"],
-                              npu_memory_gb=target["npu_memory_gb"])
+        # a Path: a file name is never read as YAML text, even one holding a newline
+        report = check_config(Path(config), target["npus"], checker, workdir=target["workdir"],
+                              mounts=target["mounts"], npu_memory_gb=target["npu_memory_gb"])
     _show_report(report, output_format, header=None)
     report.raise_for_errors()
 
@@ -145,7 +148,8 @@ def _show_report(report: CheckReport, output_format: str, header: str | None) ->
         return
     npus = f"{report.npus} NPUs" if report.npus else "NPU count not given"
     status = click.style("ok" if report.ok else f"{len(report.errors)} error(s)", fg="green" if report.ok else "red")
-    click.echo(f"{status} {report.source} ({report.layout} layout, {npus})" + (f" — {header}" if header else ""))
+    click.echo(f"{status} {printable(report.source)} ({report.layout} layout, {npus})"
+               + (f" — {printable(header)}" if header else ""))
     for issue in report.warnings:
         click.secho(f"  warning: {issue}", fg="yellow")
     for issue in report.notes:

@@ -9,6 +9,7 @@ import click
 
 from ascend_run.steps import dataprep
 from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, human_size, output_option
+from ascend_run.inputs.text import comment
 
 
 @click.group()
@@ -85,14 +86,14 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
     next_argv = dataprep.derive_argv(deployment_file, prep, *((derive_base, out_file) if derive_base else ()))
     if dry_run:
         looked_for = [paths.input, paths.vocab_file, *([paths.script] if paths.script else [])]
-        click.echo(f"# on {target.name} ({target.address}): test -f {shlex.join(looked_for)}; "
-                   f"mkdir -p {shlex.quote(paths.output_prefix.rsplit('/', 1)[0] or '/')}")
+        click.echo(comment(f"on {target.name} ({target.address}): test -f {shlex.join(looked_for)}; "
+                           f"mkdir -p {shlex.quote(paths.output_prefix.rsplit('/', 1)[0] or '/')}"))
         click.echo(shlex.join(dataprep.prepare_argv(dep, target, prep)))
-        click.echo("# then: " + "; ".join(shlex.join(c) for c in follow_commands(dataprep.container_name(dep))))
-        click.echo(f"# then: check {paths.bin} and {paths.idx}; next: {shlex.join(next_argv)}")
+        click.echo(comment("then: " + "; ".join(shlex.join(c) for c in follow_commands(dataprep.container_name(dep)))))
+        click.echo(comment(f"then: check {paths.bin} and {paths.idx}; next: {shlex.join(next_argv)}"))
         if spread:
-            click.echo(f"# then: copy {posixpath.dirname(paths.output_prefix)} to the other nodes "
-                       "(as weights fetch --from-node)")
+            click.echo(comment(f"then: copy {posixpath.dirname(paths.output_prefix)} to the other nodes "
+                               "(as weights fetch --from-node)"))
         return
     result = _run(dep, target, prep, accept_new_host_keys, posixpath.dirname(paths.output_prefix) if spread else None)
     result["next"] = shlex.join(next_argv)
@@ -132,7 +133,7 @@ def _run(dep, target, prep, accept_new_host_keys: bool, spread_dir: str | None) 
         result = dataprep.run_prepare(transports[target.name], dep, target, prep, on_line)
         if spread_dir:
             result["spread"] = spread_from_node(dep, transports, spread_dir,
-                                                on_msg=lambda m: console.print(m, highlight=False))
+                                                on_msg=lambda m: console.print(m, markup=False, highlight=False))
     return result
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ascend_run.cli.common import console as make_console
@@ -54,7 +55,7 @@ def print_checks(checks, console: Console) -> None:
     console.print(table)
     for check in checks:
         if not check.ok:
-            console.print(f"[red]✗[/] {check.node}: {check.check}: {check.detail}")
+            console.print(f"[red]✗[/] {check.node}: {check.check}: {escape(check.detail)}")
 
 
 def preflight_or_raise(dep: Deployment, transports: dict, console: Console, output_format: str = "text"):
@@ -174,18 +175,14 @@ def config_check_or_raise(dep: Deployment, transports: dict, console: Console) -
     if report is None:
         return
     for issue in report.warnings:
-        console.print(f"[yellow]config warning:[/] {issue}", markup=True, highlight=False)
+        console.print(f"[yellow]config warning:[/] {escape(str(issue))}", markup=True, highlight=False)
     report.raise_for_errors()
-    console.print(f"[green]config ok[/] {dep.job.config}" + (f" — {report.memory.summary()}" if report.memory else ""))
+    console.print(f"[green]config ok[/] {escape(dep.job.config)}"
+                  + (f" — {report.memory.summary()}" if report.memory else ""))
 
 
 def _with_master(dep: Deployment, address: str) -> Deployment:
-    from dataclasses import replace as dc_replace
-
-    from ascend_run.inputs.deployment import check_address
-
-    job = dep.spec.job.model_copy(update={"master_address": check_address(address)})
-    return dc_replace(dep, spec=dep.spec.model_copy(update={"job": job}))
+    return dep.with_master_address(address)
 
 
 @click.command()

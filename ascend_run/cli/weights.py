@@ -8,6 +8,7 @@ import time
 import click
 
 from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, human_size, output_option
+from ascend_run.inputs.text import comment, printable
 
 ADMIN_NOISE = "running openMind Hub Client as an Admin user"
 
@@ -60,12 +61,13 @@ def _spread(dep, directory: str | None, accept_new_host_keys: bool, dry_run: boo
     from ascend_run.cli.launch import connected
     from ascend_run.steps.spread import spread_from_node
 
-    if not directory or not directory.startswith("/"):
-        raise click.BadParameter("an absolute path on the servers is needed (or weights.dir)", param_hint="--to")
+    if not directory or not directory.startswith("/") or printable(directory) != directory:
+        raise click.BadParameter("an absolute path on the servers is needed (or weights.dir), on one line",
+                                 param_hint="--to")
     if dry_run:
         source, *targets = dep.nodes
-        click.echo(f"# sha256 of every file under {directory} on {source.name} and on "
-                   f"{', '.join(n.name for n in targets) or 'no other node'}; copy the ones that differ")
+        click.echo(comment(f"sha256 of every file under {directory} on {source.name} and on "
+                           f"{', '.join(n.name for n in targets) or 'no other node'}; copy the ones that differ"))
         return
     started = time.monotonic()
     with connected(dep, accept_new_host_keys) as transports:
@@ -83,16 +85,18 @@ def _download(dep, deployment_file: str, directory, repo, revision, node_choice,
     node = weights_download.download_node(dep, node_choice)
     argv = weights_download.fetch_argv(dep, node, req)
     if dry_run:
-        click.echo(f"# on {node.name} ({node.address}): mkdir -p {shlex.quote(req.dest.rsplit('/', 1)[0] or '/')}; "
-                   f"copy {weights_download.SCRIPT.name} to {weights_download.script_on_node(dep)}")
+        parent = shlex.quote(req.dest.rsplit('/', 1)[0] or '/')
+        click.echo(comment(f"on {node.name} ({node.address}): mkdir -p {parent}; "
+                           f"copy {weights_download.SCRIPT.name} to {weights_download.script_on_node(dep)}"))
         click.echo(shlex.join(argv))
-        click.echo("# then: " + "; ".join(shlex.join(c) for c in follow_commands(weights_download.container_name(dep))))
+        click.echo(comment("then: " + "; ".join(shlex.join(c) for c in
+                                                follow_commands(weights_download.container_name(dep)))))
         return
     console = err_console()
     with connected(dep, accept_new_host_keys, nodes=[node]) as transports, _FetchProgress(console, node.name) as bar:
         def on_log(line: str) -> None:
             if line.strip() and ADMIN_NOISE not in line:
-                console.print(f"[dim]{node.name}: {line}[/dim]", markup=True, highlight=False)
+                console.print(f"{node.name}: {line}", style="dim", markup=False, highlight=False)
         done = weights_download.run_fetch(transports[node.name], dep, node, req, bar.on_event, on_log)
     if output_format == "json":
         echo_json({"node": node.name, **done})
