@@ -24,8 +24,10 @@ import string
 from collections.abc import Iterable
 from typing import Any
 
-# C0 and C1 controls, DEL, and the Unicode line/paragraph separators (line breaks to many readers).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 and C1 controls, DEL, the Unicode line/paragraph separators (line breaks to many readers), the bidi
+# overrides that make a script read differently from what runs, and lone surrogates (YAML's "\ud800"
+# escape makes one; no file can be written with it).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 DATA_WHITESPACE = "\t\n"  # allowed in values that are data (env values), quoted wherever they land
 
 ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -82,10 +84,14 @@ def one_line(value: str, allow: str = "") -> str:
     if _CONTROL.search(value) is None:   # the common case, at C speed
         return value
     for match in _CONTROL.finditer(value):
-        if match.group() not in allow:
-            at = match.start()
-            raise Invalid(f"{shown(value)} contains the control character {match.group()!r} at position {at + 1}",
-                          fix="write the value on one line, without control characters")
+        char, at = match.group(), match.start() + 1
+        if char in allow:
+            continue
+        if "\ud800" <= char <= "\udfff":
+            raise Invalid(f"{shown(value)} holds half of a UTF-16 surrogate pair ({char!r}) at position {at}",
+                          fix="write the character itself (the file is UTF-8), not as a pair of \\u escapes")
+        raise Invalid(f"{shown(value)} contains the control character {char!r} at position {at}",
+                      fix="write the value on one line, without control characters or escapes like \\x1b")
     return value
 
 
