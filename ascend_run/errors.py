@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ascend_run.inputs.text import printable
+
 
 class AscendRunError(Exception):
     """Base of every error ascend-run raises on purpose. `exit_code` is what the CLI exits with."""
@@ -31,11 +33,11 @@ class ConfigError(AscendRunError):
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None,
                  line: int | None = None, fix: str | None = None) -> None:
         self.file, self.key, self.line = file, key, line
-        where = file or ""
+        where = printable(file) if file else ""  # a file name may hold a newline: the message stays one line
         if where and line:
             where += f":{line}"
         if key:
-            where = f"{where}: {key}" if where else key
+            where = f"{where}: {printable(key)}" if where else printable(key)
         super().__init__(f"{where}: {message}" if where else message, fix=fix)
 
 

@@ -10,7 +10,7 @@ from ascend_run.charts import CHART_KINDS, CHARTS
 from ascend_run.charts.mindcluster import WORKLOADS
 from ascend_run.charts.render import write_chart
 from ascend_run.charts.values import chart_values, values_yaml
-from ascend_run.cli.common import deployment_option
+from ascend_run.cli.common import deployment_option, writing
 from ascend_run.inputs.deployment import load_deployment
 
 
@@ -46,7 +46,8 @@ def values(kind: str, deployment_file: str, output: str | None, workload: str) -
     if output is None:
         click.echo(text, nl=False)
         return
-    Path(output).write_text(text, encoding="utf-8")
+    with writing(output):
+        Path(output).write_text(text, encoding="utf-8")
     click.echo(f"wrote {output} ({len(dep.nodes)} pod(s) x {data['npusPerNode']} NPUs, chart {chart})", err=True)
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from ascend_run.errors import ConfigError
+
 deployment_option = click.option(
     "-f", "--file", "deployment_file", required=True, type=click.Path(dir_okay=False),
     help="The deployment file (YAML) describing the cluster and the job.")
@@ -37,6 +39,18 @@ def connected(dep, accept_new: bool = False, parallel: int = 256, nodes: list | 
 
     with connect(dep, accept_new=accept_new, parallelism=parallel, nodes=nodes) as cluster:
         yield cluster
+
+
+@contextlib.contextmanager
+def writing(path: str, option: str = "-o") -> Iterator[None]:
+    """Where the command writes its output (`-o`): an OSError there (/proc/…, a read-only disk, a file where
+    a directory should be) is a bad argument, exit 2, naming the path, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = str(exc.filename) if exc.filename else path
+        raise ConfigError(f"cannot write there: {exc.strerror or exc}", file=where, key=option,
+                          fix=f"give {option} a place you can write to") from None
 
 
 def human_size(size: int) -> str:

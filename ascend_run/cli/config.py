@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
 
 import click
 
 from ascend_run.cli.common import echo_json, output_option
+from ascend_run.inputs.text import printable
 from ascend_run.mfconfig import (
     PRESETS,
     CheckReport,
@@ -88,7 +91,7 @@ def derive(base: str, preset: str | None, sets: tuple[str, ...], adds: tuple[str
     with ExitStack() as stack:
         job = _job_context(npus, deployment_file, ssh, stack, required=False)
         try:
-            result = derive_config(base, preset=preset, preset_options=options, sets=sets, adds=adds,
+            result = derive_config(Path(base), preset=preset, preset_options=options, sets=sets, adds=adds,
                                    output=out_file, force=force, job=job)
         except ConfigCheckFailed as exc:
             _show_report(exc.report, output_format, header=f"not written: {out_file}")
@@ -114,7 +117,8 @@ def check(config: str, npus: int | None, deployment_file: str | None, ssh: bool,
 
     Exits 0 when there are no errors (warnings allowed), 2 with every error (key path, values, fix)."""
     with ExitStack() as stack:
-        report = check_config(config, _job_context(npus, deployment_file, ssh, stack, required=True))
+        # a Path: a file name is never read as YAML text, even one holding a newline
+        report = check_config(Path(config), _job_context(npus, deployment_file, ssh, stack, required=True))
     _show_report(report, output_format, header=None)
     report.raise_for_errors()
 
@@ -134,7 +138,8 @@ def _show_report(report: CheckReport, output_format: str, header: str | None) ->
         return
     npus = f"{report.npus} NPUs" if report.npus else "NPU count not given"
     status = click.style("ok" if report.ok else f"{len(report.errors)} error(s)", fg="green" if report.ok else "red")
-    click.echo(f"{status} {report.source} ({report.layout} layout, {npus})" + (f" — {header}" if header else ""))
+    click.echo(f"{status} {printable(report.source)} ({report.layout} layout, {npus})"
+               + (f" — {printable(header)}" if header else ""))
     for issue in report.warnings:
         click.secho(f"  warning: {issue}", fg="yellow")
     for issue in report.notes:

@@ -9,6 +9,7 @@ import click
 
 from ascend_run.steps import dataprep
 from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, human_size, output_option
+from ascend_run.inputs.text import comment
 
 
 @click.group()
@@ -86,9 +87,9 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
     if dry_run:
         click.echo("\n".join(dry_run_lines(target, dataprep.commands(dep, target, prep))))
         if spread:
-            click.echo(f"# then: copy {shlex.quote(posixpath.dirname(paths.output_prefix))} to the other nodes "
-                       "(as weights fetch --from-node)")
-        click.echo(f"# next: {shlex.join(next_argv)}")
+            click.echo(comment(f"then: copy {shlex.quote(posixpath.dirname(paths.output_prefix))} to the other "
+                               "nodes (as weights fetch --from-node)"))
+        click.echo(comment(f"next: {shlex.join(next_argv)}"))
         return
     result = _run(dep, target, prep, accept_new_host_keys, posixpath.dirname(paths.output_prefix) if spread else None)
     result["next"] = shlex.join(next_argv)
@@ -128,7 +129,7 @@ def _run(dep, target, prep, accept_new_host_keys: bool, spread_dir: str | None) 
         result = dataprep.run_prepare(cluster.transport(target), dep, target, prep, on_line)
         if spread_dir:
             result["spread"] = spread_from_node(cluster, spread_dir,
-                                                on_msg=lambda m: console.print(m, highlight=False))
+                                                on_msg=lambda m: console.print(m, markup=False, highlight=False))
     return result
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ascend_run.cli.common import deployment_option
+from ascend_run.cli.common import deployment_option, writing
 from ascend_run.inputs.deployment import load_deployment
 from ascend_run.render.docker_run import render_script, script_name
 
@@ -28,11 +28,12 @@ def docker_run(deployment_file: str, output_dir: str | None, node_name: str | No
         click.echo(render_script(dep, node), nl=False)
         return
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for node in dep.nodes:
-        path = out / script_name(node)
-        path.write_text(render_script(dep, node), encoding="utf-8")
-        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    with writing(output_dir):
+        out.mkdir(parents=True, exist_ok=True)
+        for node in dep.nodes:
+            path = out / script_name(node)
+            path.write_text(render_script(dep, node), encoding="utf-8")
+            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     click.echo(f"wrote {len(dep.nodes)} scripts to {out}/ (run-{dep.nodes[0].name}.sh …)")
 
 

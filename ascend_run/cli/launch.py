@@ -7,6 +7,7 @@ import time
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ascend_run.cli.common import (accept_new_option, connected, deployment_option, echo_json, err_console,
@@ -29,15 +30,15 @@ def print_checks(checks, console: Console) -> None:
     console.print(table)
     for check in checks:
         if not check.ok:
-            console.print(f"[red]✗[/] {check.node}: {check.check}: ", check.detail, markup=True, highlight=False)
+            console.print(f"[red]✗[/] {check.node}: {check.check}: {escape(check.detail)}")
 
 
 def print_config_report(report, console: Console) -> None:
     for issue in report.warnings:
-        console.print("[yellow]config warning:[/] ", str(issue), markup=True, highlight=False)
+        console.print(f"[yellow]config warning:[/] {escape(str(issue))}", highlight=False)
     if report.ok:
         summary = f" — {report.memory.summary()}" if report.memory else ""
-        console.print("[green]config ok[/] ", f"{report.source}{summary}", markup=True, highlight=False)
+        console.print(f"[green]config ok[/] {escape(f'{report.source}{summary}')}", highlight=False)
 
 
 @click.command()
@@ -121,12 +122,7 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
 
 
 def _with_master(dep: Deployment, address: str) -> Deployment:
-    from dataclasses import replace as dc_replace
-
-    from ascend_run.inputs.deployment import check_address
-
-    job = dep.spec.job.model_copy(update={"master_address": check_address(address)})
-    return dc_replace(dep, spec=dep.spec.model_copy(update={"job": job}))
+    return dep.with_master_address(address)
 
 
 @click.command()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ascend_run.cli.common import deployment_option
+from ascend_run.cli.common import deployment_option, writing
 
 
 @click.command()
@@ -37,7 +37,8 @@ def ranktable(deployment_file: str, output: str | None, check_file: str | None, 
         table = rank_table_from_cluster(cluster)
     text = rank_table_json(table)
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        with writing(output):
+            Path(output).write_text(text, encoding="utf-8")
         ranks = sum(len(s["device"]) for s in table["server_list"])
         click.echo(f"wrote {output}: {table['server_count']} servers, {ranks} ranks", err=True)
     else:

@@ -8,6 +8,7 @@ import time
 import click
 
 from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, human_size, output_option
+from ascend_run.inputs.text import comment, printable
 
 ADMIN_NOISE = "running openMind Hub Client as an Admin user"
 
@@ -60,12 +61,13 @@ def _spread(dep, directory: str | None, accept_new_host_keys: bool, dry_run: boo
     from ascend_run.cli.common import connected
     from ascend_run.steps.spread import spread_from_node
 
-    if not directory or not directory.startswith("/"):
-        raise click.BadParameter("an absolute path on the servers is needed (or weights.dir)", param_hint="--to")
+    if not directory or not directory.startswith("/") or printable(directory) != directory:
+        raise click.BadParameter("an absolute path on the servers is needed (or weights.dir), on one line",
+                                 param_hint="--to")
     if dry_run:
         source, *targets = dep.nodes
-        click.echo(f"# sha256 of every file under {directory} on {source.name} and on "
-                   f"{', '.join(n.name for n in targets) or 'no other node'}; copy the ones that differ")
+        click.echo(comment(f"sha256 of every file under {directory} on {source.name} and on "
+                           f"{', '.join(n.name for n in targets) or 'no other node'}; copy the ones that differ"))
         return
     started = time.monotonic()
     with connected(dep, accept_new_host_keys) as cluster:
@@ -88,7 +90,7 @@ def _download(dep, deployment_file: str, directory, repo, revision, node_choice,
     with connected(dep, accept_new_host_keys, nodes=[node]) as cluster, _FetchProgress(console, node.name) as bar:
         def on_log(line: str) -> None:
             if line.strip() and ADMIN_NOISE not in line:
-                console.print(f"[dim]{node.name}: {line}[/dim]", markup=True, highlight=False)
+                console.print(f"{node.name}: {line}", style="dim", markup=False, highlight=False)
         done = weights_download.run_fetch(cluster.transport(node), dep, node, req, bar.on_event, on_log)
     if output_format == "json":
         echo_json({"node": node.name, **done})

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+from ascend_run.inputs import text
 
 
 class Strict(BaseModel):
-    """Base for input models: unknown keys are errors (a typo must not be silently ignored)."""
+    """Base for input models: unknown keys are errors (a typo must not be silently ignored), and every
+    string in every field is one line (`inputs.text`): a new field is covered without asking. Fields
+    whose values are data, quoted wherever they land, name themselves in `data_fields` and may also
+    hold tabs and newlines."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    data_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _one_line(cls, value: Any, info: ValidationInfo) -> Any:
+        allow = text.DATA_WHITESPACE if info.field_name in cls.data_fields else ""
+        return text.strings_one_line(value, allow)
 
 
 class Mount(Strict):
@@ -21,11 +35,7 @@ class Mount(Strict):
     @field_validator("source", "target")
     @classmethod
     def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"must be an absolute path, got {value!r}")
-        if "\n" in value or "\0" in value:
-            raise ValueError("must not contain a newline or NUL")
-        return value.rstrip("/") or "/"
+        return text.absolute_path(value, "of a mount").rstrip("/") or "/"
 
     @staticmethod
     def split_short(spec: str) -> dict:
@@ -35,4 +45,5 @@ class Mount(Strict):
             return {"source": parts[0], "target": parts[1]}
         if len(parts) == 3 and parts[2] in ("ro", "rw"):
             return {"source": parts[0], "target": parts[1], "read_only": parts[2] == "ro"}
-        raise ValueError(f"expected SRC:DST or SRC:DST:ro, got {spec!r}")
+        raise text.Invalid(f"expected SRC:DST or SRC:DST:ro, got {text.shown(spec)}",
+                           fix="write the mount as {source: /on/server, target: /in/container}")

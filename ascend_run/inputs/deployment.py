@@ -5,6 +5,11 @@ everything against the hardware profile and returns a frozen `Deployment`. Every
 the line, the key path and what to do, e.g.
 
     examples/bad.yaml:12: nodes[3].npus[0]: NPU index 8 is out of range for atlas-800t-a2 (0-7)
+
+Every string is checked where it is read for what it may be (`inputs.text`: one line, a grammar, never
+an option where a program reads options), so the renderers and the launcher quote values they can trust
+to be what the file says. The work done for any file is bounded: its size, its YAML aliases and nesting
+(`inputs.yamlio`), the `extends:` chain, and the node count, which is known before a name is built.
 """
 
 from __future__ import annotations
@@ -12,26 +17,27 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from ascend_run.inputs import hostrange
 from ascend_run.errors import ConfigError, ConfigErrors
+from ascend_run.inputs import hostrange, text
 from ascend_run.inputs.common import Mount, Strict
 from ascend_run.inputs.profiles import HardwareProfile, get_profile
-from ascend_run.inputs.yamlio import format_loc, line_of, load_yaml
+from ascend_run.inputs.text import (CONTAINER_NAME, CONTAINER_USER, ENV_NAME, HOSTNAME, HUB_REPO, IMAGE_REF,
+                                    JOB_NAME, NODE_NAME, PLAIN_PATH, REVISION, SIZE, URL, USER_NAME, Invalid,
+                                    shown)
+from ascend_run.inputs.yamlio import MAX_VALUES, check_bounds, format_loc, line_of, load_yaml, measure
 
 DEFAULT_HOST_LOG_DIR = "/var/log/ascend-run/{name}"  # {name}: the deployment's name
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-JOB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
-CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
-HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-USER_NAME = r"^[a-z_][a-z0-9_-]*\$?$"  # a POSIX login name
-SIZE = re.compile(r"^[0-9]+[bkmgBKMG]?$")
+MAX_EXTENDS = 16       # files in one `extends:` chain
+MAX_NODES = 100_000    # servers in one file, all entries together
+MAX_ERRORS = 20        # problems listed in one report (the rest are counted)
 
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -48,13 +54,15 @@ def parse_size(text: str | int) -> int:
 
 
 def _env_mapping(value: Any) -> Any:
-    """YAML numbers become strings; booleans are refused because `off` vs `false` matters to MindSpore."""
+    """YAML numbers become strings; booleans are refused because `off` vs `false` matters to MindSpore.
+    Values are data (quoted wherever they land) and may hold tabs and newlines, never NUL: bash drops
+    it, so docker would receive another value than the one checked here."""
     if not isinstance(value, dict):
         return value
     out = {}
     for name, item in value.items():
-        if not isinstance(name, str) or not ENV_NAME.match(name):
-            raise ValueError(f"{name!r} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+            raise Invalid(f"{shown(name)} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
         if isinstance(item, bool):
             raise ValueError(f"{name}: write the value in quotes (\"true\"/\"off\"), YAML booleans are ambiguous")
         if isinstance(item, (int, float)):
@@ -63,31 +71,63 @@ def _env_mapping(value: Any) -> Any:
     return out
 
 
+_SCOPE_ID = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")  # fe80::1%eth0; the address reaches an `eval`
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"\A{_OCTET}(?:\.{_OCTET}){{3}}\Z")  # canonical dotted quads: ipaddress's answer, faster
+
+
 def check_address(value: str) -> str:
     """An IPv4/IPv6 address or a DNS name. Dotted numbers that are not an IP are refused."""
+    if isinstance(value, str) and _IPV4.match(value):
+        return value
+    if not isinstance(value, str) or not value.isascii():
+        raise Invalid(f"{shown(value)} is neither an IP address nor a valid host name")
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError:
         pass
-    if re.fullmatch(r"[0-9.]+", value) or not HOSTNAME.match(value):
-        raise ValueError(f"{value!r} is neither an IP address nor a valid host name")
+    else:
+        scope = getattr(address, "scope_id", None)
+        if scope is not None and not _SCOPE_ID.fullmatch(scope):
+            raise Invalid(f"{shown(value)} has a bad IPv6 zone (after %)", fix="write e.g. fe80::1%eth0")
+        return str(address)
+    if re.fullmatch(r"[0-9.]+", value) or not HOSTNAME.fullmatch(value):
+        raise Invalid(f"{shown(value)} is neither an IP address nor a valid host name")
     return value
+
+
+def server_path(value: str | None) -> str | None:
+    """A path on the servers (None allowed): absolute, as there is no working directory there; one line."""
+    return None if value is None else text.absolute_path(value)
+
+
+def container_path(value: str | None) -> str | None:
+    """A path in the container (None allowed): absolute, one line."""
+    return None if value is None else text.absolute_path(value, "in the container")
+
+
+def _login(value: str | None) -> str | None:
+    return None if value is None else text.matching(USER_NAME, value, "a login name (letters, digits, _ . -)")
 
 
 class SSHSettings(Strict):
     """How to reach the servers. Host keys are always verified against `known_hosts`."""
 
-    user: str = Field(default="root", pattern=USER_NAME)
+    user: str = "root"
     port: int = Field(default=22, ge=1, le=65535)
     identity_file: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
     connect_timeout: float = Field(default=10, gt=0, le=600)
 
+    _user = field_validator("user")(lambda cls, v: _login(v))
+
 
 class SSHOverride(Strict):
-    user: str | None = Field(default=None, pattern=USER_NAME)
+    user: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     identity_file: str | None = None
+
+    _user = field_validator("user")(lambda cls, v: _login(v))
 
 
 class NodeEntry(Strict):
@@ -100,6 +140,7 @@ class NodeEntry(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     ssh: SSHOverride | None = None
 
+    data_fields = frozenset({"env"})
     _env = field_validator("env", mode="before")(lambda cls, v: _env_mapping(v))
 
     @field_validator("npus")
@@ -124,30 +165,33 @@ class NodeEntry(Strict):
 class ContainerSettings(Strict):
     name: str | None = None
     privileged: bool = False
-    user: str | None = None
+    user: str | None = None      # docker's --user: name|uid[:group|gid]
     shm_size: str | None = None
-    workdir: str | None = None
+    workdir: str | None = None   # absolute, in the container
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
-        if value is not None and not CONTAINER_NAME.match(value):
-            raise ValueError(f"{value!r} is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
+        if value is not None:
+            text.matching(CONTAINER_NAME, value, "a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None:
+            text.matching(CONTAINER_USER, value, "a user as docker --user takes it (name|uid[:group|gid])",
+                          fix="write e.g. root, 1000, HwHiAiUser or 1000:1000")
         return value
 
     @field_validator("shm_size")
     @classmethod
     def _shm(cls, value: str | None) -> str | None:
-        if value is not None and not SIZE.match(value):
-            raise ValueError(f"{value!r} is not a size like 500g or 64m")
+        if value is not None:
+            text.matching(SIZE, value, "a size like 500g or 64m")
         return value
 
-
-def server_path(value: str | None) -> str | None:
-    """A path on the servers (None allowed): it must be absolute, as there is no working directory there."""
-    if value is not None and not value.startswith("/"):
-        raise ValueError(f"{value!r}: paths on the servers must be absolute")
-    return value
+    _workdir = field_validator("workdir")(lambda cls, v: container_path(v))
 
 
 class SyncDir(Strict):
@@ -156,12 +200,7 @@ class SyncDir(Strict):
     source: str
     target: str
 
-    @field_validator("target")
-    @classmethod
-    def _absolute_target(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"must be an absolute path in the container, got {value!r}")
-        return value
+    _target = field_validator("target")(lambda cls, v: container_path(v))
 
 
 class JobSettings(Strict):
@@ -184,6 +223,40 @@ class JobSettings(Strict):
     rank_table: str | None = None  # hccl.json on every server: mounted read-only, RANK_TABLE_FILE points at it
     restarts: int = Field(default=0, ge=0)  # automatic restarts after a failure (0: the first failure ends it)
 
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str, info: ValidationInfo) -> str:
+        """The script and its arguments, after msrun's own options: never an option itself (it would
+        override the rank or the master), and in the msrun form split the way a shell would."""
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:
+            if info.data.get("launcher") == "msrun":
+                raise Invalid(f"{shown(value)} cannot be split into arguments ({exc})",
+                              fix="close the quote, or escape it with a backslash") from None
+            words = value.split()
+        if not words:
+            raise Invalid("is empty", fix="write the script to run and its arguments, e.g. run_mindformer.py …")
+        text.not_option(words[0], "msrun", fix="start with the script to run; the kit sets msrun's options")
+        return value
+
+    @field_validator("launcher_script")
+    @classmethod
+    def _script(cls, value: str) -> str:
+        return text.not_option(value, "bash")
+
+    @field_validator("log_dir")
+    @classmethod
+    def _log_dir(cls, value: str) -> str:
+        return text.matching(PLAIN_PATH, value, "a plain path (letters, digits, _ . + / -; msrun_launcher.sh "
+                             "evaluates it in a shell)", fix="write e.g. output/msrun_log")
+
+    @field_validator("host_log_dir")
+    @classmethod
+    def _host_log_dir(cls, value: str) -> str:
+        text.placeholders(value, {"name"})
+        return server_path(value)
+
     @field_validator("require_free")
     @classmethod
     def _sizes(cls, value: dict[str, str]) -> dict[str, str]:
@@ -192,7 +265,8 @@ class JobSettings(Strict):
             parse_size(size)
         return value
 
-    _server_paths = field_validator("rank_table", "host_log_dir")(lambda cls, v: server_path(v))
+    _workdir = field_validator("workdir")(lambda cls, v: container_path(v))
+    _server_paths = field_validator("rank_table")(lambda cls, v: server_path(v))
 
     @field_validator("master_address")
     @classmethod
@@ -200,14 +274,11 @@ class JobSettings(Strict):
         return None if value is None else check_address(value)
 
 
-HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
 class WeightsSettings(Strict):
     """Where the model weights come from and where they go (`ascend-run weights fetch`)."""
 
     repo: str = "MindSpore-Lab/DeepSeek-V3"
-    revision: str = Field(default="main", pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
+    revision: str = "main"
     dir: str | None = None           # on the download node, or on storage every node mounts
     node: str | None = None          # which node downloads (name, address or rank); the first by default
     image: str | None = None         # an image with openmind_hub (the infer image pins it); the file's by default
@@ -218,18 +289,53 @@ class WeightsSettings(Strict):
     @field_validator("repo")
     @classmethod
     def _repo(cls, value: str) -> str:
-        if not HUB_REPO.match(value):
-            raise ValueError(f"{value!r} is not a hub repository like MindSpore-Lab/DeepSeek-V3")
-        return value
+        return text.matching(HUB_REPO, value, "a hub repository like MindSpore-Lab/DeepSeek-V3")
+
+    @field_validator("revision")
+    @classmethod
+    def _revision(cls, value: str) -> str:
+        return text.matching(REVISION, value, "a branch, tag or commit (letters, digits, _ . / -)")
 
     _server_paths = field_validator("dir", "ca_bundle")(lambda cls, v: server_path(v))
+    _image = field_validator("image")(lambda cls, v: None if v is None else check_image(v))
 
     @field_validator("endpoint")
     @classmethod
     def _https(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("https://"):
-            raise ValueError(f"{value!r}: openmind_hub only talks HTTPS (https://…)")
+        if value is not None and not (value.startswith("https://") and URL.fullmatch(value)):
+            raise Invalid(f"{shown(value)}: openmind_hub only talks HTTPS (https://…, no spaces)")
         return value
+
+    @field_validator("https_proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is not None:
+            text.matching(URL, value, "a proxy URL like http://proxy.example:3128")
+        return value
+
+
+def check_image(value: str) -> str:
+    """An image reference as docker takes it: never an option, no spaces or shell syntax."""
+    text.not_option(value, "docker run", fix="write the image reference, e.g. registry/repo/name:tag")
+    return text.matching(IMAGE_REF, value, "an image reference (e.g. registry/repo/name:tag)")
+
+
+def check_option(option: str, value: str | None, check: Callable[[str], object]) -> None:
+    """A command-line value (None: not given) checked like the file's own values, so it may be what the
+    file's may be; a ConfigError naming the option otherwise."""
+    if value is not None:
+        try:
+            check(value)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=option, fix=getattr(exc, "fix", None)) from None
+
+
+def check_profile(value: str) -> str:
+    """A built-in profile name, or a path to a profile file (.yaml)."""
+    if value.endswith((".yaml", ".yml")):
+        return value
+    return text.matching(text.PROFILE_NAME, value, "a hardware profile name or a path to a profile .yaml",
+                         fix="use a built-in profile such as atlas-800t-a2, or a path ending in .yaml")
 
 
 class DeploymentFile(Strict):
@@ -246,14 +352,16 @@ class DeploymentFile(Strict):
     job: JobSettings | None = None
     weights: WeightsSettings = Field(default_factory=WeightsSettings)
 
+    data_fields = frozenset({"env"})
     _env = field_validator("env", mode="before")(lambda cls, v: _env_mapping(v))
+    _profile = field_validator("profile")(lambda cls, v: check_profile(v))
 
     @field_validator("name")
     @classmethod
     def _job_name(cls, value: str) -> str:
-        if not JOB_NAME.match(value):
-            raise ValueError(f"{value!r} must be lower-case letters, digits and '-', at most 52 characters "
-                             "(it names containers, labels and Kubernetes objects)")
+        if not isinstance(value, str) or not JOB_NAME.fullmatch(value):
+            raise Invalid(f"{shown(value)} must be lower-case letters, digits and '-', at most 52 characters "
+                          "(it names containers, labels and Kubernetes objects)")
         return value
 
     @field_validator("mounts", mode="before")
@@ -263,12 +371,7 @@ class DeploymentFile(Strict):
             return [Mount.split_short(item) if isinstance(item, str) else item for item in value]
         return value
 
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str) -> str:
-        if any(c.isspace() for c in value) or value.startswith("-"):
-            raise ValueError(f"{value!r} is not an image reference (e.g. registry/repo/name:tag)")
-        return value
+    _image = field_validator("image")(lambda cls, v: check_image(v))
 
 
 @dataclass(frozen=True)
@@ -345,6 +448,18 @@ class Deployment:
         template = self.spec.job.host_log_dir if self.spec.job else DEFAULT_HOST_LOG_DIR
         return template.format(name=self.name)
 
+    def with_master_address(self, address: str, option: str = "--master-addr") -> Deployment:
+        """This deployment with `job.master_address` overridden from the command line, checked like the
+        file's own value (it reaches msrun_launcher.sh's `eval`)."""
+        from dataclasses import replace
+
+        if self.spec.job is None:
+            raise ConfigError("the deployment file has no job: section", file=str(self.path), key="job",
+                              fix="add job: {command: ...} (see examples/)")
+        check_option(option, address, check_address)
+        job = self.spec.job.model_copy(update={"master_address": check_address(address)})
+        return replace(self, spec=self.spec.model_copy(update={"job": job}))
+
     def sync_source(self, index: int) -> Path:
         """Local path of `job.sync[index].source`, relative to the deployment file."""
         return (self.path.parent / os.path.expanduser(self.spec.job.sync[index].source)).resolve()
@@ -354,18 +469,29 @@ class Deployment:
         return {**self.spec.env, **node.env}
 
     def select(self, names: list[str] | None) -> list[Node]:
-        """Nodes by name, address or rank (as given to --nodes); all nodes when `names` is empty."""
+        """Nodes by name, address or rank (as given to --nodes); all nodes when `names` is empty.
+        Linear in the nodes and the names asked for, whatever the ranges in `names`."""
         if not names:
             return list(self.nodes)
-        wanted: list[Node] = []
+        index: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            for key in dict.fromkeys((node.name, node.address, str(node.rank))):
+                index.setdefault(key, []).append(node)
+        wanted: dict[int, Node] = {}
         for token in names:
-            for pattern in hostrange.expand(token):
-                match = [n for n in self.nodes if pattern in (n.name, n.address, str(n.rank))]
+            try:
+                patterns = hostrange.expand(token)
+            except ValueError as exc:
+                raise ConfigError(str(exc), key="--node(s)", fix="write a name, an address, a rank or a range "
+                                  "such as node[001-004]") from None
+            for pattern in patterns:
+                match = index.get(pattern)
                 if not match:
-                    raise ConfigError(f"no node named {pattern!r}", file=str(self.path), key="nodes",
+                    raise ConfigError(f"no node named {shown(pattern)}", file=str(self.path), key="nodes",
                                       fix="use a node name, address or rank from the deployment file")
-                wanted.extend(m for m in match if m not in wanted)
-        return wanted
+                for node in match:
+                    wanted.setdefault(node.rank, node)
+        return list(wanted.values())
 
 
 def _deep_merge(base: Any, over: Any) -> Any:
@@ -377,25 +503,53 @@ def _deep_merge(base: Any, over: Any) -> Any:
     return over
 
 
-def _read_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    data = load_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError("the file must be a mapping (name:, profile:, nodes:, …)", file=str(path),
-                          fix="start from one of the files in examples/")
-    base_ref = data.get("extends")
-    if base_ref is None:
-        return data
-    if not isinstance(base_ref, str):
-        raise ConfigError("must be a path to another deployment file", file=str(path), key="extends")
-    base_path = (path.parent / os.path.expanduser(base_ref)).resolve()
-    if base_path in seen:
-        raise ConfigError(f"{base_ref!r} extends itself in a loop", file=str(path), key="extends")
-    if not base_path.is_file():
-        raise ConfigError(f"base file {base_ref!r} not found (looked at {base_path})", file=str(path),
-                          key="extends", fix="the path is relative to the file that names it")
-    base = _read_with_extends(base_path, seen + (base_path,))
-    own = {k: v for k, v in data.items() if k != "extends"}
-    merged = _deep_merge(base, own)
+def _read_with_extends(path: Path) -> dict:
+    """The file merged over its `extends:` chain (at most MAX_EXTENDS files). Each file is bounded on its
+    own (`load_yaml`), and all of them together: merging walks the data, so the aliases of every file
+    count against one budget, and the merged result is measured again before anything else walks it."""
+    chain: list[tuple[Path, dict]] = []
+    seen: set[Path] = set()
+    budget = MAX_VALUES
+    current = path
+    while True:
+        data = load_yaml(current)
+        if not isinstance(data, dict):
+            raise ConfigError("the file must be a mapping (name:, profile:, nodes:, …)", file=str(current),
+                              fix="start from one of the files in examples/")
+        budget -= measure(data)
+        if budget < 0:
+            raise ConfigError(f"the files of the extends: chain hold more than {MAX_VALUES:,} values together "
+                              "once their aliases are expanded", file=str(current), key="extends",
+                              line=line_of(data, ("extends",)), fix="expand fewer aliases")
+        chain.append((current, data))
+        seen.add(current.resolve())
+        base_ref = data.get("extends")
+        if base_ref is None:
+            break
+        where = {"file": str(current), "key": "extends", "line": line_of(data, ("extends",))}
+        if not isinstance(base_ref, str):
+            raise ConfigError("must be a path to another deployment file", **where)
+        if text.printable(base_ref) != base_ref:
+            raise ConfigError(f"{shown(base_ref)} contains a control character", **where,
+                              fix="write the path on one line")
+        base_path = (current.parent / os.path.expanduser(base_ref)).resolve()
+        if base_path in seen:
+            raise ConfigError(f"{shown(base_ref)} extends itself in a loop", **where)
+        if base_path.is_dir():
+            raise ConfigError(f"{shown(base_ref)} is a directory ({base_path}), not a deployment file", **where,
+                              fix="name the YAML file in that directory")
+        if not base_path.is_file():
+            raise ConfigError(f"base file {shown(base_ref)} not found (looked at {base_path})", **where,
+                              fix="the path is relative to the file that names it")
+        if len(chain) >= MAX_EXTENDS:
+            raise ConfigError(f"more than {MAX_EXTENDS} files in the extends: chain", **where,
+                              fix="extend a file that extends fewer files")
+        current = base_path
+    merged: dict = chain[-1][1]
+    for _, data in reversed(chain[:-1]):
+        merged = _deep_merge(merged, {k: v for k, v in data.items() if k != "extends"})
+    if len(chain) > 1:
+        check_bounds(merged, str(path))
     return merged
 
 
@@ -436,9 +590,26 @@ def _err(message: str, loc: tuple, fix: str | None = None) -> _LocError:
     return _LocError(message, loc, fix)
 
 
+def _count_nodes(spec: DeploymentFile) -> list[_LocError]:
+    """The node count of the whole file from the range sizes, before a single name is built."""
+    total = 0
+    for index, entry in enumerate(spec.nodes):
+        try:
+            total += hostrange.count(entry.address)
+        except ValueError:
+            total += 1  # reported with its entry
+        if total > MAX_NODES:
+            return [_err(f"the nodes expand to more than {MAX_NODES:,} servers", ("nodes", index, "address"),
+                         fix="check the ranges; a deployment file describes at most "
+                             f"{MAX_NODES:,} servers")]
+    return []
+
+
 def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile) -> tuple[list[Node], list[_LocError]]:
     nodes: list[Node] = []
-    problems: list[_LocError] = []
+    problems: list[_LocError] = _count_nodes(spec)
+    if problems:
+        return nodes, problems
     seen_names: dict[str, int] = {}
     seen_endpoints: dict[tuple[str, int], int] = {}
     for index, entry in enumerate(spec.nodes):
@@ -458,20 +629,20 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile) -> tuple[list
             try:
                 address = check_address(address)
             except ValueError as exc:
-                problems.append(_err(str(exc), ("nodes", index, "address")))
+                problems.append(_err(str(exc), ("nodes", index, "address"), getattr(exc, "fix", None)))
                 continue
-            if not NODE_NAME.match(name):
-                problems.append(_err(f"{name!r} is not a valid node name (letters, digits, '-'; it becomes "
+            endpoint = (address, ssh.port)
+            if endpoint in seen_endpoints:  # before the name: a repeated address repeats its default name
+                problems.append(_err(f"duplicate address {address}:{ssh.port} (also nodes[{seen_endpoints[endpoint]}])",
+                                     ("nodes", index, "address"), fix="list every server once"))
+                continue
+            if not NODE_NAME.fullmatch(name):
+                problems.append(_err(f"{shown(name)} is not a valid node name (letters, digits, '-'; it becomes "
                                      "the container hostname)", ("nodes", index, "name")))
                 continue
             if name in seen_names:
-                problems.append(_err(f"duplicate node name {name!r} (also nodes[{seen_names[name]}])",
+                problems.append(_err(f"duplicate node name {shown(name)} (also nodes[{seen_names[name]}])",
                                      ("nodes", index, "name"), fix="every node needs a distinct name"))
-                continue
-            endpoint = (address, ssh.port)
-            if endpoint in seen_endpoints:
-                problems.append(_err(f"duplicate node {address}:{ssh.port} (also nodes[{seen_endpoints[endpoint]}])",
-                                     ("nodes", index, "address"), fix="list every server once"))
                 continue
             seen_names[name] = index
             seen_endpoints[endpoint] = index
@@ -505,6 +676,15 @@ def load_deployment(path: str | Path) -> Deployment:
     return deployment_from_data(_read_with_extends(path), path)
 
 
+def _raise_all(errors: list[ConfigError]) -> None:
+    """One error, or all of them in one report; past MAX_ERRORS, the rest are counted, not listed."""
+    if len(errors) > MAX_ERRORS:
+        rest = len(errors) - MAX_ERRORS + 1
+        errors = errors[:MAX_ERRORS - 1] + [ConfigError(f"… and {rest:,} more problems like these",
+                                                        file=errors[0].file)]
+    raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
+
+
 def deployment_from_data(raw: dict, path: str | Path = "<memory>") -> Deployment:
     """Validate and resolve already-parsed deployment data (line numbers when `raw` is ruamel data)."""
     path = Path(path)
@@ -513,24 +693,25 @@ def deployment_from_data(raw: dict, path: str | Path = "<memory>") -> Deployment
         spec = DeploymentFile.model_validate(raw)
     except ValidationError as exc:
         errors = []
-        for item in exc.errors():
+        for item in exc.errors(include_input=False, include_url=False):
             loc = tuple(item["loc"])
             message = item["msg"].removeprefix("Value error, ")
+            fix = getattr(item.get("ctx", {}).get("error"), "fix", None)
             if item["type"] == "extra_forbidden":
                 message = "unknown key (typo?)"
             elif item["type"] == "missing":
                 message = "required key is missing"
-            errors.append(ConfigError(message, file=file, key=format_loc(loc), line=line_of(raw, loc)))
-        raise (errors[0] if len(errors) == 1 else ConfigErrors(errors)) from None
+            errors.append(ConfigError(message, file=file, key=format_loc(loc), line=line_of(raw, loc), fix=fix))
+        _raise_all(errors)
     try:
         profile = get_profile(spec.profile)
-    except ConfigError as exc:
-        raise ConfigError(exc.message, file=file, key="profile", line=line_of(raw, ("profile",)),
-                          fix=exc.fix) from None
+    except ConfigError as exc:  # inside a profile file: say where in it
+        inner = ConfigError(exc.message, file=exc.file, key=exc.key, line=exc.line) if exc.file else exc
+        raise ConfigError(inner.message if inner is exc else str(inner), file=file, key="profile",
+                          line=line_of(raw, ("profile",)), fix=exc.fix) from None
     nodes, problems = _resolve_nodes(spec, profile)
     problems += _check_job(spec, nodes)
     if problems:
-        errors = [ConfigError(p.message, file=file, key=format_loc(p.loc), line=line_of(raw, p.loc), fix=p.fix)
-                  for p in problems]
-        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
+        _raise_all([ConfigError(p.message, file=file, key=format_loc(p.loc), line=line_of(raw, p.loc), fix=p.fix)
+                    for p in problems])
     return Deployment(path=path, spec=spec, profile=profile, nodes=tuple(nodes))

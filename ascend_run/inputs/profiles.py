@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
-from ruamel.yaml import YAML
 
-from ascend_run.errors import ProfileError
+from ascend_run.errors import ConfigError, ProfileError
+from ascend_run.inputs import text
 from ascend_run.inputs.common import Mount, Strict
-from ascend_run.inputs.yamlio import format_loc
+from ascend_run.inputs.yamlio import format_loc, line_of, parse_yaml, read_text
 
 
 class ContainerDefaults(Strict):
@@ -57,7 +57,15 @@ class HardwareProfile(Strict):
     @classmethod
     def _has_index(cls, value: str) -> str:
         if "{index}" not in value:
-            raise ValueError("must contain '{index}', e.g. /dev/davinci{index}")
+            raise text.Invalid("must contain '{index}', e.g. /dev/davinci{index}")
+        text.placeholders(value, {"index"})
+        return text.absolute_path(value, "of devices")
+
+    @field_validator("management_devices")
+    @classmethod
+    def _devices(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            text.absolute_path(path, "of devices")
         return value
 
     def npu_device_path(self, index: int) -> str:
@@ -77,23 +85,38 @@ def builtin_profile_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in _builtin_dir().iterdir() if p.name.endswith(".yaml"))
 
 
-def _parse(text: str, origin: str) -> HardwareProfile:
-    data = YAML(typ="safe").load(text)
+def _parse(source: str, origin: str) -> HardwareProfile:
+    """A profile from YAML text; every problem (syntax, keys, values) is a ProfileError naming the line."""
+    try:
+        data = parse_yaml(source, origin)
+    except ConfigError as exc:
+        raise ProfileError(exc.message, file=origin, line=exc.line, key=exc.key, fix=exc.fix) from None
     try:
         return HardwareProfile.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ProfileError(first["msg"], file=origin, key=format_loc(first["loc"])) from None
+        first = exc.errors(include_input=False, include_url=False)[0]
+        loc = tuple(first["loc"])
+        raise ProfileError(first["msg"].removeprefix("Value error, "), file=origin, key=format_loc(loc),
+                           line=line_of(data, loc), fix=getattr(first.get("ctx", {}).get("error"), "fix", None)
+                           ) from None
 
 
 @cache
 def get_profile(name: str) -> HardwareProfile:
-    """A built-in profile by name, or a profile YAML file by path."""
-    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
-        return _parse(Path(name).read_text(encoding="utf-8"), name)
+    """A built-in profile by name, or a profile YAML file by path (a name never reaches outside the
+    built-in folder: `../x` is neither)."""
+    known = ", ".join(builtin_profile_names())
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        if not path.is_file():
+            raise ProfileError(f"profile file {text.shown(name)} not found", key="profile",
+                               fix=f"give a path to a profile .yaml (relative to where you run), or one of: {known}")
+        return _parse(read_text(path, "a profile"), name)
+    if not text.PROFILE_NAME.fullmatch(name):
+        raise ProfileError(f"{text.shown(name)} is not a profile name", key="profile",
+                           fix=f"use one of: {known} (or a path to a profile .yaml)")
     candidate = _builtin_dir() / f"{name}.yaml"
     if not candidate.is_file():
-        known = ", ".join(builtin_profile_names())
         raise ProfileError(f"unknown hardware profile {name!r}", key="profile",
                            fix=f"use one of: {known} (or a path to a profile .yaml)")
     return _parse(candidate.read_text(encoding="utf-8"), f"<builtin profile {name}>")

@@ -12,6 +12,7 @@ failure as its exit code (rc 1 within a second of a worker raising).
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import shlex
 from dataclasses import dataclass
@@ -46,11 +47,19 @@ class NodePlan:
     sync_dirs: list[tuple[str, str]]  # (local source, remote dir on the node)
 
 
-def msrun_values(dep: Deployment, node: Node) -> MsrunValues:
+def worker_num(dep: Deployment) -> int:
+    """WORKER_NUM: the workers of every node together."""
+    job = dep.require_job()
+    return sum(job.local_workers or len(n.npus) for n in dep.nodes)
+
+
+def msrun_values(dep: Deployment, node: Node, workers: int | None = None) -> MsrunValues:
+    """The values for `node`; `workers` is `worker_num(dep)` when the caller has it (a plan for every
+    node computes it once: summing it per node made a dry run quadratic in the node count)."""
     job = dep.require_job()
     local = job.local_workers or len(node.npus)
     return MsrunValues(
-        worker_num=sum(job.local_workers or len(n.npus) for n in dep.nodes),
+        worker_num=worker_num(dep) if workers is None else workers,
         local_worker_num=local,
         master_addr=dep.master_address,
         master_port=job.master_port,
@@ -72,20 +81,31 @@ def msrun_argv(command: str, v: MsrunValues) -> list[str]:
     return ["msrun", f"--worker_num={v.worker_num}", f"--local_worker_num={v.local_worker_num}",
             f"--master_addr={v.master_addr}", f"--master_port={v.master_port}", f"--node_rank={v.node_rank}",
             f"--log_dir={v.log_dir}", f"--join={v.join}", f"--cluster_time_out={v.cluster_time_out}",
-            *shlex.split(command)]
+            *_words(command)]
+
+
+@functools.lru_cache(maxsize=64)
+def _words(command: str) -> tuple[str, ...]:
+    """The job's command split once per job, not once per node (checked to split at load)."""
+    return tuple(shlex.split(command))
 
 
 def sync_remote_dir(dep: Deployment, index: int) -> str:
     return f"{SYNC_ROOT}/{dep.name}/sync/{index}"
 
 
-def node_plan(dep: Deployment, node: Node) -> NodePlan:
+@dataclass(frozen=True)
+class JobMounts:
+    """What every node's container gets beside the deployment's own mounts: the log dir, synced dirs and
+    the rank table (the same on every node, so a plan for many nodes builds them once)."""
+
+    mounts: list[Mount]
+    env: dict[str, str]
+    sync_dirs: list[tuple[str, str]]
+
+
+def job_mounts(dep: Deployment) -> JobMounts:
     job = dep.require_job()
-    values = msrun_values(dep, node)
-    if job.launcher == "msrun_launcher":
-        job_argv = msrun_launcher_argv(job.launcher_script, job.command, values)
-    else:
-        job_argv = msrun_argv(job.command, values)
     log_target = posixpath.join(job.workdir, job.log_dir) if not job.log_dir.startswith("/") else job.log_dir
     mounts = [Mount(source=dep.host_log_dir, target=log_target)]
     sync_dirs = []
@@ -97,11 +117,27 @@ def node_plan(dep: Deployment, node: Node) -> NodePlan:
     if job.rank_table:
         mounts.append(Mount(source=job.rank_table, target=job.rank_table, read_only=True))
         env["RANK_TABLE_FILE"] = job.rank_table
+    return JobMounts(mounts, env, sync_dirs)
+
+
+def node_plan(dep: Deployment, node: Node, workers: int | None = None,
+              shared: JobMounts | None = None) -> NodePlan:
+    """`workers` and `shared` are the same for every node; `launch_plan` computes them once."""
+    job = dep.require_job()
+    values = msrun_values(dep, node, workers)
+    if job.launcher == "msrun_launcher":
+        job_argv = msrun_launcher_argv(job.launcher_script, job.command, values)
+    else:
+        job_argv = msrun_argv(job.command, values)
+    shared = shared or job_mounts(dep)
     # --rm: a finished or stopped job leaves no container behind; its logs stay in host_log_dir.
-    docker_argv = docker_run_argv(dep, node, job_argv, extra_mounts=mounts, workdir=job.workdir, auto_remove=True,
-                                  extra_env=env)
-    return NodePlan(node=node, values=values, job_argv=job_argv, docker_argv=docker_argv, sync_dirs=sync_dirs)
+    docker_argv = docker_run_argv(dep, node, job_argv, extra_mounts=shared.mounts, workdir=job.workdir,
+                                  auto_remove=True, extra_env=shared.env)
+    return NodePlan(node=node, values=values, job_argv=job_argv, docker_argv=docker_argv,
+                    sync_dirs=list(shared.sync_dirs))
 
 
 def launch_plan(dep: Deployment) -> list[NodePlan]:
-    return [node_plan(dep, node) for node in dep.nodes]
+    """Every node's plan, in time linear in the node count."""
+    workers, shared = worker_num(dep), job_mounts(dep)
+    return [node_plan(dep, node, workers, shared) for node in dep.nodes]

@@ -231,13 +231,24 @@ def _stamp(doc: Document, origin: str) -> None:
 def _write(path: Path, text: str, source: str) -> Path:
     if source != "<string>" and path.resolve() == Path(source).resolve():
         raise ConfigError("refusing to overwrite the base file", file=str(path), fix="write to another file with -o")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _unwritable(path, exc) from None
         raise
     return path
+
+
+def _unwritable(path: Path, exc: OSError) -> ConfigError:
+    """/proc/…, a read-only disk, a full one: a bad -o, said in one line."""
+    return ConfigError(f"cannot write there: {exc.strerror or exc}", file=str(path), key="-o",
+                       fix="give -o a place you can write to")

@@ -20,7 +20,7 @@ from ascend_run.mfconfig.layout import ConfigView, Layout, Setting
 from ascend_run.mfconfig.memory import GIB, estimate, parse_memory
 from ascend_run.mfconfig.paths import JobContext, collect
 from ascend_run.mfconfig.report import CheckReport, Issue
-from ascend_run.mfconfig.yamledit import Document, format_key_path, parse_key_path, plain
+from ascend_run.mfconfig.yamledit import Document, KeyPath, format_key_path, parse_key_path, plain
 
 _POSITIVE = ("dp", "mp", "cp", "pp", "ep", "micro_batch_num", "interleave", "num_layers", "num_heads",
              "hidden_size", "batch_size", "seq_length")
@@ -98,6 +98,7 @@ class _Rules:
         return not any(n in self.bad for n in names)
 
     def run(self) -> None:
+        self.sections()
         self.types()
         self.device_count()
         self.experts()
@@ -111,6 +112,36 @@ class _Rules:
             self.learning_rate()
 
     # -- rules ---------------------------------------------------------------------------------------------
+
+    def sections(self) -> None:
+        """The parallel section must be there, and every section on the way to a setting must be a
+        mapping: otherwise each setting under it reads as its default, and a job meant for 64 NPUs is
+        checked (and run) as data × model × pipeline = 1 × 1 × 1 without a word."""
+        section = "parallelism" if self.view.layout is Layout.PARALLELISM else "parallel_config"
+        parallel = ("dp", "mp", "cp", "pp", "ep", "micro_batch_num", "use_seq_parallel")
+        if not self.view.doc.has((section,)):
+            self.bad.update(parallel)
+            self.add("error", section, "is missing: every parallel setting would be 1 (data × model × pipeline = "
+                     "1 × 1 × 1), whatever the job's NPU count",
+                     f"add {section}: with data_parallel, model_parallel and pipeline_stage for the job's NPUs"
+                     if section == "parallel_config" else
+                     "add parallelism: with tensor_parallel, pipeline_parallel and data_parallel_shard")
+        reported: set[KeyPath] = set()
+        for name in _SECTION_FIELDS:
+            path = self.view.path(name)
+            for end in range(1, len(path or ())):
+                prefix = path[:end]
+                value = self.view.doc.get(prefix, None)
+                if value is None or isinstance(value, dict):
+                    continue
+                self.bad.add(name)
+                if prefix not in reported:
+                    reported.add(prefix)
+                    self.add("error", format_key_path(prefix), f"must be a mapping of settings, got "
+                             f"{type(plain(value)).__name__} {_short(plain(value))}: the settings under it "
+                             "would all read as their defaults", f"write it as {format_key_path(prefix)}: "
+                             "{key: value, …} (indented keys)")
+                break
 
     def types(self) -> None:
         for name in _POSITIVE + _NON_NEGATIVE:
@@ -442,6 +473,15 @@ def _check_memory(view: ConfigView, npus: int | None, report: CheckReport) -> No
                                    f"{worst.total / (1 << 30):.1f} GiB per NPU, above max_device_memory "
                                    f"{result.limit / (1 << 30):.0f} GiB", "recompute more layers, raise "
                                    "model/pipeline parallelism or the optimizer shard, or shorten seq_length"))
+
+
+_SECTION_FIELDS = ("dp", "mp", "cp", "pp", "ep", "micro_batch_num", "interleave", "num_layers", "num_heads",
+                   "hidden_size", "seq_length", "expert_num", "offset", "recompute", "opt_shard", "batch_size")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:36] + "…"
 
 
 def _nearest_divisor(n: int, near: int) -> int:

@@ -33,7 +33,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScala
 from ruamel.yaml.tokens import CommentToken
 
 from ascend_run.errors import ConfigError
-from ascend_run.inputs.yamlio import format_loc
+from ascend_run.inputs.yamlio import check_bounds, check_brackets, format_loc, read_text
 
 Key = str | int
 KeyPath = tuple[Key, ...]
@@ -198,28 +198,29 @@ class Document:
     def __init__(self, text: str, source: str = "<string>") -> None:
         self.source = source
         self.text = text
+        check_brackets(text, source)
         self.yaml = _make_yaml(text)
         try:
             self.data = self.yaml.load(text)
         except YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=source,
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"not valid YAML: {problem}", file=source,
                               line=mark.line + 1 if mark else None,
                               fix="fix the YAML syntax at that line") from None
+        except (RecursionError, ValueError) as exc:  # nesting; a value ruamel cannot build (5,000 digits)
+            raise ConfigError(f"not valid YAML: {'nested too deeply' if isinstance(exc, RecursionError) else exc}",
+                              file=source, fix="check the file") from None
         if not isinstance(self.data, CommentedMap):
             raise ConfigError("the top level must be a mapping of keys", file=source,
                               fix="a MindFormers config starts with keys such as `run_mode:`")
+        check_bounds(self.data, source)   # aliases and nesting: every rule walks the data
         self.edits: list[Edit] = []
 
     @classmethod
     def from_path(cls, path: str | Path) -> Document:
         path = Path(path)
-        try:
-            return cls(path.read_text(encoding="utf-8"), str(path))
-        except FileNotFoundError:
-            raise ConfigError("file not found", file=str(path), fix="check the path of the MindFormers YAML") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
+        return cls(read_text(path, "a MindFormers config", fix="check the path of the MindFormers YAML"), str(path))
 
     def dump(self) -> str:
         out = io.StringIO()

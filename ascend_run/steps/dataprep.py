@@ -25,8 +25,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import AscendRunError, ConfigError, StepFailed
+from ascend_run.inputs import text
+from ascend_run.inputs.deployment import Deployment, Node, check_image, check_option
 from ascend_run.steps.task import run_task, task_commands
 from ascend_run.transport.base import Transport
 from ascend_run.mfconfig.paths import to_host
@@ -107,9 +108,20 @@ class ServerPaths:
         return self.output_prefix + DOCUMENT_SUFFIX + ".idx"
 
 
+def check_values(prep: DataPrep) -> None:
+    """The command line's values, checked like the deployment file's (`inputs.text`): one line each (they
+    land in a `docker run` and in the dry run's comments), the script never an option, the image a reference."""
+    for option, value in (("--input", prep.input), ("--vocab-file", prep.vocab_file),
+                          ("--output-prefix", prep.output_prefix), ("--script", prep.script)):
+        check_option(option, value, text.one_line)
+    check_option("--script", prep.script, lambda v: text.not_option(v, "python3"))
+    check_option("--image", prep.image, check_image)
+
+
 def server_paths(dep: Deployment, prep: DataPrep) -> ServerPaths:
     """Map each container path through the deployment's mounts; a path outside them is a ConfigError,
     because the container is removed: an unmounted input is not there and an unmounted output is lost."""
+    check_values(prep)
     mounts = dep.mounts
     where = f"{dep.path}" if getattr(dep, "path", None) else None
     found: dict[str, str] = {}

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ascend_run.inputs.text import comment
 from ascend_run.launch import nodeops
 from ascend_run.transport.base import Transport
 
@@ -38,10 +39,10 @@ def task_commands(name: str, docker_argv: Sequence[str]) -> list[list[str]]:
 
 def dry_run_lines(node, commands: Sequence[Command]) -> list[str]:
     """`--dry-run` output of a step: which node, then each command as a shell line (uploads as comments)."""
-    lines = [f"# on {node.name} ({node.ssh.user}@{node.address}):"]
+    lines = [comment(f"on {node.name} ({node.ssh.user}@{node.address}):")]
     for command in commands:
         if isinstance(command, Upload):
-            lines.append(f"# copy {shlex.quote(str(command.local))} to {shlex.quote(command.remote)} (SFTP)")
+            lines.append(comment(f"copy {shlex.quote(str(command.local))} to {shlex.quote(command.remote)} (SFTP)"))
         else:
             lines.append(shlex.join(command))
     return lines

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ascend_run.inputs.deployment import HUB_REPO, Deployment, Node
 from ascend_run.errors import ConfigError, StepFailed
+from ascend_run.inputs import text
+from ascend_run.inputs.deployment import Deployment, Node, check_image, check_option
+from ascend_run.inputs.text import HUB_REPO, REVISION
 from ascend_run.launch.plan import SYNC_ROOT
 from ascend_run.steps.task import Command, Upload, run_task, task_commands
 from ascend_run.transport.base import Transport
@@ -46,13 +48,15 @@ class HubFetch:
 def hub_fetch(dep: Deployment, *, repo: str | None = None, dest: str | None = None,
               revision: str | None = None, image: str | None = None, workers: int = 8) -> HubFetch:
     weights = dep.spec.weights
-    if repo is not None and not HUB_REPO.match(repo):
-        raise ConfigError(f"{repo!r} is not a hub repository like MindSpore-Lab/DeepSeek-V3", key="--repo")
+    check_option("--repo", repo, lambda v: text.matching(HUB_REPO, v, "a hub repository like org/name"))
+    check_option("--revision", revision, lambda v: text.matching(REVISION, v, "a branch, tag or commit"))
+    check_option("--image", image, check_image)
+    check_option("--to", dest, text.absolute_path)
     dest = dest or weights.dir
     if not dest:
         raise ConfigError("no weights directory", file=str(dep.path), key="weights.dir",
                           fix="set weights.dir in the deployment file, or pass --to /path/on/the/servers")
-    if not dest.startswith("/") or posixpath.normpath(dest) == "/":
+    if posixpath.normpath(dest) == "/":
         raise ConfigError(f"{dest!r} must be an absolute directory below / on the servers", key="--to")
     return HubFetch(repo=repo or weights.repo, revision=revision or weights.revision,
                     dest=posixpath.normpath(dest), image=image or weights.image or dep.image,
