@@ -1,4 +1,5 @@
-"""pdsh-style host ranges: `10.0.0.[1-128]`, `node[001-128]`, `gpu[1-3,7]`.
+"""pdsh-style host ranges: `10.0.0.[1-128]`, `node[001-128]`, `gpu[1-3,7]`, and ClusterShell's step
+syntax `n[1-9/4]` (n1, n5, n9: every 4th number of the range).
 
 Zero padding in a range's start (`001`) is kept in every expanded name, as pdsh does. Several
 bracket groups expand as a cartesian product, left to right.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 
 _GROUP = re.compile(r"\[([^\[\]]*)\]")
-_ITEM = re.compile(r"^(\d+)(?:-(\d+))?$")
+_ITEM = re.compile(r"^(\d+)(?:-(\d+)(?:/(\d+))?)?$")
 MAX_EXPANSION = 100_000
 
 
@@ -18,13 +19,18 @@ def _expand_group(body: str, pattern: str) -> list[str]:
     for item in body.split(","):
         match = _ITEM.match(item.strip())
         if not match:
-            raise ValueError(f"bad range item {item!r} in {pattern!r}; expected N or N-M, e.g. node[001-128]")
+            raise ValueError(f"bad range item {item!r} in {pattern!r}; expected N, N-M or N-M/STEP, "
+                             "e.g. node[001-128] or node[1-9/4]")
         start_s, end_s = match.group(1), match.group(2) or match.group(1)
-        start, end = int(start_s), int(end_s)
+        start, end, step = int(start_s), int(end_s), int(match.group(3) or 1)
         if end < start:
             raise ValueError(f"range {item!r} in {pattern!r} runs backwards")
+        if step < 1:
+            raise ValueError(f"step of {item!r} in {pattern!r} must be at least 1")
+        if (end - start) // step >= MAX_EXPANSION:  # before building the list: n[1-999999999] must not hang
+            raise ValueError(f"{pattern!r} expands to more than {MAX_EXPANSION} names")
         width = len(start_s) if start_s.startswith("0") and len(start_s) > 1 else 0
-        values.extend(str(n).zfill(width) for n in range(start, end + 1))
+        values.extend(str(n).zfill(width) for n in range(start, end + 1, step))
     return values
 
 
