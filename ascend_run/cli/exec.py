@@ -189,7 +189,7 @@ def exec_command(deployment_file: str, node_specs: tuple[str, ...], parallel: in
         from ascend_run.transport.base import command_line
 
         for node in nodes:
-            click.echo(f"{node.ssh.user}@{node.address}:{node.ssh.port} ({node.name}): {command_line(argv)}")
+            click.echo(f"{node.ssh.describe()} ({node.name}): {command_line(argv)}")
         return
     mode = Layout(layout)
     text = output_format == "text"

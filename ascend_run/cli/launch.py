@@ -116,7 +116,7 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
     if dry_run:
         for plan in launch_plan(dep):
             click.echo(f"# {plan.node.name} (rank {plan.node.rank}) via ssh "
-                       f"{plan.node.ssh.user}@{plan.node.address}:{plan.node.ssh.port}")
+                       f"{plan.node.ssh.describe()}")
             click.echo(shlex.join(plan.docker_argv))
         return
     with connected(dep, accept_new_host_keys, parallel) as transports:
@@ -227,7 +227,7 @@ def stop(deployment_file: str, accept_new_host_keys: bool, parallel: int, dry_ru
     if dry_run:
         listing = ["docker", "ps", "-a", "--filter", f"label={JOB_LABEL}={dep.name}", "--format", "{{json .}}"]
         for node in dep.nodes:
-            click.echo(f"# {node.name} ({node.ssh.user}@{node.address}), until the listing is empty:")
+            click.echo(f"# {node.name} ({node.ssh.describe()}), until the listing is empty:")
             click.echo(f"{shlex.join(listing)}\ndocker rm -f <each container it lists>")
         return
     with connected(dep, accept_new_host_keys, parallel) as transports:
