@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import AscendRunError, JobFailed, TransportError
-from ascend_run.launch import nodeops
+from ascend_run.launch import nodeops, sync
 from ascend_run.launch.plan import NodePlan, launch_plan
 
 LinePrinter = Callable[[Node, str], None]
@@ -102,10 +102,11 @@ class Launcher:
         raise_first(parallel(list(self.dep.nodes), work), "removing old containers")
 
     def prepare_nodes(self) -> None:
-        """Log dir rotated (old logs kept as .prev), synced dirs copied, on every node at once."""
+        """Log dir rotated (old logs kept as .prev), synced dirs brought up to date, on every node at once."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        trees = sync.local_trees(plan.sync_dirs for plan in self.plans.values())  # hashed once, not per node
 
-        def work(node: Node) -> None:
+        def work(node: Node) -> list[sync.SyncResult]:
             t = self.t(node)
             log_dir = self.dep.host_log_dir
             # world-writable: the image's own user (HwHiAiUser, uid 1000) writes the logs unless the
@@ -113,11 +114,11 @@ class Launcher:
             rotate = ('if [ -d "$1" ] && [ -n "$(ls -A "$1")" ]; then mv "$1" "$1.prev-$2"; fi; '
                       'mkdir -p "$1" && chmod 0777 "$1"')
             t.run(["sh", "-c", rotate, "sh", log_dir, stamp], timeout=60).check(node.name)
-            for source, remote in self.plans[node.name].sync_dirs:
-                t.run(["rm", "-rf", remote], timeout=60).check(node.name)
-                t.run(["mkdir", "-p", remote], timeout=60).check(node.name)
-                nodeops.upload_dir(t, source, remote)
-        raise_first(parallel(list(self.dep.nodes), work), "preparing nodes")
+            return [sync.sync_dir(t, source, trees[source], remote) for source, remote in self.plans[node.name].sync_dirs]
+        results = parallel(list(self.dep.nodes), work)
+        raise_first(results, "preparing nodes")
+        if trees:
+            self.notice(sync.summary(results))
 
     # --- start, watch, stop -----------------------------------------------------------------------
 

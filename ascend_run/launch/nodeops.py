@@ -6,11 +6,8 @@ stderr)`: SSH for real servers, local for tests. Docker on a node is composition
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from ascend_run.render.docker_run import JOB_LABEL
 
@@ -65,12 +62,3 @@ def wait_container(t, name: str, timeout: float | None = None) -> int:
     if result.rc == 0 and text.lstrip("-").isdigit():
         return int(text)
     return -1
-
-
-def upload_dir(t, source: str | Path, remote: str) -> None:
-    """Copy a local directory's contents into `remote` on the node (one tar stream over the transport)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(str(source), arcname=".")
-    t.run(["tar", "-x", "-C", remote, "-f", "-"], stdin=buffer.getvalue(), timeout=300).check(
-        getattr(t, "host", "node"))
