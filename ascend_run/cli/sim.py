@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import click
@@ -44,30 +45,30 @@ def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image:
 
     if (image or base_image) and no_docker:
         raise click.UsageError("--image/--base-image need the nodes' Docker daemons (drop --no-docker)")
-    if base_image:
-        image = _base_image()
     cluster = SimCluster(directory)
     started = time.monotonic()
     err = Console(stderr=True)
-    with err.status(f"starting {nodes} simulated {profile} servers") as status:
-        def progress(message: str) -> None:
-            err.print(f"  {message}")
-            status.update(message)
+    with contextlib.ExitStack() as stack:
+        engine = None
+        if image or base_image:  # the images come from the engine `image build` and `demo` use
+            from ascend_run.engine.local import engine_client
 
-        cluster.up(nodes, profile, docker=not no_docker, image=image, progress=progress, bastion=bastion)
+            engine, client = stack.enter_context(engine_client())
+            if base_image:
+                from ascend_run.sim.base_image import ensure_base_image
+
+                image = ensure_base_image(client)
+        with err.status(f"starting {nodes} simulated {profile} servers") as status:
+            def progress(message: str) -> None:
+                err.print(f"  {message}")
+                status.update(message)
+
+            cluster.up(nodes, profile, docker=not no_docker, image=image, progress=progress, bastion=bastion,
+                       image_engine=engine.base_url if engine else None)
     click.echo(f"{nodes} nodes up in {time.monotonic() - started:.1f} s; deployment file: {cluster.deployment_file}")
     if bastion:
         click.echo(f"the nodes are reachable only through sim-bastion: see {cluster.ssh_config}")
     click.echo(f"try: ascend-run exec -f {cluster.deployment_file} -- npu-smi info")
-
-
-def _base_image() -> str:
-    """The local Debian base image in the kit's engine (debootstrapped once), to copy into the nodes."""
-    from ascend_run.engine.build import connect
-    from ascend_run.engine.local import ensure_engine
-    from ascend_run.sim.base_image import ensure_base_image
-
-    return ensure_base_image(connect(ensure_engine().base_url))
 
 
 @sim.command()

@@ -257,15 +257,18 @@ class SimCluster:
             YAML().dump(data, fh)
 
     def load_image(self, image: str, source_engine: str | None = None) -> None:
-        """Copy an image from an engine (default: the kit's local one) into every node's daemon at once.
+        """Copy an image from an engine (default: the one `image build` uses) into every node's daemon at once.
 
         `docker save` runs once per image id (the tarball is cached under ~/.cache/ascend-run/images:
         saving the 300 MB base image takes ~4 s); the loads into the node daemons run in parallel.
         """
-        from ascend_run.engine.local import ensure_engine
+        from ascend_run.engine.local import engine_client
 
-        base_url = source_engine or ensure_engine().base_url
-        tar = _saved_image(base_url, image)
+        if source_engine is None:
+            with engine_client() as (engine, _):
+                tar = _saved_image(engine.base_url, image)
+        else:
+            tar = _saved_image(source_engine, image)
 
         def load(node: SimNode) -> None:
             _run(["docker", "-H", f"unix://{node.layout.docker_socket}", "load", "-q", "-i", str(tar)])
