@@ -150,17 +150,19 @@ def test_dry_run_prints_the_docker_run_on_the_node_and_the_next_step(tmp_path):
                      "--output-prefix", f"{DATASET}/wiki_512", timeout=60)  # 192.0.2.x is unroutable: no SSH
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == ("# on srv-1 (192.0.2.11): test -f /data/dataset/wiki.train.tokens "
-                        "/data/dataset/tokenizer.json; mkdir -p /data/dataset")
-    argv = shlex.split(lines[1])
+    assert lines[0] == "# on srv-1 (root@192.0.2.11):"
+    assert shlex.split(lines[1])[-2:] == ["/data/dataset/wiki.train.tokens", "/data/dataset/tokenizer.json"]
+    assert lines[2] == "mkdir -p /data/dataset"
+    argv = shlex.split(lines[4])
     assert argv[:5] == ["docker", "run", "--detach", "--name", "dataprep-data"]
     assert argv[-10:] == ["--input", f"{DATASET}/wiki.train.tokens", "--output-prefix", f"{DATASET}/wiki_512",
                           "--vocab-file", f"{DATASET}/tokenizer.json", "--seq-length", "512",
                           "--workers", "1"]
     assert "train:1" in argv
-    assert ("ascend-run config derive pretrain_deepseek3_671b.yaml --preset article-1b --data-path "
-            f"{DATASET}/wiki_512_text_document -f {job} -o pretrain_deepseek3_1b.yaml") in lines[3]
-    assert lines[2] == "# then: docker logs --follow dataprep-data; docker wait dataprep-data; docker rm -f dataprep-data"
+    assert lines[5:8] == ["docker logs --follow dataprep-data", "docker wait dataprep-data",
+                          "docker rm -f dataprep-data"]
+    assert ("# next: ascend-run config derive pretrain_deepseek3_671b.yaml --preset article-1b --data-path "
+            f"{DATASET}/wiki_512_text_document -f {job} -o pretrain_deepseek3_1b.yaml") == lines[-1]
 
 
 def test_dry_run_with_an_unmounted_output_exits_2_and_says_which_mount(tmp_path):

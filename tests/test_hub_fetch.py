@@ -237,12 +237,14 @@ def test_dry_run_prints_the_exact_command(tmp_path):
                         "weights: {dir: /data/weights/DeepSeek-V3}\n")
     result = run_cli("weights", "fetch", "-f", str(dep_file), "--dry-run")
     assert result.returncode == 0, result.stderr
-    comment, command, then = result.stdout.splitlines()
-    assert comment.startswith("# on node0 (10.0.0.1): mkdir -p /data/weights")
+    comment, mkdir, copy, inspect, command, *follow = result.stdout.splitlines()
+    assert comment == "# on node0 (root@10.0.0.1):"
+    assert mkdir == "mkdir -p /data/weights /var/lib/ascend-run/infer/tools"
+    assert copy.startswith("# copy ") and copy.endswith(" to /var/lib/ascend-run/infer/tools/hub_fetch.py (SFTP)")
+    assert inspect == "docker container inspect --format '{{.State.Status}}' infer-weights"
     assert command.startswith("docker run --detach --name infer-weights ") and command.endswith(
         "--dest /data/weights/DeepSeek-V3 --workers 8")
-    assert then == ("# then: docker logs --follow infer-weights; docker wait infer-weights; "
-                    "docker rm -f infer-weights")
+    assert follow == ["docker logs --follow infer-weights", "docker wait infer-weights", "docker rm -f infer-weights"]
 
 
 def test_spread_refuses_a_copy_that_no_longer_matches_its_marker():

@@ -40,8 +40,12 @@ def node_ssh(sshd_fleet):
 
 
 @pytest.fixture(params=["ssh", "local"])
-def any_transport(request, sshd_fleet):
-    transport = ssh(sshd_fleet) if request.param == "ssh" else LocalTransport()
+def any_transport(request):
+    """The same test over SSH (needs root: loopback sshd) and locally (needs nothing)."""
+    if request.param == "ssh":  # tests/conftest.py marks this half `root`
+        transport = ssh(request.getfixturevalue("sshd_fleet"))
+    else:
+        transport = LocalTransport()
     yield transport
     transport.close()
 

@@ -186,10 +186,11 @@ def exec_command(deployment_file: str, node_specs: tuple[str, ...], parallel: in
     nodes = dep.select(split_node_specs(node_specs))
     argv = list(command)
     if dry_run:
-        from ascend_run.transport.base import command_line
+        from ascend_run.transport.ssh import remote_command_line
 
+        line = remote_command_line(argv, timeout=timeout)
         for node in nodes:
-            click.echo(f"{node.ssh.describe()} ({node.name}): {command_line(argv)}")
+            click.echo(f"{node.ssh.describe()} ({node.name}): {line}")
         return
     mode = Layout(layout)
     text = output_format == "text"

@@ -18,7 +18,8 @@ from pathlib import Path
 from ascend_run.inputs.deployment import HUB_REPO, Deployment, Node
 from ascend_run.errors import ConfigError, StepFailed
 from ascend_run.launch.plan import SYNC_ROOT
-from ascend_run.steps.task import run_task
+from ascend_run.steps.task import Command, Upload, run_task, task_commands
+from ascend_run.transport.base import Transport
 from ascend_run.inputs.common import Mount
 from ascend_run.render.docker_run import task_run_argv
 
@@ -105,18 +106,32 @@ def parse_event(line: str) -> dict | None:
     return event if isinstance(event, dict) and "event" in event else None
 
 
-def prepare_node(t, dep: Deployment, req: HubFetch) -> None:
-    """The parent of DEST (bind mounts need it) and the script, on the node."""
-    host = getattr(t, "host", "node")
-    if req.ca_bundle and not t.run(["test", "-f", req.ca_bundle], timeout=60).ok:
-        raise ConfigError(f"{host}: {req.ca_bundle} does not exist on the download node", key="weights.ca_bundle",
+def ca_check_argv(req: HubFetch) -> list[str]:
+    return ["test", "-f", req.ca_bundle]
+
+
+def mkdir_argv(dep: Deployment, req: HubFetch) -> list[str]:
+    """The parent of DEST (bind mounts need it) and the script's directory."""
+    return ["mkdir", "-p", posixpath.dirname(req.dest), posixpath.dirname(script_on_node(dep))]
+
+
+def commands(dep: Deployment, node: Node, req: HubFetch) -> list[Command]:
+    """Everything `run_fetch` runs on the node, in order (`--dry-run` prints this list)."""
+    return [*([ca_check_argv(req)] if req.ca_bundle else []), mkdir_argv(dep, req), Upload(SCRIPT, script_on_node(dep)),
+            *task_commands(container_name(dep), fetch_argv(dep, node, req))]
+
+
+def prepare_node(t: Transport, dep: Deployment, req: HubFetch) -> None:
+    """The CA bundle checked, the directories made, the script copied: the first commands of `commands`."""
+    if req.ca_bundle and not t.run(ca_check_argv(req), timeout=60).ok:
+        raise ConfigError(f"{t.host}: {req.ca_bundle} does not exist on the download node", key="weights.ca_bundle",
                           fix="copy the proxy's CA certificate (PEM) there, or remove weights.ca_bundle")
-    t.run(["mkdir", "-p", posixpath.dirname(req.dest), posixpath.dirname(script_on_node(dep))],
-          timeout=60).check(host)
+    argv = mkdir_argv(dep, req)
+    t.run(argv, timeout=60).check(t.host, argv)
     t.put(SCRIPT, script_on_node(dep))
 
 
-def run_fetch(t, dep: Deployment, node: Node, req: HubFetch, on_event: Callable[[dict], None],
+def run_fetch(t: Transport, dep: Deployment, node: Node, req: HubFetch, on_event: Callable[[dict], None],
               on_log: Callable[[str], None]) -> dict:
     """Download on `node`; returns the script's final `done` event or raises StepFailed for people."""
     prepare_node(t, dep, req)
