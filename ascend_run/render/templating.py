@@ -27,6 +27,11 @@ def template_root() -> Path:
     return root
 
 
+# Chart sources are Helm templates themselves: their Jinja delimiters leave Helm's `{{ }}` alone.
+HELM_SAFE_DELIMITERS = {"block_start_string": "[%", "block_end_string": "%]", "variable_start_string": "[[",
+                        "variable_end_string": "]]", "comment_start_string": "[#", "comment_end_string": "#]"}
+
+
 @cache
 def environment(helm_safe: bool = False) -> SandboxedEnvironment:
     """The one Jinja environment of the kit (with `helm_safe`, the chart sources' delimiters)."""
