@@ -372,16 +372,54 @@ class SSHTransport:
         if on_close is not None:
             on_close()
 
-    def open_tunnel(self, host: str, port: int, timeout: float) -> paramiko.Channel:
+    def open_tunnel(self, host: str, port: int, timeout: float) -> TunnelSocket:
         """A `direct-tcpip` channel from this server to host:port: the socket of a connection through it,
         as `ssh -J` makes. Any number of them share this one connection."""
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             raise TransportError("SSH connection lost", host=self.host, fix="check that the server is up, then retry")
         try:
-            return transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
+            chan = transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
         except paramiko.ChannelException as exc:  # the jump host could not reach host:port
             raise ConnectionError(f"{self.host} cannot reach {host}:{port} ({exc.text.lower()})") from None
+        return TunnelSocket(chan)
+
+
+class TunnelSocket:
+    """A jump host's channel as the socket of the SSH connection behind it, with sends and close in order.
+
+    paramiko's Channel.send builds a data message under the channel's lock but sends it after letting go
+    (paramiko issue #1115), so the close of the connection behind it, made by another thread, can overtake
+    its last packet: data after close, which OpenSSH answers by dropping the whole jump connection, and with
+    it every other server's channel ("data packet referred to nonexistent channel", seen with 32 servers
+    behind one bastion). One lock over each whole send and over the close keeps them in order."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self._chan = chan
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self._lock:
+            if self._chan.closed:
+                raise OSError("the tunnel through the jump host is closed")
+            return self._chan.send(data)
+
+    def recv(self, size: int) -> bytes:
+        return self._chan.recv(size)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._chan.settimeout(timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            self._chan.close()
+
+    @property
+    def _closed(self) -> bool:  # read by paramiko's Transport.stop_thread, as on a socket
+        return self._chan.closed
+
+    def __getattr__(self, name: str):
+        return getattr(self._chan, name)
 
 
 @dataclass(frozen=True)
@@ -390,7 +428,7 @@ class Tunnel:
     `via` (the jump host's name, for messages and fixes)."""
 
     via: str
-    open: Callable[[str, int, float], paramiko.Channel]
+    open: Callable[[str, int, float], TunnelSocket]
 
 
 def remote_command_line(argv: Sequence[str], env: Mapping[str, str] | None = None,
