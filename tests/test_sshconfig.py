@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import getpass
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +162,16 @@ def test_which_config_file_is_read(tmp_path, monkeypatch):
 ])
 def test_parse_jump(item, parsed):
     assert parse_jump(item) == parsed
+
+
+def test_start_up_stays_light(tmp_path):
+    """Without an ssh config no paramiko at load; with one, paramiko but never `invoke` (Match exec's runner)."""
+    deployment(tmp_path, config="Host n1\n  HostName 10.1.1.1\n", nodes="  - address: n1\n")
+    probe = ("import sys; from ascend_run.inputs.deployment import load_deployment; "
+             "load_deployment(sys.argv[1]); print('paramiko' in sys.modules, 'invoke' in sys.modules)")
+    env = {**os.environ, "ASCEND_RUN_SSH_CONFIG": "none"}
+    plain = tmp_path / "plain.yaml"
+    plain.write_text((tmp_path / "deploy.yaml").read_text().replace("ssh: {config_file: ssh_config}\n", ""))
+    outs = [subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, env=env,
+                           check=True).stdout.split() for path in (plain, tmp_path / "deploy.yaml")]
+    assert outs == [["False", "False"], ["True", "False"]]
