@@ -154,29 +154,31 @@ def run_fetch(t: Transport, dep: Deployment, node: Node, req: HubFetch, on_event
     raise fetch_error(node.name, req, rc, last, tail)
 
 
+# The script's error kinds: (message, fix), formatted with node, hub, message, repo, revision and dest.
+HUB_ERRORS = {
+    "unreachable": ("{node}: cannot reach the hub {hub}: {message}; nothing was downloaded",
+                    "check the node's route to the hub; behind a proxy set weights.https_proxy "
+                    "(and weights.ca_bundle if the proxy re-signs TLS)"),
+    "space": ("{node}: {message}; nothing was downloaded",
+              "free space there, or download to a larger disk with --to"),
+    "not-ours": ("{node}: {message}",
+                 "move it aside, or if it is a complete copy spread it as it is: --to {dest} --from-node"),
+    "missing-library": ("{node}: {message}", "use the infer image (it pins openmind-hub): --image or weights.image"),
+    "hub": ("{node}: the hub {hub} refused {repo}@{revision}: {message}",
+            "check the repository name and revision on the hub"),
+    "download": ("{node}: the download stopped: {message}; what arrived is kept in {dest}.partial and {dest} was "
+                 "not created", "run the same command again to resume"),
+}
+
+
 def fetch_error(node: str, req: HubFetch, rc: int, event: dict, tail: list[str]) -> StepFailed:
-    kind, message = event.get("kind"), event.get("message", "")
-    hub = req.endpoint or DEFAULT_ENDPOINT
-    if kind == "unreachable":
-        return StepFailed(f"{node}: cannot reach the hub {hub}: {message}; nothing was downloaded",
-                          fix="check the node's route to the hub; behind a proxy set weights.https_proxy "
-                              "(and weights.ca_bundle if the proxy re-signs TLS)")
-    if kind == "space":
-        return StepFailed(f"{node}: {message}; nothing was downloaded",
-                          fix="free space there, or download to a larger disk with --to")
-    if kind == "not-ours":
-        return StepFailed(f"{node}: {message}",
-                          fix=f"move it aside, or if it is a complete copy spread it as it is: --to {req.dest} "
-                              "--from-node")
-    if kind == "missing-library":
-        return StepFailed(f"{node}: {message}",
-                          fix="use the infer image (it pins openmind-hub): --image or weights.image")
-    if kind == "hub":
-        return StepFailed(f"{node}: the hub {hub} refused {req.repo}@{req.revision}: {message}",
-                          fix="check the repository name and revision on the hub")
-    if kind == "download":
-        return StepFailed(f"{node}: the download stopped: {message}; what arrived is kept in {req.dest}.partial "
-                          f"and {req.dest} was not created", fix="run the same command again to resume")
+    """The script's last event (or the container's exit code and output) as an error for people."""
+    known = HUB_ERRORS.get(event.get("kind"))
+    if known is not None:
+        fields = {"node": node, "hub": req.endpoint or DEFAULT_ENDPOINT, "message": event.get("message", ""),
+                  "repo": req.repo, "revision": req.revision, "dest": req.dest}
+        message, fix = known
+        return StepFailed(message.format(**fields), fix=fix.format(**fields))
     detail = "\n    ".join([line for line in tail if line.strip()][-3:])
     return StepFailed(f"{node}: the download container exited with code {rc}"
                       + (f":\n    {detail}" if detail else ""),
