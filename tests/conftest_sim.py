@@ -50,11 +50,12 @@ def ssh(cluster: SimCluster, node, command: str, check: bool = True, timeout: fl
 
 @pytest.fixture
 def sim_cluster(request, tmp_path_factory):
-    """Factory: `make_sim(nodes=3, profile="atlas-800t-a2", docker=True, image=BASE_IMAGE)` -> SimCluster."""
+    """Factory: `make_sim(nodes=3, profile="atlas-800t-a2", docker=True, image=BASE_IMAGE, bastion=False)`
+    -> SimCluster."""
     made: list[SimCluster] = []
 
     def make_sim(nodes: int = 3, profile: str = "atlas-800t-a2", docker: bool = True,
-                 image: str | None = BASE_IMAGE) -> SimCluster:
+                 image: str | None = BASE_IMAGE, bastion: bool = False) -> SimCluster:
         reason = sim_unavailable(docker)
         if reason:
             pytest.skip(reason)
@@ -66,7 +67,8 @@ def sim_cluster(request, tmp_path_factory):
         cluster = SimCluster(tmp_path_factory.mktemp("sim"))
         made.append(cluster)
         source = request.getfixturevalue("docker_engine") if docker and image else None
-        cluster.up(nodes, profile, docker=docker, image=image if docker else None, image_engine=source)
+        cluster.up(nodes, profile, docker=docker, image=image if docker else None, image_engine=source,
+                   bastion=bastion)
         return cluster
 
     yield make_sim

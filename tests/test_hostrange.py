@@ -10,6 +10,11 @@ from ascend_run.inputs.hostrange import expand
     ("gpu[1,3,5-6]", ["gpu1", "gpu3", "gpu5", "gpu6"]),
     ("r[1-2]n[1-2]", ["r1n1", "r1n2", "r2n1", "r2n2"]),
     ("plain.host", ["plain.host"]),
+    ("n[1-9/4]", ["n1", "n5", "n9"]),                     # ClusterShell / pdsh step syntax
+    ("n[1-10/4]", ["n1", "n5", "n9"]),                    # the end need not be on the step
+    ("n[001-010/3]", ["n001", "n004", "n007", "n010"]),    # padding kept
+    ("n[0-1/1,8]", ["n0", "n1", "n8"]),
+    ("10.0.[0-1].[1-5/2]", ["10.0.0.1", "10.0.0.3", "10.0.0.5", "10.0.1.1", "10.0.1.3", "10.0.1.5"]),
 ])
 def test_expand(pattern, expected):
     assert expand(pattern) == expected
@@ -20,7 +25,8 @@ def test_128_nodes_keep_padding():
     assert len(names) == 128 and names[0] == "node001" and names[-1] == "node128"
 
 
-@pytest.mark.parametrize("bad", ["node[3-1]", "node[a-b]", "node[1-2", "node1-2]", "node[]"])
+@pytest.mark.parametrize("bad", ["node[3-1]", "node[a-b]", "node[1-2", "node1-2]", "node[]", "n[1-9/0]", "n[5/2]",
+                                 "n[1-9/]", "n[1-9/-1]", "n[0-99999999999]"])
 def test_bad_patterns(bad):
     with pytest.raises(ValueError):
         expand(bad)

@@ -12,7 +12,7 @@ import re
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run.sim.demo import EXAMPLES
+from ascend_run.sim.demo import cpu_job_dir
 from ascend_run.inputs.deployment import load_deployment
 from ascend_run.steps.ship_image import ship_image
 from ascend_run.transport.cluster import connect
@@ -37,7 +37,7 @@ def test_inference_launch_form_on_4_servers(docker_client, cpu_train_image, tmp_
                 "job": {"launcher": "msrun_launcher", "launcher_script": "/opt/ascend-run/cpu-job/msrun_launcher.sh",
                         "command": "/opt/ascend-run/cpu-job/predict_standin.py", "local_workers": 1,
                         "master_port": 8888, "cluster_timeout": 300,
-                        "sync": [{"source": str(EXAMPLES / "cpu-job"), "target": "/opt/ascend-run/cpu-job"}]},
+                        "sync": [{"source": str(cpu_job_dir()), "target": "/opt/ascend-run/cpu-job"}]},
             }, fh)
         dep = load_deployment(job)
         with connect(dep) as live:

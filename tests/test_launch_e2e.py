@@ -8,6 +8,8 @@ run_mindformer.py and uses MindSpore's CPU collectives.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import signal
 import subprocess
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from ascend_run.inputs.deployment import load_deployment
 from tests.conftest_e2e import CLI, REPO, job_leftovers, run_cli, wait_no_leftovers
 from tests.mfconfig_support import R15_PRETRAIN
 
@@ -215,3 +218,32 @@ def test_launch_refuses_a_config_that_fails_config_check(e2e_cluster, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "parallel_config.data_parallel" in result.stderr and "started" not in result.stderr
     assert not job_leftovers(cluster, "badconfig")
+
+
+def test_a_second_launch_sends_no_unchanged_sync_contents(e2e_cluster, tmp_path):
+    """Bytes counted on the wire: what each server's link received during each launch."""
+    cluster, job = e2e_cluster
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "blob.bin").write_bytes(os.urandom(16 << 20))
+    cpu_job = load_deployment(job).spec.job.sync[0]
+    resync = variant(job, "resync", job={
+        "command": "python /opt/ascend-run/cpu-job/train_dp.py --steps 2",
+        "sync": [cpu_job.model_dump(), {"source": str(data), "target": "/opt/data"}]})
+    rec = cluster.record()
+
+    def received() -> list[int]:  # the host side of each server's veth transmits what the server receives
+        return [int(Path(f"/sys/class/net/{n['veth']}/statistics/tx_bytes").read_text()) for n in rec["nodes"]]
+
+    sizes = []
+    for attempt in range(2):
+        before = received()
+        result = run_cli("launch", "-f", str(resync), "--skip-preflight")
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        sizes.append([after - b for after, b in zip(received(), before)])
+    print(f"bytes received per server: first launch {sizes[0]}, second {sizes[1]}")
+    assert all(size > 16 << 20 for size in sizes[0]), "the first launch sent the 16 MiB file to every server"
+    assert all(size < 2 << 20 for size in sizes[1]), "the second sent no file contents"
+    assert "job.sync: unchanged on all 3 nodes (sha256), nothing sent" in result.stderr
+    inside = cluster.node_exec(1, ["sha256sum", "/var/lib/ascend-run/resync/sync/1/blob.bin"]).stdout
+    assert inside.split()[0] == hashlib.sha256((data / "blob.bin").read_bytes()).hexdigest()

@@ -8,6 +8,7 @@ The same code runs for real against simulated servers in the slow end-to-end tes
 from __future__ import annotations
 
 import _thread
+import contextlib
 import re
 import shlex
 import threading
@@ -346,7 +347,7 @@ def test_image_build_dry_run_is_the_build_the_engine_gets(capsys, monkeypatch, t
 
     class Client:
         api = Api()
-    monkeypatch.setattr(image_cli, "connect", lambda host: Client())
+    monkeypatch.setattr(image_cli, "engine_client", lambda host: contextlib.nullcontext((None, Client())))
     (tmp_path / "x-1.0-py3-none-any.whl").write_bytes(b"")
     with pytest.raises(SystemExit):
         main(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from ascend_run.inputs.profiles import get_profile
 from ascend_run.sim import network, tools
 from ascend_run.sim.cluster import SimCluster, descendants
 from ascend_run.sim.node import NodeLayout, write_node_files
+from ascend_run.transport.fanout import run_on_nodes
 from tests.conftest_sim import sim_unavailable, ssh
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -34,9 +36,8 @@ def snapshot(cluster: SimCluster) -> dict:
     """What a cluster made, from the kernel's point of view, to check after `down`."""
     rec = cluster.record()
     pids: set[int] = set()
-    for node in rec["nodes"]:
-        out = subprocess.run(["ip", "netns", "pids", node["netns"]], check=False, capture_output=True,
-                             text=True).stdout
+    for netns in [n["netns"] for n in rec["nodes"]] + ([rec["bastion"]["netns"]] if rec.get("bastion") else []):
+        out = subprocess.run(["ip", "netns", "pids", netns], check=False, capture_output=True, text=True).stdout
         pids.update(int(p) for p in out.split())
     return {"tag": rec["tag"], "third_octet": rec["third_octet"], "pids": descendants(pids),
             "dir": str(cluster.dir)}
@@ -59,6 +60,8 @@ def assert_nothing_left(snap: dict) -> None:
     if "third_octet" in snap:
         addrs = subprocess.run(["ip", "-4", "-o", "addr"], check=False, capture_output=True, text=True).stdout
         assert f"10.233.{snap['third_octet']}." not in addrs
+        routes = subprocess.run(["ip", "route"], check=False, capture_output=True, text=True).stdout
+        assert f"10.232.{snap['third_octet']}." not in routes, "the bastion's unreachable route is gone"
     alive = [p for p in snap.get("pids", ()) if _running(p)]
     assert not alive, f"processes left: {alive}"
     for entry in Path("/proc").iterdir():  # no sshd/dockerd/containerd anywhere still naming this directory
@@ -126,6 +129,35 @@ def test_three_servers_over_ssh_then_nothing_left(sim_cluster):
 
     # a server goes down with whatever runs on it: a detached container must not outlive the cluster
     ssh(cluster, nodes[1], "docker run -d ascend-run/debian-base:bookworm sleep infinity")
+    snap = snapshot(cluster)
+    cluster.down()
+    assert_nothing_left(snap)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_servers_behind_a_bastion_are_reachable_only_through_it(sim_cluster, tmp_path):
+    cluster = sim_cluster(nodes=24, docker=False, bastion=True)
+    bastion = cluster.bastion()
+    for node in cluster.nodes():
+        assert node.address.startswith("10.232.")
+        with pytest.raises(OSError):  # no route from this machine: fails at once, nothing leaves it
+            socket.create_connection((node.address, 22), timeout=3)
+    assert all(r["sshd"] for r in cluster.status())  # 24 servers seen from the bastion, and the bastion
+    dep = load_deployment(cluster.deployment_file)
+    assert [n.ssh.via.hostname for n in dep.nodes] == [bastion.address] * 24
+    for _ in range(5):  # 24 tunnels over one connection, closed at once: none may take the others down
+        outcomes = run_on_nodes(dep.nodes, ["true"])
+        assert all(o.ok and o.value.ok for o in outcomes), [(o.node.name, o.error or o.value) for o in outcomes
+                                                            if not (o.ok and o.value.ok)][:3]
+    runner = CliRunner()
+    result = runner.invoke(cli, ["exec", "-f", str(cluster.deployment_file), "--", "sh", "-c",
+                                 'echo "$(hostname) ${SSH_CONNECTION%% *}"'])
+    assert result.exit_code == 0, result.output
+    assert "sim-node-0 10.232." in result.output and "sim-node-1 10.232." in result.output  # via the bastion
+    openssh = subprocess.run(["ssh", "-F", str(cluster.ssh_config), "-o", "GSSAPIAuthentication=no",
+                              "-o", "BatchMode=yes", "sim-node-1", "hostname"], capture_output=True, text=True)
+    assert openssh.stdout.strip() == "sim-node-1", openssh.stderr  # the file works with OpenSSH too
     snap = snapshot(cluster)
     cluster.down()
     assert_nothing_left(snap)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import subprocess
 import threading
 import time
@@ -14,7 +15,7 @@ import paramiko
 import pytest
 
 from ascend_run.inputs.deployment import load_deployment
-from ascend_run.errors import HostKeyError, RemoteCommandError, TransportError
+from ascend_run.errors import ConfigError, HostKeyError, RemoteCommandError, TransportError
 from ascend_run.transport.base import RC_STOPPED, RC_TIMEOUT, Result, command_line
 from ascend_run.transport.fanout import connect_all, connect_each, fan_out, run_on_nodes
 from ascend_run.transport.local import LocalTransport
@@ -273,3 +274,101 @@ def test_fan_out_bounds_parallelism_and_keeps_every_outcome(sshd_fleet, tmp_path
     assert peak == 2 and seen == [1, 2, 3, 4]
     assert [o.value for o in outcomes] == [0, None, 2, 3]
     assert isinstance(outcomes[1].error, TransportError) and outcomes[1].error.host == "n1"
+
+
+# --- jump hosts and the user's ssh config ------------------------------------------------------------
+
+def jump_deployment(fleet, tmp_path: Path, known: Path | None = None, strict: str = "yes", key: Path | None = None):
+    """Servers 1..3 as `Host` aliases reached through server 0 (`ProxyJump`), all from an ssh config file;
+    the deployment file names only the aliases and that file."""
+    jump, *targets = fleet.servers
+    key = key or fleet.key_file
+    lines = [f"Host jumphost\n  HostName {jump.address}\n  Port {jump.port}\n  User root\n  IdentityFile {key}\n"
+             f"  StrictHostKeyChecking {strict}\n"]
+    lines += [f"Host {s.name}-alias\n  HostName {s.address}\n" for s in targets]
+    lines.append(f"Host *-alias\n  ProxyJump jumphost\n  Port {jump.port}\n  IdentityFile {key}\n")
+    lines.append(f"Host *\n  UserKnownHostsFile {known or fleet.known_hosts}\n")
+    (tmp_path / "ssh_config").write_text("".join(lines))
+    path = tmp_path / "deploy.yaml"
+    path.write_text("name: jump-test\nprofile: atlas-800t-a2\nimage: local/none:0\nssh: {config_file: ssh_config}\n"
+                    "nodes:\n" + "".join(f"  - {{address: {s.name}-alias, name: {s.name}}}\n" for s in targets))
+    return load_deployment(path)
+
+
+def client_connections(address: str, port: int) -> int:
+    """TCP connections this process has open to address:port."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", "dst", f"{address}:{port}"], capture_output=True,
+                         text=True, check=True).stdout
+    return sum(f"pid={os.getpid()}," in line for line in out.splitlines())
+
+
+def test_servers_behind_a_jump_host_share_one_connection_to_it(sshd_fleet, tmp_path):
+    dep = jump_deployment(sshd_fleet, tmp_path)
+    jump = sshd_fleet.servers[0]
+    assert all(n.ssh.via.hostname == jump.address for n in dep.nodes)
+    transports = connect_all(dep)
+    try:
+        assert client_connections(jump.address, jump.port) == 1  # one login on the jump host for 3 servers
+        for target in sshd_fleet.servers[1:]:
+            assert client_connections(target.address, target.port) == 0  # none straight to the servers
+        for node in dep.nodes:
+            result = transports[node.name].run(["sh", "-c", 'echo "$SSH_CONNECTION"'])
+            assert result.ok and result.stdout.split()[2] == sshd_fleet.servers[node.rank + 1].address
+        streamed = transports["n1"].run(["head", "-c", "5000000", "/dev/zero"], on_stdout=lambda b: None)
+        assert streamed.ok  # bulk streams go through the shared connection too
+    finally:
+        for transport in transports.values():
+            transport.close()
+    assert client_connections(jump.address, jump.port) == 0, "the last transport closed the jump connection"
+    outcomes = run_on_nodes(dep.nodes, ["hostname"])  # exec's path: connect, run, close, all through the jump
+    assert all(o.ok and o.value.ok for o in outcomes), [o.error for o in outcomes]
+
+
+def test_a_changed_host_key_on_the_jump_host_fails_every_server_naming_it(sshd_fleet, tmp_path):
+    jump = sshd_fleet.servers[0]
+    impostor = paramiko.Ed25519Key.from_private_key(io.StringIO(_ed25519_pair()[0]))
+    known = tmp_path / "known_hosts"
+    lines = [line for line in sshd_fleet.known_hosts.read_text().splitlines() if not line.startswith(f"[{jump.address}]")]
+    known.write_text("\n".join([*lines, f"[{jump.address}]:{jump.port} ssh-ed25519 {impostor.get_base64()}"]) + "\n")
+    dep = jump_deployment(sshd_fleet, tmp_path, known=known, strict="accept-new")  # accept-new: still refused
+    marker = tmp_path / "ran"
+    outcomes = run_on_nodes(dep.nodes, ["touch", str(marker)])
+    for outcome in outcomes:
+        assert isinstance(outcome.error, HostKeyError), outcome.error
+        assert outcome.error.host == outcome.node.name
+        assert "jump host jumphost" in str(outcome.error) and "CHANGED" in str(outcome.error)
+        assert jump.address in str(outcome.error) and fingerprint(impostor) in str(outcome.error)
+    assert not marker.exists()
+
+
+def test_unknown_server_behind_the_jump_host_gets_a_fix_run_on_the_jump_host(sshd_fleet, tmp_path):
+    jump, target, *_ = sshd_fleet.servers
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd_fleet.servers[0].known_hosts_line + "\n")
+    dep = jump_deployment(sshd_fleet, tmp_path, known=known, strict="no")  # `no` does not turn checking off
+    [outcome, *_] = run_on_nodes(dep.nodes, ["true"])
+    assert isinstance(outcome.error, HostKeyError) and "unknown host key" in str(outcome.error)
+    assert f"ssh jumphost ssh-keyscan -p {target.port} {target.address} >> {known}" in outcome.error.fix
+
+
+def test_accept_new_in_the_ssh_config_records_the_jump_hosts_key(sshd_fleet, tmp_path):
+    jump = sshd_fleet.servers[0]
+    known = tmp_path / "known_hosts"
+    known.write_text("".join(s.known_hosts_line + "\n" for s in sshd_fleet.servers[1:]))
+    dep = jump_deployment(sshd_fleet, tmp_path, known=known, strict="accept-new")
+    outcomes = run_on_nodes(dep.nodes, ["true"])
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert jump.known_hosts_line in known.read_text().splitlines()
+
+
+def test_a_missing_key_is_one_error_before_anything_is_contacted(sshd_fleet, tmp_path):
+    missing = tmp_path / "no_such_key"
+    dep = jump_deployment(sshd_fleet, tmp_path, key=missing)
+    for call in (lambda: run_on_nodes(dep.nodes, ["true"]), lambda: connect_all(dep)):
+        with pytest.raises(ConfigError, match=f"SSH key {missing} not found") as info:
+            call()
+        assert "IdentityFile" in str(info.value) and "ssh-keygen" in info.value.fix
+    direct = tmp_path / "direct.yaml"
+    direct.write_text(sshd_fleet.deployment_yaml().replace(str(sshd_fleet.key_file), str(missing)))
+    with pytest.raises(ConfigError, match=f"ssh.identity_file in {direct}"):
+        run_on_nodes(load_deployment(direct).nodes, ["true"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shlex
 import time
 from pathlib import Path
@@ -34,9 +35,8 @@ def demo(directory: str, nodes: int, steps: int, keep: bool) -> None:
 
     Needs root (network namespaces) and the packages of scripts/install.sh.
     """
+    from ascend_run.engine.local import engine_client
     from ascend_run.sim import demo as d
-    from ascend_run.engine.build import connect as engine_connect
-    from ascend_run.engine.local import ensure_engine
     from ascend_run.sim.cluster import SimCluster
 
     console = make_console(stderr=True)
@@ -47,32 +47,30 @@ def demo(directory: str, nodes: int, steps: int, keep: bool) -> None:
                                                                   "--dir", str(root)])
     _invoke(["sim", "up", "--nodes", str(nodes), "--dir", str(root)])
     try:
-        engine = ensure_engine()
-        client = engine_connect(engine.base_url)
-        tag = d.CPU_TAG.format(kind="train")
-        _step(console, "train image from images/train/Dockerfile (local Debian base, PyPI MindSpore "
-                       f"{d.CPU_MINDSPORE} standing in for CANN + the Ascend wheel)")
-        with console.status("building (cached after the first run)"):
-            d.build_cpu_image(client, "train")
-        job = d.demo_job_file(root, tag, steps)
-        _step(console, "ship the image to every server (no registry)",
-              ["ascend-run", "image", "ship", "train", "-f", str(job)])
-        _invoke(["image", "ship", "train", "-f", str(job), "--docker-host", engine.base_url])
+        # the engine `image build` and `image ship` find too: the demo's image stays within reach afterwards
+        with engine_client() as (engine, client):
+            tag = d.CPU_TAG.format(kind="train")
+            _step(console, "train image from images/train/Dockerfile (local Debian base, PyPI MindSpore "
+                           f"{d.CPU_MINDSPORE} standing in for CANN + the Ascend wheel)")
+            with console.status("building (cached after the first run)"):
+                d.build_cpu_image(client, "train")
+            job = d.demo_job_file(root, tag, steps)
+            _step(console, "ship the image to every server (no registry)",
+                  ["ascend-run", "image", "ship", "train", "-f", str(job)])
+            _invoke(["image", "ship", "train", "-f", str(job), "--docker-host", engine.base_url])
         _step(console, "preflight and launch across the servers", ["ascend-run", "launch", "-f", str(job)])
         _invoke(["launch", "-f", str(job)])
         logs = root / "logs"
         _step(console, "collect the logs of every server", ["ascend-run", "logs", "-f", str(job), "--collect",
                                                              str(logs)])
         _invoke(["logs", "-f", str(job), "--collect", str(logs)])
-        plot = root / "loss.png"
-        _step(console, "loss curve from the last rank", ["ascend-run", "logs", "--loss", "--from", str(logs),
-                                                          "--plot", str(plot)])
-        _invoke(["logs", "--loss", "--from", str(logs), "--plot", str(plot)])
-        console.print(f"\n[green]demo done in {time.monotonic() - started:.0f} s[/]: logs in {logs}, loss plot {plot}")
+        plot = root / "loss.png" if importlib.util.find_spec("matplotlib") else None  # the `plot` extra
+        loss = ["logs", "--loss", "--from", str(logs), *(["--plot", str(plot)] if plot else [])]
+        _step(console, "loss curve from the last rank", ["ascend-run", *loss])
+        _invoke(loss)
+        done = f"loss plot {plot}" if plot else "no loss plot (pip install 'ascend-run[plot]' for one)"
+        console.print(f"\n[green]demo done in {time.monotonic() - started:.0f} s[/]: logs in {logs}, {done}")
     finally:
-        engine_started_here = "engine" in locals() and engine.process is not None
-        if engine_started_here:
-            engine.stop()
         if keep:
             console.print(f"cluster left up: ascend-run sim down --dir {root}")
         else:

@@ -190,7 +190,7 @@ def exec_command(deployment_file: str, node_specs: tuple[str, ...], parallel: in
 
         line = remote_command_line(argv, timeout=timeout)
         for node in nodes:
-            click.echo(f"{node.ssh.user}@{node.address}:{node.ssh.port} ({node.name}): {line}")
+            click.echo(f"{node.ssh.describe()} ({node.name}): {line}")
         return
     mode = Layout(layout)
     text = output_format == "text"

@@ -10,8 +10,10 @@ from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TransferSpeedColumn)
 
-from ascend_run.engine.build import BuildEvent, BuildRequest, build_image, connect
+from ascend_run.engine.build import BuildEvent, BuildRequest, build_image
+from ascend_run.engine.local import engine_client
 from ascend_run.engine.wheelhouse import INDEX_PORT, serve
+from ascend_run.errors import EngineError
 from ascend_run.inputs.images import IMAGE_KINDS, get_image
 from ascend_run.render.dockerfile import render_build_context
 
@@ -58,7 +60,9 @@ def _parse_build_args(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--network-host", is_flag=True, help="Build with host networking (reach a local package mirror).")
 @click.option("--wheelhouse", type=click.Path(file_okay=False, exists=True),
               help="Install Python packages from this directory of wheels (served on 127.0.0.1), not PyPI.")
-@click.option("--docker-host", envvar="DOCKER_HOST", help="Engine to use (default: $DOCKER_HOST or the local socket).")
+@click.option("--docker-host", envvar="DOCKER_HOST",
+              help="Engine to use (default: $DOCKER_HOST, else /var/run/docker.sock, else the kit's own, as the "
+                   "demo uses).")
 @click.option("--quiet", "-q", is_flag=True, help="Only the progress bar and the result, not the build output.")
 @click.option("--dry-run", is_flag=True, help="Print the build that would run, and run nothing.")
 def build_cmd(kind: str, base: str | None, tag: str | None, build_args: tuple[str, ...], network_host: bool,
@@ -76,12 +80,12 @@ def build_cmd(kind: str, base: str | None, tag: str | None, build_args: tuple[st
                        "free port if that one is taken) while the build runs")
         click.echo(shlex.join(request.cli_argv(f"images/{kind}")))
         return
-    client = connect(docker_host)
-    if wheelhouse:
-        with serve(Path(wheelhouse)) as index_url:
-            image_id = build_with_progress(client, kind, request.with_index(index_url), quiet)
-    else:
-        image_id = build_with_progress(client, kind, request, quiet)
+    with engine_client(docker_host) as (_, client):
+        if wheelhouse:
+            with serve(Path(wheelhouse)) as index_url:
+                image_id = build_with_progress(client, kind, request.with_index(index_url), quiet)
+        else:
+            image_id = build_with_progress(client, kind, request, quiet)
     click.echo(f"built {request.tag} ({image_id})")
 
 
@@ -108,7 +112,8 @@ def build_with_progress(client, kind: str, request: BuildRequest, quiet: bool) -
 @kind_argument
 @click.option("-f", "--file", "deployment_file", required=True, type=click.Path(dir_okay=False),
               help="The deployment file; its `image` is shipped.")
-@click.option("--docker-host", envvar="DOCKER_HOST", help="Local engine holding the image (default: $DOCKER_HOST).")
+@click.option("--docker-host", envvar="DOCKER_HOST",
+              help="Engine holding the image (default: $DOCKER_HOST, else /var/run/docker.sock, else the kit's own).")
 @click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
 def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_new_host_keys: bool) -> None:
     """Copy the KIND image to every node that lacks it (docker save | docker load over SSH, in parallel).
@@ -123,16 +128,28 @@ def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_ne
     if dep.profile.role != kind:
         raise click.BadParameter(f"{deployment_file} uses {dep.profile.name} ({dep.profile.role} servers), "
                                  f"not {kind}", param_hint="KIND")
-    client = connect(docker_host)
-    size = client.images.get(dep.image).attrs.get("Size", 0)
-    with connected(dep, accept_new_host_keys) as cluster, Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(f"shipping {dep.image}", total=size or None)
-        results = ship_image(cluster, client, dep.image, on_bytes=lambda n: progress.advance(task, n))
+    with engine_client(docker_host) as (engine, client):
+        size = _local_image(client, engine.base_url, dep.image, deployment_file).attrs.get("Size", 0)
+        with connected(dep, accept_new_host_keys) as cluster, Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task(f"shipping {dep.image}", total=size or None)
+            results = ship_image(cluster, client, dep.image, on_bytes=lambda n: progress.advance(task, n))
     shipped = [r.node for r in results if r.action == "shipped"]
     click.echo(f"{dep.image} ({results[0].image_id[:19]}): shipped to {len(shipped)} node(s), "
                f"already on {len(results) - len(shipped)}")
+
+
+def _local_image(client, where: str, image: str, deployment_file: str):
+    """The image in the local engine, or an error saying which engine was asked and how to get it there."""
+    import docker
+
+    try:
+        return client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise EngineError(f"{image} (the `image` of {deployment_file}) is not in the Docker engine at "
+                          f"{where}", fix="build it (ascend-run image build), pull or tag it there, "
+                          "or point --docker-host at the engine that has it") from None
 
 
 commands = [image]

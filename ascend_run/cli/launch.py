@@ -97,7 +97,7 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
     if dry_run:
         for plan in launch_plan(dep):
             click.echo(f"# {plan.node.name} (rank {plan.node.rank}) via ssh "
-                       f"{plan.node.ssh.user}@{plan.node.address}:{plan.node.ssh.port}")
+                       f"{plan.node.ssh.describe()}")
             click.echo(shlex.join(plan.docker_argv))
         return
     console = err_console()
@@ -164,7 +164,7 @@ def stop(deployment_file: str, accept_new_host_keys: bool, parallel: int, dry_ru
     dep = load_deployment(deployment_file)
     if dry_run:
         for node in dep.nodes:
-            click.echo(f"# {node.name} ({node.ssh.user}@{node.address}), until the listing is empty:")
+            click.echo(f"# {node.name} ({node.ssh.describe()}), until the listing is empty:")
             click.echo(shlex.join(nodeops.list_argv(dep.name)))
             click.echo(shlex.join(nodeops.remove_argv(["CONTAINER..."])) + "  # the names it lists")
         return

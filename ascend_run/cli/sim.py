@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import click
@@ -28,40 +29,46 @@ def sim() -> None:
 @click.option("--image", help="Also load this image from the local engine into every node.")
 @click.option("--base-image", is_flag=True,
               help="Also load the local Debian base image (ascend-run/debian-base:bookworm; built once, cached).")
+@click.option("--bastion", is_flag=True,
+              help="Put the servers behind a login node: reachable only through it (DIR/ssh_config has the ProxyJump).")
 @dir_option
-def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image: bool, directory: str) -> None:
+def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image: bool, bastion: bool,
+       directory: str) -> None:
     """Bring up NODES simulated servers and write DIR/cluster.yaml for every other command.
 
     Each server is a network namespace on a private bridge (10.233.X.0/24, X from a hash of DIR) with its
     own hostname, /dev/davinci* stand-ins, driver tree, hccn.conf, npu-smi, sshd and (unless --no-docker)
-    dockerd. Needs root. `ascend-run sim down --dir DIR` removes every trace.
+    dockerd. Needs root. `ascend-run sim down --dir DIR` removes every trace. With --bastion the servers sit
+    on a second bridge this machine has no route to, behind one more server (sim-bastion) with a leg on each.
     """
     from ascend_run.sim.cluster import SimCluster
 
     if (image or base_image) and no_docker:
         raise click.UsageError("--image/--base-image need the nodes' Docker daemons (drop --no-docker)")
-    if base_image:
-        image = _base_image()
     cluster = SimCluster(directory)
     started = time.monotonic()
     err = Console(stderr=True)
-    with err.status(f"starting {nodes} simulated {profile} servers") as status:
-        def progress(message: str) -> None:
-            err.print(f"  {message}")
-            status.update(message)
+    with contextlib.ExitStack() as stack:
+        engine = None
+        if image or base_image:  # the images come from the engine `image build` and `demo` use
+            from ascend_run.engine.local import engine_client
 
-        cluster.up(nodes, profile, docker=not no_docker, image=image, progress=progress)
+            engine, client = stack.enter_context(engine_client())
+            if base_image:
+                from ascend_run.sim.base_image import ensure_base_image
+
+                image = ensure_base_image(client)
+        with err.status(f"starting {nodes} simulated {profile} servers") as status:
+            def progress(message: str) -> None:
+                err.print(f"  {message}")
+                status.update(message)
+
+            cluster.up(nodes, profile, docker=not no_docker, image=image, progress=progress, bastion=bastion,
+                       image_engine=engine.base_url if engine else None)
     click.echo(f"{nodes} nodes up in {time.monotonic() - started:.1f} s; deployment file: {cluster.deployment_file}")
+    if bastion:
+        click.echo(f"the nodes are reachable only through sim-bastion: see {cluster.ssh_config}")
     click.echo(f"try: ascend-run exec -f {cluster.deployment_file} -- npu-smi info")
-
-
-def _base_image() -> str:
-    """The local Debian base image in the kit's engine (debootstrapped once), to copy into the nodes."""
-    from ascend_run.engine.build import connect
-    from ascend_run.engine.local import ensure_engine
-    from ascend_run.sim.base_image import ensure_base_image
-
-    return ensure_base_image(connect(ensure_engine().base_url))
 
 
 @sim.command()

@@ -20,7 +20,7 @@ def summary(dep) -> dict:
         "image": dep.image,
         "container": dep.container_name,
         "nodes": [{"rank": n.rank, "name": n.name, "address": n.address, "npus": list(n.npus),
-                   "ssh": f"{n.ssh.user}@{n.address}:{n.ssh.port}"} for n in dep.nodes],
+                   "ssh": n.ssh.describe()} for n in dep.nodes],
         "total_npus": dep.total_npus,
         "master_address": dep.master_address,
         "master_port": dep.job.master_port if dep.job else None,

@@ -1,22 +1,33 @@
-"""A Docker engine on this machine for building images: the one at DOCKER_HOST, or a private dockerd.
+"""The Docker engine on this machine that holds and builds images, found the same way by every command.
 
-Machines without an init system (CI, containers) have the engine installed but not running. The kit
-then starts its own daemon with a persistent data-root, so built layers are reused from run to run.
+In order: the one named (`--docker-host`, else DOCKER_HOST); the system engine (/var/run/docker.sock); the
+kit's own. Machines without an init system (CI, containers) have the engine installed but not running: the
+kit then runs its own daemon with a persistent data-root, so built layers and images are kept from run to
+run, and an image the demo built is found again by `image ship` or `image build` afterwards (the engine is
+started again if it was stopped).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ascend_run.errors import EngineError
 
 DEFAULT_ROOT = Path("/var/lib/ascend-run/engine")
+SYSTEM_ENGINE = "unix:///var/run/docker.sock"
+
+
+def kit_engine_url(root: Path = DEFAULT_ROOT) -> str:
+    """Where the kit's own engine for `root` listens."""
+    return f"unix:///run/ascend-run-{Path(root).name}.sock"
 
 
 def answers(base_url: str) -> bool:
@@ -48,17 +59,28 @@ class LocalEngine:
         self.process = None
 
 
-def ensure_engine(root: Path = DEFAULT_ROOT, timeout_s: float = 30.0) -> LocalEngine:
-    """An engine that answers: DOCKER_HOST's, the kit's own if already running, or a new private one."""
-    env_host = os.environ.get("DOCKER_HOST")
-    if env_host and answers(env_host):
-        return LocalEngine(env_host)
+def ensure_engine(root: Path = DEFAULT_ROOT, timeout_s: float = 30.0, docker_host: str | None = None) -> LocalEngine:
+    """The engine for images (see the module docstring): `docker_host` (default $DOCKER_HOST) if it answers,
+    the system engine, or the kit's own for `root`, started when it does not run. A named engine that does not
+    answer is an error, unless it is the kit's own socket (then it is started)."""
+    named = docker_host or os.environ.get("DOCKER_HOST")
     root = Path(root)
-    name = root.name
-    socket = f"/run/ascend-run-{name}.sock"
-    base_url = f"unix://{socket}"
+    base_url = kit_engine_url(root)
+    if named and answers(named):
+        return LocalEngine(named)
+    if named and named != base_url:
+        raise EngineError(f"no Docker engine answers at {named} (--docker-host or DOCKER_HOST)",
+                          fix="start that engine, or unset DOCKER_HOST to use the system's or the kit's own")
+    if not named and answers(SYSTEM_ENGINE):
+        return LocalEngine(SYSTEM_ENGINE)
     if answers(base_url):
         return LocalEngine(base_url)
+    return _start(root, base_url, timeout_s)
+
+
+def _start(root: Path, base_url: str, timeout_s: float) -> LocalEngine:
+    """The kit's own dockerd for `root` (data-root under it, so images survive a stop)."""
+    name = root.name
     if shutil.which("dockerd") is None:
         raise EngineError("no Docker engine answers and dockerd is not installed",
                           fix="apt-get install docker.io (or set DOCKER_HOST to a running engine)")
@@ -82,3 +104,16 @@ def ensure_engine(root: Path = DEFAULT_ROOT, timeout_s: float = 30.0) -> LocalEn
         time.sleep(0.1)
     process.kill()
     raise EngineError(f"dockerd did not answer within {timeout_s:.0f} s", fix=f"read {root / 'dockerd.log'}")
+
+
+@contextlib.contextmanager
+def engine_client(docker_host: str | None = None) -> Iterator[tuple[LocalEngine, object]]:
+    """(engine, docker client) for one command; an engine started here is stopped at the end (its images
+    stay in its data-root)."""
+    from ascend_run.engine.build import connect
+
+    engine = ensure_engine(docker_host=docker_host)
+    try:
+        yield engine, connect(engine.base_url)
+    finally:
+        engine.stop()

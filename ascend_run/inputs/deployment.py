@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from ascend_run.errors import ConfigError, ConfigErrors
-from ascend_run.inputs import hostrange, text
+from ascend_run.inputs import hostrange, sshconfig, text
 from ascend_run.inputs.common import Mount, Strict
 from ascend_run.inputs.profiles import HardwareProfile, get_profile
 from ascend_run.inputs.text import (CONTAINER_NAME, CONTAINER_USER, ENV_NAME, HOSTNAME, HUB_REPO, IMAGE_REF,
@@ -111,13 +111,20 @@ def _login(value: str | None) -> str | None:
 
 
 class SSHSettings(Strict):
-    """How to reach the servers. Host keys are always verified against `known_hosts`."""
+    """How to reach the servers. Host keys are always verified against `known_hosts`.
+
+    The user's ssh config (`config_file`, default ~/.ssh/config) fills in what this section does not set:
+    only the keys written here win over it (see inputs/sshconfig.py), so the defaults below apply last."""
 
     user: str = "root"
     port: int = Field(default=22, ge=1, le=65535)
     identity_file: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
     connect_timeout: float = Field(default=10, gt=0, le=600)
+    proxy_jump: str | None = None      # ssh's ProxyJump: [user@]host[:port][,…]; `none` ignores the ssh config's
+    config_file: str | None = "~/.ssh/config"  # `none`: read no ssh config; relative to this file
+
+    _jump = field_validator("proxy_jump")(lambda cls, v: _proxy_jump(v))
 
     _user = field_validator("user")(lambda cls, v: _login(v))
 
@@ -126,6 +133,21 @@ class SSHOverride(Strict):
     user: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     identity_file: str | None = None
+    proxy_jump: str | None = None
+
+    _jump = field_validator("proxy_jump")(lambda cls, v: _proxy_jump(v))
+
+
+def _proxy_jump(value: str | None) -> str | None:
+    from ascend_run.inputs.sshconfig import parse_jump
+
+    if value is not None and value.strip().lower() != "none":
+        for item in value.split(","):
+            try:
+                parse_jump(item.strip())
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
+    return value
 
     _user = field_validator("user")(lambda cls, v: _login(v))
 
@@ -383,7 +405,7 @@ class Node:
     address: str
     npus: tuple[int, ...]
     cluster_address: str
-    ssh: SSHSettings
+    ssh: sshconfig.SSHHop  # resolved: the deployment file's ssh settings over the user's ssh config
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -605,13 +627,23 @@ def _count_nodes(spec: DeploymentFile) -> list[_LocError]:
     return []
 
 
-def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile) -> tuple[list[Node], list[_LocError]]:
+def _explicit_ssh(spec: DeploymentFile, entry: NodeEntry) -> dict[str, Any]:
+    """The ssh settings the file itself sets (file-wide, then the node's): only these win over the ssh config."""
+    keys = ("user", "port", "identity_file", "known_hosts", "connect_timeout", "proxy_jump")
+    explicit = {k: getattr(spec.ssh, k) for k in keys if k in spec.ssh.model_fields_set}
+    if entry.ssh is not None:
+        explicit.update({k: v for k, v in entry.ssh.model_dump().items() if v is not None})
+    return explicit
+
+
+def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path,
+                   ssh_config: sshconfig.UserConfig) -> tuple[list[Node], list[_LocError]]:
     nodes: list[Node] = []
     problems: list[_LocError] = _count_nodes(spec)
     if problems:
         return nodes, problems
     seen_names: dict[str, int] = {}
-    seen_endpoints: dict[tuple[str, int], int] = {}
+    seen_endpoints: dict[tuple, int] = {}
     for index, entry in enumerate(spec.nodes):
         try:
             pairs = _expand_entry(entry, index)
@@ -623,17 +655,18 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile) -> tuple[list
             if npu >= profile.npu_count:
                 problems.append(_err(f"NPU index {npu} is out of range for {profile.name} "
                                      f"(0-{profile.npu_count - 1})", ("nodes", index, "npus", pos)))
-        ssh = spec.ssh.model_copy(update={k: v for k, v in (entry.ssh.model_dump() if entry.ssh else {}).items()
-                                          if v is not None})
+        explicit = _explicit_ssh(spec, entry)
         for name, address in pairs:
             try:
                 address = check_address(address)
             except ValueError as exc:
                 problems.append(_err(str(exc), ("nodes", index, "address"), getattr(exc, "fix", None)))
                 continue
-            endpoint = (address, ssh.port)
+            ssh = sshconfig.node_hop(address, explicit, ssh_config, str(path))
+            endpoint = (ssh.hostname, ssh.port, ssh.via)  # one address behind two jump hosts: two servers
             if endpoint in seen_endpoints:  # before the name: a repeated address repeats its default name
-                problems.append(_err(f"duplicate address {address}:{ssh.port} (also nodes[{seen_endpoints[endpoint]}])",
+                problems.append(_err(f"duplicate address {ssh.hostname}:{ssh.port} "
+                                     f"(also nodes[{seen_endpoints[endpoint]}])",
                                      ("nodes", index, "address"), fix="list every server once"))
                 continue
             if not NODE_NAME.fullmatch(name):
@@ -647,7 +680,8 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile) -> tuple[list
             seen_names[name] = index
             seen_endpoints[endpoint] = index
             nodes.append(Node(rank=len(nodes), name=name, address=address, npus=tuple(npus),
-                              cluster_address=entry.cluster_address or address, ssh=ssh, env=dict(entry.env)))
+                              cluster_address=entry.cluster_address or ssh.hostname, ssh=ssh,
+                              env=dict(entry.env)))
     return nodes, problems
 
 
@@ -668,6 +702,17 @@ def _check_job(spec: DeploymentFile, nodes: list[Node]) -> list[_LocError]:
                              "every node", ("nodes",), fix="give every node the same number of npus, or set "
                              "job.local_workers"))
     return problems
+
+
+def _ssh_config_path(spec: DeploymentFile, raw: dict, path: Path) -> Path | None:
+    try:
+        return sshconfig.config_path(spec.ssh.config_file, "config_file" in spec.ssh.model_fields_set, path.parent)
+    except ConfigError as exc:
+        key = ("ssh", "config_file")
+        if "config_file" not in spec.ssh.model_fields_set:
+            raise
+        raise ConfigError(exc.message, file=str(path), key=format_loc(key), line=line_of(raw, key),
+                          fix=exc.fix) from None
 
 
 def load_deployment(path: str | Path) -> Deployment:
@@ -709,7 +754,8 @@ def deployment_from_data(raw: dict, path: str | Path = "<memory>") -> Deployment
         inner = ConfigError(exc.message, file=exc.file, key=exc.key, line=exc.line) if exc.file else exc
         raise ConfigError(inner.message if inner is exc else str(inner), file=file, key="profile",
                           line=line_of(raw, ("profile",)), fix=exc.fix) from None
-    nodes, problems = _resolve_nodes(spec, profile)
+    ssh_config = sshconfig.read_config(_ssh_config_path(spec, raw, path))
+    nodes, problems = _resolve_nodes(spec, profile, path, ssh_config)
     problems += _check_job(spec, nodes)
     if problems:
         _raise_all([ConfigError(p.message, file=file, key=format_loc(p.loc), line=line_of(raw, p.loc), fix=p.fix)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ascend_run.errors import JobFailed, TransportError
 from ascend_run.inputs.deployment import Node
-from ascend_run.launch import nodeops
+from ascend_run.launch import nodeops, sync
 from ascend_run.launch.plan import NodePlan, launch_plan
 from ascend_run.transport.base import Transport
 from ascend_run.transport.cluster import Cluster
@@ -70,20 +70,20 @@ class Launcher:
         self.cluster.each_or_raise(work)
 
     def prepare_nodes(self) -> None:
-        """Log dir rotated (old logs kept as .prev), synced dirs copied, on every node at once."""
+        """Log dir rotated (old logs kept as .prev), synced dirs brought up to date, on every node at once."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        trees = sync.local_trees(plan.sync_dirs for plan in self.plans.values())  # hashed once, not per node
 
-        def work(node: Node, t: Transport) -> None:
+        def work(node: Node, t: Transport) -> list[sync.SyncResult]:
             # world-writable: the image's own user (HwHiAiUser, uid 1000) writes the logs unless the
             # profile runs the container as root
             rotate = ('if [ -d "$1" ] && [ -n "$(ls -A "$1")" ]; then mv "$1" "$1.prev-$2"; fi; '
                       'mkdir -p "$1" && chmod 0777 "$1"')
             t.run(["sh", "-c", rotate, "sh", self.dep.host_log_dir, stamp], timeout=60).check(node.name)
-            for source, remote in self.plans[node.name].sync_dirs:
-                t.run(["rm", "-rf", remote], timeout=60).check(node.name)
-                t.run(["mkdir", "-p", remote], timeout=60).check(node.name)
-                nodeops.upload_dir(t, source, remote)
-        self.cluster.each_or_raise(work)
+            return [sync.sync_dir(t, source, trees[source], remote) for source, remote in self.plans[node.name].sync_dirs]
+        results = self.cluster.each_or_raise(work)
+        if trees:
+            self.notice(sync.summary(results))
 
     # --- start, watch, stop -----------------------------------------------------------------------
 

@@ -6,11 +6,8 @@ Docker on a node is composition over the transport (`run(argv, …) -> Result`),
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from ascend_run.render.docker_run import JOB_LABEL
 from ascend_run.transport.base import Transport
@@ -95,12 +92,3 @@ def exit_code_of_wait(result) -> int:
     """`docker wait`'s answer: the container's exit code, or -1 if it was gone before."""
     text = result.stdout.strip()
     return int(text) if result.rc == 0 and text.lstrip("-").isdigit() else -1
-
-
-def upload_dir(t: Transport, source: str | Path, remote: str) -> None:
-    """Copy a local directory's contents into `remote` on the node (one tar stream over the transport)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(str(source), arcname=".")
-    argv = ["tar", "-x", "-C", remote, "-f", "-"]
-    t.run(argv, stdin=buffer.getvalue(), timeout=300).check(t.host, argv)

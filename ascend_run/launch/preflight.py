@@ -115,7 +115,7 @@ def gather(dep: Deployment, node: Node, t: Transport) -> NodeFacts:
 
 
 def _node_checks(dep: Deployment, node: Node, f: NodeFacts) -> list[Check]:
-    checks = [Check(node.name, "ssh", True, f"{node.ssh.user}@{node.address}:{node.ssh.port}")]
+    checks = [Check(node.name, "ssh", True, node.ssh.describe())]
     add = lambda name, ok, detail="": checks.append(Check(node.name, name, ok, detail))  # noqa: E731
     add("docker", f.docker_version is not None,
         f"engine {f.docker_version}" if f.docker_version else "no Docker engine answers (start dockerd)")

@@ -8,26 +8,23 @@ installed wheel (`ascend_run/templates`, force-included at build time) and in a 
 from __future__ import annotations
 
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from ascend_run import shipped
 from ascend_run.errors import TemplateError
 
 
 def template_root() -> Path:
     """Directory holding the templates: inside the installed package, else the checkout's `templates/`."""
-    installed = resources.files("ascend_run") / "templates"
-    if installed.is_dir():
-        return Path(str(installed))
-    checkout = Path(__file__).resolve().parents[2] / "templates"
-    if checkout.is_dir():
-        return checkout
-    raise TemplateError("the kit's templates are missing (neither ascend_run/templates nor ./templates)",
-                        fix="reinstall ascend-run with `pip install .` from a full checkout")
+    root = shipped("templates")
+    if root is None:
+        raise TemplateError("the kit's templates are missing (neither ascend_run/templates nor ./templates)",
+                            fix="reinstall ascend-run with `pip install .` from a full checkout")
+    return root
 
 
 # Chart sources are Helm templates themselves: their Jinja delimiters leave Helm's `{{ }}` alone.

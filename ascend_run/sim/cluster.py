@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,7 +30,8 @@ from ascend_run.errors import SimError
 from ascend_run.inputs.profiles import get_profile
 from ascend_run.sim import network, tools
 from ascend_run.sim.network import SimNet
-from ascend_run.sim.node import DISK_SIZES, NodeLayout, public_host_key, start_command, write_node_files
+from ascend_run.sim.node import (DISK_SIZES, NodeLayout, public_host_key, start_command, write_bastion_files,
+                                  write_node_files)
 
 REQUIRED = {"ip": "iproute2", "sshd": "openssh-server", "ssh-keygen": "openssh-client", "unshare": "util-linux",
             "nsenter": "util-linux"}
@@ -54,6 +56,9 @@ class SimNode:
     name: str
     address: str
     layout: NodeLayout
+
+
+BASTION = "sim-bastion"
 
 
 class SimCluster:
@@ -102,15 +107,28 @@ class SimCluster:
     def known_hosts(self) -> Path:
         return self.dir / "known_hosts"
 
+    @property
+    def ssh_config(self) -> Path:
+        """With a bastion: `Host` aliases for the servers and the bastion, and the ProxyJump between them."""
+        return self.dir / "ssh_config"
+
+    def bastion(self) -> SimNode | None:
+        """The login node in front of the servers, if the cluster has one (index -1: not a server)."""
+        found = self.record().get("bastion")
+        return SimNode(-1, found["name"], found["address"], NodeLayout(Path(found["root"]))) if found else None
+
     # --- up -----------------------------------------------------------------------------------------
 
     def up(self, nodes: int, profile_name: str = "atlas-800t-a2", docker: bool = True,
            image: str | None = None, fail_at: int | None = None,
-           progress: Callable[[str], None] | None = None, image_engine: str | None = None) -> None:
+           progress: Callable[[str], None] | None = None, image_engine: str | None = None,
+           bastion: bool = False) -> None:
         """Bring the cluster up; on any failure, tear down what was made and raise.
 
         `image` (docker only) is copied from `image_engine` (default: the kit's local engine) into every
-        node's daemon.
+        node's daemon. With `bastion`, the servers are reachable only through one more server, a login node
+        (`sim-bastion`, see network.py); DIR/ssh_config then describes the way (a ProxyJump and `Host`
+        aliases) and DIR/cluster.yaml names the servers by those aliases.
         `fail_at` is a test hook: node `fail_at` raises right after its processes started, so tests can
         check that a failed bring-up leaves nothing behind. `progress` receives one line per step.
         """
@@ -135,12 +153,19 @@ class SimCluster:
             record = {"tag": net.tag, "third_octet": net.third_octet, "profile": profile.name, "docker": docker,
                       "storage_driver": storage, "bridge": net.bridge, "nodes": [], "pids": {}}
             for i in range(nodes):
-                record["nodes"].append({"index": i, "name": f"sim-node-{i}", "address": net.address(i),
+                record["nodes"].append({"index": i, "name": f"sim-node-{i}",
+                                        "address": net.hidden_address(i) if bastion else net.address(i),
                                         "netns": net.netns(i), "veth": net.veth_host(i),
                                         "root": str(self.dir / "nodes" / f"sim-node-{i}")})
+            if bastion:
+                host_veth, _, inner_veth, _ = net.bastion_veths()
+                record.update(hidden_bridge=net.hidden_bridge, hidden_net=net.hidden_net, bastion={
+                    "name": BASTION, "address": net.bastion_address, "inner_address": net.bastion_inner_address,
+                    "netns": net.bastion_netns, "veths": [host_veth, inner_veth],
+                    "root": str(self.dir / "nodes" / BASTION)})
             self._save(record)
             try:
-                for argv in network.bridge_up(net):
+                for argv in network.bridge_up(net) + (network.hidden_bridge_up(net) if bastion else []):
                     _run(argv)
             except BaseException:
                 self.down()
@@ -161,48 +186,68 @@ class SimCluster:
         shutil.copy(f"{self.key_file}.pub", authorized)
         Path("/var/lib/ascend-run").mkdir(parents=True, exist_ok=True)
         nodes = self.nodes()
+        bastion = self.bastion()
+        hidden = bastion is not None
         pids: dict[str, int] = {}
         pids_lock = threading.Lock()
 
+        def spawn(name: str, netns: str, layout: NodeLayout) -> None:
+            with open(layout.log, "ab") as log:
+                proc = subprocess.Popen(start_command(netns, layout), stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+            with pids_lock:
+                pids[name] = proc.pid  # recorded before anything can fail, so `down` finds it
+
         def start(node: SimNode) -> None:
             write_node_files(node.layout, net, node.index, node.name, profile, authorized, docker,
-                             storage_driver=record["storage_driver"])
-            for argv in network.node_link_up(net, node.index):
+                             storage_driver=record["storage_driver"], address=node.address)
+            for argv in network.node_link_up(net, node.index, hidden=hidden):
                 _run(argv)
-            with open(node.layout.log, "ab") as log:
-                proc = subprocess.Popen(start_command(net, node.index, node.layout), stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-            with pids_lock:
-                pids[node.name] = proc.pid  # recorded before anything can fail, so `down` finds it
+            spawn(node.name, net.netns(node.index), node.layout)
             if fail_at is not None and node.index == fail_at:
                 raise SimError(f"injected failure after starting {node.name}")
 
         try:
+            if bastion is not None:
+                write_bastion_files(bastion.layout, bastion.name, bastion.address, authorized)
+                for argv in network.bastion_link_up(net):
+                    _run(argv)
+                spawn(bastion.name, net.bastion_netns, bastion.layout)
             with ThreadPoolExecutor(max_workers=min(32, len(nodes))) as pool:
                 list(pool.map(start, nodes))
         finally:
             record["pids"] = pids
             self._save(record)
-        self.known_hosts.write_text("".join(f"{n.address} {public_host_key(n.layout)}\n" for n in nodes))
+        everyone = nodes + ([bastion] if bastion else [])
+        self.known_hosts.write_text("".join(f"{n.address} {public_host_key(n.layout)}\n" for n in everyone))
         deadline = time.monotonic() + 60 + len(nodes)  # generous: the machine may be busy
+        if bastion is not None:
+            _wait_port(bastion, deadline, pids.get(bastion.name))
         for node in nodes:
-            _wait_port(node, deadline, pids.get(node.name))
+            _wait_port(node, deadline, pids.get(node.name), via=net.bastion_netns if hidden else None)
             if docker:
                 _wait_socket(node, deadline, net.netns(node.index))
-        say(f"{len(nodes)} nodes answer on ssh" + (" and docker" if docker else ""))
+        say(f"{len(nodes)} nodes answer on ssh" + (" and docker" if docker else "")
+            + (f", behind {bastion.name} ({bastion.address})" if bastion else ""))
         if docker and image:
             say(f"loading {image} into {len(nodes)} node daemons")
             self.load_image(image, image_engine)
         self._write_deployment(record, profile.name, image)
 
     def _write_deployment(self, record: dict, profile: str, image: str | None) -> None:
+        ssh = {"user": "root", "port": 22, "identity_file": str(self.key_file),
+               "known_hosts": str(self.known_hosts), "connect_timeout": 10}
+        nodes = [{"name": n["name"], "address": n["address"]} for n in record["nodes"]]
+        if record.get("bastion"):  # the way to the servers is in the ssh config, as a user would have it
+            self.ssh_config.write_text(ssh_config_text(record, self.key_file, self.known_hosts))
+            ssh = {"config_file": str(self.ssh_config)}
+            nodes = [{"name": n["name"], "address": n["name"]} for n in record["nodes"]]
         data = {
             "name": "sim",
             "profile": profile,
             "image": image or "ascend-run/debian-base:bookworm",
-            "ssh": {"user": "root", "port": 22, "identity_file": str(self.key_file),
-                    "known_hosts": str(self.known_hosts), "connect_timeout": 10},
-            "nodes": [{"name": n["name"], "address": n["address"]} for n in record["nodes"]],
+            "ssh": ssh,
+            "nodes": nodes,
             "container": {"name": "ascend-run-sim"},
             "job": {"command": "python -c 'print(1)'", "master_port": 8118},
         }
@@ -212,15 +257,18 @@ class SimCluster:
             YAML().dump(data, fh)
 
     def load_image(self, image: str, source_engine: str | None = None) -> None:
-        """Copy an image from an engine (default: the kit's local one) into every node's daemon at once.
+        """Copy an image from an engine (default: the one `image build` uses) into every node's daemon at once.
 
         `docker save` runs once per image id (the tarball is cached under ~/.cache/ascend-run/images:
         saving the 300 MB base image takes ~4 s); the loads into the node daemons run in parallel.
         """
-        from ascend_run.engine.local import ensure_engine
+        from ascend_run.engine.local import engine_client
 
-        base_url = source_engine or ensure_engine().base_url
-        tar = _saved_image(base_url, image)
+        if source_engine is None:
+            with engine_client() as (engine, _):
+                tar = _saved_image(engine.base_url, image)
+        else:
+            tar = _saved_image(source_engine, image)
 
         def load(node: SimNode) -> None:
             _run(["docker", "-H", f"unix://{node.layout.docker_socket}", "load", "-q", "-i", str(tar)])
@@ -318,16 +366,23 @@ class SimCluster:
         socket and NPU state file are (both reachable from the root namespace)."""
         rec = self.record()
 
+        via = rec["bastion"]["netns"] if rec.get("bastion") else None
+
         def row(n: dict) -> dict:
             layout = NodeLayout(Path(n["root"]))
             return {"name": n["name"], "address": n["address"], "netns": n["netns"],
-                    "sshd": _port_open(n["address"]),  # the truth from the network, even after a restart
+                    "sshd": _port_open(n["address"], netns=via),  # the truth from the network, even after a restart
                     "docker": rec["docker"] and layout.docker_socket.exists() and _docker_ok(layout),
                     "docker_host": f"unix://{layout.docker_socket}" if rec["docker"] else None,
                     "state": str(layout.state)}
 
         with ThreadPoolExecutor(max_workers=min(32, len(rec["nodes"]))) as pool:
-            return list(pool.map(row, rec["nodes"]))
+            rows = list(pool.map(row, rec["nodes"]))
+        if via:
+            b = rec["bastion"]
+            rows.append({"name": b["name"], "address": b["address"], "netns": b["netns"],
+                         "sshd": _port_open(b["address"]), "docker": False, "docker_host": None, "state": None})
+        return rows
 
     def docker_host(self, ref) -> str:
         """DOCKER_HOST for a node's own daemon from the root namespace (the socket lives in DIR/nodes/…);
@@ -370,14 +425,19 @@ class SimCluster:
             for p in left:
                 _kill(p, signal.SIGKILL)
             _wait_gone(left, 1)
-        for node in rec["nodes"]:
-            _run(["ip", "netns", "del", node["netns"]], check=False)
-            if _link_exists(node["veth"]):
-                _run(["ip", "link", "del", node["veth"]], check=False)
+        veths = [n["veth"] for n in rec["nodes"]] + (rec["bastion"]["veths"] if rec.get("bastion") else [])
+        for netns in _all_netns(rec):
+            _run(["ip", "netns", "del", netns], check=False)
+        for veth in veths:
+            if _link_exists(veth):
+                _run(["ip", "link", "del", veth], check=False)
         if _link_exists(rec["bridge"]):
             _run(["ip", "link", "del", rec["bridge"]], check=False)
+        if rec.get("bastion"):
+            for argv in network.hidden_down(SimNet(rec["tag"], rec["third_octet"])):
+                _run(argv, check=False)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_link_exists(n["veth"]) for n in rec["nodes"]):
+        while time.monotonic() < deadline and any(_link_exists(v) for v in veths):
             time.sleep(0.05)  # veth deletion is asynchronous
         left = [p for p in self._processes(rec) if _alive(p)]
         if left:
@@ -391,8 +451,8 @@ class SimCluster:
         """Every process of the cluster: each node's first process, all in its network namespace, and
         all their descendants (containers run in their own namespaces under containerd-shim)."""
         roots: set[int] = set()
-        for node in rec["nodes"]:
-            roots.update(_netns_pids(node["netns"]))
+        for netns in _all_netns(rec):
+            roots.update(_netns_pids(netns))
         for pid in rec.get("pids", {}).values():
             if str(self.dir) in _cmdline(pid):  # not a recycled pid of an unrelated process
                 roots.add(int(pid))
@@ -410,6 +470,23 @@ def _device(state: dict, npu: int) -> dict:
 
 def node_netns(record: dict, name: str) -> str:
     return next(n["netns"] for n in record["nodes"] if n["name"] == name)
+
+
+def _all_netns(record: dict) -> list[str]:
+    """Every namespace of the cluster: the servers', and the bastion's if it has one."""
+    return [n["netns"] for n in record["nodes"]] + ([record["bastion"]["netns"]] if record.get("bastion") else [])
+
+
+def ssh_config_text(record: dict, key_file: Path, known_hosts: Path) -> str:
+    """An ssh_config for a cluster behind its bastion: what a user of such a cluster has in ~/.ssh/config."""
+    bastion = record["bastion"]
+    lines = [f"# Written by `ascend-run sim up --bastion`: the servers are reachable only through {bastion['name']}.",
+             f"Host {bastion['name']}", f"  HostName {bastion['address']}", ""]
+    for node in record["nodes"]:
+        lines += [f"Host {node['name']}", f"  HostName {node['address']}", f"  ProxyJump {bastion['name']}", ""]
+    lines += [f"Host {bastion['name']} {' '.join(n['name'] for n in record['nodes'])}", "  User root",
+              f"  IdentityFile {key_file}", f"  UserKnownHostsFile {known_hosts}", "  StrictHostKeyChecking yes", ""]
+    return "\n".join(lines)
 
 
 def _preflight(docker: bool) -> None:
@@ -553,7 +630,15 @@ def _link_exists(name: str) -> bool:
     return Path(f"/sys/class/net/{name}").exists()
 
 
-def _port_open(address: str, port: int = 22) -> bool:
+_PROBE = ("import socket, sys\ntry:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), 0.5).close()\n"
+          "except OSError:\n    sys.exit(1)\n")
+
+
+def _port_open(address: str, port: int = 22, netns: str | None = None) -> bool:
+    """Whether address:port accepts a connection, from here or (servers behind a bastion) from `netns`."""
+    if netns is not None:
+        return _run(["ip", "netns", "exec", netns, sys.executable, "-c", _PROBE, address, str(port)],
+                    check=False).returncode == 0
     try:
         with socket.create_connection((address, port), timeout=0.5):
             return True
@@ -561,9 +646,10 @@ def _port_open(address: str, port: int = 22) -> bool:
         return False
 
 
-def _wait_port(node: SimNode, deadline: float, pid: int | None = None) -> None:
-    """Until the node's sshd accepts connections; fails at once if the node's setup script died."""
-    while not _port_open(node.address):
+def _wait_port(node: SimNode, deadline: float, pid: int | None = None, via: str | None = None) -> None:
+    """Until the node's sshd accepts connections (seen from the namespace `via`, for servers behind a
+    bastion); fails at once if the node's setup script died."""
+    while not _port_open(node.address, netns=via):
         died = pid is not None and not _alive(pid)
         if died or time.monotonic() > deadline:
             tail = node.layout.log.read_text()[-600:] if node.layout.log.exists() else ""

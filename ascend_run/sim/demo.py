@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ascend_run import shipped
+from ascend_run.errors import SimError
 from ascend_run.inputs.images import get_image
 from ascend_run.render.dockerfile import render_build_context
 
 CPU_MINDSPORE = "2.10.0"   # PyPI has 2.7-2.10 for Python 3.11 (the Debian base); 2.4.10 is not on PyPI
 CPU_TAG = "ascend-run/deepseek-v3-{kind}:cpu-demo"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 WHEELHOUSE = Path.home() / ".cache" / "ascend-run" / "wheelhouse"
 
 
@@ -62,6 +63,15 @@ def build_cpu_image(client, kind: str = "train", on_event: Callable = lambda e: 
     return tag
 
 
+def cpu_job_dir() -> Path:
+    """examples/cpu-job: the CPU job standing in for run_mindformer.py (in the wheel as package data)."""
+    found = shipped("examples/cpu-job")
+    if found is None:
+        raise SimError("the demo's CPU job (examples/cpu-job) is missing from this installation",
+                       fix="reinstall ascend-run (`pip install .` from a full checkout)")
+    return found
+
+
 def demo_job_file(cluster_dir: Path, image: str, steps: int = 30) -> Path:
     """A job file that `extends:` the cluster's deployment file with the CPU training job."""
     path = cluster_dir / "demo-job.yaml"
@@ -78,5 +88,5 @@ def demo_job_file(cluster_dir: Path, image: str, steps: int = 30) -> Path:
         "  master_port: 8118\n"
         "  cluster_timeout: 120\n"
         "  sync:\n"
-        f"    - {{source: {EXAMPLES / 'cpu-job'}, target: /opt/ascend-run/cpu-job}}\n")
+        f"    - {{source: {cpu_job_dir()}, target: /opt/ascend-run/cpu-job}}\n")
     return path

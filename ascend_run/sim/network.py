@@ -3,6 +3,11 @@
 Every simulated cluster lives in 10.233.0.0/16: one /24 per cluster directory, chosen from a hash of the
 directory and skipped past /24s already used on this machine, so two clusters never collide and the kit
 never touches an address outside its own range.
+
+With a bastion (`sim up --bastion`), the servers sit on a second bridge, with no address on this machine, in
+10.232.<same octet>.0/24; the host routes that /24 to `unreachable`, so nothing leaves the machine and a direct
+connect fails at once. One more namespace, the bastion, has a leg on each bridge (10.233.X.2 and 10.232.X.1)
+and forwards nothing: the servers are reachable only through SSH on it, as behind a real login node.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import re
 from dataclasses import dataclass
 
 SIM_RANGE = ipaddress.ip_network("10.233.0.0/16")
+HIDDEN_RANGE = ipaddress.ip_network("10.232.0.0/16")  # servers behind the bastion
 FIRST_HOST = 10
+BASTION_HOST = 2
 MAX_NODES = 254 - FIRST_HOST + 1  # .10 … .254
 
 
@@ -44,6 +51,35 @@ class SimNet:
             raise ValueError(f"at most {MAX_NODES} simulated nodes per cluster")
         return f"10.233.{self.third_octet}.{index + FIRST_HOST}"
 
+    # --- behind a bastion ---
+
+    @property
+    def hidden_bridge(self) -> str:
+        return f"arh-{self.tag}"
+
+    @property
+    def hidden_net(self) -> str:
+        return f"10.232.{self.third_octet}.0/24"
+
+    def hidden_address(self, index: int) -> str:
+        return "10.232." + self.address(index).split(".", 2)[2]  # 10.233.X.N -> 10.232.X.N
+
+    @property
+    def bastion_netns(self) -> str:
+        return f"ar-{self.tag}-b"
+
+    @property
+    def bastion_address(self) -> str:
+        return f"10.233.{self.third_octet}.{BASTION_HOST}"
+
+    @property
+    def bastion_inner_address(self) -> str:
+        return f"10.232.{self.third_octet}.1"
+
+    def bastion_veths(self) -> tuple[str, str, str, str]:
+        """(host side on the bridge, bastion side, host side on the hidden bridge, bastion side)."""
+        return f"ar{self.tag}hb", f"ar{self.tag}pb", f"ar{self.tag}hc", f"ar{self.tag}pc"
+
     def device_ip(self, index: int, npu: int) -> str:
         """An NPU's RoCE address for hccn.conf: 10.(234+index//32).<octet>.<8*(index%32)+npu+1> (never routed)."""
         return f"10.{234 + index // 32}.{self.third_octet}.{8 * (index % 32) + npu + 1}"
@@ -65,7 +101,7 @@ def pick_net(directory: str, used_third_octets: set[int]) -> SimNet:
 
 
 def in_sim_range(address: str) -> bool:
-    return ipaddress.ip_address(address) in SIM_RANGE
+    return ipaddress.ip_address(address) in SIM_RANGE or ipaddress.ip_address(address) in HIDDEN_RANGE
 
 
 def owned_names_problem(record: dict) -> str | None:
@@ -80,12 +116,19 @@ def owned_names_problem(record: dict) -> str | None:
             return f"tag {net.tag!r} / third octet {net.third_octet} are not the kit's"
         if record["bridge"] != net.bridge:
             return f"bridge {record['bridge']!r} is not {net.bridge!r}"
+        bastion = record.get("bastion")
         for node in record["nodes"]:
             i = int(node["index"])
             if (node["netns"], node["veth"]) != (net.netns(i), net.veth_host(i)):
                 return f"node {i}: netns/veth {node['netns']!r}/{node['veth']!r} are not the kit's names"
-            if not in_sim_range(node["address"]) or node["address"] != net.address(i):
-                return f"node {i}: address {node['address']} is outside {net.gateway[:-2]}.0/24"
+            expected = net.hidden_address(i) if bastion else net.address(i)
+            if not in_sim_range(node["address"]) or node["address"] != expected:
+                return f"node {i}: address {node['address']} is outside {expected.rsplit('.', 1)[0]}.0/24"
+        if bastion:
+            host_veth, _, inner_veth, _ = net.bastion_veths()
+            if (bastion["netns"], bastion["veths"], record.get("hidden_bridge"), record.get("hidden_net")) != (
+                    net.bastion_netns, [host_veth, inner_veth], net.hidden_bridge, net.hidden_net):
+                return "the bastion's netns/veths/bridge/route are not the kit's names"
     except (KeyError, TypeError, ValueError) as exc:
         return f"malformed record ({exc!r})"
     return None
@@ -97,15 +140,49 @@ def bridge_up(net: SimNet) -> list[list[str]]:
             ["ip", "link", "set", net.bridge, "up"]]
 
 
-def node_link_up(net: SimNet, index: int) -> list[list[str]]:
-    ns, host, peer = net.netns(index), net.veth_host(index), net.veth_node(index)
-    return [["ip", "netns", "add", ns],
-            ["ip", "link", "add", host, "type", "veth", "peer", "name", peer],
+def hidden_bridge_up(net: SimNet) -> list[list[str]]:
+    """The servers' bridge behind the bastion: no address here, and their /24 unreachable from here."""
+    return [["ip", "link", "add", net.hidden_bridge, "type", "bridge"],
+            ["ip", "link", "set", net.hidden_bridge, "up"],
+            ["ip", "route", "add", "unreachable", net.hidden_net]]
+
+
+def hidden_down(net: SimNet) -> list[list[str]]:
+    return [["ip", "route", "del", "unreachable", net.hidden_net], ["ip", "link", "del", net.hidden_bridge]]
+
+
+def _veth_into(ns: str, host: str, peer: str, bridge: str, name: str, address: str) -> list[list[str]]:
+    """A veth pair: `host` on `bridge` here, `peer` in `ns` as `name` with `address`/24."""
+    return [["ip", "link", "add", host, "type", "veth", "peer", "name", peer],
             ["ip", "link", "set", peer, "netns", ns],
-            ["ip", "link", "set", host, "master", net.bridge],
+            ["ip", "link", "set", host, "master", bridge],
             ["ip", "link", "set", host, "up"],
-            ["ip", "-n", ns, "link", "set", peer, "name", "eth0"],
-            ["ip", "-n", ns, "addr", "add", f"{net.address(index)}/24", "dev", "eth0"],
-            ["ip", "-n", ns, "link", "set", "eth0", "up"],
+            ["ip", "-n", ns, "link", "set", peer, "name", name],
+            ["ip", "-n", ns, "addr", "add", f"{address}/24", "dev", name],
+            ["ip", "-n", ns, "link", "set", name, "up"]]
+
+
+def node_link_up(net: SimNet, index: int, hidden: bool = False) -> list[list[str]]:
+    """A server's namespace and its eth0: on the bridge (default route to this machine), or, behind a
+    bastion, on the hidden bridge with no route anywhere else."""
+    ns, host, peer = net.netns(index), net.veth_host(index), net.veth_node(index)
+    if hidden:
+        return [["ip", "netns", "add", ns],
+                *_veth_into(ns, host, peer, net.hidden_bridge, "eth0", net.hidden_address(index)),
+                ["ip", "-n", ns, "link", "set", "lo", "up"]]
+    return [["ip", "netns", "add", ns],
+            *_veth_into(ns, host, peer, net.bridge, "eth0", net.address(index)),
+            ["ip", "-n", ns, "link", "set", "lo", "up"],
+            ["ip", "-n", ns, "route", "add", "default", "via", net.gateway]]
+
+
+def bastion_link_up(net: SimNet) -> list[list[str]]:
+    """The bastion's namespace: eth0 on the bridge, eth1 on the hidden bridge (it forwards nothing:
+    net.ipv4.ip_forward stays 0 in a new namespace)."""
+    ns = net.bastion_netns
+    host, peer, inner_host, inner_peer = net.bastion_veths()
+    return [["ip", "netns", "add", ns],
+            *_veth_into(ns, host, peer, net.bridge, "eth0", net.bastion_address),
+            *_veth_into(ns, inner_host, inner_peer, net.hidden_bridge, "eth1", net.bastion_inner_address),
             ["ip", "-n", ns, "link", "set", "lo", "up"],
             ["ip", "-n", ns, "route", "add", "default", "via", net.gateway]]

@@ -77,8 +77,10 @@ def _file_target(profile: HardwareProfile, path: str, layout: NodeLayout) -> Pat
 
 
 def write_node_files(layout: NodeLayout, net: SimNet, index: int, name: str, profile: HardwareProfile,
-                     authorized_keys: Path, docker: bool, storage_driver: str = "overlay2") -> None:
-    """Everything the node needs on disk, from the profile: tools, driver tree, hccn.conf, sshd config."""
+                     authorized_keys: Path, docker: bool, storage_driver: str = "overlay2",
+                     address: str | None = None) -> None:
+    """Everything the node needs on disk, from the profile: tools, driver tree, hccn.conf, sshd config.
+    `address` is where its sshd listens (default: its address on the cluster's bridge)."""
     root = layout.root
     for sub in ("etc-upper", "etc-work", "usrlocal-upper", "usrlocal-work", "dev", "docker", "scratch"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -113,16 +115,30 @@ def write_node_files(layout: NodeLayout, net: SimNet, index: int, name: str, pro
             _file_target(profile, src, layout).mkdir(parents=True, exist_ok=True)
     (root / "etc-upper" / "docker").mkdir(exist_ok=True)
     env = "SHLVL=1" + (f" DOCKER_HOST=unix://{layout.docker_socket}" if docker else "")
+    _write_sshd(layout, name, address or net.address(index), authorized_keys, env)
+    layout.script.write_text(node_script(layout, name, profile, docker, storage_driver))
+
+
+def _write_sshd(layout: NodeLayout, name: str, address: str, authorized_keys: Path, env: str) -> None:
+    """The node's sshd_config and (once) its host key."""
     layout.sshd_config.write_text("\n".join([
-        f"ListenAddress {net.address(index)}", "Port 22", f"HostKey {layout.host_key}",
-        f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {authorized_keys}",
+        f"ListenAddress {address}", "Port 22", f"HostKey {layout.host_key}",
+        f"PidFile {layout.root / 'sshd.pid'}", f"AuthorizedKeysFile {authorized_keys}",
         "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
         "UsePAM no", "StrictModes no", "UseDNS no", "MaxStartups 1000:30:1000", "MaxSessions 1000",
-        f"SetEnv {env}", "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
+        "AllowTcpForwarding yes", f"SetEnv {env}", "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
     if not layout.host_key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f",
                         str(layout.host_key)], check=True)
-    layout.script.write_text(node_script(layout, name, profile, docker, storage_driver))
+
+
+def write_bastion_files(layout: NodeLayout, name: str, address: str, authorized_keys: Path) -> None:
+    """A login node: its own hostname and sshd, nothing else (no NPUs, no Docker)."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    _write_sshd(layout, name, address, authorized_keys, "SHLVL=1")
+    layout.script.write_text("\n".join([
+        "set -eu", f"hostname {shlex.quote(name)}", "mount -t tmpfs -o mode=755 tmpfs /run", "mkdir -p /run/sshd",
+        f"exec /usr/sbin/sshd -D -e -f {shlex.quote(str(layout.sshd_config))}", ""]))
 
 
 def node_script(layout: NodeLayout, name: str, profile: HardwareProfile, docker: bool,
@@ -175,8 +191,8 @@ def state_mountpoint(profile: HardwareProfile) -> str:
     return posixpath.join(posixpath.dirname(profile.tools.driver_version_file), ".ascend-run-sim")
 
 
-def start_command(net: SimNet, index: int, layout: NodeLayout) -> list[str]:
-    return ["ip", "netns", "exec", net.netns(index), "unshare", "--uts", "--mount", "--propagation", "private",
+def start_command(netns: str, layout: NodeLayout) -> list[str]:
+    return ["ip", "netns", "exec", netns, "unshare", "--uts", "--mount", "--propagation", "private",
             "sh", str(layout.script)]
 
 

@@ -16,13 +16,14 @@ from typing import Generic, TypeVar
 from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import AscendRunError, TransportError
 from ascend_run.transport.base import Result, Transport, command_line
-from ascend_run.transport.ssh import KnownHosts, SSHTransport
+from ascend_run.transport.connector import Connector
 
 DEFAULT_PARALLELISM = 256
 
 T = TypeVar("T")
-# Builds the transport of one node; tests inject their own (a LocalTransport, a recorder, ...).
-Factory = Callable[[Node, KnownHosts], Transport]
+# Builds the transport of one node from what the command's connections share (known_hosts, jump hosts);
+# tests inject their own (a LocalTransport, a recorder, ...).
+Factory = Callable[[Node, Connector], Transport]
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,16 @@ class Outcome(Generic[T]):
 Progress = Callable[[Outcome, int, int], None]  # (outcome just finished, finished so far, total)
 
 
-def ssh_factory(node: Node, known: KnownHosts) -> Transport:
-    return SSHTransport(node.address, port=node.ssh.port, user=node.ssh.user, key_file=node.ssh.identity_file,
-                        known_hosts=known, connect_timeout=node.ssh.connect_timeout, name=node.name)
+def ssh_factory(node: Node, connector: Connector) -> Transport:
+    """SSH to the node as its resolved settings say (ssh config and deployment file), jump hosts shared."""
+    return connector.connect(node.ssh, node.name)
+
+
+def _connector(nodes: Sequence[Node], accept_new: bool, ssh: bool) -> Connector:
+    connector = Connector(accept_new)
+    if ssh:  # SSH as the deployment says (not a factory given by a test)
+        connector.check_keys(n.ssh for n in nodes)  # one clear error before any node is contacted
+    return connector
 
 
 def _as_error(node: Node, exc: BaseException) -> AscendRunError:
@@ -97,24 +105,17 @@ def fan_out(nodes: Sequence[Node], func: Callable[[Node], T], *, parallelism: in
     return [outcomes[i] for i in range(len(nodes))]
 
 
-def shared_known_hosts(nodes: Iterable[Node], accept_new: bool = False) -> dict[str, KnownHosts]:
-    """One parsed KnownHosts per distinct known_hosts path (usually one for the whole fleet)."""
-    known: dict[str, KnownHosts] = {}
-    for node in nodes:
-        if node.ssh.known_hosts not in known:
-            known[node.ssh.known_hosts] = KnownHosts(node.ssh.known_hosts, accept_new)
-    return known
-
-
 def connect_each(dep: Deployment, *, accept_new: bool = False, parallelism: int = DEFAULT_PARALLELISM,
                  nodes: Sequence[Node] | None = None, factory: Factory | None = None,
                  on_done: Progress | None = None) -> dict[str, Transport | AscendRunError]:
     """A transport or the error that prevented it, by node name: every node is tried, none is lost."""
     nodes = list(nodes if nodes is not None else dep.nodes)
-    known = shared_known_hosts(nodes, accept_new)
+    connector = _connector(nodes, accept_new, ssh=factory is None)
     factory = factory or ssh_factory  # looked up now, so a test can swap the module's factory
-    outcomes = fan_out(nodes, lambda n: factory(n, known[n.ssh.known_hosts]), parallelism=parallelism,
-                       on_done=on_done)
+    try:
+        outcomes = fan_out(nodes, lambda n: factory(n, connector), parallelism=parallelism, on_done=on_done)
+    finally:
+        connector.release()  # the jump hosts stay open while a transport made through them is
     return {o.node.name: o.value if o.ok else o.error for o in outcomes}
 
 
@@ -173,14 +174,17 @@ def run_on_nodes(nodes: Sequence[Node], argv: Sequence[str], *, env: Mapping[str
     running there (unreachable, unknown host key, ...).
     """
     command_line(argv, env)  # a bad command or env name fails here, before any node is contacted
-    known = shared_known_hosts(nodes, accept_new)
+    connector = _connector(nodes, accept_new, ssh=factory is None)
     factory = factory or ssh_factory
 
     def one(node: Node) -> Result:
-        transport = factory(node, known[node.ssh.known_hosts])
+        transport = factory(node, connector)
         try:
             return transport.run(argv, env=env, timeout=timeout)
         finally:
             transport.close()
 
-    return fan_out(nodes, one, parallelism=parallelism, on_done=on_done)
+    try:
+        return fan_out(nodes, one, parallelism=parallelism, on_done=on_done)
+    finally:
+        connector.release()

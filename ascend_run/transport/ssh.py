@@ -19,25 +19,18 @@ import hmac
 import os
 import select
 import shlex
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-if "invoke" not in sys.modules:
-    # paramiko.config imports invoke (~0.1 s of CPU at every CLI start) only to run `Match exec` lines of
-    # ssh_config files, which ascend-run never reads: hide it while paramiko loads, then let it be.
-    sys.modules["invoke"] = None  # type: ignore[assignment]
-    try:
-        import paramiko
-    finally:
-        del sys.modules["invoke"]
-import paramiko
-from paramiko.hostkeys import HostKeyEntry
+from ascend_run.errors import ConfigError, HostKeyError, TransportError
+from ascend_run.inputs.sshconfig import import_paramiko
 
-from ascend_run.errors import HostKeyError, TransportError
+paramiko = import_paramiko()  # without `invoke` (paramiko.config's `Match exec`): CLI start-up stays fast
+from paramiko.hostkeys import HostKeyEntry  # noqa: E402
 from ascend_run.transport.base import (
     RC_KILLED,
     RC_STOPPED,
@@ -72,9 +65,10 @@ def host_key_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def keyscan_command(host: str, port: int, known_hosts: Path) -> str:
+def keyscan_command(host: str, port: int, known_hosts: Path, via: str | None = None) -> str:
+    """The command that records a host's key; run on the jump host for a server reached through one."""
     port_flag = "" if port == 22 else f"-p {port} "
-    return f"ssh-keyscan {port_flag}{host} >> {known_hosts}"
+    return f"{f'ssh {via} ' if via else ''}ssh-keyscan {port_flag}{host} >> {known_hosts}"
 
 
 class KnownHosts:
@@ -85,19 +79,23 @@ class KnownHosts:
     ~5 ms. So the file is parsed once into an index, and each connection gets a `paramiko.HostKeys` view
     holding only its own host's entries (paramiko then verifies exactly as usual, BadHostKeyException
     included). In accept-new mode, keys of unknown hosts are recorded thread-safely, each written once.
+    Several files (ssh's `UserKnownHostsFile a b`) are read as one; new keys are written to the first.
     """
 
-    def __init__(self, path: str | Path, accept_new: bool = False) -> None:
-        self.path = Path(os.path.expanduser(str(path)))
+    def __init__(self, path: str | Path | Sequence[str | Path], accept_new: bool = False) -> None:
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
+        self.paths = [Path(os.path.expanduser(str(p))) for p in paths]
+        self.path = self.paths[0]
         self.accept_new = accept_new
         self._lock = threading.Lock()
         self._plain: dict[str, list[HostKeyEntry]] = {}
         self._hashed: list[HostKeyEntry] = []  # `ssh-keygen -H` / HashKnownHosts names: matched by HMAC
-        if self.path.is_file():
-            self._load()
+        for one in self.paths:
+            if one.is_file():
+                self._load(one)
 
-    def _load(self) -> None:
-        with self.path.open() as fh:
+    def _load(self, path: Path) -> None:
+        with path.open() as fh:
             for number, line in enumerate(fh, 1):
                 line = line.strip()
                 if not line or line.startswith("#"):
@@ -150,20 +148,23 @@ class KnownHosts:
 class VerifyPolicy(paramiko.MissingHostKeyPolicy):
     """Called by paramiko only for hosts absent from known_hosts (a mismatch raises BadHostKeyException)."""
 
-    def __init__(self, known: KnownHosts, node: str, address: str, port: int) -> None:
+    def __init__(self, known: KnownHosts, node: str, address: str, port: int, accept_new: bool = False,
+                 via: str | None = None) -> None:
         self.known, self.node, self.address, self.port = known, node, address, port
+        self.accept_new = accept_new or known.accept_new
+        self.via = via
 
     def missing_host_key(self, client, hostname, key) -> None:
-        if self.known.accept_new:
+        if self.accept_new:
             self.known.record(hostname, key)
             return
         raise HostKeyError(
-            f"unknown host key for {hostname} ({key.get_name()} {fingerprint(key)}), not in {self.known.path}; "
-            "nothing was run",
+            f"unknown host key for {hostname} ({key.get_name()} {fingerprint(key)}), not in "
+            f"{' or '.join(map(str, self.known.paths))}; nothing was run",
             host=self.node,
             fix=f"check the fingerprint with the server's owner (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` on "
-                f"the server), then `{keyscan_command(self.address, self.port, self.known.path)}`; "
-                "or run once with --accept-new-host-keys")
+                f"the server), then `{keyscan_command(self.address, self.port, self.known.path, self.via)}`; "
+                "or run once with --accept-new-host-keys (or StrictHostKeyChecking accept-new in the ssh config)")
 
 
 def _changed_key(node: str, name: str, expected: paramiko.PKey, offered: paramiko.PKey, path: Path) -> HostKeyError:
@@ -176,16 +177,40 @@ def _changed_key(node: str, name: str, expected: paramiko.PKey, offered: paramik
 
 
 @cache
-def load_key(path: str) -> paramiko.PKey:
-    """The private key, loaded once per process (ed25519, ECDSA or RSA)."""
+def load_key(path: str, source: str = "ssh.identity_file") -> paramiko.PKey:
+    """The private key, loaded once per process (ed25519, ECDSA or RSA). A missing or unreadable key is a
+    ConfigError naming the file and where it was set: a local mistake, not an unreachable node."""
     full = os.path.expanduser(path)
     try:
         return paramiko.PKey.from_path(full)
     except FileNotFoundError:
-        raise TransportError(f"SSH key {full} not found", fix="set ssh.identity_file in the deployment file") from None
-    except (paramiko.SSHException, ValueError) as exc:
-        raise TransportError(f"cannot load SSH key {full}: {exc}",
-                             fix="use an unencrypted key, or leave identity_file out and load it into ssh-agent") from None
+        raise ConfigError(f"SSH key {full} not found ({source}); nothing was contacted",
+                          fix=f"make one (`ssh-keygen -t ed25519 -f {full}`, then add {full}.pub to the servers' "
+                              "authorized_keys), or point the setting at your key") from None
+    except (paramiko.SSHException, ValueError, OSError) as exc:
+        raise ConfigError(f"cannot load SSH key {full} ({source}): {exc}; nothing was contacted",
+                          fix="use an unencrypted key, or leave identity_file out and load it into ssh-agent") from None
+
+
+DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+
+
+def check_keys(key_files: Sequence[str], source: str = "") -> paramiko.PKey | None:
+    """The key to log in with, checked before any connection. With files named (the deployment file or the
+    ssh config), the first that exists, or one error naming them; with none, ssh-agent or a default key must
+    exist, else one error (instead of every node failing authentication the same way)."""
+    if key_files:
+        present = [k for k in key_files if os.path.exists(os.path.expanduser(k))]
+        if not present and len(key_files) > 1:
+            raise ConfigError(f"none of the SSH keys {', '.join(key_files)} exists ({source}); nothing was contacted",
+                              fix="fix the IdentityFile lines, or make a key with ssh-keygen -t ed25519")
+        return load_key(present[0] if present else key_files[0], source or "ssh.identity_file")
+    if os.environ.get("SSH_AUTH_SOCK") or any(os.path.exists(os.path.expanduser(k)) for k in DEFAULT_KEYS):
+        return None  # paramiko tries the agent, then the default keys
+    raise ConfigError("no SSH key to log in with: no ssh.identity_file, no IdentityFile in the ssh config, no "
+                      f"ssh-agent (SSH_AUTH_SOCK) and none of {', '.join(DEFAULT_KEYS)}; nothing was contacted",
+                      fix="set ssh.identity_file in the deployment file (or IdentityFile in ~/.ssh/config), "
+                          "or start ssh-agent and ssh-add your key")
 
 
 class SSHTransport:
@@ -193,25 +218,40 @@ class SSHTransport:
 
     def __init__(self, address: str, *, port: int = 22, user: str = "root", key_file: str | None = None,
                  known_hosts: KnownHosts, connect_timeout: float = 10.0, retries: int = RETRIES,
-                 name: str | None = None) -> None:
+                 name: str | None = None, key_files: Sequence[str] = (), key_source: str = "",
+                 accept_new: bool = False, tunnel: Tunnel | None = None,
+                 on_close: Callable[[], None] | None = None) -> None:
+        """`tunnel` (a jump host's `open_tunnel`) gives the socket to talk SSH over, one per attempt;
+        `on_close` runs once when this transport is closed (it releases the jump host)."""
         self.host = name or address
         self.address, self.port, self.user = address, port, user
         self._known = known_hosts
+        self._tunnel = tunnel
+        self._on_close = on_close
         self._client = paramiko.SSHClient()
         # This host's entries of the once-parsed file; SSHClient has no public setter for its host keys.
         self._client._host_keys = known_hosts.view(address, port)
-        self._client.set_missing_host_key_policy(VerifyPolicy(known_hosts, self.host, address, port))
-        pkey = load_key(key_file) if key_file else None
-        self._connect(pkey, connect_timeout, retries)
+        self._client.set_missing_host_key_policy(VerifyPolicy(
+            known_hosts, self.host, address, port, accept_new, via=tunnel.via if tunnel else None))
+        keys = list(key_files) or ([key_file] if key_file else [])
+        pkey = check_keys(keys, key_source) if keys else None
+        others = [os.path.expanduser(k) for k in keys[1:] if os.path.exists(os.path.expanduser(k))]
+        try:
+            self._connect(pkey, others, connect_timeout, retries)
+        except BaseException:
+            self._release()
+            raise
 
-    def _connect(self, pkey: paramiko.PKey | None, timeout: float, retries: int) -> None:
+    def _connect(self, pkey: paramiko.PKey | None, others: list[str], timeout: float, retries: int) -> None:
         delay = FIRST_BACKOFF_S
+        where = f"{self.address}:{self.port}" + (f" through jump host {self._tunnel.via}" if self._tunnel else "")
         for attempt in range(retries + 1):
             try:
+                sock = self._tunnel.open(self.address, self.port, timeout) if self._tunnel else None
                 self._client.connect(
-                    self.address, port=self.port, username=self.user, pkey=pkey, timeout=timeout,
-                    banner_timeout=timeout, auth_timeout=timeout, allow_agent=pkey is None,
-                    look_for_keys=pkey is None, compress=False, transport_factory=_bulk_transport)
+                    self.address, port=self.port, username=self.user, pkey=pkey, key_filename=others or None,
+                    timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, allow_agent=pkey is None,
+                    look_for_keys=pkey is None, compress=False, transport_factory=_bulk_transport, sock=sock)
                 self._client.get_transport().set_keepalive(KEEPALIVE_S)
                 return
             except HostKeyError:
@@ -224,12 +264,13 @@ class SSHTransport:
             except paramiko.AuthenticationException as exc:
                 self._client.close()
                 raise TransportError(f"authentication as {self.user}@{self.address} failed: {exc}", host=self.host,
-                                     fix="check ssh.user and ssh.identity_file, and the node's authorized_keys") from None
+                                     fix="check ssh.user and ssh.identity_file (or User and IdentityFile in the ssh config), and the "
+                                         "server's authorized_keys") from None
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 self._client.close()
                 if attempt == retries:
                     raise TransportError(
-                        f"cannot connect to {self.address}:{self.port} ({attempt + 1} attempt{'s' if attempt else ''}): "
+                        f"cannot connect to {where} ({attempt + 1} attempt{'s' if attempt else ''}): "
                         f"{_reason(exc)}", host=self.host,
                         fix="check the address and port, that sshd runs there, and the firewall") from None
                 time.sleep(delay)
@@ -324,6 +365,70 @@ class SSHTransport:
 
     def close(self) -> None:
         self._client.close()
+        self._release()
+
+    def _release(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+
+    def open_tunnel(self, host: str, port: int, timeout: float) -> TunnelSocket:
+        """A `direct-tcpip` channel from this server to host:port: the socket of a connection through it,
+        as `ssh -J` makes. Any number of them share this one connection."""
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise TransportError("SSH connection lost", host=self.host, fix="check that the server is up, then retry")
+        try:
+            chan = transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
+        except paramiko.ChannelException as exc:  # the jump host could not reach host:port
+            raise ConnectionError(f"{self.host} cannot reach {host}:{port} ({exc.text.lower()})") from None
+        return TunnelSocket(chan)
+
+
+class TunnelSocket:
+    """A jump host's channel as the socket of the SSH connection behind it, with sends and close in order.
+
+    paramiko's Channel.send builds a data message under the channel's lock but sends it after letting go
+    (paramiko issue #1115), so the close of the connection behind it, made by another thread, can overtake
+    its last packet: data after close, which OpenSSH answers by dropping the whole jump connection, and with
+    it every other server's channel ("data packet referred to nonexistent channel", seen with 32 servers
+    behind one bastion). One lock over each whole send and over the close keeps them in order."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self._chan = chan
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self._lock:
+            if self._chan.closed:
+                raise OSError("the tunnel through the jump host is closed")
+            return self._chan.send(data)
+
+    def recv(self, size: int) -> bytes:
+        return self._chan.recv(size)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._chan.settimeout(timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            self._chan.close()
+
+    @property
+    def _closed(self) -> bool:  # read by paramiko's Transport.stop_thread, as on a socket
+        return self._chan.closed
+
+    def __getattr__(self, name: str):
+        return getattr(self._chan, name)
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """How a server behind a jump host is reached: `open(host, port, timeout)` returns a channel through
+    `via` (the jump host's name, for messages and fixes)."""
+
+    via: str
+    open: Callable[[str, int, float], TunnelSocket]
 
 
 def remote_command_line(argv: Sequence[str], env: Mapping[str, str] | None = None,

@@ -1,0 +1,177 @@
+"""The user's ssh config: what is read from it, what the deployment file overrides, and what is refused."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ascend_run.errors import ConfigError
+from ascend_run.inputs.deployment import load_deployment
+from ascend_run.inputs.sshconfig import parse_jump
+
+CONFIG = """\
+Host login
+  HostName 10.1.0.1
+  User admin
+  Port 2022
+  IdentityFile /keys/login_key
+  StrictHostKeyChecking accept-new
+  UserKnownHostsFile /kh/login /kh/other
+
+Host ascend*
+  ProxyJump login
+  User ops
+  IdentityFile /keys/ops_key
+  UserKnownHostsFile /kh/cluster
+  ConnectTimeout 7
+
+Host ascend0
+  HostName 192.168.0.10
+  Port 2200
+
+Host ascend1
+  HostName 192.168.0.11
+  StrictHostKeyChecking no
+"""
+
+
+def deployment(tmp_path: Path, config: str = CONFIG, ssh: str = "", nodes: str = "  - address: ascend[0-1]\n",
+               config_file: str | None = "ssh_config"):
+    (tmp_path / "ssh_config").write_text(config)
+    lines = ["name: x", "profile: atlas-800t-a2", "image: a/b:1"]
+    ssh_items = ([f"config_file: {config_file}"] if config_file else []) + ([ssh] if ssh else [])
+    if ssh_items:
+        lines.append("ssh: {" + ", ".join(ssh_items) + "}")
+    path = tmp_path / "deploy.yaml"
+    path.write_text("\n".join(lines) + "\nnodes:\n" + nodes)
+    return load_deployment(path)
+
+
+def test_aliases_resolve_to_the_ssh_config_hosts_through_the_jump_host(tmp_path):
+    dep = deployment(tmp_path)
+    zero, one = dep.nodes
+    assert (zero.name, zero.address) == ("ascend0", "ascend0")  # the node keeps the name it was written with
+    assert (zero.ssh.hostname, zero.ssh.port, zero.ssh.user) == ("192.168.0.10", 2200, "ops")
+    assert zero.ssh.identity_files == ("/keys/ops_key",) and zero.ssh.known_hosts == ("/kh/cluster",)
+    assert zero.ssh.connect_timeout == 7
+    jump = zero.ssh.via
+    assert (jump.name, jump.hostname, jump.port, jump.user) == ("login", "10.1.0.1", 2022, "admin")
+    assert jump.identity_files == ("/keys/login_key",) and jump.known_hosts == ("/kh/login", "/kh/other")
+    assert jump.via is None and jump.accept_new
+    assert zero.ssh.via == one.ssh.via, "both servers share one jump hop (one connection)"
+    assert zero.ssh.describe() == "ops@192.168.0.10:2200 via admin@10.1.0.1:2022"
+    # msrun's master_ip and the rank table need the address the server has, not the alias
+    assert zero.cluster_address == "192.168.0.10" and dep.master_address == "192.168.0.10"
+
+
+def test_no_and_off_never_weaken_host_key_checking(tmp_path):
+    _, one = deployment(tmp_path).nodes
+    assert not one.ssh.accept_new  # `StrictHostKeyChecking no` is treated as yes
+
+
+def test_the_deployment_file_wins_but_its_defaults_do_not(tmp_path):
+    dep = deployment(tmp_path, ssh="user: root, port: 22, identity_file: /keys/mine, known_hosts: /kh/mine")
+    zero = dep.nodes[0]
+    assert (zero.ssh.user, zero.ssh.port, zero.ssh.identity_files, zero.ssh.known_hosts) == (
+        "root", 22, ("/keys/mine",), ("/kh/mine",))
+    assert zero.ssh.via.user == "admin", "the jump host keeps its own settings"
+    per_node = deployment(tmp_path, nodes="  - {address: ascend0, ssh: {port: 2201, user: alice}}\n")
+    assert (per_node.nodes[0].ssh.port, per_node.nodes[0].ssh.user) == (2201, "alice")
+    plain = deployment(tmp_path, nodes="  - address: 10.9.9.9\n")  # no Host block: the kit's defaults
+    hop = plain.nodes[0].ssh
+    assert (hop.hostname, hop.port, hop.user, hop.via, hop.identity_files) == ("10.9.9.9", 22, "root", None, ())
+
+
+def test_explicit_cluster_address_wins(tmp_path):
+    dep = deployment(tmp_path, nodes="  - {address: ascend0, cluster_address: 10.50.0.1}\n")
+    assert dep.nodes[0].cluster_address == "10.50.0.1"
+
+
+def test_jump_hosts_get_the_deployment_files_key_and_known_hosts_when_the_config_names_none(tmp_path):
+    config = "Host n*\n  ProxyJump bastion.example\n"
+    dep = deployment(tmp_path, config=config, ssh="identity_file: /keys/mine, known_hosts: /kh/mine",
+                     nodes="  - address: n1\n")
+    jump = dep.nodes[0].ssh.via
+    assert (jump.hostname, jump.user, jump.identity_files, jump.known_hosts) == (
+        "bastion.example", getpass.getuser(), ("/keys/mine",), ("/kh/mine",))
+
+
+def test_proxy_jump_chains_and_lists(tmp_path):
+    config = "Host n1\n  ProxyJump inner\nHost inner\n  ProxyJump outer\n  User i\nHost n2\n  ProxyJump u@a:2200,b\n"
+    dep = deployment(tmp_path, config=config, nodes="  - address: n1\n  - address: n2\n")
+    assert [h.name for h in dep.nodes[0].ssh.chain()] == ["outer", "inner", "n1"]
+    assert dep.nodes[0].ssh.via.user == "i"
+    two = dep.nodes[1].ssh.chain()
+    assert [(h.name, h.port) for h in two] == [("a", 2200), ("b", 22), ("n2", 22)] and two[0].user == "u"
+
+
+def test_deployment_proxy_jump_wins_and_none_turns_the_configs_off(tmp_path):
+    dep = deployment(tmp_path, ssh="proxy_jump: other-login")
+    assert dep.nodes[0].ssh.via.name == "other-login"
+    direct = deployment(tmp_path, ssh="proxy_jump: none")
+    assert direct.nodes[0].ssh.via is None
+
+
+@pytest.mark.parametrize("config,message", [
+    ("Host n1\n  ProxyJump n2\nHost n2\n  ProxyJump n1\n", "loops"),
+    ("Match exec \"true\"\n  User x\n", "Match exec` is not supported"),
+    ("Host n1\n  ProxyCommand nc %h %p\n", "ProxyCommand is not supported"),
+    ("Host n1\n  Port http\n", "Port 'http' is not a valid port"),
+    ("Host n1\n  ProxyJump a b\n", r"'a b' is not \[user@\]host\[:port\]"),
+])
+def test_unsupported_or_broken_configs_are_refused_naming_the_file(tmp_path, config, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        deployment(tmp_path, config=config, nodes="  - address: n1\n")
+    assert str(tmp_path / "ssh_config") in str(info.value)
+
+
+def test_match_exec_never_runs_its_command(tmp_path):
+    marker = tmp_path / "ran"
+    with pytest.raises(ConfigError):
+        deployment(tmp_path, config=f"Match exec \"touch {marker}\"\n  User x\n", nodes="  - address: n1\n")
+    assert not marker.exists()
+
+
+def test_include_lines_are_read(tmp_path):
+    (tmp_path / "more").write_text("Host n1\n  HostName 10.7.7.7\n")
+    dep = deployment(tmp_path, config=f"Include {tmp_path / 'm*'}\nHost *\n  User z\n", nodes="  - address: n1\n")
+    assert (dep.nodes[0].ssh.hostname, dep.nodes[0].ssh.user) == ("10.7.7.7", "z")
+
+
+def test_which_config_file_is_read(tmp_path, monkeypatch):
+    (tmp_path / "env_config").write_text("Host n1\n  HostName 10.8.8.8\n")
+    monkeypatch.setenv("ASCEND_RUN_SSH_CONFIG", str(tmp_path / "env_config"))
+    from_env = deployment(tmp_path, config_file=None, nodes="  - address: n1\n")
+    assert from_env.nodes[0].ssh.hostname == "10.8.8.8"
+    from_file = deployment(tmp_path, config="Host n1\n  HostName 10.9.9.9\n", nodes="  - address: n1\n")
+    assert from_file.nodes[0].ssh.hostname == "10.9.9.9", "the deployment file's ssh.config_file wins"
+    off = deployment(tmp_path, config_file="none", nodes="  - address: n1\n")
+    assert off.nodes[0].ssh.hostname == "n1"
+    with pytest.raises(ConfigError, match=r"deploy.yaml:\d+: ssh.config_file: ssh config file .*missing not found"):
+        deployment(tmp_path, config_file="missing", nodes="  - address: n1\n")
+
+
+@pytest.mark.parametrize("item,parsed", [
+    ("host", (None, "host", None)), ("u@host:2200", ("u", "host", 2200)), ("ssh://u@h:22", ("u", "h", 22)),
+    ("[fe80::1]:2222", (None, "fe80::1", 2222)),
+])
+def test_parse_jump(item, parsed):
+    assert parse_jump(item) == parsed
+
+
+def test_start_up_stays_light(tmp_path):
+    """Without an ssh config no paramiko at load; with one, paramiko but never `invoke` (Match exec's runner)."""
+    deployment(tmp_path, config="Host n1\n  HostName 10.1.1.1\n", nodes="  - address: n1\n")
+    probe = ("import sys; from ascend_run.inputs.deployment import load_deployment; "
+             "load_deployment(sys.argv[1]); print('paramiko' in sys.modules, 'invoke' in sys.modules)")
+    env = {**os.environ, "ASCEND_RUN_SSH_CONFIG": "none"}
+    plain = tmp_path / "plain.yaml"
+    plain.write_text((tmp_path / "deploy.yaml").read_text().replace("ssh: {config_file: ssh_config}\n", ""))
+    outs = [subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, env=env,
+                           check=True).stdout.split() for path in (plain, tmp_path / "deploy.yaml")]
+    assert outs == [["False", "False"], ["True", "False"]]
