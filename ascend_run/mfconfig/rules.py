@@ -18,6 +18,7 @@ from ruamel.yaml.comments import CommentedMap
 from ascend_run.mfconfig import stages
 from ascend_run.mfconfig.layout import ConfigView, Layout, Setting
 from ascend_run.mfconfig.memory import GIB, estimate, parse_memory
+from ascend_run.mfconfig.mindformers_rules import MindFormersRules
 from ascend_run.mfconfig.paths import DEFAULT_WORKDIR, MountSpec, PathChecker, collect
 from ascend_run.mfconfig.report import CheckReport, Issue
 from ascend_run.mfconfig.yamledit import Document, format_key_path, parse_key_path, plain
@@ -75,7 +76,7 @@ def check_config(path_or_data: Any, npus: int | None, path_checker: PathChecker 
     return report
 
 
-class _Rules:
+class _Rules(MindFormersRules):
     def __init__(self, view: ConfigView, npus: int | None, report: CheckReport) -> None:
         self.view, self.npus, self.report = view, npus, report
         self.bad: set[str] = set()   # fields with an unusable value; later rules leave them alone
@@ -105,6 +106,7 @@ class _Rules:
         self.experts()
         self.pipeline()
         self.model_shape()
+        self.mindformers_rules()
         if self.view.is_train:
             self.dataset_strategy()
             self.callbacks()
