@@ -82,6 +82,9 @@ def test_job_file_mounts_shared_storage_and_names_it_for_mindformers(tmp_path):
     assert shlex.split(dep.job.command) == ["python", f"{mf.EXAMPLE_TARGET}/run_mindformer.py", "--config",
                                             f"{mf.EXAMPLE_TARGET}/pretrain_tiny_llama.yaml", "--output_dir",
                                             mf.OUTPUT_DIR]
+    example = YAML(typ="safe").load(mf.EXAMPLE_JOB.read_text())
+    assert example["job"]["command"] == mf.train_command() and example["env"]["SHARED_PATHS"] == mf.SHARED_TARGET
+    assert example["mounts"][0]["target"] == mf.SHARED_TARGET and example["image"] == mf.TAG
     resume = shlex.split(mf.train_command(load_checkpoint=mf.CHECKPOINT_DIR, resume_training="llama_rank_0-1_4"))
     assert resume[-4:] == ["--load_checkpoint", mf.CHECKPOINT_DIR, "--resume_training", "llama_rank_0-1_4"]
 

@@ -14,7 +14,6 @@ and under msrun, with two shims for ops without a CPU kernel (examples/mindforme
 
 from __future__ import annotations
 
-import posixpath
 import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ WHEELHOUSE = Path.home() / ".cache" / "ascend-run" / "wheelhouse-mindformers"
 
 EXAMPLE_DIR = EXAMPLES / "mindformers-cpu"
 CONFIG = EXAMPLE_DIR / "pretrain_tiny_llama.yaml"
+EXAMPLE_JOB = EXAMPLE_DIR / "train-tiny-llama.yaml"   # the deployment file, for a cluster made in .sim/
 CONFIG_WORKERS = 2               # the committed config's data_parallel: one worker on each of 2 servers
 
 # In the container: the example directory (job.sync) and the storage every server shares.
@@ -82,35 +82,30 @@ def train_command(config: str = f"{EXAMPLE_TARGET}/{CONFIG.name}", output_dir: s
 
 def job_file(cluster_dir: Path, image: str, shared_dir: str, *, name: str = "mf-train", command: str | None = None,
              env: Mapping[str, str] | None = None, local_config: Path = CONFIG, workers_per_node: int = 1) -> Path:
-    """Write `<name>.yaml` beside the cluster's deployment file: the tiny Llama job on every server.
+    """Write `<name>.yaml` beside a cluster's deployment file: EXAMPLE_JOB for that cluster.
 
-    `shared_dir` is a directory every server sees (the simulator shares the host's /srv); it is mounted at
-    /home/work/shared and named in SHARED_PATHS, so MindFormers treats the checkpoint directory as shared and
-    coordinates the resume step across servers (rank 0 reads every rank's meta.json). DEVICE_NUM_PER_NODE
-    says how many ranks one server holds: MindFormers assumes 8 and would otherwise take a 2-server job for a
-    one-server job. `env` adds variables, e.g. the crash injection (`CRASH_STEP_ENV`, `CRASH_RANK_ENV`).
-    `local_config` is what `launch` checks before it starts (`job.config`): the file the command names."""
+    `shared_dir` is a server directory every server sees (the simulator shares the host's /srv); it is mounted
+    at /home/work/shared and named in SHARED_PATHS, so MindFormers treats the checkpoint directory as shared
+    and coordinates the resume step across servers (rank 0 reads every rank's meta.json). DEVICE_NUM_PER_NODE
+    is the ranks per server: MindFormers assumes 8 and would take a 2-server job for a one-server job. `env`
+    adds variables, e.g. the crash injection (`CRASH_STEP_ENV`, `CRASH_RANK_ENV`). `command` replaces the
+    training command (`train_command(...)`); `local_config` is the file `launch` checks before it starts."""
     from ruamel.yaml import YAML
 
-    data = {
-        "extends": "cluster.yaml",
-        "name": name,
-        "image": image,
-        "container": {"name": f"ascend-run-{name}"},
-        "mounts": [{"source": shared_dir, "target": SHARED_TARGET}],
-        "env": {"SHARED_PATHS": SHARED_TARGET, "DEVICE_NUM_PER_NODE": str(workers_per_node), **(env or {})},
-        "job": {
-            "launcher": "msrun",
-            "command": command or train_command(),
-            "local_workers": workers_per_node,
-            "master_port": 8118,
-            "cluster_timeout": 300,
-            "config": str(Path(local_config).resolve()),
-            "sync": [{"source": str(EXAMPLE_DIR), "target": EXAMPLE_TARGET}],
-        },
-    }
+    yaml = YAML()
+    yaml.width = 110
+    data = yaml.load(EXAMPLE_JOB.read_text(encoding="utf-8"))
+    data.yaml_set_start_comment(f"Written by ascend_run.sim.mindformers.job_file() from {EXAMPLE_JOB.name}.")
+    data.update({"extends": "cluster.yaml", "name": name, "image": image})
+    data["container"]["name"] = f"ascend-run-{name}"
+    data["mounts"][0]["source"] = shared_dir
+    data["env"].update({"DEVICE_NUM_PER_NODE": str(workers_per_node), **(env or {})})
+    job = data["job"]
+    job.update({"local_workers": workers_per_node, "config": str(Path(local_config).resolve())})
+    if command is not None:
+        job["command"] = command
+    job["sync"][0]["source"] = str(EXAMPLE_DIR)
     path = Path(cluster_dir) / f"{name}.yaml"
     with path.open("w", encoding="utf-8") as fh:
-        fh.write(f"# The real MindFormers' trainer on the simulated servers ({posixpath.basename(__file__)}).\n")
-        YAML().dump(data, fh)
+        yaml.dump(data, fh)
     return path
