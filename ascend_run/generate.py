@@ -17,7 +17,7 @@ GENERATORS: list[tuple[str, str]] = [
 
 
 def image_files() -> dict[str, str]:
-    from ascend_run.images import IMAGE_KINDS
+    from ascend_run.inputs.images import IMAGE_KINDS
     from ascend_run.render.dockerfile import render_build_context
 
     return {f"images/{kind}/{name}": text

@@ -53,7 +53,7 @@ def worker(kind: str, spec: dict) -> dict:
     """Run one fan-out with a library in this process; return its in-process wall time."""
     hosts, command = spec["hosts"], spec["command"]
     if kind == "ascend-run":
-        from ascend_run.deployment import load_deployment
+        from ascend_run.inputs.deployment import load_deployment
         from ascend_run.transport.fanout import run_on_nodes
 
         nodes = load_deployment(spec["deployment"]).nodes  # parsing the file is not transport work

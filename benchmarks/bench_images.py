@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ascend_run import demo  # noqa: E402
+from ascend_run.sim import demo  # noqa: E402
 from ascend_run.render.dockerfile import render_build_context  # noqa: E402
 from ascend_run.sim import mindformers as mf  # noqa: E402
 
@@ -27,7 +27,7 @@ from ascend_run.sim import mindformers as mf  # noqa: E402
 def cold_build(client, tag: str, args: dict[str, str], wheelhouse: Path) -> tuple[float, int]:
     """(seconds, image bytes) of a no-cache build of the train Dockerfile with `args`."""
     from ascend_run.sim.base_image import ensure_base_image
-    from ascend_run.wheelhouse import serve
+    from ascend_run.engine.wheelhouse import serve
 
     base = ensure_base_image(client)
     with tempfile.TemporaryDirectory(prefix="bench-images-") as tmp, serve(wheelhouse) as index_url:
@@ -47,8 +47,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true")
     options = parser.parse_args()
-    from ascend_run.engine import connect
-    from ascend_run.localengine import ensure_engine
+    from ascend_run.engine.build import connect
+    from ascend_run.engine.local import ensure_engine
 
     client = connect(ensure_engine().base_url)
     variants = [

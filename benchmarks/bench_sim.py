@@ -71,8 +71,8 @@ def main() -> int:
         print("bench_sim: needs root (network namespaces)", file=sys.stderr)
         return 1
 
-    from ascend_run.engine import connect
-    from ascend_run.localengine import ensure_engine
+    from ascend_run.engine.build import connect
+    from ascend_run.engine.local import ensure_engine
 
     engine = ensure_engine()
     ensure_base_image(connect(engine.base_url))

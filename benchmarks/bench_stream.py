@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
-    from ascend_run.deployment import load_deployment
+    from ascend_run.inputs.deployment import load_deployment
     from ascend_run.sim.cluster import SimCluster
 
     size = args.mib << 20

@@ -1,1 +1,15 @@
 pytest_plugins = ["tests.conftest_docker", "tests.conftest_e2e", "tests.conftest_sim", "tests.conftest_sshd"]
+
+# Fixtures that need root: network namespaces, sshd servers, dockerd. A test using one carries the `root`
+# marker (added here, so nobody has to remember it), and `-m "not root"` runs everything else.
+ROOT_FIXTURES = {"sshd_fleet", "sim_cluster", "e2e_cluster", "docker_engine", "docker_client", "cpu_train_image",
+                 "cpu_infer_image", "mindformers_image"}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        ssh_half = getattr(item, "callspec", None) and item.callspec.params.get("any_transport") == "ssh"
+        if ssh_half or ROOT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.root)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ascend_run.errors import EngineError
-from ascend_run.localengine import ensure_engine
+from ascend_run.engine.local import ensure_engine
 
 TEST_ROOT = Path("/var/lib/ascend-run-test")
 

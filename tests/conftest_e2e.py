@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ascend_run.demo import build_cpu_image, demo_job_file
+from ascend_run.sim.demo import build_cpu_image, demo_job_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,22 +51,18 @@ def mindformers_image(docker_client):
 def e2e_cluster(tmp_path_factory, docker_client, cpu_train_image):
     """(SimCluster, job file) with 3 nodes that all have the train image."""
     needs_root_tools()
-    from ascend_run.deployment import load_deployment
-    from ascend_run.launch.ship import ship_image
+    from ascend_run.inputs.deployment import load_deployment
+    from ascend_run.steps.ship_image import ship_image
     from ascend_run.sim.cluster import SimCluster
-    from ascend_run.transport.fanout import connect_all
+    from ascend_run.transport.cluster import connect
 
     cluster = SimCluster(tmp_path_factory.mktemp("e2e") / "cluster")
     cluster.up(3, "atlas-800t-a2")
     try:
         job = demo_job_file(cluster.dir, cpu_train_image, steps=12)
         dep = load_deployment(job)
-        transports = connect_all(dep)
-        try:
-            ship_image(dep, transports, docker_client, cpu_train_image)
-        finally:
-            for t in transports.values():
-                t.close()
+        with connect(dep) as live:
+            ship_image(live, docker_client, cpu_train_image)
         yield cluster, job
     finally:
         cluster.down()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ascend_run.mfconfig import derive_config
+from ascend_run.mfconfig import JobContext, derive_config
 from ascend_run.mfconfig.yamledit import Document, parse_key_path
 from ascend_run.sim.mindformers import CONFIG as TINY_LLAMA
 from tests.mfconfig_support import R15_FINETUNE, R15_PREDICT, R15_PRETRAIN, V21_PREDICT, V21_PRETRAIN
@@ -95,7 +95,7 @@ def article_1b(directory: Path) -> Path:
     """The article's 1B config, derived by the kit (valid at 8 NPUs)."""
     path = directory / "pretrain_deepseek3_1b.yaml"
     if not path.exists():
-        derive_config(R15_PRETRAIN, preset="article-1b", npus=8, output=path)
+        derive_config(R15_PRETRAIN, preset="article-1b", job=JobContext(npus=8), output=path)
     return path
 
 

@@ -14,10 +14,10 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from ascend_run.ask import (ChatClient, ServiceError, ServiceUnreachable, iter_sse_data, leader_url, messages_for,
+from ascend_run.serving.ask import (ChatClient, ServiceError, ServiceUnreachable, iter_sse_data, leader_url, messages_for,
                             normalize_url)
 from ascend_run.cli import cli
-from ascend_run.deployment import deployment_from_data
+from ascend_run.inputs.deployment import deployment_from_data
 from ascend_run.errors import AscendRunError
 from tests.openai_standin import DEFAULT_ANSWER, StandIn
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run import dataprep
-from ascend_run.deployment import deployment_from_data
+from ascend_run.steps import dataprep
+from ascend_run.inputs.deployment import deployment_from_data
 from ascend_run.errors import AscendRunError, ConfigError, StepFailed
 from ascend_run.transport.local import LocalTransport
 from tests.conftest_e2e import needs_root_tools, run_cli
@@ -150,17 +150,19 @@ def test_dry_run_prints_the_docker_run_on_the_node_and_the_next_step(tmp_path):
                      "--output-prefix", f"{DATASET}/wiki_512", timeout=60)  # 192.0.2.x is unroutable: no SSH
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == ("# on srv-1 (192.0.2.11): test -f /data/dataset/wiki.train.tokens "
-                        "/data/dataset/tokenizer.json; mkdir -p /data/dataset")
-    argv = shlex.split(lines[1])
+    assert lines[0] == "# on srv-1 (root@192.0.2.11):"
+    assert shlex.split(lines[1])[-2:] == ["/data/dataset/wiki.train.tokens", "/data/dataset/tokenizer.json"]
+    assert lines[2] == "mkdir -p /data/dataset"
+    argv = shlex.split(lines[4])
     assert argv[:5] == ["docker", "run", "--detach", "--name", "dataprep-data"]
     assert argv[-10:] == ["--input", f"{DATASET}/wiki.train.tokens", "--output-prefix", f"{DATASET}/wiki_512",
                           "--vocab-file", f"{DATASET}/tokenizer.json", "--seq-length", "512",
                           "--workers", "1"]
     assert "train:1" in argv
-    assert ("ascend-run config derive pretrain_deepseek3_671b.yaml --preset article-1b --data-path "
-            f"{DATASET}/wiki_512_text_document -f {job} -o pretrain_deepseek3_1b.yaml") in lines[3]
-    assert lines[2] == "# then: docker logs --follow dataprep-data; docker wait dataprep-data; docker rm -f dataprep-data"
+    assert lines[5:8] == ["docker logs --follow dataprep-data", "docker wait dataprep-data",
+                          "docker rm -f dataprep-data"]
+    assert ("# next: ascend-run config derive pretrain_deepseek3_671b.yaml --preset article-1b --data-path "
+            f"{DATASET}/wiki_512_text_document -f {job} -o pretrain_deepseek3_1b.yaml") == lines[-1]
 
 
 def test_dry_run_with_an_unmounted_output_exits_2_and_says_which_mount(tmp_path):
@@ -291,7 +293,7 @@ def node_docker(cluster, node, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_prepare_on_a_simulated_server(sim_cluster, cpu_train_image, tmp_path):
     needs_root_tools()
-    from ascend_run.deployment import load_deployment
+    from ascend_run.inputs.deployment import load_deployment
     from ascend_run.transport.fanout import close_all, connect_all
     from tests.conftest_sim import ssh
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run.deployment import load_deployment
+from ascend_run.inputs.deployment import load_deployment
 from ascend_run.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ascend_run.cli import main
-from ascend_run.deployment import deployment_from_data, load_deployment
+from ascend_run.inputs.deployment import deployment_from_data, load_deployment
 from ascend_run.render.docker_run import docker_run_argv, render_script
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -1,6 +1,6 @@
 import pytest
 
-from ascend_run.hostrange import expand
+from ascend_run.inputs.hostrange import expand
 
 
 @pytest.mark.parametrize("pattern,expected", [

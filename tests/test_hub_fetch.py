@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from ascend_run import hub
-from ascend_run.deployment import deployment_from_data
+from ascend_run.steps import weights_download
+from ascend_run.inputs.deployment import deployment_from_data
 from ascend_run.errors import AscendRunError, ConfigError, StepFailed
-from ascend_run.weights import MARKER, check_against_marker
+from ascend_run.steps.spread import MARKER, check_against_marker
 from tests.conftest_e2e import run_cli
 from tests.hub_standin import COMMIT, StandinHub
 
@@ -41,14 +41,14 @@ def run_script(hub_: StandinHub | None, dest: Path, *extra: str, proxy: str | No
                wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
     env = {**os.environ, "HUB_WHITE_LIST_PATHS": str(dest.parent), "OM_HUB_DISABLE_PROGRESS_BARS": "1",
            "HTTPS_PROXY": proxy or hub_.proxy_url, "REQUESTS_CA_BUNDLE": str(hub_.ca_pem) if hub_ else ""}
-    argv = [sys.executable, str(hub.SCRIPT), "--repo", REPO, "--dest", str(dest), *extra]
+    argv = [sys.executable, str(weights_download.SCRIPT), "--repo", REPO, "--dest", str(dest), *extra]
     if not wait:
         return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
 
 
 def events(result) -> list[dict]:
-    return [e for e in map(hub.parse_event, result.stdout.splitlines()) if e]
+    return [e for e in map(weights_download.parse_event, result.stdout.splitlines()) if e]
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -123,7 +123,7 @@ def test_unreachable_hub_is_a_clear_error_and_writes_nothing(tmp_path):
     error = events(result)[-1]
     assert error["kind"] == "unreachable" and "ProxyError" in error["message"]
     assert list(tmp_path.iterdir()) == []
-    failed = hub.fetch_error("node0", hub.HubFetch(REPO, "main", str(dest), "img"), 4, error, [])
+    failed = weights_download.fetch_error("node0", weights_download.HubFetch(REPO, "main", str(dest), "img"), 4, error, [])
     assert "node0: cannot reach the hub https://modelers.cn" in str(failed) and "https_proxy" in str(failed)
 
 
@@ -183,52 +183,52 @@ def deployment(tmp_path: Path, weights: dict | None = None, **extra):
 def test_fetch_argv_mounts_the_parent_and_script_and_takes_no_npu(tmp_path):
     dep = deployment(tmp_path, {"dir": "/data/weights/DeepSeek-V3", "https_proxy": "http://proxy:3128",
                                 "ca_bundle": "/etc/pki/proxy-ca.pem", "image": "infer:with-hub"})
-    req = hub.hub_fetch(dep)
-    argv = hub.fetch_argv(dep, dep.nodes[0], req)
+    req = weights_download.hub_fetch(dep)
+    argv = weights_download.fetch_argv(dep, dep.nodes[0], req)
     assert argv[:4] == ["docker", "run", "--detach", "--name"] and argv[4] == "infer-weights"
     assert not any(a.startswith("--device") or a == "--privileged" for a in argv)
     assert "--mount=type=bind,source=/data/weights,target=/data/weights" in argv
-    assert f"--mount=type=bind,source={hub.script_on_node(dep)},target={hub.IN_CONTAINER},readonly" in argv
+    assert f"--mount=type=bind,source={weights_download.script_on_node(dep)},target={weights_download.IN_CONTAINER},readonly" in argv
     assert "--mount=type=bind,source=/data/dataset,target=/home/work/dataset" in argv
     env = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
     assert {"HUB_WHITE_LIST_PATHS=/data/weights", "HTTPS_PROXY=http://proxy:3128",
             "REQUESTS_CA_BUNDLE=/etc/pki/proxy-ca.pem"} <= set(env)
     image_at = argv.index("infer:with-hub")
-    assert argv[image_at + 1:] == ["python3", hub.IN_CONTAINER, "--repo", REPO, "--revision", "main", "--dest",
+    assert argv[image_at + 1:] == ["python3", weights_download.IN_CONTAINER, "--repo", REPO, "--revision", "main", "--dest",
                                    "/data/weights/DeepSeek-V3", "--workers", "8"]
     assert argv[argv.index("--user") + 1] == "0"
 
 
 def test_a_mount_of_the_file_with_the_same_target_is_not_repeated(tmp_path):
     dep = deployment(tmp_path, {"dir": "/data/model_path/DeepSeek-V3"}, mounts=["/data/model_path:/data/model_path"])
-    argv = hub.fetch_argv(dep, dep.nodes[0], hub.hub_fetch(dep))
+    argv = weights_download.fetch_argv(dep, dep.nodes[0], weights_download.hub_fetch(dep))
     assert [a for a in argv if "target=/data/model_path" in a] == [
         "--mount=type=bind,source=/data/model_path,target=/data/model_path"]  # docker refuses a repeated target
 
 
 def test_fetch_settings_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="weights.dir"):
-        hub.hub_fetch(deployment(tmp_path))
+        weights_download.hub_fetch(deployment(tmp_path))
     with pytest.raises(ConfigError, match="--repo"):
-        hub.hub_fetch(deployment(tmp_path), repo="not a repo", dest="/data/w")
+        weights_download.hub_fetch(deployment(tmp_path), repo="not a repo", dest="/data/w")
     for bad, key in [({"dir": "relative/w"}, "weights.dir"), ({"endpoint": "http://modelers.cn"}, "weights.endpoint"),
                      ({"repo": "no-owner"}, "weights.repo"), ({"ca_bundle": "ca.pem"}, "weights.ca_bundle")]:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             deployment(tmp_path, bad)
     dep = deployment(tmp_path, {"dir": "/data/w", "node": "10.0.0.2"})
-    assert hub.download_node(dep).address == "10.0.0.2"
-    assert hub.download_node(dep, "0").address == "10.0.0.1"
+    assert weights_download.download_node(dep).address == "10.0.0.2"
+    assert weights_download.download_node(dep, "0").address == "10.0.0.1"
 
 
 def test_errors_name_the_node_and_say_what_was_kept():
-    req = hub.HubFetch(REPO, "main", "/data/w/DeepSeek-V3", "img")
-    stopped = hub.fetch_error("node1", req, 8, {"event": "error", "kind": "download", "message": "boom"}, [])
+    req = weights_download.HubFetch(REPO, "main", "/data/w/DeepSeek-V3", "img")
+    stopped = weights_download.fetch_error("node1", req, 8, {"event": "error", "kind": "download", "message": "boom"}, [])
     assert isinstance(stopped, StepFailed) and stopped.exit_code == 8
     assert "/data/w/DeepSeek-V3.partial" in str(stopped) and "resume" in str(stopped)
-    crashed = hub.fetch_error("node1", req, 125, {}, ["docker: Error response from daemon: No such image: img"])
+    crashed = weights_download.fetch_error("node1", req, 125, {}, ["docker: Error response from daemon: No such image: img"])
     assert "exited with code 125" in str(crashed) and "No such image" in str(crashed)
-    assert hub.parse_event('@ascend-run {"event": "plan", "files": 3}') == {"event": "plan", "files": 3}
-    assert hub.parse_event("[WARNING] something") is None and hub.parse_event("@ascend-run {broken") is None
+    assert weights_download.parse_event('@ascend-run {"event": "plan", "files": 3}') == {"event": "plan", "files": 3}
+    assert weights_download.parse_event("[WARNING] something") is None and weights_download.parse_event("@ascend-run {broken") is None
 
 
 def test_dry_run_prints_the_exact_command(tmp_path):
@@ -237,12 +237,14 @@ def test_dry_run_prints_the_exact_command(tmp_path):
                         "weights: {dir: /data/weights/DeepSeek-V3}\n")
     result = run_cli("weights", "fetch", "-f", str(dep_file), "--dry-run")
     assert result.returncode == 0, result.stderr
-    comment, command, then = result.stdout.splitlines()
-    assert comment.startswith("# on node0 (10.0.0.1): mkdir -p /data/weights")
+    comment, mkdir, copy, inspect, command, *follow = result.stdout.splitlines()
+    assert comment == "# on node0 (root@10.0.0.1):"
+    assert mkdir == "mkdir -p /data/weights /var/lib/ascend-run/infer/tools"
+    assert copy.startswith("# copy ") and copy.endswith(" to /var/lib/ascend-run/infer/tools/hub_fetch.py (SFTP)")
+    assert inspect == "docker container inspect --format '{{.State.Status}}' infer-weights"
     assert command.startswith("docker run --detach --name infer-weights ") and command.endswith(
         "--dest /data/weights/DeepSeek-V3 --workers 8")
-    assert then == ("# then: docker logs --follow infer-weights; docker wait infer-weights; "
-                    "docker rm -f infer-weights")
+    assert follow == ["docker logs --follow infer-weights", "docker wait infer-weights", "docker rm -f infer-weights"]
 
 
 def test_spread_refuses_a_copy_that_no_longer_matches_its_marker():
@@ -256,4 +258,4 @@ def test_spread_refuses_a_copy_that_no_longer_matches_its_marker():
 
 
 def test_the_script_and_the_kit_agree_on_the_marker_name():
-    assert f'MARKER = "{MARKER}"' in hub.SCRIPT.read_text()
+    assert f'MARKER = "{MARKER}"' in weights_download.SCRIPT.read_text()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from ascend_run.images import IMAGE_KINDS, get_image
+from ascend_run.inputs.images import IMAGE_KINDS, get_image
 from ascend_run.render.dockerfile import render_build_context
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,10 +12,10 @@ import re
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run.demo import EXAMPLES
-from ascend_run.deployment import load_deployment
-from ascend_run.launch.ship import ship_image
-from ascend_run.transport.fanout import close_all, connect_all
+from ascend_run.sim.demo import EXAMPLES
+from ascend_run.inputs.deployment import load_deployment
+from ascend_run.steps.ship_image import ship_image
+from ascend_run.transport.cluster import connect
 from tests.conftest_e2e import job_leftovers, needs_root_tools, run_cli
 
 pytestmark = pytest.mark.slow
@@ -40,11 +40,8 @@ def test_inference_launch_form_on_4_servers(docker_client, cpu_train_image, tmp_
                         "sync": [{"source": str(EXAMPLES / "cpu-job"), "target": "/opt/ascend-run/cpu-job"}]},
             }, fh)
         dep = load_deployment(job)
-        transports = connect_all(dep)
-        try:
-            ship_image(dep, transports, docker_client, image)
-        finally:
-            close_all(transports)
+        with connect(dep) as live:
+            ship_image(live, docker_client, image)
         dry = run_cli("launch", "-f", str(job), "--dry-run")
         assert dry.stdout.count("msrun_launcher.sh /opt/ascend-run/cpu-job/predict_standin.py 4 1") == 4
         result = run_cli("launch", "-f", str(job))

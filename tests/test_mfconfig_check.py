@@ -24,7 +24,8 @@ from ascend_run.mfconfig import (
 )
 from ascend_run.mfconfig.layout import ConfigView
 from ascend_run.mfconfig.memory import Architecture, estimate
-from ascend_run.mfconfig.paths import MountSpec, collect, to_host
+from ascend_run.inputs.common import Mount
+from ascend_run.mfconfig.paths import JobContext, collect, to_host
 from ascend_run.mfconfig.yamledit import Document, parse_key_path
 from ascend_run.transport.local import LocalTransport
 from tests.mfconfig_support import (
@@ -42,7 +43,7 @@ pytestmark = needs_reference
 
 @pytest.fixture(scope="module")
 def article_text() -> str:
-    return derive_config(R15_PRETRAIN, preset="article-1b", npus=8).text
+    return derive_config(R15_PRETRAIN, preset="article-1b", job=JobContext(npus=8)).text
 
 
 @pytest.mark.parametrize("path, npus, layout", [
@@ -50,7 +51,7 @@ def article_text() -> str:
     (V21_PRETRAIN, 256, "mf2"), (V21_PREDICT, 32, "mf2"), (V21_PYNATIVE, 8, "parallelism"),
 ], ids=lambda v: v.name if isinstance(v, Path) else str(v))
 def test_real_configs_pass_with_their_real_npu_count(path, npus, layout):
-    report = check_config(path, npus)
+    report = check_config(path, JobContext(npus=npus))
     assert report.ok, [str(e) for e in report.errors]
     assert report.layout == layout
     assert report.memory is not None
@@ -59,7 +60,7 @@ def test_real_configs_pass_with_their_real_npu_count(path, npus, layout):
 
 
 def test_real_configs_fail_on_the_wrong_count():
-    report = check_config(R15_PRETRAIN, 8)
+    report = check_config(R15_PRETRAIN, JobContext(npus=8))
     assert report.key_paths() == ["parallel_config.data_parallel"]
     assert "16 × 4 × 16 = 1024" in report.errors[0].message
 
@@ -119,7 +120,7 @@ BROKEN = [
 
 @pytest.mark.parametrize("edit, key", [(e, k) for _, e, k in BROKEN], ids=[b[0] for b in BROKEN])
 def test_broken_variant_fails_naming_the_key(article_text, edit, key):
-    report = check_config(edit(article_text), 8)
+    report = check_config(edit(article_text), JobContext(npus=8))
     assert not report.ok
     assert key in report.key_paths(), [str(e) for e in report.errors]
     issue = next(e for e in report.errors if e.key == key)
@@ -134,28 +135,28 @@ def test_at_least_twelve_distinct_variants():
 
 
 def test_fix_names_the_nearest_valid_data_parallel(article_text):
-    report = check_config(_set(("parallel_config.data_parallel", 4))(article_text), 8)
+    report = check_config(_set(("parallel_config.data_parallel", 4))(article_text), JobContext(npus=8))
     assert "parallel_config.data_parallel: 2" in report.errors[0].fix
-    report = check_config(article_text, 16)
+    report = check_config(article_text, JobContext(npus=16))
     assert "parallel_config.data_parallel: 4" in report.errors[0].fix
 
 
 def test_warnings_alone_pass(article_text):
     text = _set(("lr_schedule.warmup_steps", 20))(article_text).replace("  warmup_steps: 20", "  warmup_steps: 20\n  warmup_ratio: 0.02")
-    report = check_config(text, 8)
+    report = check_config(text, JobContext(npus=8))
     assert report.ok
     assert set(report.key_paths("warning")) == {"parallel.parallel_optimizer_config.optimizer_weight_shard_size",
                                            "lr_schedule.warmup_steps"}
 
 
 def test_short_recompute_list_is_a_warning(article_text):
-    report = check_config(_set(("recompute_config.recompute", [2]))(article_text), 8)
+    report = check_config(_set(("recompute_config.recompute", [2]))(article_text), JobContext(npus=8))
     assert report.ok and "recompute_config.recompute" in report.key_paths("warning")
 
 
 def test_memory_over_the_limit_is_a_warning(article_text):
     text = _set(("context.max_device_memory", "2GB"), ("recompute_config.recompute", False))(article_text)
-    report = check_config(text, 8)
+    report = check_config(text, JobContext(npus=8))
     assert report.ok and "context.max_device_memory" in report.key_paths("warning")
 
 
@@ -178,7 +179,7 @@ def test_inference_estimate_is_weights_over_tensor_parallel():
 # -- paths ---------------------------------------------------------------------------------------------------
 
 def test_paths_resolve_through_mounts(article_text):
-    mounts = [MountSpec("/data/dataset", "/home/work/dataset"), MountSpec("/data", "/home/work")]
+    mounts = (Mount(source="/data/dataset", target="/home/work/dataset"), Mount(source="/data", target="/home/work"))
     assert to_host("/home/work/dataset/wiki", mounts) == "/data/dataset/wiki"
     assert to_host("/home/work/other", mounts) == "/data/other"
     assert to_host("/opt/x", mounts) is None
@@ -191,7 +192,7 @@ def test_paths_resolve_through_mounts(article_text):
 
 
 def test_unmounted_data_path_warns_when_mounts_are_known(article_text):
-    report = check_config(article_text, 8, mounts=[MountSpec("/data/ckpt", "/home/work/ckpt")])
+    report = check_config(article_text, JobContext(npus=8, mounts=(Mount(source="/data/ckpt", target="/home/work/ckpt"),)))
     assert report.ok and "train_dataset.data_loader.config.data_path[1]" in report.key_paths("warning")
 
 
@@ -202,7 +203,8 @@ def test_a_path_checker_reports_nodes_missing_the_dataset(article_text):
         seen.extend(refs)
         return {ref: ["train-1", "train-3"] for ref in refs if ref.kind == "megatron"}
 
-    report = check_config(article_text, 8, checker, mounts=[MountSpec("/srv/data", "/home/work/dataset")])
+    report = check_config(article_text, JobContext(npus=8, path_checker=checker,
+                                                 mounts=(Mount(source="/srv/data", target="/home/work/dataset"),)))
     assert [r.host_path for r in seen] == ["/srv/data/wiki_4096_text_document"]
     assert report.key_paths() == ["train_dataset.data_loader.config.data_path[1]"]
     assert "train-1, train-3" in report.errors[0].message
@@ -210,14 +212,14 @@ def test_a_path_checker_reports_nodes_missing_the_dataset(article_text):
 
 def test_transport_and_local_checkers_on_real_files(article_text, tmp_path):
     (tmp_path / "wiki_4096_text_document.bin").write_bytes(b"")
-    mounts = [MountSpec(str(tmp_path), "/home/work/dataset")]
+    mounts = (Mount(source=str(tmp_path), target="/home/work/dataset"),)
     transports = {"n0": LocalTransport("n0"), "n1": LocalTransport("n1")}
-    report = check_config(article_text, 8, transport_path_checker(transports), mounts=mounts)
+    report = check_config(article_text, JobContext(npus=8, path_checker=transport_path_checker(transports), mounts=mounts))
     assert report.key_paths() == ["train_dataset.data_loader.config.data_path[1]"]
     assert "n0, n1" in report.errors[0].message and ".idx" in report.errors[0].message
     (tmp_path / "wiki_4096_text_document.idx").write_bytes(b"")
-    assert check_config(article_text, 8, transport_path_checker(transports), mounts=mounts).ok
-    assert check_config(article_text, 8, local_path_checker(), mounts=mounts).ok
+    assert check_config(article_text, JobContext(npus=8, path_checker=transport_path_checker(transports), mounts=mounts)).ok
+    assert check_config(article_text, JobContext(npus=8, path_checker=local_path_checker(), mounts=mounts)).ok
 
 
 # -- CLI -----------------------------------------------------------------------------------------------------
@@ -246,7 +248,7 @@ def test_cli_derive_then_check(tmp_path, capsys):
 
 def test_cli_check_with_a_deployment_file(tmp_path, capsys):
     config = tmp_path / "1b.yaml"
-    derive_config(R15_PRETRAIN, preset="article-1b", npus=8, output=config)
+    derive_config(R15_PRETRAIN, preset="article-1b", job=JobContext(npus=8), output=config)
     deployment = tmp_path / "deploy.yaml"
     deployment.write_text(
         "name: ds3-1b\nprofile: atlas-800t-a2\nimage: registry.local/ds3:1\n"
@@ -291,25 +293,25 @@ def test_any_values_give_a_report_not_a_crash(article_text, edits):
             doc.set(parse_key_path(key), value)
         except ConfigError:          # e.g. null on an anchored key: refused by the editor, not the check
             assume(False)
-    report = check_config(doc, 8)
+    report = check_config(doc, JobContext(npus=8))
     for issue in report.errors:
         assert issue.key and issue.message
 
 
 def test_max_device_memory_above_the_npu_is_an_error(article_text):
-    assert check_config(article_text, 8, npu_memory_gb=64).ok
-    report = check_config(_set(("context.max_device_memory", "70GB"))(article_text), 8, npu_memory_gb=64)
+    assert check_config(article_text, JobContext(npus=8, npu_memory_gb=64)).ok
+    report = check_config(_set(("context.max_device_memory", "70GB"))(article_text), JobContext(npus=8, npu_memory_gb=64))
     assert report.key_paths() == ["context.max_device_memory"] and '"60GB"' in report.errors[0].fix
 
 
 def test_relative_paths_resolve_against_the_job_workdir():
-    mounts = [MountSpec("/srv/mf-data", "/work/mf/dataset")]
+    mounts = (Mount(source="/srv/mf-data", target="/work/mf/dataset"),)
     refs = collect(ConfigView(Document.from_path(R15_PRETRAIN)), workdir="/work/mf", mounts=mounts)
     data = next(r for r in refs if r.key == "train_dataset.data_loader.config.data_path[1]")
     assert (data.written, data.container_path, data.host_path) == ("./dataset", "/work/mf/dataset", "/srv/mf-data")
 
 
 def test_derive_warns_about_unmounted_paths(tmp_path):
-    result = derive_config(R15_PRETRAIN, preset="article-1b", npus=8, output=tmp_path / "x.yaml",
-                           mounts=[MountSpec("/data/ckpt", "/home/work/mindformers/output/checkpoint")])
+    job = JobContext(npus=8, mounts=(Mount(source="/data/ckpt", target="/home/work/mindformers/output/checkpoint"),))
+    result = derive_config(R15_PRETRAIN, preset="article-1b", job=job, output=tmp_path / "x.yaml")
     assert "train_dataset.data_loader.config.data_path[1]" in result.report.key_paths("warning")

@@ -6,7 +6,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from ascend_run.errors import ConfigError
-from ascend_run.mfconfig import ConfigCheckFailed, check_config, derive_config
+from ascend_run.mfconfig import ConfigCheckFailed, JobContext, check_config, derive_config
 from tests.mfconfig_support import (
     R15_PREDICT,
     R15_PRETRAIN,
@@ -26,7 +26,7 @@ def plain(text: str) -> dict:
 @pytest.fixture(scope="module")
 def article_1b(tmp_path_factory):
     out = tmp_path_factory.mktemp("derive") / "pretrain_deepseek3_1b.yaml"
-    result = derive_config(R15_PRETRAIN, preset="article-1b", npus=8, output=out)
+    result = derive_config(R15_PRETRAIN, preset="article-1b", job=JobContext(npus=8), output=out)
     return result, out.read_text()
 
 
@@ -79,7 +79,7 @@ def test_per_stage_lists_made_consistent(article_1b):
 
 def test_the_derived_file_checks_clean_for_8_npus(article_1b, tmp_path):
     _, text = article_1b
-    report = check_config(text, 8)
+    report = check_config(text, JobContext(npus=8))
     assert report.ok, report.errors
     assert report.key_paths("warning") == ["parallel.parallel_optimizer_config.optimizer_weight_shard_size"]
     assert report.memory and report.memory.worst.total < report.memory.limit
@@ -87,7 +87,7 @@ def test_the_derived_file_checks_clean_for_8_npus(article_1b, tmp_path):
 
 def test_changing_pipeline_stage_remakes_offset_and_recompute(tmp_path):
     result = derive_config(R15_PRETRAIN, sets=["parallel_config.pipeline_stage=8", "parallel_config.data_parallel=32"],
-                           npus=1024, output=tmp_path / "pp8.yaml")
+                           job=JobContext(npus=1024), output=tmp_path / "pp8.yaml")
     cfg = plain(result.text)
     # L = 62 over 8 stages: 7 each, 62 % 8 = 6 extra layers to the first six stages
     assert cfg["model"]["model_config"]["offset"] == [1, 1, 1, 1, 1, 1, 0, 0]
@@ -97,7 +97,7 @@ def test_changing_pipeline_stage_remakes_offset_and_recompute(tmp_path):
 
 
 def test_npus_fit_changes_data_parallel_only(tmp_path):
-    result = derive_config(R15_PRETRAIN, npus=512, output=tmp_path / "x.yaml")
+    result = derive_config(R15_PRETRAIN, job=JobContext(npus=512), output=tmp_path / "x.yaml")
     cfg = plain(result.text)
     assert cfg["parallel_config"]["data_parallel"] == 8 and cfg["parallel"]["dataset_strategy"][2] == [8, 1]
 
@@ -113,16 +113,16 @@ def test_unknown_set_key_is_refused_and_nothing_written(tmp_path):
 def test_a_derive_that_fails_the_check_writes_nothing_unless_forced(tmp_path):
     out = tmp_path / "x.yaml"
     with pytest.raises(ConfigCheckFailed) as info:
-        derive_config(R15_PRETRAIN, preset="article-1b", sets=["model.model_config.num_heads=6"], npus=8, output=out)
+        derive_config(R15_PRETRAIN, preset="article-1b", sets=["model.model_config.num_heads=6"], job=JobContext(npus=8), output=out)
     assert "model.model_config.hidden_size" in info.value.report.key_paths()
     assert not out.exists()
-    derive_config(R15_PRETRAIN, preset="article-1b", sets=["model.model_config.num_heads=6"], npus=8, output=out,
+    derive_config(R15_PRETRAIN, preset="article-1b", sets=["model.model_config.num_heads=6"], job=JobContext(npus=8), output=out,
                   force=True)
     assert out.exists()
 
 
 def test_v21_671b_derives_the_article_1b_too(tmp_path):
-    result = derive_config(V21_PRETRAIN, preset="article-1b", npus=8, output=tmp_path / "v2-1b.yaml")
+    result = derive_config(V21_PRETRAIN, preset="article-1b", job=JobContext(npus=8), output=tmp_path / "v2-1b.yaml")
     cfg = plain(result.text)
     model = cfg["model"]["model_config"]
     assert (model["num_hidden_layers"], model["num_attention_heads"], model["n_routed_experts"]) == (3, 8, 16)
@@ -133,7 +133,7 @@ def test_v21_671b_derives_the_article_1b_too(tmp_path):
 
 def test_article_infer_on_both_layouts(tmp_path):
     legacy = derive_config(R15_PREDICT, preset="article-infer", preset_options={"weights_dir": "/model_path"},
-                           npus=32, output=tmp_path / "infer.yaml")
+                           job=JobContext(npus=32), output=tmp_path / "infer.yaml")
     cfg = plain(legacy.text)
     assert cfg["load_checkpoint"] == "/model_path"
     assert cfg["processor"]["tokenizer"]["tokenizer_file"] == "/model_path/tokenizer.json"
@@ -141,7 +141,7 @@ def test_article_infer_on_both_layouts(tmp_path):
     assert "vocab_file: '/model_path/tokenizer.json'" in legacy.text       # single quotes kept
     assert legacy.report.ok
     v2 = derive_config(V21_PREDICT, preset="article-infer", preset_options={"weights_dir": "/model_path"},
-                       npus=32, output=tmp_path / "infer2.yaml")
+                       job=JobContext(npus=32), output=tmp_path / "infer2.yaml")
     assert plain(v2.text)["pretrained_model_dir"] == "/model_path" and v2.report.ok
     with pytest.raises(ConfigError, match="--weights-dir"):
         derive_config(R15_PREDICT, preset="article-infer", output=tmp_path / "x.yaml")
@@ -151,7 +151,7 @@ def test_article_infer_on_both_layouts(tmp_path):
 
 def test_pynative_file_derives_with_sets(tmp_path):
     result = derive_config(V21_PYNATIVE, sets=["parallelism.tensor_parallel=2", "training.global_batch_size=16"],
-                           npus=8, output=tmp_path / "pyn.yaml")
+                           job=JobContext(npus=8), output=tmp_path / "pyn.yaml")
     assert result.layout == "parallelism" and result.report.ok
     assert "data_parallel_shard: -1" in result.text and "# Data Parallelism & FSDP" in result.text
 
@@ -160,4 +160,4 @@ def test_refuses_to_overwrite_the_base(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text(R15_PRETRAIN.read_text())
     with pytest.raises(ConfigError, match="overwrite"):
-        derive_config(base, output=base, npus=1024)
+        derive_config(base, output=base, job=JobContext(npus=1024))

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run.deployment import load_deployment
+from ascend_run.inputs.deployment import load_deployment
 from ascend_run.errors import AscendRunError, ConfigError
-from ascend_run.mfconfig import check_config, derive_config
+from ascend_run.mfconfig import JobContext, check_config, derive_config
 from ascend_run.mfconfig.cpu_preset import DEFAULT_DATA_PREFIX
 from ascend_run.render.dockerfile import render_build_context
 from ascend_run.sim import mindformers as mf
@@ -37,7 +37,7 @@ def test_committed_config_is_what_config_derive_makes(tmp_path):
     argv = mf.derive_argv(str(R15_PRETRAIN), str(tmp_path / "out.yaml"))
     assert argv[:4] == ["ascend-run", "config", "derive", str(R15_PRETRAIN)] and "--set" in argv
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
-    derive_config(R15_PRETRAIN, preset="cpu-tiny-llama", sets=sets, npus=mf.CONFIG_WORKERS,
+    derive_config(R15_PRETRAIN, preset="cpu-tiny-llama", sets=sets, job=JobContext(npus=mf.CONFIG_WORKERS),
                   output=tmp_path / "out.yaml")
     assert (tmp_path / "out.yaml").read_text() == mf.CONFIG.read_text(), (
         f"regenerate it: {shlex.join(mf.derive_argv(str(R15_PRETRAIN), str(mf.CONFIG.relative_to(ROOT))))}")
@@ -56,15 +56,15 @@ def test_tiny_config_is_a_cpu_data_parallel_llama():
     monitor = next(c for c in data["callbacks"] if c["type"] == "CheckpointMonitor")
     assert (monitor["prefix"], monitor["save_checkpoint_steps"]) == ("llama", 2)
     assert "moe_config" not in data and not any(c["type"] == "TopkBiasBalanceCallback" for c in data["callbacks"])
-    report = check_config(mf.CONFIG, mf.CONFIG_WORKERS)
+    report = check_config(mf.CONFIG, JobContext(npus=mf.CONFIG_WORKERS))
     assert report.ok, [str(e) for e in report.errors]
-    assert not check_config(mf.CONFIG, 3).ok  # data_parallel is the worker count
+    assert not check_config(mf.CONFIG, JobContext(npus=3)).ok  # data_parallel is the worker count
 
 
 @needs_reference
 def test_the_preset_wants_the_legacy_pretraining_file():
     with pytest.raises(ConfigError, match="legacy"):
-        derive_config(V21_PRETRAIN, preset="cpu-tiny-llama", npus=2)
+        derive_config(V21_PRETRAIN, preset="cpu-tiny-llama", job=JobContext(npus=2))
 
 
 def test_job_file_mounts_shared_storage_and_names_it_for_mindformers(tmp_path):
@@ -115,7 +115,7 @@ def test_requirements_pin_mindspore_for_mindformers_and_keep_the_image_pins():
 
 
 def test_building_source_only_packages_needs_the_images_python(tmp_path):
-    from ascend_run.wheelhouse import download
+    from ascend_run.engine.wheelhouse import download
 
     with pytest.raises(AscendRunError, match="needs that Python"):
         download(["jieba"], tmp_path, python_version="3.9", build_sdists=True)
@@ -130,7 +130,7 @@ def test_mindformers_rules_name_the_key_without_mindformers(tmp_path):
         pytest.skip("reference configs not found")
     names = {name for name, *_ in MUTATIONS}
     for case in corpus(tmp_path):
-        report = check_config(case.path, case.npus)
+        report = check_config(case.path, JobContext(npus=case.npus))
         if case.id in names:
             assert case.key in report.key_paths(), (case.id, [str(e) for e in report.errors])
             issue = next(e for e in report.errors if e.key == case.key)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ascend_run.mfconfig import check_config
+from ascend_run.mfconfig import JobContext, check_config
 from tests.mfconfig_support import needs_reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_the_kit_rejects_whatever_mindformers_rejects(docker_client, mindformers
     mindformers = run_mindformers_checks(docker_client, mindformers_image, cases, tmp_path / "corpus")
     kit_only, missed = {}, []
     for case in cases:
-        report = check_config(case.path, case.npus)
+        report = check_config(case.path, JobContext(npus=case.npus))
         verdict = mindformers[case.id]
         if not verdict["accepted"]:
             if case.key not in report.key_paths():

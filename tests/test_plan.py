@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ascend_run.deployment import deployment_from_data, load_deployment
+from ascend_run.inputs.deployment import deployment_from_data, load_deployment
 from ascend_run.launch.plan import launch_plan
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

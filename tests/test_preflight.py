@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ascend_run.deployment import deployment_from_data
+from ascend_run.inputs.deployment import deployment_from_data
 from ascend_run.errors import TransportError
 from ascend_run.launch.preflight import NodeFacts, evaluate
 

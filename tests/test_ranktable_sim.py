@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ascend_run.npu_tools import parse_hccn_conf
+from ascend_run.npu.tools import parse_hccn_conf
 from tests.conftest_e2e import run_cli
 from tests.conftest_sim import ssh
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from ascend_run.deployment import load_deployment
+from ascend_run.inputs.deployment import load_deployment
 from ascend_run.errors import HostKeyError, RemoteCommandError, TransportError
 from ascend_run.transport.base import RC_STOPPED, RC_TIMEOUT, Result, command_line
 from ascend_run.transport.fanout import connect_all, connect_each, fan_out, run_on_nodes
@@ -39,8 +39,12 @@ def node_ssh(sshd_fleet):
 
 
 @pytest.fixture(params=["ssh", "local"])
-def any_transport(request, sshd_fleet):
-    transport = ssh(sshd_fleet) if request.param == "ssh" else LocalTransport()
+def any_transport(request):
+    """The same test over SSH (needs root: loopback sshd) and locally (needs nothing)."""
+    if request.param == "ssh":  # tests/conftest.py marks this half `root`
+        transport = ssh(request.getfixturevalue("sshd_fleet"))
+    else:
+        transport = LocalTransport()
     yield transport
     transport.close()
 

@@ -17,9 +17,9 @@ import time
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run.deployment import load_deployment
-from ascend_run.launch.ship import ship_image
-from ascend_run.transport.fanout import close_all, connect_all
+from ascend_run.inputs.deployment import load_deployment
+from ascend_run.steps.ship_image import ship_image
+from ascend_run.transport.cluster import connect
 from tests.conftest_e2e import CLI, REPO, run_cli
 from tests.conftest_sim import ssh
 from tests.hub_standin import StandinHub
@@ -68,11 +68,8 @@ def test_download_in_the_image_on_node0_then_spread(sim_cluster, cpu_infer_image
         ssh(cluster, nodes[0], f"cat > /data/hub-ca.pem <<'PEM'\n{hub.ca_pem.read_text()}PEM")
         job = job_file(cluster, cpu_infer_image, hub.proxy_url)
         dep = load_deployment(job)
-        transports = connect_all(dep, nodes=[dep.nodes[0]])
-        try:
-            ship_image(dep, transports, docker_client, cpu_infer_image, nodes=[dep.nodes[0]])
-        finally:
-            close_all(transports)
+        with connect(dep, nodes=[dep.nodes[0]]) as live:
+            ship_image(live, docker_client, cpu_infer_image, nodes=[dep.nodes[0]])
 
         cluster.fill_disk(nodes[0].name, "/data", free="1M")
         short = run_cli("weights", "fetch", "-f", str(job))

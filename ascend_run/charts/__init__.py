@@ -24,7 +24,8 @@ class ChartKind:
 CHARTS: dict[str, ChartKind] = {
     "train": ChartKind("train", "ascend-train",
                        "DeepSeek-V3 pre-training with MindSpore/MindFormers on Ascend NPUs: an Indexed Job "
-                       "of N pods x 8 NPUs wired for msrun, optionally gang-scheduled by Volcano",
+                       "of N pods x 8 NPUs wired for msrun, optionally gang-scheduled by Volcano, or "
+                       "MindCluster's AscendJob with fault rescheduling",
                        "an Indexed Job"),
     "infer": ChartKind("infer", "ascend-infer",
                        "DeepSeek-V3 multi-node inference with MindSpore/MindFormers on Ascend NPUs: a leader "

@@ -10,36 +10,22 @@ in Python (`schema.py`): JSON is data, not text to template.
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 
 from ascend_run import __version__
 from ascend_run.charts import CHARTS
+from ascend_run.charts.mindcluster import template_facts
 from ascend_run.charts.naming import split_image, volume_name
 from ascend_run.charts.schema import values_schema
 from ascend_run.errors import TemplateError
-from ascend_run.images import get_image
-from ascend_run.profiles import HardwareProfile, get_profile
-from ascend_run.render.templating import template_root
+from ascend_run.inputs.images import get_image
+from ascend_run.inputs.profiles import HardwareProfile, get_profile
+from ascend_run.render.templating import environment, template_root
 
 CHART_TEMPLATES = "charts"
 SHARED = "_shared"
-
-
-@cache
-def environment() -> SandboxedEnvironment:
-    """Like `render.templating.environment()`, with delimiters that leave Helm's `{{ }}` alone."""
-    return SandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(str(template_root())),
-        undefined=jinja2.StrictUndefined,
-        block_start_string="[%", block_end_string="%]",
-        variable_start_string="[[", variable_end_string="]]",
-        comment_start_string="[#", comment_end_string="#]",
-        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False,
-    )
 
 
 def host_mounts(profile: HardwareProfile) -> list[dict]:
@@ -67,6 +53,8 @@ def chart_context(kind: str) -> dict:
         "host_mounts": host_mounts(profile),
         # The article runs the train container with `-u root`; the infer one keeps the image's user.
         "run_as_root": profile.container.user == "root",
+        # Names MindCluster's Ascend Operator looks for (the train chart's ascendjob workload).
+        "mindcluster": template_facts(),
     }
 
 
@@ -81,7 +69,7 @@ def render_chart(kind: str) -> dict[str, str]:
     """Files of `charts/<chart>/` by path inside the chart. What `make generate` writes."""
     chart = CHARTS[kind]
     context = chart_context(kind)
-    env = environment()
+    env = environment(helm_safe=True)
     files: dict[str, str] = {}
     for rel in _sources(chart.name):
         name = f"{CHART_TEMPLATES}/{chart.name}/{rel}"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ascend_run.profiles import HardwareProfile
+from ascend_run.charts import mindcluster as mc
+from ascend_run.inputs.profiles import HardwareProfile
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ABS_PATH = r"^/"
@@ -151,8 +152,66 @@ def _common(profile: HardwareProfile, nodes_description: str) -> dict[str, dict]
     }
 
 
+def _ascendjob() -> dict:
+    return _obj({
+        "hostArch": {"type": "string", "enum": list(mc.HOST_ARCHES),
+                     "description": "Node label host-arch the pods must match."},
+        "ringController": {"type": "string", "enum": list(mc.RING_CONTROLLERS),
+                           "description": "Label ring-controller.atlas of the job and its pods."},
+        "restarts": _int("Automatic restarts after a failure (job.restarts); 0 turns fault rescheduling off.",
+                         minimum=0, maximum=mc.MAX_RESTARTS),
+        "faultScheduling": {"type": "string", "enum": list(mc.FAULT_SCHEDULING),
+                            "description": "Label fault-scheduling when restarts > 0."},
+        "podRescheduling": _bool("Label pod-rescheduling on: replace only the failed pods."),
+        "rankTable": _obj({
+            "enabled": _bool(f"Mount the operator's rank table ({mc.RANK_TABLE_PREFIX}<job>) at RANK_TABLE_FILE."),
+            "mountPath": _str("Directory the rank table ConfigMap is mounted at.", pattern=ABS_PATH),
+            "waitSeconds": _int("Seconds a pod waits for the operator to complete the rank table.", minimum=1),
+        }, required=["enabled"]),
+        "resume": _obj({
+            "enabled": _bool("Resume from the last complete checkpoint when (re)started."),
+            "checkpointDir": _str("MindFormers' checkpoint directory (rank_<r>/ inside), on a shared volume.",
+                                  pattern=ABS_PATH),
+        }, required=["enabled"]),
+    }, required=["restarts"], description=f"MindCluster's {mc.KIND} (workload ascendjob).")
+
+
+def _const_in(path: list[str], value: Any) -> dict:
+    """A schema requiring `value` at `path` (a chain of object keys) when the keys are present."""
+    node: dict = {"const": value}
+    for key in reversed(path):
+        node = {"properties": {key: node}}
+    return node
+
+
+def _train_rules() -> list[dict]:
+    """Combinations that cannot work, refused at `helm install` instead of by the operator later."""
+    ascendjob = {"properties": {"workload": {"const": "ascendjob"}}, "required": ["workload"]}
+    return [
+        # The operator gang-schedules through Volcano, and its env would be a second wiring of ours.
+        {"if": ascendjob, "then": {"allOf": [
+            _const_in(["volcano", "enabled"], True),
+            _const_in(["volcano", "schedulerName"], "volcano"),
+            {"properties": {"env": {"propertyNames": {"not": {"enum": list(mc.OPERATOR_ENV)}}}}},
+        ]}},
+        # What only the AscendJob can act on is an error with the Indexed Job, not silently ignored.
+        {"if": {"not": ascendjob}, "then": {"allOf": [
+            _const_in(["ascendjob", "restarts"], 0),
+            _const_in(["ascendjob", "rankTable", "enabled"], False),
+            _const_in(["ascendjob", "resume", "enabled"], False),
+        ]}},
+        # Pod-level rescheduling restarts pods, so it needs restarts; MindCluster forbids it with a
+        # ConfigMap rank table.
+        {"if": _const_in(["ascendjob", "podRescheduling"], True) | {"required": ["ascendjob"]}, "then": {"properties": {
+            "ascendjob": {"properties": {"restarts": {"minimum": 1}, "rankTable": _const_in(["enabled"], False)}}}}},
+    ]
+
+
 def _train(profile: HardwareProfile) -> dict[str, dict]:
     return {
+        "workload": {"type": "string", "enum": list(mc.WORKLOADS),
+                     "description": f"job: an Indexed Job; ascendjob: MindCluster's {mc.KIND} (needs Volcano)."},
+        "ascendjob": _ascendjob(),
         "activeDeadlineSeconds": _int("Stop the job after this many seconds; 0: no limit.", minimum=0),
         "ttlSecondsAfterFinished": _int("Delete the finished job after this many seconds; 0: keep it.",
                                         minimum=0),
@@ -202,4 +261,6 @@ def values_schema(kind: str, profile: HardwareProfile) -> dict:
     properties = {**_common(profile, nodes), **extra(profile)}
     schema = {"$schema": "http://json-schema.org/draft-07/schema#", "title": title}
     schema.update(_obj(properties, required=["nodes", "npusPerNode", "resourceName", "image", "job"]))
+    if kind == "train":
+        schema["allOf"] = _train_rules()
     return schema

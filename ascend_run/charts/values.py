@@ -3,12 +3,15 @@
 The same file that drives the SSH launcher drives `helm install`: nodes become pods, and the image, env,
 mounts and msrun settings carry over. What Kubernetes decides by itself (addresses, SSH, which NPUs a pod
 gets, the master address, which is pod 0's DNS name) is dropped with a note; what the chart cannot express
-(per-node env, synced directories) is an error, not a silent difference between the two worlds.
+(per-node env, synced directories) is an error, not a silent difference between the two worlds. With the
+ascendjob workload (MindCluster), `job.restarts` becomes fault rescheduling and resume, and `job.rank_table`
+the Ascend Operator's rank table.
 """
 
 from __future__ import annotations
 
 import io
+import posixpath
 import shlex
 from typing import Any
 
@@ -16,9 +19,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from ascend_run.charts import CHARTS
+from ascend_run.charts import mindcluster as mc
 from ascend_run.charts.naming import k8s_quantity, split_image, volume_name
 from ascend_run.charts.render import host_mounts
-from ascend_run.deployment import Deployment
+from ascend_run.inputs.deployment import Deployment
 from ascend_run.errors import ConfigError
 
 # Helm reads values as YAML 1.1, where these plain words are booleans or null; YAML 1.2 writers leave them bare.
@@ -55,10 +59,7 @@ def _check_expressible(dep: Deployment) -> None:
 
 
 def _job_values(dep: Deployment, npus: int) -> dict[str, Any]:
-    job = dep.job
-    if job is None:
-        raise ConfigError("the deployment file has no job: section", file=str(dep.path), key="job",
-                          fix="add job: {command: ...} (see examples/)")
+    job = dep.require_job()
     # msrun_launcher.sh `eval`s its first argument, so it stays one string; msrun takes an argument list.
     command: str | list[str] = job.command if job.launcher == "msrun_launcher" else shlex.split(job.command)
     return {
@@ -72,10 +73,69 @@ def _job_values(dep: Deployment, npus: int) -> dict[str, Any]:
     }
 
 
-def chart_values(dep: Deployment, kind: str) -> tuple[dict[str, Any], list[str]]:
-    """(values, notes): the values for chart `kind`, and what did not carry over (for the user to read)."""
+def _covered(path: str, volumes: list[dict[str, Any]]) -> bool:
+    """True when a writable volume is mounted at `path` or above it."""
+    for volume in volumes:
+        at = volume["mountPath"].rstrip("/")
+        if not volume.get("readOnly") and (path == at or path.startswith(at + "/")):
+            return True
+    return False
+
+
+def _ascendjob_values(dep: Deployment, volumes: list[dict[str, Any]], notes: list[str]) -> dict[str, Any]:
+    """The MindCluster settings from the file: restarts become fault rescheduling, rank_table the
+    operator's ConfigMap, and restarts also turn on resume from the shared checkpoint directory."""
+    job = dep.require_job()
+    clashes = sorted(set(dep.spec.env) & set(mc.OPERATOR_ENV))
+    if clashes:
+        raise ConfigError(f"{', '.join(clashes)} is set by the Ascend Operator in every pod of an {mc.KIND}",
+                          file=str(dep.path), key=f"env.{clashes[0]}",
+                          fix="drop it from env: the operator's value is the one msrun gets")
+    if job.restarts > mc.MAX_RESTARTS:
+        raise ConfigError(f"MindCluster retries a job at most {mc.MAX_RESTARTS} times (fault-retry-times)",
+                          file=str(dep.path), key="job.restarts", fix=f"use at most {mc.MAX_RESTARTS}")
+    checkpoint_dir = posixpath.join(job.workdir, "output", "checkpoint")
+    resume = job.restarts > 0
+    if resume and not _covered(checkpoint_dir, volumes):
+        raise ConfigError(f"job.restarts needs the checkpoints ({checkpoint_dir}) on storage every server sees: a "
+                          "job MindCluster restarts on other servers resumes from them",
+                          file=str(dep.path), key="job.restarts",
+                          fix=f"mount shared storage at {checkpoint_dir} or above it (mounts:)")
+    if job.rank_table:
+        notes.append(f"job.rank_table {job.rank_table}: in the {mc.KIND} the Ascend Operator writes the rank table "
+                     f"into ConfigMap {mc.RANK_TABLE_PREFIX}<job>, mounted at {mc.RANK_TABLE_DIR}/{mc.RANK_TABLE_KEY} "
+                     "(RANK_TABLE_FILE)")
+    if getattr(dep.spec, "spares", None):
+        notes.append("spares: not used on Kubernetes: MindCluster reschedules onto any healthy server of the pool")
+    return {
+        "workload": "ascendjob",
+        "volcano": {"enabled": True, "schedulerName": "volcano", "queue": "default"},
+        "ascendjob": {"restarts": job.restarts, "rankTable": {"enabled": bool(job.rank_table)},
+                      "resume": {"enabled": resume, "checkpointDir": checkpoint_dir}},
+    }
+
+
+def _indexed_job_notes(dep: Deployment, notes: list[str]) -> None:
+    job = dep.job
+    if job and job.restarts:
+        notes.append("job.restarts is not used by the Indexed Job (its first failure fails the job): "
+                     "use --workload ascendjob for MindCluster's fault rescheduling")
+    if job and job.rank_table:
+        notes.append("job.rank_table is not used by the Indexed Job (msrun's dynamic cluster needs none): "
+                     "--workload ascendjob mounts the Ascend Operator's rank table")
+
+
+def chart_values(dep: Deployment, kind: str, workload: str = "job") -> tuple[dict[str, Any], list[str]]:
+    """(values, notes): the values for chart `kind`, and what did not carry over (for the user to read).
+
+    `workload` picks what runs the training pods (train chart): "job" (an Indexed Job) or "ascendjob"
+    (MindCluster's AscendJob).
+    """
     if kind not in CHARTS:
         raise ConfigError(f"unknown chart {kind!r}", fix=f"use one of: {', '.join(CHARTS)}")
+    if workload not in mc.WORKLOADS or (workload != "job" and kind != "train"):
+        raise ConfigError(f"workload {workload!r} does not exist for the {kind} chart",
+                          fix="the train chart takes job or ascendjob; the infer chart has no workload choice")
     _check_expressible(dep)
     notes: list[str] = []
     profile = dep.profile
@@ -94,7 +154,8 @@ def chart_values(dep: Deployment, kind: str) -> tuple[dict[str, Any], list[str]]
         notes.append("mounts: became hostPath volumes; each must hold the same files on every server (a shared "
                      "filesystem), or give it a claimName instead")
     if job and job.master_address:
-        notes.append(f"job.master_address {job.master_address} is not used: the master is pod 0's DNS name")
+        notes.append(f"job.master_address {job.master_address} is not used: Kubernetes gives the master address "
+                     "(pod 0's DNS name, or the Ascend Operator's MS_SCHED_HOST)")
     shm = dep.spec.container.shm_size
     values: dict[str, Any] = {
         "fullnameOverride": dep.name,
@@ -111,6 +172,10 @@ def chart_values(dep: Deployment, kind: str) -> tuple[dict[str, Any], list[str]]
         "securityContext": _security_context(dep),
         "nodeSelector": dict(profile.kubernetes.node_labels),
     }
+    if kind == "train" and workload == "ascendjob":
+        values.update(_ascendjob_values(dep, volumes, notes))
+    elif kind == "train":
+        _indexed_job_notes(dep, notes)
     if kind == "infer":
         if job and job.serve_port:
             values["server"] = {"port": job.serve_port}

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ascend_run.ask import DEFAULT_MAX_TOKENS, DEFAULT_TIMEOUT, ChatClient, leader_url, messages_for, pick_model
+from ascend_run.serving.ask import DEFAULT_MAX_TOKENS, DEFAULT_TIMEOUT, ChatClient, leader_url, messages_for, pick_model
 from ascend_run.cli.common import echo_json, output_option
 
 
@@ -15,7 +15,7 @@ def _service_url(deployment_file: str | None, url: str | None, port: int | None)
         return url
     if not deployment_file:
         raise click.UsageError("give the deployment file (-f FILE: asks its node 0) or the service's --url")
-    from ascend_run.deployment import load_deployment
+    from ascend_run.inputs.deployment import load_deployment
 
     return leader_url(load_deployment(deployment_file), port)
 

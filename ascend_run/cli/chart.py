@@ -7,10 +7,11 @@ from pathlib import Path
 import click
 
 from ascend_run.charts import CHART_KINDS, CHARTS
+from ascend_run.charts.mindcluster import WORKLOADS
 from ascend_run.charts.render import write_chart
 from ascend_run.charts.values import chart_values, values_yaml
 from ascend_run.cli.common import deployment_option
-from ascend_run.deployment import load_deployment
+from ascend_run.inputs.deployment import load_deployment
 
 
 @click.group("chart")
@@ -22,16 +23,22 @@ def chart_group() -> None:
 @click.argument("kind", type=click.Choice(CHART_KINDS))
 @deployment_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the values here (default: stdout).")
-def values(kind: str, deployment_file: str, output: str | None) -> None:
+@click.option("--workload", type=click.Choice(WORKLOADS), default="job", show_default=True,
+              help="What runs the training pods: an Indexed Job, or MindCluster's AscendJob (train chart).")
+def values(kind: str, deployment_file: str, output: str | None, workload: str) -> None:
     """Turn a deployment file into values for the KIND chart (train or infer).
 
     Nodes become pods, and the image, env, mounts and msrun settings carry over, so the same file drives
-    `ascend-run launch` over SSH and `helm install -f VALUES` on Kubernetes.
+    `ascend-run launch` over SSH and `helm install -f VALUES` on Kubernetes. With `--workload ascendjob`
+    the training runs as MindCluster's AscendJob, and job.restarts becomes its fault rescheduling.
     """
+    if workload != "job" and kind != "train":
+        raise click.BadParameter(f"{workload} is a workload of the train chart", param_hint="--workload")
     dep = load_deployment(deployment_file)
-    data, notes = chart_values(dep, kind)
+    data, notes = chart_values(dep, kind, workload)
     chart = CHARTS[kind].name
-    header = (f"Values for charts/{chart}, made by `ascend-run chart values {kind} -f {deployment_file}`.\n"
+    flag = f" --workload {workload}" if workload != "job" else ""
+    header = (f"Values for charts/{chart}, made by `ascend-run chart values {kind} -f {deployment_file}{flag}`.\n"
               f"helm install {dep.name} charts/{chart} -f THIS_FILE")
     text = values_yaml(data, header)
     for note in notes:

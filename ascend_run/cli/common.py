@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -17,6 +19,24 @@ output_option = click.option(
 
 dry_run_option = click.option(
     "--dry-run", is_flag=True, help="Print exactly what would run, and run nothing.")
+
+accept_new_option = click.option(
+    "--accept-new-host-keys", is_flag=True,
+    help="Record host keys of nodes not yet in known_hosts (a changed key is still an error).")
+
+parallel_option = click.option(
+    "--parallel", default=256, show_default=True, type=click.IntRange(min=1),
+    help="Nodes contacted at once (connections and remote commands).")
+
+
+@contextlib.contextmanager
+def connected(dep, accept_new: bool = False, parallel: int = 256, nodes: list | None = None) -> Iterator:
+    """A `transport.cluster.Cluster` of every node (or `nodes`), closed at the end; raises for the first node
+    that cannot be reached, naming the others."""
+    from ascend_run.transport.cluster import connect
+
+    with connect(dep, accept_new=accept_new, parallelism=parallel, nodes=nodes) as cluster:
+        yield cluster
 
 
 def human_size(size: int) -> str:
@@ -38,3 +58,8 @@ def console(stderr: bool = False):
 
     stream = sys.stderr if stderr else sys.stdout
     return Console(stderr=stderr, soft_wrap=True, width=None if stream.isatty() else 200)
+
+
+def err_console():
+    """The console for progress, notices and warnings: stderr, so stdout stays the command's result."""
+    return console(stderr=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Any
 
 import click
 
@@ -12,13 +11,11 @@ from ascend_run.mfconfig import (
     PRESETS,
     CheckReport,
     ConfigCheckFailed,
+    JobContext,
     check_config,
     derive_config,
-    mounts_of,
     transport_path_checker,
-    workdir_of,
 )
-from ascend_run.mfconfig.paths import DEFAULT_WORKDIR
 
 _target = [
     click.option("--npus", type=click.IntRange(min=1), help="Total NPUs of the job (instead of -f)."),
@@ -33,30 +30,28 @@ def _target_options(func):
     return func
 
 
-def _resolve_target(npus: int | None, deployment_file: str | None, *, required: bool) -> dict[str, Any]:
+def _job_context(npus: int | None, deployment_file: str | None, ssh: bool, stack: ExitStack, *,
+                 required: bool) -> JobContext:
+    """What the checks know of the job: from -f (its NPUs, mounts, workdir; with --ssh a checker over SSH)
+    or from --npus alone."""
     if npus and deployment_file:
         raise click.UsageError("give --npus or -f, not both")
-    if deployment_file:
-        from ascend_run.deployment import load_deployment
+    if not deployment_file:
+        if ssh:
+            raise click.UsageError("--ssh needs a deployment file (-f)")
+        if required and not npus:
+            raise click.UsageError("give the job's size: --npus N or -f DEPLOYMENT")
+        return JobContext(npus=npus)
+    from ascend_run.inputs.deployment import load_deployment
 
-        dep = load_deployment(deployment_file)
-        return {"npus": dep.total_npus, "mounts": mounts_of(dep), "workdir": workdir_of(dep), "deployment": dep,
-                "npu_memory_gb": dep.profile.npu_memory_gb}
-    if required and not npus:
-        raise click.UsageError("give the job's size: --npus N or -f DEPLOYMENT")
-    return {"npus": npus, "mounts": None, "workdir": DEFAULT_WORKDIR, "deployment": None, "npu_memory_gb": None}
+    dep = load_deployment(deployment_file)
+    job = JobContext.of(dep)
+    if ssh:
+        from ascend_run.transport.cluster import connect
 
-
-def _path_checker(target: dict[str, Any], ssh: bool, stack: ExitStack):
-    if not ssh:
-        return None
-    if target["deployment"] is None:
-        raise click.UsageError("--ssh needs a deployment file (-f)")
-    from ascend_run.transport.fanout import connect_all
-
-    transports = connect_all(target["deployment"])
-    stack.callback(lambda: [t.close() for t in transports.values()])
-    return transport_path_checker(transports)
+        cluster = stack.enter_context(connect(dep))
+        job = job.with_checker(transport_path_checker(cluster.transports))
+    return job
 
 
 @click.group("config")
@@ -88,16 +83,13 @@ def derive(base: str, preset: str | None, sets: tuple[str, ...], adds: tuple[str
 
     Anchored values move with their aliases (data_parallel: &dp -> dataset_strategy), per-stage lists
     (offset, recompute) follow pipeline_stage, and the result is checked before it is written."""
-    target = _resolve_target(npus, deployment_file, required=False)
     options = {"data_path": data_path, "mindformers_dir": mindformers_dir, "weights_dir": weights_dir,
                "tokenizer": tokenizer}
     with ExitStack() as stack:
-        checker = _path_checker(target, ssh, stack)
+        job = _job_context(npus, deployment_file, ssh, stack, required=False)
         try:
             result = derive_config(base, preset=preset, preset_options=options, sets=sets, adds=adds,
-                                   npus=target["npus"], output=out_file, force=force, workdir=target["workdir"],
-                                   mounts=target["mounts"], path_checker=checker,
-                                   npu_memory_gb=target["npu_memory_gb"])
+                                   output=out_file, force=force, job=job)
         except ConfigCheckFailed as exc:
             _show_report(exc.report, output_format, header=f"not written: {out_file}")
             raise
@@ -121,11 +113,8 @@ def check(config: str, npus: int | None, deployment_file: str | None, ssh: bool,
     """Validate CONFIG for a job of --npus N (or the deployment file's NPUs) before launching it.
 
     Exits 0 when there are no errors (warnings allowed), 2 with every error (key path, values, fix)."""
-    target = _resolve_target(npus, deployment_file, required=True)
     with ExitStack() as stack:
-        checker = _path_checker(target, ssh, stack)
-        report = check_config(config, target["npus"], checker, workdir=target["workdir"], mounts=target["mounts"],
-                              npu_memory_gb=target["npu_memory_gb"])
+        report = check_config(config, _job_context(npus, deployment_file, ssh, stack, required=True))
     _show_report(report, output_format, header=None)
     report.raise_for_errors()
 

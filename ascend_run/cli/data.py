@@ -1,4 +1,4 @@
-"""`ascend-run data prepare`: the training dataset, converted on a server (see ascend_run/dataprep.py)."""
+"""`ascend-run data prepare`: the training dataset, converted on a server (see ascend_run/steps/dataprep.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shlex
 
 import click
 
-from ascend_run import dataprep
+from ascend_run.steps import dataprep
 from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, human_size, output_option
 
 
@@ -68,9 +68,9 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
     and mount it in the deployment file:
       mounts: [{source: /data/dataset, target: /home/work/dataset}]
     """
-    from ascend_run.deployment import load_deployment
-    from ascend_run.images import get_image
-    from ascend_run.launch.task import follow_commands
+    from ascend_run.inputs.deployment import load_deployment
+    from ascend_run.inputs.images import get_image
+    from ascend_run.steps.task import dry_run_lines
 
     if bool(derive_base) != bool(out_file):
         raise click.UsageError("--derive BASE and -o OUT go together")
@@ -84,15 +84,11 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
     paths = dataprep.server_paths(dep, prep)  # mount errors before any connection, dry run included
     next_argv = dataprep.derive_argv(deployment_file, prep, *((derive_base, out_file) if derive_base else ()))
     if dry_run:
-        looked_for = [paths.input, paths.vocab_file, *([paths.script] if paths.script else [])]
-        click.echo(f"# on {target.name} ({target.address}): test -f {shlex.join(looked_for)}; "
-                   f"mkdir -p {shlex.quote(paths.output_prefix.rsplit('/', 1)[0] or '/')}")
-        click.echo(shlex.join(dataprep.prepare_argv(dep, target, prep)))
-        click.echo("# then: " + "; ".join(shlex.join(c) for c in follow_commands(dataprep.container_name(dep))))
-        click.echo(f"# then: check {paths.bin} and {paths.idx}; next: {shlex.join(next_argv)}")
+        click.echo("\n".join(dry_run_lines(target, dataprep.commands(dep, target, prep))))
         if spread:
-            click.echo(f"# then: copy {posixpath.dirname(paths.output_prefix)} to the other nodes "
+            click.echo(f"# then: copy {shlex.quote(posixpath.dirname(paths.output_prefix))} to the other nodes "
                        "(as weights fetch --from-node)")
+        click.echo(f"# next: {shlex.join(next_argv)}")
         return
     result = _run(dep, target, prep, accept_new_host_keys, posixpath.dirname(paths.output_prefix) if spread else None)
     result["next"] = shlex.join(next_argv)
@@ -118,8 +114,8 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
 
 
 def _run(dep, target, prep, accept_new_host_keys: bool, spread_dir: str | None) -> dict:
-    from ascend_run.cli.launch import connected, err_console
-    from ascend_run.weights import spread_from_node
+    from ascend_run.cli.common import connected, err_console
+    from ascend_run.steps.spread import spread_from_node
 
     console = err_console()
 
@@ -128,10 +124,10 @@ def _run(dep, target, prep, accept_new_host_keys: bool, spread_dir: str | None) 
             console.print(f"{target.name}: {line}", style="dim", markup=False, highlight=False)
 
     nodes = None if spread_dir else [target]  # spreading needs every node
-    with connected(dep, accept_new_host_keys, nodes=nodes) as transports:
-        result = dataprep.run_prepare(transports[target.name], dep, target, prep, on_line)
+    with connected(dep, accept_new_host_keys, nodes=nodes) as cluster:
+        result = dataprep.run_prepare(cluster.transport(target), dep, target, prep, on_line)
         if spread_dir:
-            result["spread"] = spread_from_node(dep, transports, spread_dir,
+            result["spread"] = spread_from_node(cluster, spread_dir,
                                                 on_msg=lambda m: console.print(m, highlight=False))
     return result
 

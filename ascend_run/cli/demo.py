@@ -34,9 +34,9 @@ def demo(directory: str, nodes: int, steps: int, keep: bool) -> None:
 
     Needs root (network namespaces) and the packages of scripts/install.sh.
     """
-    from ascend_run import demo as d
-    from ascend_run.engine import connect as engine_connect
-    from ascend_run.localengine import ensure_engine
+    from ascend_run.sim import demo as d
+    from ascend_run.engine.build import connect as engine_connect
+    from ascend_run.engine.local import ensure_engine
     from ascend_run.sim.cluster import SimCluster
 
     console = make_console(stderr=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ascend_run.cli.common import deployment_option
-from ascend_run.deployment import load_deployment
+from ascend_run.inputs.deployment import load_deployment
 from ascend_run.render.docker_run import render_script, script_name
 
 

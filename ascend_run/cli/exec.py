@@ -81,7 +81,7 @@ def group_outcomes(outcomes) -> list[tuple[list, tuple]]:
 def print_groups(outcomes, colour: bool) -> None:
     """dshbak -c style blocks; all unreachable nodes share one last block, one line each (their errors
     name addresses and fingerprints, so they never merge, and 128 blocks would bury the output)."""
-    from ascend_run.console import fold_names
+    from ascend_run.cli.console import fold_names
 
     out = sys.stdout
     rule = "-" * 16
@@ -108,7 +108,7 @@ def print_groups(outcomes, colour: bool) -> None:
 
 def summary(outcomes, seconds: float) -> tuple[str, str | None]:
     """One line for stderr, and the first distinct fix among unreachable nodes (printed once, not 128 times)."""
-    from ascend_run.console import fold_names
+    from ascend_run.cli.console import fold_names
 
     failed = [o for o in outcomes if o.ok and o.value.rc != 0]
     lost = [o for o in outcomes if not o.ok]
@@ -179,24 +179,25 @@ def exec_command(deployment_file: str, node_specs: tuple[str, ...], parallel: in
     `-- sh -c 'CMD | ...'`. Exit status: 0 if every node succeeded, else the worst node's exit code
     (an unreachable node counts as 4).
     """
-    from ascend_run.deployment import load_deployment
+    from ascend_run.inputs.deployment import load_deployment
     from ascend_run.transport.fanout import run_on_nodes
 
     dep = load_deployment(deployment_file)
     nodes = dep.select(split_node_specs(node_specs))
     argv = list(command)
     if dry_run:
-        from ascend_run.transport.base import command_line
+        from ascend_run.transport.ssh import remote_command_line
 
+        line = remote_command_line(argv, timeout=timeout)
         for node in nodes:
-            click.echo(f"{node.ssh.user}@{node.address}:{node.ssh.port} ({node.name}): {command_line(argv)}")
+            click.echo(f"{node.ssh.user}@{node.address}:{node.ssh.port} ({node.name}): {line}")
         return
     mode = Layout(layout)
     text = output_format == "text"
     progress = Progress(text and mode is Layout.GROUP and sys.stderr.isatty())
     printer = None
     if text and mode is Layout.PREFIX:
-        from ascend_run.console import PrefixPrinter
+        from ascend_run.cli.console import PrefixPrinter
 
         printer = PrefixPrinter([n.name for n in nodes], ranks={n.name: n.rank for n in nodes})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -9,8 +10,9 @@ from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TransferSpeedColumn)
 
-from ascend_run.engine import BuildEvent, build_image, connect
-from ascend_run.images import IMAGE_KINDS, get_image
+from ascend_run.engine.build import BuildEvent, BuildRequest, build_image, connect
+from ascend_run.engine.wheelhouse import INDEX_PORT, serve
+from ascend_run.inputs.images import IMAGE_KINDS, get_image
 from ascend_run.render.dockerfile import render_build_context
 
 kind_argument = click.argument("kind", type=click.Choice(IMAGE_KINDS))
@@ -66,27 +68,29 @@ def build_cmd(kind: str, base: str | None, tag: str | None, build_args: tuple[st
     args = {**spec.build_args(), **_parse_build_args(build_args)}
     if base:
         args["CANN_BASE_IMAGE"] = base
-    tag = tag or spec.tag
+    request = BuildRequest(tag or spec.tag, args, network_host)
     if dry_run:
-        flags = " ".join(f"--build-arg {k}={v}" for k, v in args.items())
-        click.echo(f"docker build -t {tag} {flags}{' --network host' if network_host else ''} images/{kind}")
+        if wheelhouse:
+            request = request.with_index(f"http://127.0.0.1:{INDEX_PORT}/simple/")
+            click.echo(f"# serve {shlex.quote(wheelhouse)} as a package index on 127.0.0.1:{INDEX_PORT} (another "
+                       "free port if that one is taken) while the build runs")
+        click.echo(shlex.join(request.cli_argv(f"images/{kind}")))
         return
     client = connect(docker_host)
     if wheelhouse:
-        from ascend_run.wheelhouse import serve
-
         with serve(Path(wheelhouse)) as index_url:
-            image_id = build_with_progress(client, kind, tag, {**args, "PIP_INDEX_URL": index_url}, True, quiet)
+            image_id = build_with_progress(client, kind, request.with_index(index_url), quiet)
     else:
-        image_id = build_with_progress(client, kind, tag, args, network_host, quiet)
-    click.echo(f"built {tag} ({image_id})")
+        image_id = build_with_progress(client, kind, request, quiet)
+    click.echo(f"built {request.tag} ({image_id})")
 
 
-def build_with_progress(client, kind: str, tag: str, args: dict[str, str], network_host: bool, quiet: bool) -> str:
+def build_with_progress(client, kind: str, request: BuildRequest, quiet: bool) -> str:
     """Build with a progress bar over the Dockerfile steps, the engine's output streamed above it."""
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
+        tag = request.tag
         task = progress.add_task(f"building {tag}", total=None)
 
         def on_event(event: BuildEvent) -> None:
@@ -96,8 +100,8 @@ def build_with_progress(client, kind: str, tag: str, args: dict[str, str], netwo
             if not quiet:
                 progress.console.print(event.text, markup=False, highlight=False, style="dim")
 
-        return build_image(client, render_build_context(kind), tag, args, on_event,
-                           network_mode="host" if network_host else None)
+        return build_image(client, render_build_context(kind), tag, request.buildargs, on_event,
+                           network_mode=request.network_mode)
 
 
 @image.command("ship")
@@ -111,9 +115,9 @@ def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_ne
 
     For clusters without a registry. Node image ids are checked against the local one afterwards.
     """
-    from ascend_run.cli.launch import connected
-    from ascend_run.deployment import load_deployment
-    from ascend_run.launch.ship import ship_image
+    from ascend_run.cli.common import connected
+    from ascend_run.inputs.deployment import load_deployment
+    from ascend_run.steps.ship_image import ship_image
 
     dep = load_deployment(deployment_file)
     if dep.profile.role != kind:
@@ -121,11 +125,11 @@ def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_ne
                                  f"not {kind}", param_hint="KIND")
     client = connect(docker_host)
     size = client.images.get(dep.image).attrs.get("Size", 0)
-    with connected(dep, accept_new_host_keys) as transports, Progress(
+    with connected(dep, accept_new_host_keys) as cluster, Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(f"shipping {dep.image}", total=size or None)
-        results = ship_image(dep, transports, client, dep.image, on_bytes=lambda n: progress.advance(task, n))
+        results = ship_image(cluster, client, dep.image, on_bytes=lambda n: progress.advance(task, n))
     shipped = [r.node for r in results if r.action == "shipped"]
     click.echo(f"{dep.image} ({results[0].image_id[:19]}): shipped to {len(shipped)} node(s), "
                f"already on {len(results) - len(shipped)}")

@@ -12,18 +12,18 @@ from pathlib import Path
 import click
 
 from ascend_run.cli.common import echo_json, output_option
-from ascend_run.losslog import LossReport, loss_report, plot_loss
+from ascend_run.launch.losslog import LossReport, loss_report, plot_loss
 
 
 def collect_from_nodes(deployment_file: str, dest: Path, accept_new: bool = False) -> dict[str, list[str]]:
     """Copy every node's msrun logs into DEST/<node>/ over SSH (all nodes at once)."""
-    from ascend_run.cli.launch import connected
-    from ascend_run.deployment import load_deployment
+    from ascend_run.cli.common import connected
+    from ascend_run.inputs.deployment import load_deployment
     from ascend_run.launch.collect import collect_logs
 
     dep = load_deployment(deployment_file)
-    with connected(dep, accept_new) as transports:
-        return collect_logs(dep, transports, dest)
+    with connected(dep, accept_new) as cluster:
+        return collect_logs(cluster, dest)
 
 
 def _log_source(deployment_file: str | None, from_dir: str | None, scratch: Path) -> Path:

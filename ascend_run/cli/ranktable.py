@@ -22,19 +22,19 @@ def ranktable(deployment_file: str, output: str | None, check_file: str | None, 
     order and ranks contiguous per server. A missing or duplicate address, or a link that is not UP, is an
     error naming the node and the device.
     """
-    from ascend_run.cli.launch import connected
-    from ascend_run.deployment import load_deployment
-    from ascend_run.launch.ranks import check_rank_table, rank_table_from_cluster
-    from ascend_run.ranktable import load_rank_table, rank_table_json
+    from ascend_run.cli.common import connected
+    from ascend_run.inputs.deployment import load_deployment
+    from ascend_run.steps.ranktable import check_rank_table, rank_table_from_cluster
+    from ascend_run.npu.ranktable import load_rank_table, rank_table_json
 
     dep = load_deployment(deployment_file)
-    with connected(dep, accept_new_host_keys) as transports:
+    with connected(dep, accept_new_host_keys) as cluster:
         if check_file:
             table = load_rank_table(Path(check_file).read_text(encoding="utf-8"), source=check_file)
-            check_rank_table(dep, transports, table, check_file)
+            check_rank_table(cluster, table, check_file)
             click.echo(f"{check_file}: matches the {len(dep.nodes)} nodes of {deployment_file}")
             return
-        table = rank_table_from_cluster(dep, transports)
+        table = rank_table_from_cluster(cluster)
     text = rank_table_json(table)
     if output:
         Path(output).write_text(text, encoding="utf-8")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ascend_run.cli.common import echo_json, output_option
-from ascend_run.profiles import builtin_profile_names
+from ascend_run.inputs.profiles import builtin_profile_names
 
 dir_option = click.option("--dir", "directory", default=".sim", show_default=True,
                           type=click.Path(file_okay=False), help="Cluster directory (state, keys, cluster.yaml).")
@@ -57,8 +57,8 @@ def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image:
 
 def _base_image() -> str:
     """The local Debian base image in the kit's engine (debootstrapped once), to copy into the nodes."""
-    from ascend_run.engine import connect
-    from ascend_run.localengine import ensure_engine
+    from ascend_run.engine.build import connect
+    from ascend_run.engine.local import ensure_engine
     from ascend_run.sim.base_image import ensure_base_image
 
     return ensure_base_image(connect(ensure_engine().base_url))

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ascend_run.cli.common import deployment_option, echo_json, output_option
-from ascend_run.deployment import load_deployment
+from ascend_run.inputs.deployment import load_deployment
 
 
 def summary(dep) -> dict:

@@ -46,7 +46,7 @@ def fetch(deployment_file: str, directory: str | None, repo: str | None, revisio
     short. Files already identical (sha256) are skipped, and so are nodes that see node 0's directory
     itself (shared storage).
     """
-    from ascend_run.deployment import load_deployment
+    from ascend_run.inputs.deployment import load_deployment
 
     dep = load_deployment(deployment_file)
     if from_node:
@@ -57,8 +57,8 @@ def fetch(deployment_file: str, directory: str | None, repo: str | None, revisio
 
 
 def _spread(dep, directory: str | None, accept_new_host_keys: bool, dry_run: bool) -> None:
-    from ascend_run.cli.launch import connected
-    from ascend_run.weights import spread_from_node
+    from ascend_run.cli.common import connected
+    from ascend_run.steps.spread import spread_from_node
 
     if not directory or not directory.startswith("/"):
         raise click.BadParameter("an absolute path on the servers is needed (or weights.dir)", param_hint="--to")
@@ -68,32 +68,28 @@ def _spread(dep, directory: str | None, accept_new_host_keys: bool, dry_run: boo
                    f"{', '.join(n.name for n in targets) or 'no other node'}; copy the ones that differ")
         return
     started = time.monotonic()
-    with connected(dep, accept_new_host_keys) as transports:
-        copied = spread_from_node(dep, transports, directory, on_msg=lambda m: click.echo(m, err=True))
+    with connected(dep, accept_new_host_keys) as cluster:
+        copied = spread_from_node(cluster, directory, on_msg=lambda m: click.echo(m, err=True))
     click.echo(f"{sum(copied.values())} file copies in {time.monotonic() - started:.1f} s", err=True)
 
 
 def _download(dep, deployment_file: str, directory, repo, revision, node_choice, image, workers, dry_run,
               output_format, accept_new_host_keys) -> None:
-    from ascend_run import hub
-    from ascend_run.cli.launch import connected, err_console
-    from ascend_run.launch.task import follow_commands
+    from ascend_run.cli.common import connected, err_console
+    from ascend_run.steps import weights_download
+    from ascend_run.steps.task import dry_run_lines
 
-    req = hub.hub_fetch(dep, repo=repo, dest=directory, revision=revision, image=image, workers=workers)
-    node = hub.download_node(dep, node_choice)
-    argv = hub.fetch_argv(dep, node, req)
+    req = weights_download.hub_fetch(dep, repo=repo, dest=directory, revision=revision, image=image, workers=workers)
+    node = weights_download.download_node(dep, node_choice)
     if dry_run:
-        click.echo(f"# on {node.name} ({node.address}): mkdir -p {shlex.quote(req.dest.rsplit('/', 1)[0] or '/')}; "
-                   f"copy {hub.SCRIPT.name} to {hub.script_on_node(dep)}")
-        click.echo(shlex.join(argv))
-        click.echo("# then: " + "; ".join(shlex.join(c) for c in follow_commands(hub.container_name(dep))))
+        click.echo("\n".join(dry_run_lines(node, weights_download.commands(dep, node, req))))
         return
     console = err_console()
-    with connected(dep, accept_new_host_keys, nodes=[node]) as transports, _FetchProgress(console, node.name) as bar:
+    with connected(dep, accept_new_host_keys, nodes=[node]) as cluster, _FetchProgress(console, node.name) as bar:
         def on_log(line: str) -> None:
             if line.strip() and ADMIN_NOISE not in line:
                 console.print(f"[dim]{node.name}: {line}[/dim]", markup=True, highlight=False)
-        done = hub.run_fetch(transports[node.name], dep, node, req, bar.on_event, on_log)
+        done = weights_download.run_fetch(cluster.transport(node), dep, node, req, bar.on_event, on_log)
     if output_format == "json":
         echo_json({"node": node.name, **done})
         return

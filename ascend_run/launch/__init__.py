@@ -1,1 +1,3 @@
-"""Orchestration over the nodes: preflight, launch, watch, stop."""
+"""Orchestration of the job over the nodes: what runs where (`plan`), preflight checks, the launch
+sequence (`job`), start/watch/stop (`launcher`), docker operations on one node (`nodeops`), status, log
+collection and the loss parser (`losslog`)."""

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ascend_run.deployment import Deployment, Node
-from ascend_run.launch.launcher import parallel
+from ascend_run.inputs.deployment import Node
+from ascend_run.transport.base import Transport
+from ascend_run.transport.cluster import Cluster
 
-def _list_logs(t, log_dir: str) -> list[str]:
+
+def _list_logs(t: Transport, log_dir: str) -> list[str]:
     script = 'cd "$1" 2>/dev/null || exit 0; for f in worker_*.log scheduler.log; do [ -f "$f" ] && echo "$f"; done; true'
     result = t.run(["sh", "-c", script, "sh", log_dir], timeout=60)
-    result.check(getattr(t, "host", "node"))
+    result.check(t.host)
     return [line for line in result.stdout.splitlines() if line.strip()]
 
 
-def collect_logs(dep: Deployment, transports: dict, dest: Path) -> dict[str, list[str]]:
+def collect_logs(cluster: Cluster, dest: Path) -> dict[str, list[str]]:
     """Copy the logs of every node, in parallel; returns the file names copied per node."""
-    log_dir = dep.host_log_dir
+    log_dir = cluster.dep.host_log_dir
 
-    def work(node: Node) -> list[str]:
-        t = transports[node.name]
+    def work(node: Node, t: Transport) -> list[str]:
         names = _list_logs(t, log_dir)
         target = dest / node.name
         target.mkdir(parents=True, exist_ok=True)
@@ -27,9 +28,4 @@ def collect_logs(dep: Deployment, transports: dict, dest: Path) -> dict[str, lis
             t.get(f"{log_dir}/{name}", target / name)
         return names
 
-    results = parallel(list(dep.nodes), work)
-    errors = {k: v for k, v in results.items() if isinstance(v, BaseException)}
-    if errors:
-        name, exc = next(iter(errors.items()))
-        raise exc
-    return results
+    return cluster.each_or_raise(work)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import posixpath
 
-from ascend_run.deployment import Deployment
 from ascend_run.errors import ConfigError
 from ascend_run.launch.plan import msrun_values
 from ascend_run.render.docker_run import mount_flag
+from ascend_run.transport.cluster import Cluster
 
 
-def read_job_config(dep: Deployment, transports: dict) -> tuple[str, str] | None:
+def read_job_config(cluster: Cluster) -> tuple[str, str] | None:
     """(YAML text, where it was read) of `job.config`, or None when the job names no config."""
+    dep = cluster.dep
     job = dep.job
     if job is None or not job.config:
         return None
@@ -26,7 +27,7 @@ def read_job_config(dep: Deployment, transports: dict) -> tuple[str, str] | None
     path = job.config if job.config.startswith("/") else posixpath.join(job.workdir, job.config)
     node = dep.nodes[0]
     argv = ["docker", "run", "--rm", *[mount_flag(m) for m in dep.mounts], "--entrypoint", "cat", dep.image, path]
-    result = transports[node.name].run(argv, timeout=180)
+    result = cluster.transport(node).run(argv, timeout=180)
     if result.rc != 0:
         raise ConfigError(f"cannot read {path} in {dep.image} on {node.name}: {result.stderr.strip()[-300:]}",
                           file=str(dep.path), key="job.config",
@@ -34,14 +35,15 @@ def read_job_config(dep: Deployment, transports: dict) -> tuple[str, str] | None
     return result.stdout, f"{node.name}:{path}"
 
 
-def check_job_config(dep: Deployment, transports: dict):
+def check_job_config(cluster: Cluster):
     """The config check report for the job (None without `job.config`); errors are the caller's to raise."""
-    from ascend_run.mfconfig import check_config, mounts_of, transport_path_checker
+    from ascend_run.mfconfig import JobContext, check_config, transport_path_checker
 
-    found = read_job_config(dep, transports)
+    dep = cluster.dep
+    found = read_job_config(cluster)
     if found is None:
         return None
     text, _where = found
     workers = msrun_values(dep, dep.nodes[0]).worker_num
-    return check_config(text, workers, transport_path_checker(transports), workdir=dep.job.workdir,
-                        mounts=mounts_of(dep), npu_memory_gb=dep.profile.npu_memory_gb)
+    job = JobContext.of(dep, npus=workers, path_checker=transport_path_checker(cluster.transports))
+    return check_config(text, job)

@@ -15,13 +15,16 @@ import queue
 import shlex
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ascend_run.deployment import Deployment, Node
-from ascend_run.errors import AscendRunError, JobFailed, TransportError
+from ascend_run.errors import JobFailed, TransportError
+from ascend_run.inputs.deployment import Node
 from ascend_run.launch import nodeops
 from ascend_run.launch.plan import NodePlan, launch_plan
+from ascend_run.transport.base import Transport
+from ascend_run.transport.cluster import Cluster
+from ascend_run.transport.fanout import raise_first
 
 LinePrinter = Callable[[Node, str], None]
 Notice = Callable[[str], None]
@@ -40,107 +43,72 @@ class JobOutcome:
         return self.failed_node is None and all(rc == 0 for rc in self.exit_codes.values())
 
 
-def parallel(nodes: list[Node], func: Callable[[Node], object]) -> dict[str, object]:
-    """Run `func(node)` for every node at once; results or exceptions, by node name."""
-    results: dict[str, object] = {}
-    lock = threading.Lock()
-
-    def work(node: Node) -> None:
-        try:
-            value = func(node)
-        except BaseException as exc:  # collected, re-raised by the caller with context
-            value = exc
-        with lock:
-            results[node.name] = value
-
-    threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in nodes]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
-def raise_first(results: Mapping[str, object], what: str) -> None:
-    """Raise the first node's exception from `parallel`'s results; a non-package one names the node."""
-    errors = {name: value for name, value in results.items() if isinstance(value, BaseException)}
-    if errors:
-        name, exc = next(iter(errors.items()))
-        if isinstance(exc, AscendRunError):
-            raise exc
-        raise TransportError(f"{what} failed: {exc}", host=name) from exc
-
-
 class Launcher:
-    """One job on one deployment; transports by node name (one reused connection per node)."""
+    """One job on one cluster (one reused connection per node)."""
 
-    def __init__(self, dep: Deployment, transports: Mapping[str, object], *, on_line: LinePrinter,
+    def __init__(self, cluster: Cluster, *, on_line: LinePrinter = lambda node, line: None,
                  notice: Notice = lambda s: None) -> None:
-        self.dep = dep
-        self.transports = transports
+        self.cluster = cluster
+        self.dep = cluster.dep
         self.on_line = on_line
         self.notice = notice
-        self.plans: dict[str, NodePlan] = {p.node.name: p for p in launch_plan(dep)}
-        self.name = dep.container_name
+        self.plans: dict[str, NodePlan] = {p.node.name: p for p in launch_plan(self.dep)}
+        self.name = self.dep.container_name
         self._stopping = threading.Event()
-
-    def t(self, node: Node):
-        return self.transports[node.name]
 
     # --- before the start -------------------------------------------------------------------------
 
     def running_elsewhere(self) -> dict[str, list[str]]:
         """Nodes that already have a container of this job: {node: [container (state)]}."""
-        results = parallel(list(self.dep.nodes), lambda n: nodeops.job_containers(self.t(n), self.dep.name))
-        raise_first(results, "listing containers")
-        return {name: [f"{c.name} ({c.state})" for c in found] for name, found in results.items() if found}
+        found = self.cluster.each_or_raise(lambda n, t: nodeops.job_containers(t, self.dep.name))
+        return {name: [f"{c.name} ({c.state})" for c in containers] for name, containers in found.items()
+                if containers}
 
     def remove_existing(self) -> None:
-        def work(node: Node) -> None:
-            found = nodeops.job_containers(self.t(node), self.dep.name)
-            nodeops.remove_containers(self.t(node), [c.name for c in found])
-        raise_first(parallel(list(self.dep.nodes), work), "removing old containers")
+        def work(node: Node, t: Transport) -> None:
+            nodeops.remove_containers(t, [c.name for c in nodeops.job_containers(t, self.dep.name)])
+        self.cluster.each_or_raise(work)
 
     def prepare_nodes(self) -> None:
         """Log dir rotated (old logs kept as .prev), synced dirs copied, on every node at once."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
 
-        def work(node: Node) -> None:
-            t = self.t(node)
-            log_dir = self.dep.host_log_dir
+        def work(node: Node, t: Transport) -> None:
             # world-writable: the image's own user (HwHiAiUser, uid 1000) writes the logs unless the
             # profile runs the container as root
             rotate = ('if [ -d "$1" ] && [ -n "$(ls -A "$1")" ]; then mv "$1" "$1.prev-$2"; fi; '
                       'mkdir -p "$1" && chmod 0777 "$1"')
-            t.run(["sh", "-c", rotate, "sh", log_dir, stamp], timeout=60).check(node.name)
+            t.run(["sh", "-c", rotate, "sh", self.dep.host_log_dir, stamp], timeout=60).check(node.name)
             for source, remote in self.plans[node.name].sync_dirs:
                 t.run(["rm", "-rf", remote], timeout=60).check(node.name)
                 t.run(["mkdir", "-p", remote], timeout=60).check(node.name)
                 nodeops.upload_dir(t, source, remote)
-        raise_first(parallel(list(self.dep.nodes), work), "preparing nodes")
+        self.cluster.each_or_raise(work)
 
     # --- start, watch, stop -----------------------------------------------------------------------
 
     def start(self) -> None:
         """`docker run` on every node; if any node fails to start, remove what did start and raise."""
-        results = parallel(list(self.dep.nodes),
-                           lambda n: self.t(n).run(self.plans[n.name].docker_argv, timeout=300))
-        failed = {name: r for name, r in results.items() if isinstance(r, BaseException) or r.rc != 0}
-        if failed:
+        def work(node: Node, t: Transport) -> None:
+            # the error shows the command's head and the image, not its fifty flags
+            t.run(self.plans[node.name].docker_argv, timeout=300).check(node.name, ["docker", "run", "...", self.dep.image])
+        outcomes = self.cluster.each(work)
+        if any(not o.ok for o in outcomes):
             self.stop_all("a node failed to start")
-            name, result = next(iter(failed.items()))
-            if isinstance(result, BaseException):
-                raise TransportError(f"could not start the job: {result}", host=name)
-            result.check(name)
+            raise_first(outcomes)
 
     def watch(self) -> JobOutcome:
-        """Stream every node's output; on the first failure stop the whole job. Returns the outcome."""
+        """Stream every node's output; on the first failure stop the whole job. Returns the outcome.
+
+        One waiter and one log stream per node, all at once whatever the fan-out bound: a running job is
+        watched on every node for its whole life.
+        """
         events: queue.Queue = queue.Queue()
         outcome = JobOutcome()
-        for node in self.dep.nodes:
+        for node in self.cluster.nodes:
             threading.Thread(target=self._stream, args=(node,), daemon=True).start()
             threading.Thread(target=self._wait, args=(node, events), daemon=True).start()
-        pending = {n.name for n in self.dep.nodes}
+        pending = {n.name for n in self.cluster.nodes}
         try:
             while pending:
                 try:
@@ -162,46 +130,44 @@ class Launcher:
 
     def _wait(self, node: Node, events: queue.Queue) -> None:
         try:
-            rc = nodeops.wait_container(self.t(node), self.name)
+            rc = nodeops.wait_container(self.cluster.transport(node), self.name)
             events.put((node.name, rc, None))
         except Exception as exc:  # a lost connection is a failure of the whole job
             events.put((node.name, None, f"lost: {exc}"))
 
     def _stream(self, node: Node) -> None:
         try:
-            self.t(node).stream(["docker", "logs", "--follow", self.name],
-                                lambda line: self.on_line(node, line))
-        except Exception:
-            pass  # the waiter reports lost nodes; streaming is best effort
+            self.cluster.transport(node).stream(nodeops.logs_argv(self.name), lambda line: self.on_line(node, line))
+        except Exception:  # noqa: BLE001,S110 - the waiter reports lost nodes; streaming is best effort
+            pass
 
     def stop_all(self, reason: str) -> dict[str, str]:
         """Remove the job's containers on every reachable node and wait until they are gone."""
         if self._stopping.is_set():
             return {}
         self._stopping.set()
-        self.notice(f"stopping the job on all {len(self.dep.nodes)} nodes: {reason}")
-        return stop_job(self.dep, self.transports)
+        self.notice(f"stopping the job on all {len(self.cluster.nodes)} nodes: {reason}")
+        return stop_job(self.cluster)
 
 
-def stop_job(dep: Deployment, transports: Mapping[str, object], attempts: int = 3) -> dict[str, str]:
+def stop_job(cluster: Cluster, attempts: int = 3, pause_s: float = 0.5) -> dict[str, str]:
     """Remove every container of the job on every node, retrying unreachable ones. {node: problem}."""
-    def work(node: Node) -> None:
-        t = transports[node.name]
+    dep = cluster.dep
+
+    def work(node: Node, t: Transport) -> None:
         last: Exception | None = None
         for attempt in range(attempts):
             try:
-                found = nodeops.job_containers(t, dep.name)
-                nodeops.remove_containers(t, [c.name for c in found])
+                nodeops.remove_containers(t, [c.name for c in nodeops.job_containers(t, dep.name)])
                 if not nodeops.job_containers(t, dep.name):
-                    return None
-            except Exception as exc:
+                    return
+            except Exception as exc:  # noqa: BLE001 - retried, then reported with the node's name
                 last = exc
-            time.sleep(0.5 * (attempt + 1))
+            time.sleep(pause_s * (attempt + 1))
         raise TransportError(f"could not remove the job's containers: {last}", host=node.name,
                              fix=f"when the node is back: ascend-run stop -f {shlex.quote(str(dep.path))}")
 
-    results = parallel(list(dep.nodes), work)
-    return {name: str(value) for name, value in results.items() if isinstance(value, BaseException)}
+    return {o.node.name: str(o.error) for o in cluster.each(work) if not o.ok}
 
 
 def outcome_error(outcome: JobOutcome) -> JobFailed:

@@ -16,9 +16,8 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
-from ascend_run.deployment import Deployment, Node
-from ascend_run.errors import ConfigError
-from ascend_run.models import Mount
+from ascend_run.inputs.deployment import Deployment, Node
+from ascend_run.inputs.common import Mount
 from ascend_run.render.docker_run import docker_run_argv
 
 SYNC_ROOT = "/var/lib/ascend-run"
@@ -48,7 +47,7 @@ class NodePlan:
 
 
 def msrun_values(dep: Deployment, node: Node) -> MsrunValues:
-    job = _job(dep)
+    job = dep.require_job()
     local = job.local_workers or len(node.npus)
     return MsrunValues(
         worker_num=sum(job.local_workers or len(n.npus) for n in dep.nodes),
@@ -76,19 +75,12 @@ def msrun_argv(command: str, v: MsrunValues) -> list[str]:
             *shlex.split(command)]
 
 
-def _job(dep: Deployment):
-    if dep.job is None:
-        raise ConfigError("the deployment file has no job: section", file=str(dep.path), key="job",
-                          fix="add job: {command: ...} (see examples/)")
-    return dep.job
-
-
 def sync_remote_dir(dep: Deployment, index: int) -> str:
     return f"{SYNC_ROOT}/{dep.name}/sync/{index}"
 
 
 def node_plan(dep: Deployment, node: Node) -> NodePlan:
-    job = _job(dep)
+    job = dep.require_job()
     values = msrun_values(dep, node)
     if job.launcher == "msrun_launcher":
         job_argv = msrun_launcher_argv(job.launcher_script, job.command, values)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import posixpath
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-from ascend_run.deployment import Deployment, Node, parse_size
-from ascend_run.images import all_images
-from ascend_run.launch.launcher import parallel
-from ascend_run.npu_tools import (parse_driver_version, parse_hccn_ip_output, parse_link_status,
+from ascend_run.inputs.deployment import Deployment, Node, parse_size
+from ascend_run.inputs.images import all_images
+from ascend_run.launch import nodeops
+from ascend_run.npu.tools import (parse_driver_version, parse_hccn_ip_output, parse_link_status,
                                   parse_npu_smi_info, version_family)
+from ascend_run.transport.base import Transport
+from ascend_run.transport.cluster import Cluster
 
 MAX_CLOCK_SKEW_S = 5.0
 DEFAULT_LOG_FREE = "1G"
@@ -69,7 +72,7 @@ def _split_sections(text: str) -> dict[str, str]:
     return sections
 
 
-def gather(dep: Deployment, node: Node, t) -> NodeFacts:
+def gather(dep: Deployment, node: Node, t: Transport) -> NodeFacts:
     """Run the read-only commands of the checks on one node."""
     profile, facts = dep.profile, NodeFacts()
     before = time.time()
@@ -82,8 +85,7 @@ def gather(dep: Deployment, node: Node, t) -> NodeFacts:
     version = t.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=30)
     facts.docker_version = version.stdout.strip() if version.rc == 0 else None
     if facts.docker_version:
-        inspect = t.run(["docker", "image", "inspect", "--format", "{{.Id}}", dep.image], timeout=30)
-        facts.image_id = inspect.stdout.strip() if inspect.rc == 0 else None
+        facts.image_id = nodeops.image_id(t, dep.image)
     paths = profile.device_paths(node.npus)
     stat = t.run(["stat", "-L", "-c", "%n|%F", *paths], timeout=30)
     facts.device_types = {p: "missing" for p in paths}
@@ -161,7 +163,7 @@ def _gib(value: int | None) -> str:
     return "?" if value is None else f"{value / (1 << 30):.1f} GiB"
 
 
-def evaluate(dep: Deployment, facts: dict[str, NodeFacts | BaseException]) -> list[Check]:
+def evaluate(dep: Deployment, facts: Mapping[str, NodeFacts | BaseException]) -> list[Check]:
     """All checks, per node and across nodes, from the gathered facts."""
     checks: list[Check] = []
     reached = {n.name: facts[n.name] for n in dep.nodes if isinstance(facts.get(n.name), NodeFacts)}
@@ -193,10 +195,10 @@ def evaluate(dep: Deployment, facts: dict[str, NodeFacts | BaseException]) -> li
     return checks
 
 
-def run_preflight(dep: Deployment, transports: dict, nodes: list[Node] | None = None) -> list[Check]:
+def run_preflight(cluster: Cluster) -> list[Check]:
     """Gather facts on every node at once, then evaluate; a node that fails to answer fails its `ssh` check."""
-    facts = parallel(nodes or list(dep.nodes), lambda n: gather(dep, n, transports[n.name]))
-    return evaluate(dep, facts)
+    outcomes = cluster.each(lambda n, t: gather(cluster.dep, n, t))
+    return evaluate(cluster.dep, {o.node.name: o.value if o.ok else o.error for o in outcomes})
 
 
 def as_json(checks: list[Check]) -> list[dict]:

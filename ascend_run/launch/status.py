@@ -3,16 +3,17 @@ one-off step still running there, such as a weights download)."""
 
 from __future__ import annotations
 
-from ascend_run.deployment import Deployment, Node
+from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.launch import nodeops
-from ascend_run.launch.launcher import parallel
-from ascend_run.losslog import parse_step_line
+from ascend_run.launch.losslog import parse_step_line
 from ascend_run.render.docker_run import TASK_LABEL
+from ascend_run.transport.base import Transport
+from ascend_run.transport.cluster import Cluster
 
 _TAIL_SCRIPT = 'for f in "$1"/worker_*.log; do [ -f "$f" ] && { echo "@@ $f"; tail -n 200 "$f"; }; done; true'
 
 
-def _node_row(dep: Deployment, node: Node, t) -> dict:
+def _node_row(dep: Deployment, node: Node, t: Transport) -> dict:
     containers = nodeops.job_containers(t, dep.name)
     steps = nodeops.job_containers(t, dep.name, label=TASK_LABEL)
     tails = t.run(["sh", "-c", _TAIL_SCRIPT, "sh", dep.host_log_dir], timeout=60).stdout
@@ -31,14 +32,12 @@ def _node_row(dep: Deployment, node: Node, t) -> dict:
             "steps": [f"{c.name} ({c.status})" for c in steps]}
 
 
-def collect_status(dep: Deployment, transports: dict) -> list[dict]:
-    results = parallel(list(dep.nodes), lambda n: _node_row(dep, n, transports[n.name]))
+def collect_status(cluster: Cluster) -> list[dict]:
+    """One row per node, in the deployment's order; a node that fails to answer is a row saying so."""
     rows = []
-    for node in dep.nodes:
-        value = results[node.name]
-        if isinstance(value, BaseException):
-            rows.append({"node": node.name, "rank": node.rank, "state": "unreachable", "status": str(value),
-                         "last_line": None, "last_loss": None, "steps": []})
-        else:
-            rows.append(value)
+    for outcome in cluster.each(lambda n, t: _node_row(cluster.dep, n, t)):
+        node = outcome.node
+        rows.append(outcome.value if outcome.ok else {
+            "node": node.name, "rank": node.rank, "state": "unreachable", "status": str(outcome.error),
+            "last_line": None, "last_loss": None, "steps": []})
     return rows

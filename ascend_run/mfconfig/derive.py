@@ -19,7 +19,7 @@ from typing import Any
 from ascend_run.errors import ConfigError
 from ascend_run.mfconfig import stages
 from ascend_run.mfconfig.layout import ConfigView, Layout
-from ascend_run.mfconfig.paths import DEFAULT_WORKDIR, MountSpec, PathChecker
+from ascend_run.mfconfig.paths import JobContext
 from ascend_run.mfconfig.presets import get_preset
 from ascend_run.mfconfig.report import CheckReport, ConfigCheckFailed
 from ascend_run.mfconfig.rules import check_config
@@ -62,10 +62,10 @@ def parse_assignment(text: str) -> tuple[KeyPath, Any]:
 def derive_config(base: str | Path | Document, *, preset: str | None = None,
                   preset_options: Mapping[str, Any] | None = None,
                   sets: Sequence[str | tuple[KeyPath, Any]] = (), adds: Sequence[str | tuple[KeyPath, Any]] = (),
-                  npus: int | None = None, output: str | Path | None = None, force: bool = False,
-                  workdir: str = DEFAULT_WORKDIR, mounts: Sequence[MountSpec] | None = None,
-                  path_checker: PathChecker | None = None, npu_memory_gb: int | None = None) -> DeriveResult:
-    """Derive a config; write it to `output` when given and the check passed (or `force`).
+                  output: str | Path | None = None, force: bool = False,
+                  job: JobContext = JobContext()) -> DeriveResult:
+    """Derive a config for `job` (its NPU count fits the parallel layout); write it to `output` when given and
+    the check passed (or `force`).
 
     Raises `ConfigCheckFailed` (with the report) when the derived config has errors and `force` is off,
     `ConfigError` for an unknown key in `sets`, an unknown preset or a preset that does not fit the file."""
@@ -94,12 +94,12 @@ def derive_config(base: str | Path | Document, *, preset: str | None = None,
             doc.set(path, value, create=create, reason="--add" if create else "--set")
             explicit.add(path)
 
-    if npus is not None:
-        _fit_npus(view, npus, explicit, notes)
+    if job.npus is not None:
+        _fit_npus(view, job.npus, explicit, notes)
     _per_stage_lists(view, before, explicit, notes)
     _literal_copies(view, before, explicit)
 
-    report = check_config(doc, npus, path_checker, workdir=workdir, mounts=mounts, npu_memory_gb=npu_memory_gb)
+    report = check_config(doc, job)
     report.source = str(output) if output is not None else f"{doc.source} (derived)"
     edits = [e for e in doc.edits if e.reason != "unchanged"]
     origin = f"derived by `ascend-run config derive` from {Path(doc.source).name}" + (f" (preset {preset})"

@@ -15,9 +15,10 @@ import os
 import posixpath
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from ascend_run.inputs.common import Mount
 from ascend_run.mfconfig.layout import ConfigView, Layout
 from ascend_run.mfconfig.yamledit import KeyPath, format_key_path, plain
 
@@ -50,16 +51,28 @@ PathChecker = Callable[[Sequence[PathRef]], Mapping[PathRef, Sequence[str]]]
 
 
 @dataclass(frozen=True)
-class MountSpec:
-    """The part of a bind mount this module needs (the deployment file's `Mount` has these fields)."""
+class JobContext:
+    """Where a config is going to run: what its checks need to know besides the YAML.
 
-    source: str
-    target: str
-    read_only: bool = False
+    `mounts` None means no deployment file was given: container paths cannot be mapped to the servers, and
+    nothing is said about paths under no mount.
+    """
 
+    npus: int | None = None                 # the job's device count; None skips the device-count rules
+    workdir: str = DEFAULT_WORKDIR          # relative paths in the config are relative to this, in the container
+    mounts: tuple[Mount, ...] | None = None  # bind mounts: container paths -> server paths
+    npu_memory_gb: int | None = None        # the hardware profile's memory per NPU (bounds max_device_memory)
+    path_checker: PathChecker | None = None  # says on which nodes each dataset/checkpoint path is missing
 
-def mounts_of(deployment: Any) -> list[MountSpec]:
-    return [MountSpec(m.source, m.target, getattr(m, "read_only", False)) for m in getattr(deployment, "mounts", [])]
+    @classmethod
+    def of(cls, deployment: Any, *, npus: int | None = None, path_checker: PathChecker | None = None) -> JobContext:
+        """The context of a job of this deployment file (all its NPUs unless `npus` says otherwise)."""
+        return cls(npus=deployment.total_npus if npus is None else npus, workdir=workdir_of(deployment),
+                   mounts=tuple(deployment.mounts), npu_memory_gb=deployment.profile.npu_memory_gb,
+                   path_checker=path_checker)
+
+    def with_checker(self, path_checker: PathChecker | None) -> JobContext:
+        return replace(self, path_checker=path_checker)
 
 
 def workdir_of(deployment: Any) -> str:
@@ -74,9 +87,9 @@ def workdir_of(deployment: Any) -> str:
     return DEFAULT_WORKDIR
 
 
-def to_host(container_path: str, mounts: Sequence[MountSpec]) -> str | None:
+def to_host(container_path: str, mounts: Sequence[Mount]) -> str | None:
     """The server path behind a container path: the longest mount target that contains it, or None."""
-    best: MountSpec | None = None
+    best: Mount | None = None
     for mount in mounts:
         target = mount.target.rstrip("/") or "/"
         inside = container_path == target or container_path.startswith(target.rstrip("/") + "/")
@@ -89,7 +102,7 @@ def to_host(container_path: str, mounts: Sequence[MountSpec]) -> str | None:
 
 
 def collect(view: ConfigView, *, workdir: str = DEFAULT_WORKDIR,
-            mounts: Sequence[MountSpec] = ()) -> list[PathRef]:
+            mounts: Sequence[Mount] = ()) -> list[PathRef]:
     """Every path the config names that must exist before launch, resolved in the container and on the host."""
     found: list[tuple[KeyPath, str, Kind, bool]] = []
 

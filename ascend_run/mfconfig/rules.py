@@ -19,7 +19,7 @@ from ascend_run.mfconfig import stages
 from ascend_run.mfconfig.layout import ConfigView, Layout, Setting
 from ascend_run.mfconfig.memory import GIB, estimate, parse_memory
 from ascend_run.mfconfig.mindformers_rules import MindFormersRules
-from ascend_run.mfconfig.paths import DEFAULT_WORKDIR, MountSpec, PathChecker, collect
+from ascend_run.mfconfig.paths import JobContext, collect
 from ascend_run.mfconfig.report import CheckReport, Issue
 from ascend_run.mfconfig.yamledit import Document, format_key_path, parse_key_path, plain
 
@@ -51,28 +51,26 @@ def load_document(path_or_data: Any) -> Document:
     raise TypeError(f"expected a path, YAML text, a Document or a mapping, got {type(path_or_data).__name__}")
 
 
-def check_config(path_or_data: Any, npus: int | None, path_checker: PathChecker | None = None, *,
-                 workdir: str = DEFAULT_WORKDIR, mounts: Sequence[MountSpec] | None = None,
-                 npu_memory_gb: int | None = None, memory: bool = True) -> CheckReport:
-    """Validate a MindFormers config for a job on `npus` NPUs (None: skip the device-count rule).
+def check_config(path_or_data: Any, job: JobContext = JobContext(), *, memory: bool = True) -> CheckReport:
+    """Validate a MindFormers config for the job `job` describes (its NPU count, mounts, workdir, …).
 
     `path_or_data`: a path (a `Path`, or a str without a newline), YAML text (a str with newlines), a
     `Document`, or a mapping (plain or ruamel round-trip data).
 
-    `mounts` (from a deployment file) turn container paths into server paths; `path_checker` then says on
-    which nodes each dataset/checkpoint path is missing; `npu_memory_gb` (the hardware profile's HBM) bounds
-    `max_device_memory`. Never raises for problems in the config: they are in the report
-    (`report.raise_for_errors()` turns errors into a `ConfigCheckFailed`)."""
+    The job's mounts turn container paths into server paths; its path checker then says on which nodes each
+    dataset/checkpoint path is missing; its NPU memory bounds `max_device_memory`. Never raises for problems
+    in the config: they are in the report (`report.raise_for_errors()` turns errors into a
+    `ConfigCheckFailed`)."""
     doc = load_document(path_or_data)
     view = ConfigView(doc)
-    report = CheckReport(doc.source, view.layout.value, npus)
-    checker = _Rules(view, npus, report)
+    report = CheckReport(doc.source, view.layout.value, job.npus)
+    checker = _Rules(view, job.npus, report)
     checker.run()
-    if npu_memory_gb:
-        checker.device_memory(npu_memory_gb)
+    if job.npu_memory_gb:
+        checker.device_memory(job.npu_memory_gb)
     if memory and not report.errors:     # the estimate needs a valid stage split and parallel sizes
-        _check_memory(view, npus, report)
-    _check_paths(view, report, path_checker, workdir, mounts)
+        _check_memory(view, job.npus, report)
+    _check_paths(view, report, job)
     return report
 
 
@@ -400,9 +398,9 @@ class _Rules(MindFormersRules):
                      f"remove {format_key_path(lr_path + ('warmup_ratio',))}")
 
 
-def _check_paths(view: ConfigView, report: CheckReport, checker: PathChecker | None, workdir: str,
-                 mounts: Sequence[MountSpec] | None) -> None:
-    refs = collect(view, workdir=workdir, mounts=mounts or ())
+def _check_paths(view: ConfigView, report: CheckReport, job: JobContext) -> None:
+    checker, mounts = job.path_checker, job.mounts
+    refs = collect(view, workdir=job.workdir, mounts=mounts or ())
     if not refs:
         return
     if mounts is not None:

@@ -33,7 +33,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScala
 from ruamel.yaml.tokens import CommentToken
 
 from ascend_run.errors import ConfigError
-from ascend_run.yamlio import format_loc
+from ascend_run.inputs.yamlio import format_loc
 
 Key = str | int
 KeyPath = tuple[Key, ...]

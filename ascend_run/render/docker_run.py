@@ -10,8 +10,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
-from ascend_run.deployment import Deployment, Node
-from ascend_run.models import Mount
+from ascend_run.inputs.deployment import Deployment, Node
+from ascend_run.inputs.common import Mount
 
 JOB_LABEL = "io.ascend-run.job"
 RANK_LABEL = "io.ascend-run.rank"
@@ -48,12 +48,7 @@ def docker_run_argv(dep: Deployment, node: Node, command: Sequence[str] = KEEPAL
     The launcher adds `extra_mounts` (the job's log dir, synced dirs) and the job's `workdir`.
     """
     profile, container = dep.profile, dep.spec.container
-    argv = [*docker, "run", "--detach", *(["--rm"] if auto_remove else []),
-            "--name", dep.container_name, "--hostname", node.hostname]
-    user = container.user or profile.container.user
-    if user:
-        argv += ["--user", user]
-    argv.append("--net=host")
+    argv = _run_head(docker, dep.container_name, node, container.user or profile.container.user, auto_remove)
     if profile.container.ipc_host:
         argv.append("--ipc=host")
     else:
@@ -63,15 +58,9 @@ def docker_run_argv(dep: Deployment, node: Node, command: Sequence[str] = KEEPAL
     if container.privileged:
         argv.append("--privileged")
     argv += [f"--device={path}" for path in profile.device_paths(node.npus)]
-    argv += [mount_flag(m) for m in [*container_mounts(dep), *extra_mounts]]
-    for name, value in {**dep.node_env(node), **(extra_env or {})}.items():
-        argv += ["--env", f"{name}={value}"]
-    argv += ["--label", f"{JOB_LABEL}={dep.name}", "--label", f"{RANK_LABEL}={node.rank}"]
-    if workdir or container.workdir:
-        argv += ["--workdir", workdir or container.workdir]
-    argv.append(dep.image)
-    argv += list(command)
-    return argv
+    return argv + _run_tail([*container_mounts(dep), *extra_mounts], {**dep.node_env(node), **(extra_env or {})},
+                            {JOB_LABEL: dep.name, RANK_LABEL: str(node.rank)}, workdir or container.workdir,
+                            dep.image, command)
 
 
 def task_run_argv(dep: Deployment, node: Node, name: str, command: Sequence[str], *,
@@ -79,25 +68,38 @@ def task_run_argv(dep: Deployment, node: Node, name: str, command: Sequence[str]
                   workdir: str | None = None, user: str | None = None) -> list[str]:
     """`docker run --detach` of a one-off step on `node` (weights download, data conversion).
 
-    Detached, so a step of hours outlives a dropped SSH session (`launch.task` follows its log, reads its
+    Detached, so a step of hours outlives a dropped SSH session (`steps.task` follows its log, reads its
     exit code, then removes it). Host network, the deployment's own mounts (datasets, checkpoints) and
     env, and no NPUs: a job may hold them, and Ascend forbids mapping one NPU into two containers. `user`
     None means the job's user.
     """
     profile, container = dep.profile, dep.spec.container
-    argv = ["docker", "run", "--detach", "--name", name, "--hostname", node.hostname, "--net=host"]
-    user = user or container.user or profile.container.user
+    argv = _run_head(("docker",), name, node, user or container.user or profile.container.user)
+    by_target = {m.target: m for m in [*dep.mounts, *mounts]}  # the step's own mount wins over the file's
+    return argv + _run_tail(list(by_target.values()), {**dep.node_env(node), **(env or {})},
+                            {TASK_LABEL: dep.name}, workdir, image or dep.image, command)
+
+
+def _run_head(docker: Sequence[str], name: str, node: Node, user: str | None, auto_remove: bool = False) -> list[str]:
+    """What every container of the kit starts with: detached, named, the node's hostname, host network."""
+    argv = [*docker, "run", "--detach", *(["--rm"] if auto_remove else []), "--name", name,
+            "--hostname", node.hostname]
     if user:
         argv += ["--user", user]
-    by_target = {m.target: m for m in [*dep.mounts, *mounts]}  # the step's own mount wins over the file's
-    argv += [mount_flag(m) for m in by_target.values()]
-    for key, value in {**dep.node_env(node), **(env or {})}.items():
-        argv += ["--env", f"{key}={value}"]
-    argv += ["--label", f"{TASK_LABEL}={dep.name}"]
+    return [*argv, "--net=host"]
+
+
+def _run_tail(mounts: Sequence[Mount], env: Mapping[str, str], labels: Mapping[str, str], workdir: str | None,
+              image: str, command: Sequence[str]) -> list[str]:
+    """Mounts, environment, labels, working directory, then the image and its command."""
+    argv = [mount_flag(m) for m in mounts]
+    for name, value in env.items():
+        argv += ["--env", f"{name}={value}"]
+    for name, value in labels.items():
+        argv += ["--label", f"{name}={value}"]
     if workdir:
         argv += ["--workdir", workdir]
-    argv.append(image or dep.image)
-    return argv + list(command)
+    return [*argv, image, *command]
 
 
 def _lines(argv: list[str]) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import posixpath
 
-from ascend_run.images import ImageSpec, get_image
-from ascend_run.profiles import get_profile
+from ascend_run.inputs.images import ImageSpec, get_image
+from ascend_run.inputs.profiles import get_profile
 from ascend_run.render.templating import render
 
 

@@ -30,17 +30,23 @@ def template_root() -> Path:
                         fix="reinstall ascend-run with `pip install .` from a full checkout")
 
 
+# Chart sources are Helm templates themselves: their Jinja delimiters leave Helm's `{{ }}` alone.
+HELM_SAFE_DELIMITERS = {"block_start_string": "[%", "block_end_string": "%]", "variable_start_string": "[[",
+                        "variable_end_string": "]]", "comment_start_string": "[#", "comment_end_string": "#]"}
+
+
 @cache
-def environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
+def environment(helm_safe: bool = False) -> SandboxedEnvironment:
+    """The one Jinja environment of the kit (with `helm_safe`, the chart sources' delimiters)."""
+    return SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(template_root())),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        **(HELM_SAFE_DELIMITERS if helm_safe else {}),
     )
-    return env
 
 
 def render(name: str, **context: Any) -> str:

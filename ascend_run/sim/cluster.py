@@ -24,9 +24,9 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from ascend_run.deployment import parse_size
+from ascend_run.inputs.deployment import parse_size
 from ascend_run.errors import SimError
-from ascend_run.profiles import get_profile
+from ascend_run.inputs.profiles import get_profile
 from ascend_run.sim import network, tools
 from ascend_run.sim.network import SimNet
 from ascend_run.sim.node import DISK_SIZES, NodeLayout, public_host_key, start_command, write_node_files
@@ -217,7 +217,7 @@ class SimCluster:
         `docker save` runs once per image id (the tarball is cached under ~/.cache/ascend-run/images:
         saving the 300 MB base image takes ~4 s); the loads into the node daemons run in parallel.
         """
-        from ascend_run.localengine import ensure_engine
+        from ascend_run.engine.local import ensure_engine
 
         base_url = source_engine or ensure_engine().base_url
         tar = _saved_image(base_url, image)

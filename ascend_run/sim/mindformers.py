@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ascend_run.demo import EXAMPLES, cpu_requirements
+from ascend_run.sim.demo import EXAMPLES, cpu_requirements
 
 MINDSPORE_VERSION = "2.9.0"     # what mindformers 1.9.0 requires (mindspore~=2.9.0)
 MINDFORMERS_VERSION = "1.9.0"   # the newest on PyPI without hyper-parallel (not on PyPI)
@@ -53,7 +53,7 @@ def build_image(client, on_event: Callable = lambda e: None) -> str:
 
     Some of MindFormers' dependencies exist only as source (jieba, rouge-chinese): the wheelhouse is made
     with `pip wheel` on this machine, whose Python must be the image's (3.11, Debian 12)."""
-    from ascend_run.demo import build_cpu_image, ensure_wheelhouse
+    from ascend_run.sim.demo import build_cpu_image, ensure_wheelhouse
 
     wheelhouse = ensure_wheelhouse(WHEELHOUSE, requirements(), build_sdists=True)
     extra = {"MINDSPORE_VERSION": MINDSPORE_VERSION, "MINDFORMERS_WHEEL_VERSION": MINDFORMERS_VERSION}

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ascend_run.profiles import HardwareProfile
+from ascend_run.inputs.profiles import HardwareProfile
 from ascend_run.sim import tools
 from ascend_run.sim.network import SimNet
 

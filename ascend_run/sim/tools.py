@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ascend_run.profiles import HardwareProfile
+from ascend_run.inputs.profiles import HardwareProfile
 from ascend_run.sim.network import SimNet
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ascend_run.deployment import Deployment, Node
+from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import AscendRunError, TransportError
 from ascend_run.transport.base import Result, Transport, command_line
 from ascend_run.transport.ssh import KnownHosts, SSHTransport
@@ -107,32 +107,51 @@ def shared_known_hosts(nodes: Iterable[Node], accept_new: bool = False) -> dict[
 
 
 def connect_each(dep: Deployment, *, accept_new: bool = False, parallelism: int = DEFAULT_PARALLELISM,
-                 nodes: Sequence[Node] | None = None, factory: Factory = ssh_factory,
+                 nodes: Sequence[Node] | None = None, factory: Factory | None = None,
                  on_done: Progress | None = None) -> dict[str, Transport | AscendRunError]:
     """A transport or the error that prevented it, by node name: every node is tried, none is lost."""
     nodes = list(nodes if nodes is not None else dep.nodes)
     known = shared_known_hosts(nodes, accept_new)
+    factory = factory or ssh_factory  # looked up now, so a test can swap the module's factory
     outcomes = fan_out(nodes, lambda n: factory(n, known[n.ssh.known_hosts]), parallelism=parallelism,
                        on_done=on_done)
     return {o.node.name: o.value if o.ok else o.error for o in outcomes}
 
 
 def connect_all(dep: Deployment, *, accept_new: bool = False, parallelism: int = DEFAULT_PARALLELISM,
-                nodes: Sequence[Node] | None = None, factory: Factory = ssh_factory) -> dict[str, Transport]:
+                nodes: Sequence[Node] | None = None, factory: Factory | None = None) -> dict[str, Transport]:
     """Transports by node name, for steps that need every node. If any node cannot be reached, close
     the others and raise the first node's error, naming the other unreachable nodes too."""
     results = connect_each(dep, accept_new=accept_new, parallelism=parallelism, nodes=nodes, factory=factory)
     failures = [v for v in results.values() if isinstance(v, BaseException)]
     if failures:
         close_all(v for v in results.values() if not isinstance(v, BaseException))
-        first = failures[0]
-        if len(failures) > 1:
-            others = [getattr(f, "host", None) or "?" for f in failures[1:]]
-            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-            first.message += f" (also unreachable: {shown})"
-            first.args = (str(first),)
-        raise first
+        raise _first_of(failures, "unreachable")
     return results
+
+
+def raise_first(outcomes: Iterable[Outcome]) -> None:
+    """Raise the first failed node's error (it names the node), naming the other failed nodes too."""
+    failures = [o.error for o in outcomes if not o.ok]
+    if failures:
+        raise _first_of(failures, "failed")
+
+
+def values_or_raise(outcomes: Iterable[Outcome[T]]) -> dict[str, T]:
+    """{node name: value} when every node succeeded; else the first node's error (see raise_first)."""
+    outcomes = list(outcomes)
+    raise_first(outcomes)
+    return {o.node.name: o.value for o in outcomes}
+
+
+def _first_of(failures: list[AscendRunError], what: str) -> AscendRunError:
+    first = failures[0]
+    if len(failures) > 1:
+        others = [getattr(f, "host", None) or "?" for f in failures[1:]]
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        first.message += f" (also {what}: {shown})"
+        first.args = (str(first),)
+    return first
 
 
 def close_all(transports: Iterable[Transport] | Mapping[str, Transport]) -> None:
@@ -146,7 +165,7 @@ def close_all(transports: Iterable[Transport] | Mapping[str, Transport]) -> None
 
 def run_on_nodes(nodes: Sequence[Node], argv: Sequence[str], *, env: Mapping[str, str] | None = None,
                  timeout: float | None = None, accept_new: bool = False,
-                 parallelism: int = DEFAULT_PARALLELISM, factory: Factory = ssh_factory,
+                 parallelism: int = DEFAULT_PARALLELISM, factory: Factory | None = None,
                  on_done: Progress | None = None) -> list[Outcome[Result]]:
     """Connect, run one command and disconnect on every node, all inside the parallel part (`exec`).
 
@@ -155,6 +174,7 @@ def run_on_nodes(nodes: Sequence[Node], argv: Sequence[str], *, env: Mapping[str
     """
     command_line(argv, env)  # a bad command or env name fails here, before any node is contacted
     known = shared_known_hosts(nodes, accept_new)
+    factory = factory or ssh_factory
 
     def one(node: Node) -> Result:
         transport = factory(node, known[node.ssh.known_hosts])

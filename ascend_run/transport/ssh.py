@@ -249,9 +249,7 @@ class SSHTransport:
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
             stdin: Stdin = None, on_stdout: Callable[[bytes], None] | None = None) -> Result:
-        line = command_line(argv, env)
-        if timeout is not None:  # enforced on the node, so the process does not outlive its deadline
-            line = shlex.join(["timeout", "-k", str(KILL_AFTER_S), f"{timeout:g}"]) + " " + line
+        line = remote_command_line(argv, env, timeout)
         chan = self._session()
         try:
             chan.exec_command(line)
@@ -326,6 +324,16 @@ class SSHTransport:
 
     def close(self) -> None:
         self._client.close()
+
+
+def remote_command_line(argv: Sequence[str], env: Mapping[str, str] | None = None,
+                        timeout: float | None = None) -> str:
+    """The exact line `run` sends to the node's shell (what `exec --dry-run` prints). A timeout is enforced on
+    the node with `timeout -k`, so the process does not outlive its deadline if the connection drops."""
+    line = command_line(argv, env)
+    if timeout is None:
+        return line
+    return shlex.join(["timeout", "-k", str(KILL_AFTER_S), f"{timeout:g}"]) + " " + line
 
 
 def _bulk_transport(sock, **kwargs) -> paramiko.Transport:

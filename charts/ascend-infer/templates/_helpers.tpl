@@ -92,14 +92,15 @@ Where msrun writes worker_<rank>.log in the container: job.logDir, relative to j
 {{- end }}
 
 {{/*
-command/args of the msrun container, exec form. The node rank and the master address come from the
-container's environment through Kubernetes' $(VAR) expansion, so one pod template serves every rank.
+command/args of the msrun container, exec form. Called with (dict "root" $ "workerNum" W "localWorkers" L
+"masterAddr" A "masterPort" P "nodeRank" R): each value a string, literal or a $(VAR) that the kubelet
+expands from the container's environment, so one pod template serves every rank.
 msrun_launcher: MindFormers' 9-argument form "<cmd>" WORKER_NUM LOCAL_WORKER MASTER_ADDR MASTER_PORT
 NODE_RANK LOG_DIR JOIN CLUSTER_TIME_OUT. JOIN is True: msrun is the container's main process and must
 wait for its workers, so the container's exit code is the job's.
 */}}
 {{- define "ascend-infer.launch" -}}
-{{- $job := .Values.job }}
+{{- $job := .root.Values.job }}
 {{- if eq $job.launcher "msrun_launcher" }}
 command:
   - bash
@@ -110,11 +111,11 @@ args:
   {{- else }}
   - {{ join " " $job.command | quote }}
   {{- end }}
-  - {{ include "ascend-infer.workerNum" . | quote }}
-  - {{ int .Values.npusPerNode | quote }}
-  - $(MASTER_ADDR)
-  - {{ int $job.masterPort | quote }}
-  - $(NODE_RANK)
+  - {{ .workerNum | quote }}
+  - {{ .localWorkers | quote }}
+  - {{ .masterAddr | quote }}
+  - {{ .masterPort | quote }}
+  - {{ .nodeRank | quote }}
   - {{ $job.logDir | quote }}
   - "True"
   - {{ int $job.clusterTimeout | quote }}
@@ -122,11 +123,11 @@ args:
 command:
   - msrun
 args:
-  - {{ printf "--worker_num=%s" (include "ascend-infer.workerNum" .) | quote }}
-  - {{ printf "--local_worker_num=%d" (int .Values.npusPerNode) | quote }}
-  - --master_addr=$(MASTER_ADDR)
-  - {{ printf "--master_port=%d" (int $job.masterPort) | quote }}
-  - --node_rank=$(NODE_RANK)
+  - {{ printf "--worker_num=%s" .workerNum | quote }}
+  - {{ printf "--local_worker_num=%s" .localWorkers | quote }}
+  - {{ printf "--master_addr=%s" .masterAddr | quote }}
+  - {{ printf "--master_port=%s" .masterPort | quote }}
+  - {{ printf "--node_rank=%s" .nodeRank | quote }}
   - {{ printf "--log_dir=%s" $job.logDir | quote }}
   - --join=True
   - {{ printf "--cluster_time_out=%d" (int $job.clusterTimeout) | quote }}
@@ -297,6 +298,14 @@ only at install time, with a message about the pod; here it fails the render and
 {{- end }}
 
 {{/*
+Node labels the pods must match: `nodeSelector`.
+*/}}
+{{- define "ascend-infer.nodeSelector" -}}
+{{- $selector := deepCopy (.Values.nodeSelector | default dict) }}
+{{- toYaml $selector }}
+{{- end }}
+
+{{/*
 Pod-level passthrough: pull secrets, service account, priority, host network, security context and
 placement (nodeSelector, affinity, tolerations).
 */}}
@@ -319,7 +328,7 @@ dnsPolicy: ClusterFirstWithHostNet
 securityContext:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.nodeSelector }}
+{{- with include "ascend-infer.nodeSelector" . | fromYaml }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
@@ -350,7 +359,8 @@ containers:
     image: {{ include "ascend-infer.image" $root | quote }}
     imagePullPolicy: {{ $root.Values.image.pullPolicy }}
     workingDir: {{ $root.Values.job.workdir | quote }}
-    {{- include "ascend-infer.launch" $root | trim | nindent 4 }}
+    {{- $values := dict "root" $root "workerNum" (include "ascend-infer.workerNum" $root) "localWorkers" (toString (int $root.Values.npusPerNode)) "masterAddr" "$(MASTER_ADDR)" "masterPort" (toString (int $root.Values.job.masterPort)) "nodeRank" "$(NODE_RANK)" }}
+    {{- include "ascend-infer.launch" $values | trim | nindent 4 }}
     env:
       {{- include "ascend-infer.env" . | trim | nindent 6 }}
     {{- with .ports }}

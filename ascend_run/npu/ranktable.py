@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from ascend_run.errors import ConfigError, ConfigErrors
-from ascend_run.npu_tools import parse_hccn_conf, parse_hccn_ip_output, parse_link_status
+from ascend_run.npu.tools import (parse_hccn_conf, parse_hccn_conf_netmasks, parse_hccn_ip_output,
+                                  parse_hccn_netmask_output, parse_link_status)
 
 VERSION = "1.0"
 HCCN_TOOL = "hccn_tool"
@@ -37,12 +37,6 @@ class DeviceAddressError(RankTableError):
     """An NPU whose device address cannot be read, or whose RoCE link is down."""
 
 
-# --- the tools' text formats (the address/link parsers live in npu_tools; these add netmasks) -------
-
-_NETMASK = re.compile(r"^\s*netmask\s*:\s*(\S+)", re.M)
-_CONF_NETMASK = re.compile(r"^\s*netmask_(\d+)\s*=\s*(\S+)\s*$", re.M)
-
-
 def _ip_or_none(text: str | None) -> str | None:
     if not text:
         return None
@@ -50,17 +44,6 @@ def _ip_or_none(text: str | None) -> str | None:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return None
-
-
-def parse_hccn_netmask_output(text: str) -> str | None:
-    """The `netmask:` line of `hccn_tool -i N -ip -g`, or None."""
-    match = _NETMASK.search(text)
-    return match.group(1) if match else None
-
-
-def parse_hccn_conf_netmasks(text: str) -> dict[int, str]:
-    """`/etc/hccn.conf` lines `netmask_N=MASK`, by device id."""
-    return {int(n): mask for n, mask in _CONF_NETMASK.findall(text)}
 
 
 # --- collecting from a server --------------------------------------------------------------------

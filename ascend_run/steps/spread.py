@@ -14,10 +14,10 @@ import secrets
 from collections.abc import Callable
 
 from ascend_run.errors import AscendRunError
-from ascend_run.launch.launcher import parallel, raise_first
 from ascend_run.transport.broadcast import broadcast
+from ascend_run.transport.cluster import Cluster
 
-MARKER = ".ascend-run-complete.json"  # written by data/hub_fetch.py when a download is whole
+MARKER = ".ascend-run-complete.json"  # written by steps/hub_fetch.py when a download is whole
 
 
 HASH_JOBS = 8  # sha256sum processes at once per node: 1.4 TB hashed by one core takes over an hour
@@ -58,28 +58,26 @@ def free_bytes(transport, directory: str) -> int:
     return int(result.stdout.split()[-1])
 
 
-def spread_from_node(dep, transports, directory: str, on_msg: Callable[[str], None] = print) -> dict[str, int]:
+def spread_from_node(cluster: Cluster, directory: str, on_msg: Callable[[str], None] = print) -> dict[str, int]:
     """Copy `directory` from the deployment's first node to the others; returns {node: files copied}."""
-    source, *targets = dep.nodes
-    src = transports[source.name]
+    source, *targets = cluster.nodes
+    src = cluster.transport(source)
     want = manifest(src, directory)
     if not want:
         raise AscendRunError(f"{source.name}: no files under {directory} to spread")
     marker = completion_marker(src, directory)
     if marker is not None:
         check_against_marker(source.name, directory, want, marker)
-    shared = sharing_nodes(src, targets, transports, directory)
+    shared = sharing_nodes(cluster, source, targets, directory)
     for name in shared:
         on_msg(f"{name}: sees {source.name}'s {directory} (shared storage): nothing to copy")
     targets = [n for n in targets if n.name not in shared]
     if not targets:
         return {name: 0 for name in shared}
     file_sizes = sizes(src, directory)
-    have = parallel(targets, lambda n: manifest(transports[n.name], directory))
-    raise_first(have, "sha256 of the copies")
+    have = cluster.each_or_raise(lambda n, t: manifest(t, directory), targets)
     todo = {n.name: sorted(f for f, d in want.items() if have[n.name].get(f) != d) for n in targets}
-    frees = parallel(targets, lambda n: free_bytes(transports[n.name], directory))
-    raise_first(frees, "checking free space")
+    frees = cluster.each_or_raise(lambda n, t: free_bytes(t, directory), targets)
     short = []
     for node in targets:
         free = frees[node.name]
@@ -92,11 +90,10 @@ def spread_from_node(dep, transports, directory: str, on_msg: Callable[[str], No
     copied = {n.name: len(todo[n.name]) for n in targets}
     if not needed:
         on_msg(f"all {len(targets)} nodes already have the {len(want)} files of {directory}")
-        _put_marker(transports, targets, directory, marker)
+        _put_marker(cluster, targets, directory, marker)
         return copied
     receivers = [n for n in targets if todo[n.name]]
-    made = parallel(receivers, lambda n: transports[n.name].run(["mkdir", "-p", directory], timeout=60).check(n.name))
-    raise_first(made, "creating the directory")
+    cluster.each_or_raise(lambda n, t: t.run(["mkdir", "-p", directory], timeout=60).check(n.name), receivers)
 
     def produce(write) -> None:
         argv = ["tar", "-c", "-C", directory, "-f", "-", "--", *(f"./{f}" for f in needed)]
@@ -104,36 +101,37 @@ def spread_from_node(dep, transports, directory: str, on_msg: Callable[[str], No
 
     def receiver(node):
         argv = ["tar", "-x", "-C", directory, "-f", "-", "--", *(f"./{f}" for f in todo[node.name])]
-        return lambda chunks: transports[node.name].run(argv, stdin=chunks, timeout=None).check(node.name, argv)
+        return lambda chunks: cluster.transport(node).run(argv, stdin=chunks, timeout=None).check(node.name, argv)
 
     failed = broadcast(produce, {n.name: receiver(n) for n in receivers})
     if failed:
         raise AscendRunError("copy failed on " + "; ".join(f"{name}: {exc}" for name, exc in failed.items()),
                              fix="fix the cause, then run again: identical files are skipped")
 
-    def verify(node) -> None:
-        got = manifest(transports[node.name], directory)
+    def verify(node, t) -> None:
+        got = manifest(t, directory)
         bad = [f for f in want if got.get(f) != want[f]]
         if bad:
             raise AscendRunError(f"{node.name}: sha256 mismatch after copy: {', '.join(bad[:5])}")
-    raise_first(parallel(receivers, verify), "checking the copies")
-    _put_marker(transports, targets, directory, marker)
+    cluster.each_or_raise(verify, receivers)
+    _put_marker(cluster, targets, directory, marker)
     for node in targets:
         on_msg(f"{node.name}: copied {copied[node.name]} of {len(want)} files, sha256 verified")
     return copied
 
 
-def sharing_nodes(src, targets, transports, directory: str) -> list[str]:
+def sharing_nodes(cluster: Cluster, source, targets, directory: str) -> list[str]:
     """The nodes that see the source's `directory` itself (NFS, a parallel filesystem): a file made there on
     the source appears on them. Copying to them would copy a directory onto itself, and hashing it on
     every node would read 1.4 TB once per node for nothing."""
     probe = posixpath.join(directory, f".ascend-run-probe-{secrets.token_hex(8)}")
-    src.run(["touch", probe], timeout=60).check(getattr(src, "host", "node"))
+    src = cluster.transport(source)
+    src.run(["touch", probe], timeout=60).check(src.host)
     try:
-        seen = parallel(list(targets), lambda n: transports[n.name].run(["test", "-e", probe], timeout=60).ok)
+        seen = cluster.each(lambda n, t: t.run(["test", "-e", probe], timeout=60).ok, targets)
     finally:
         src.run(["rm", "-f", probe], timeout=60)
-    return [name for name, value in seen.items() if value is True]
+    return [o.node.name for o in seen if o.value is True]
 
 
 def completion_marker(transport, directory: str) -> str | None:
@@ -158,10 +156,10 @@ def check_against_marker(node: str, directory: str, sums: dict[str, str], marker
                              fix="download it again: ascend-run weights fetch -f FILE (it re-fetches what differs)")
 
 
-def _put_marker(transports, targets, directory: str, marker_text: str | None) -> None:
+def _put_marker(cluster: Cluster, targets, directory: str, marker_text: str | None) -> None:
     """Every copy carries the marker, so each node can tell a complete copy from a partial one."""
     if marker_text is None:
         return
     for node in targets:
-        transports[node.name].run(["sh", "-c", 'cat > "$1"', "sh", posixpath.join(directory, MARKER)],
+        cluster.transport(node).run(["sh", "-c", 'cat > "$1"', "sh", posixpath.join(directory, MARKER)],
                                   stdin=marker_text.encode(), timeout=60).check(node.name)

@@ -10,7 +10,7 @@ from pydantic import Field
 from ruamel.yaml import YAML
 
 from ascend_run.errors import ConfigError
-from ascend_run.models import Strict
+from ascend_run.inputs.common import Strict
 
 ImageKind = Literal["train", "infer"]
 IMAGE_KINDS: tuple[str, ...] = ("train", "infer")

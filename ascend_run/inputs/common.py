@@ -36,7 +36,3 @@ class Mount(Strict):
         if len(parts) == 3 and parts[2] in ("ro", "rw"):
             return {"source": parts[0], "target": parts[1], "read_only": parts[2] == "ro"}
         raise ValueError(f"expected SRC:DST or SRC:DST:ro, got {spec!r}")
-
-    def docker_flag(self) -> str:
-        """The value of docker's `-v` flag."""
-        return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")

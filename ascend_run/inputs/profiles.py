@@ -15,8 +15,8 @@ from pydantic import Field, ValidationError, field_validator
 from ruamel.yaml import YAML
 
 from ascend_run.errors import ProfileError
-from ascend_run.models import Mount, Strict
-from ascend_run.yamlio import format_loc
+from ascend_run.inputs.common import Mount, Strict
+from ascend_run.inputs.yamlio import format_loc
 
 
 class ContainerDefaults(Strict):

@@ -45,6 +45,3 @@ def expand(pattern: str) -> list[str]:
             raise ValueError(f"{pattern!r} expands to more than {MAX_EXPANSION} names")
     return out
 
-
-def is_pattern(text: str) -> bool:
-    return "[" in text

@@ -30,6 +30,32 @@ def connect(base_url: str | None = None, timeout: int = 600):
 
 
 @dataclass(frozen=True)
+class BuildRequest:
+    """One image build as the engine receives it: `image build` runs it, `--dry-run` prints it."""
+
+    tag: str
+    buildargs: dict[str, str]
+    network_host: bool = False
+
+    @property
+    def network_mode(self) -> str | None:
+        return "host" if self.network_host else None
+
+    def with_index(self, index_url: str) -> BuildRequest:
+        """Installs from a package index on this machine (a served wheelhouse): host networking to reach it."""
+        return BuildRequest(self.tag, {**self.buildargs, "PIP_INDEX_URL": index_url}, network_host=True)
+
+    def cli_argv(self, context: str) -> list[str]:
+        """The same build as a `docker build` command line, for people to read or run by hand."""
+        argv = ["docker", "build", "--tag", self.tag]
+        for name, value in self.buildargs.items():
+            argv += ["--build-arg", f"{name}={value}"]
+        if self.network_host:
+            argv += ["--network", "host"]
+        return [*argv, context]
+
+
+@dataclass(frozen=True)
 class BuildEvent:
     """One line of build output; `step`/`total` are set when the engine starts a Dockerfile step."""
 

@@ -2,7 +2,7 @@
 
 The article downloads ~1.4 TB with `openmind_hub.snapshot_download` from inside the inference
 container. We do the same, so no Python package is needed on the servers themselves: a one-off
-container of the image (it pins openmind-hub) runs `data/hub_fetch.py`, which adds the free-space
+container of the image (it pins openmind-hub) runs `steps/hub_fetch.py`, which adds the free-space
 check, staging in DEST.partial and the completion marker; see that file for the protocol. This module
 builds the `docker run` (pure) and turns the script's events into progress and errors for people.
 """
@@ -15,14 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ascend_run.deployment import HUB_REPO, Deployment, Node
+from ascend_run.inputs.deployment import HUB_REPO, Deployment, Node
 from ascend_run.errors import ConfigError, StepFailed
 from ascend_run.launch.plan import SYNC_ROOT
-from ascend_run.launch.task import run_task
-from ascend_run.models import Mount
+from ascend_run.steps.task import Command, Upload, run_task, task_commands
+from ascend_run.transport.base import Transport
+from ascend_run.inputs.common import Mount
 from ascend_run.render.docker_run import task_run_argv
 
-SCRIPT = Path(__file__).parent / "data" / "hub_fetch.py"
+SCRIPT = Path(__file__).parent / "hub_fetch.py"
 IN_CONTAINER = "/opt/ascend-run/hub_fetch.py"
 EVENT_PREFIX = "@ascend-run "
 DEFAULT_ENDPOINT = "https://modelers.cn"
@@ -105,18 +106,32 @@ def parse_event(line: str) -> dict | None:
     return event if isinstance(event, dict) and "event" in event else None
 
 
-def prepare_node(t, dep: Deployment, req: HubFetch) -> None:
-    """The parent of DEST (bind mounts need it) and the script, on the node."""
-    host = getattr(t, "host", "node")
-    if req.ca_bundle and not t.run(["test", "-f", req.ca_bundle], timeout=60).ok:
-        raise ConfigError(f"{host}: {req.ca_bundle} does not exist on the download node", key="weights.ca_bundle",
+def ca_check_argv(req: HubFetch) -> list[str]:
+    return ["test", "-f", req.ca_bundle]
+
+
+def mkdir_argv(dep: Deployment, req: HubFetch) -> list[str]:
+    """The parent of DEST (bind mounts need it) and the script's directory."""
+    return ["mkdir", "-p", posixpath.dirname(req.dest), posixpath.dirname(script_on_node(dep))]
+
+
+def commands(dep: Deployment, node: Node, req: HubFetch) -> list[Command]:
+    """Everything `run_fetch` runs on the node, in order (`--dry-run` prints this list)."""
+    return [*([ca_check_argv(req)] if req.ca_bundle else []), mkdir_argv(dep, req), Upload(SCRIPT, script_on_node(dep)),
+            *task_commands(container_name(dep), fetch_argv(dep, node, req))]
+
+
+def prepare_node(t: Transport, dep: Deployment, req: HubFetch) -> None:
+    """The CA bundle checked, the directories made, the script copied: the first commands of `commands`."""
+    if req.ca_bundle and not t.run(ca_check_argv(req), timeout=60).ok:
+        raise ConfigError(f"{t.host}: {req.ca_bundle} does not exist on the download node", key="weights.ca_bundle",
                           fix="copy the proxy's CA certificate (PEM) there, or remove weights.ca_bundle")
-    t.run(["mkdir", "-p", posixpath.dirname(req.dest), posixpath.dirname(script_on_node(dep))],
-          timeout=60).check(host)
+    argv = mkdir_argv(dep, req)
+    t.run(argv, timeout=60).check(t.host, argv)
     t.put(SCRIPT, script_on_node(dep))
 
 
-def run_fetch(t, dep: Deployment, node: Node, req: HubFetch, on_event: Callable[[dict], None],
+def run_fetch(t: Transport, dep: Deployment, node: Node, req: HubFetch, on_event: Callable[[dict], None],
               on_log: Callable[[str], None]) -> dict:
     """Download on `node`; returns the script's final `done` event or raises StepFailed for people."""
     prepare_node(t, dep, req)
@@ -139,29 +154,31 @@ def run_fetch(t, dep: Deployment, node: Node, req: HubFetch, on_event: Callable[
     raise fetch_error(node.name, req, rc, last, tail)
 
 
+# The script's error kinds: (message, fix), formatted with node, hub, message, repo, revision and dest.
+HUB_ERRORS = {
+    "unreachable": ("{node}: cannot reach the hub {hub}: {message}; nothing was downloaded",
+                    "check the node's route to the hub; behind a proxy set weights.https_proxy "
+                    "(and weights.ca_bundle if the proxy re-signs TLS)"),
+    "space": ("{node}: {message}; nothing was downloaded",
+              "free space there, or download to a larger disk with --to"),
+    "not-ours": ("{node}: {message}",
+                 "move it aside, or if it is a complete copy spread it as it is: --to {dest} --from-node"),
+    "missing-library": ("{node}: {message}", "use the infer image (it pins openmind-hub): --image or weights.image"),
+    "hub": ("{node}: the hub {hub} refused {repo}@{revision}: {message}",
+            "check the repository name and revision on the hub"),
+    "download": ("{node}: the download stopped: {message}; what arrived is kept in {dest}.partial and {dest} was "
+                 "not created", "run the same command again to resume"),
+}
+
+
 def fetch_error(node: str, req: HubFetch, rc: int, event: dict, tail: list[str]) -> StepFailed:
-    kind, message = event.get("kind"), event.get("message", "")
-    hub = req.endpoint or DEFAULT_ENDPOINT
-    if kind == "unreachable":
-        return StepFailed(f"{node}: cannot reach the hub {hub}: {message}; nothing was downloaded",
-                          fix="check the node's route to the hub; behind a proxy set weights.https_proxy "
-                              "(and weights.ca_bundle if the proxy re-signs TLS)")
-    if kind == "space":
-        return StepFailed(f"{node}: {message}; nothing was downloaded",
-                          fix="free space there, or download to a larger disk with --to")
-    if kind == "not-ours":
-        return StepFailed(f"{node}: {message}",
-                          fix=f"move it aside, or if it is a complete copy spread it as it is: --to {req.dest} "
-                              "--from-node")
-    if kind == "missing-library":
-        return StepFailed(f"{node}: {message}",
-                          fix="use the infer image (it pins openmind-hub): --image or weights.image")
-    if kind == "hub":
-        return StepFailed(f"{node}: the hub {hub} refused {req.repo}@{req.revision}: {message}",
-                          fix="check the repository name and revision on the hub")
-    if kind == "download":
-        return StepFailed(f"{node}: the download stopped: {message}; what arrived is kept in {req.dest}.partial "
-                          f"and {req.dest} was not created", fix="run the same command again to resume")
+    """The script's last event (or the container's exit code and output) as an error for people."""
+    known = HUB_ERRORS.get(event.get("kind"))
+    if known is not None:
+        fields = {"node": node, "hub": req.endpoint or DEFAULT_ENDPOINT, "message": event.get("message", ""),
+                  "repo": req.repo, "revision": req.revision, "dest": req.dest}
+        message, fix = known
+        return StepFailed(message.format(**fields), fix=fix.format(**fields))
     detail = "\n    ".join([line for line in tail if line.strip()][-3:])
     return StepFailed(f"{node}: the download container exited with code {rc}"
                       + (f":\n    {detail}" if detail else ""),

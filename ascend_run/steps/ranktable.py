@@ -2,43 +2,43 @@
 
 from __future__ import annotations
 
-from ascend_run.deployment import Deployment, Node
 from ascend_run.errors import ConfigError, ConfigErrors
-from ascend_run.launch.launcher import parallel
-from ascend_run.ranktable import (build_rank_table, collect_device_ips, expected_from_deployment,
-                                  require_device_ips, validate_rank_table)
+from ascend_run.inputs.deployment import Deployment, Node
+from ascend_run.npu.ranktable import (build_rank_table, collect_device_ips, expected_from_deployment,
+                                      require_device_ips, validate_rank_table)
+from ascend_run.transport.base import Transport
+from ascend_run.transport.cluster import Cluster
 
 
-def node_device_ips(dep: Deployment, node: Node, t) -> dict[int, str]:
+def node_device_ips(dep: Deployment, node: Node, t: Transport) -> dict[int, str]:
     """{device: ip} of one node; raises naming the node and device when an address is missing or a link is down."""
     tools = dep.profile.tools
     infos = collect_device_ips(lambda argv: t.run(argv, timeout=60), node.npus, tools.hccn_tool, tools.hccn_conf)
     return require_device_ips(node.name, infos)
 
 
-def live_device_ips(dep: Deployment, transports: dict) -> list[tuple[str, dict[int, str]]]:
+def live_device_ips(cluster: Cluster) -> list[tuple[str, dict[int, str]]]:
     """(server_id, {device: ip}) per node in deployment order; every node's problems reported together."""
-    results = parallel(list(dep.nodes), lambda n: node_device_ips(dep, n, transports[n.name]))
+    outcomes = cluster.each(lambda n, t: node_device_ips(cluster.dep, n, t))
     problems: list[ConfigError] = []
-    for node in dep.nodes:
-        value = results[node.name]
-        if isinstance(value, ConfigErrors):
-            problems += value.errors
-        elif isinstance(value, BaseException):
-            raise value
+    for outcome in outcomes:
+        if isinstance(outcome.error, ConfigErrors):
+            problems += outcome.error.errors
+        elif outcome.error is not None:
+            raise outcome.error
     if problems:
         raise problems[0] if len(problems) == 1 else ConfigErrors(problems)
-    return [(node.cluster_address, results[node.name]) for node in dep.nodes]
+    return [(o.node.cluster_address, o.value) for o in outcomes]
 
 
-def rank_table_from_cluster(dep: Deployment, transports: dict) -> dict:
-    return build_rank_table(live_device_ips(dep, transports))
+def rank_table_from_cluster(cluster: Cluster) -> dict:
+    return build_rank_table(live_device_ips(cluster))
 
 
-def check_rank_table(dep: Deployment, transports: dict, table: dict, source: str) -> None:
+def check_rank_table(cluster: Cluster, table: dict, source: str) -> None:
     """An existing table must match the deployment (servers, order, devices) and the live addresses."""
-    validate_rank_table(table, expected_from_deployment(dep), source=source)
-    live = dict(live_device_ips(dep, transports))
+    validate_rank_table(table, expected_from_deployment(cluster.dep), source=source)
+    live = dict(live_device_ips(cluster))
     problems = []
     for server in table["server_list"]:
         for device in server["device"]:

@@ -12,18 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ascend_run.images import get_image
+from ascend_run.inputs.images import get_image
 from ascend_run.render.dockerfile import render_build_context
 
 CPU_MINDSPORE = "2.10.0"   # PyPI has 2.7-2.10 for Python 3.11 (the Debian base); 2.4.10 is not on PyPI
 CPU_TAG = "ascend-run/deepseek-v3-{kind}:cpu-demo"
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 WHEELHOUSE = Path.home() / ".cache" / "ascend-run" / "wheelhouse"
 
 
 def cpu_requirements() -> list[str]:
     """What the images pip-install, with the CPU MindSpore: the wheelhouse must hold all of it."""
-    from ascend_run.images import all_images
+    from ascend_run.inputs.images import all_images
 
     extra = sorted({req for spec in all_images().values() for req in spec.extra_pip})
     return [f"mindspore=={CPU_MINDSPORE}", *extra]
@@ -32,7 +32,7 @@ def cpu_requirements() -> list[str]:
 def ensure_wheelhouse(path: Path = WHEELHOUSE, requirements: list[str] | None = None,
                       build_sdists: bool = False) -> Path:
     """Download the requirements (default: the demo images') once; a marker names what the directory holds."""
-    from ascend_run.wheelhouse import download
+    from ascend_run.engine.wheelhouse import download
 
     requirements = requirements or cpu_requirements()
     marker = path / ".requirements"
@@ -53,9 +53,9 @@ def build_cpu_image(client, kind: str = "train", on_event: Callable = lambda e: 
                     wheelhouse: Path | None = None) -> str:
     """Build the generated KIND Dockerfile with the CPU stand-ins; returns the tag. A variant (the real
     MindFormers image, ascend_run/sim/mindformers.py) passes its own build args, tag and filled wheelhouse."""
-    from ascend_run.engine import build_image
+    from ascend_run.engine.build import build_image
     from ascend_run.sim.base_image import ensure_base_image
-    from ascend_run.wheelhouse import serve
+    from ascend_run.engine.wheelhouse import serve
 
     base = ensure_base_image(client)
     tag = tag or CPU_TAG.format(kind=kind)

@@ -18,12 +18,13 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from ascend_run import hostrange
+from ascend_run.inputs import hostrange
 from ascend_run.errors import ConfigError, ConfigErrors
-from ascend_run.models import Mount, Strict
-from ascend_run.profiles import HardwareProfile, get_profile
-from ascend_run.yamlio import format_loc, line_of, load_yaml
+from ascend_run.inputs.common import Mount, Strict
+from ascend_run.inputs.profiles import HardwareProfile, get_profile
+from ascend_run.inputs.yamlio import format_loc, line_of, load_yaml
 
+DEFAULT_HOST_LOG_DIR = "/var/log/ascend-run/{name}"  # {name}: the deployment's name
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 JOB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
 CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
@@ -176,11 +177,12 @@ class JobSettings(Strict):
     log_dir: str = "output/msrun_log"
     cluster_timeout: int = Field(default=7200, gt=0)
     config: str | None = None
-    host_log_dir: str = "/var/log/ascend-run/{name}"
+    host_log_dir: str = DEFAULT_HOST_LOG_DIR
     sync: list[SyncDir] = Field(default_factory=list)
     serve_port: int | None = Field(default=None, ge=1, le=65535)
     require_free: dict[str, str] = Field(default_factory=dict)
     rank_table: str | None = None  # hccl.json on every server: mounted read-only, RANK_TABLE_FILE points at it
+    restarts: int = Field(default=0, ge=0)  # automatic restarts after a failure (0: the first failure ends it)
 
     @field_validator("require_free")
     @classmethod
@@ -312,6 +314,13 @@ class Deployment:
     def job(self) -> JobSettings | None:
         return self.spec.job
 
+    def require_job(self) -> JobSettings:
+        """The `job:` section, for the commands that run a job; a ConfigError naming the file without one."""
+        if self.spec.job is None:
+            raise ConfigError("the deployment file has no job: section", file=str(self.path), key="job",
+                              fix="add job: {command: ...} (see examples/)")
+        return self.spec.job
+
     @property
     def container_name(self) -> str:
         return self.spec.container.name or self.spec.name
@@ -333,7 +342,7 @@ class Deployment:
     @property
     def host_log_dir(self) -> str:
         """Where each server keeps the job's msrun logs (mounted over the container's log_dir)."""
-        template = self.spec.job.host_log_dir if self.spec.job else "/var/log/ascend-run/{name}"
+        template = self.spec.job.host_log_dir if self.spec.job else DEFAULT_HOST_LOG_DIR
         return template.format(name=self.name)
 
     def sync_source(self, index: int) -> Path:

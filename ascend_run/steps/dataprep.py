@@ -25,10 +25,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ascend_run.deployment import Deployment, Node
+from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import AscendRunError, ConfigError, StepFailed
-from ascend_run.launch.task import run_task
-from ascend_run.mfconfig.paths import mounts_of, to_host
+from ascend_run.steps.task import run_task, task_commands
+from ascend_run.transport.base import Transport
+from ascend_run.mfconfig.paths import to_host
 from ascend_run.render.docker_run import task_run_argv
 
 DEFAULT_INPUT = "/home/work/dataset/wiki.train.tokens"
@@ -109,7 +110,7 @@ class ServerPaths:
 def server_paths(dep: Deployment, prep: DataPrep) -> ServerPaths:
     """Map each container path through the deployment's mounts; a path outside them is a ConfigError,
     because the container is removed: an unmounted input is not there and an unmounted output is lost."""
-    mounts = mounts_of(dep)
+    mounts = dep.mounts
     where = f"{dep.path}" if getattr(dep, "path", None) else None
     found: dict[str, str] = {}
     for option, path in (("--input", prep.input), ("--vocab-file", prep.vocab_file),
@@ -148,21 +149,30 @@ def container_name(dep: Deployment) -> str:
     return f"{dep.container_name}-data"
 
 
-def missing_files(t, paths: Sequence[str]) -> list[str]:
-    """The paths that are not regular files on the node, in one round trip (paths passed as argv)."""
+def missing_files_argv(paths: Sequence[str]) -> list[str]:
+    """Prints the paths that are not regular files on the node, in one round trip (paths passed as argv)."""
     script = 'for p in "$@"; do [ -f "$p" ] || printf "%s\\n" "$p"; done'
-    result = t.run(["sh", "-c", script, "ascend-run-data", *paths], timeout=60)
+    return ["sh", "-c", script, "ascend-run-data", *paths]
+
+
+def missing_files(t: Transport, paths: Sequence[str]) -> list[str]:
+    result = t.run(missing_files_argv(paths), timeout=60)
     if result.rc != 0:
-        raise AscendRunError(f"{getattr(t, 'host', 'node')}: could not look for the input files: "
-                             f"{result.stderr.strip()[:200]}")
+        raise AscendRunError(f"{t.host}: could not look for the input files: {result.stderr.strip()[:200]}")
     return [line for line in result.stdout.splitlines() if line]
 
 
-def check_inputs(t, node: Node, prep: DataPrep, paths: ServerPaths) -> None:
-    """Input, tokenizer (and a mounted script) must be on the node before a container is started."""
+def input_paths(prep: DataPrep, paths: ServerPaths) -> dict[str, tuple[str, str]]:
+    """{server path: (option, container path)} of what must exist before the conversion starts."""
     wanted = {paths.input: ("--input", prep.input), paths.vocab_file: ("--vocab-file", prep.vocab_file)}
     if paths.script:
         wanted[paths.script] = ("--script", prep.script_path)
+    return wanted
+
+
+def check_inputs(t: Transport, node: Node, prep: DataPrep, paths: ServerPaths) -> None:
+    """Input, tokenizer (and a mounted script) must be on the node before a container is started."""
+    wanted = input_paths(prep, paths)
     missing = missing_files(t, list(wanted))
     if not missing:
         return
@@ -215,15 +225,22 @@ def parse_od(text: str) -> bytes:
     return bytes(int(tok, 16) for tok in text.split())
 
 
-def check_outputs(t, node: Node, prep: DataPrep, paths: ServerPaths) -> dict[str, Any]:
+def output_check_argvs(paths: ServerPaths) -> tuple[list[str], list[str]]:
+    """The index header's bytes, then both files' sizes."""
+    return (["od", "-An", "-tx1", "-v", "-N", str(IDX_HEADER.size), paths.idx],
+            ["stat", "-c", "%s", paths.bin, paths.idx])
+
+
+def check_outputs(t: Transport, node: Node, prep: DataPrep, paths: ServerPaths) -> dict[str, Any]:
     """The .bin/.idx pair on the node: present, index header valid, sizes consistent. StepFailed otherwise."""
     missing = missing_files(t, [paths.bin, paths.idx])
     if missing:
         raise StepFailed(f"{node.name}: the conversion ended without writing {', '.join(missing)}",
                          fix=f"check the script's output above; it should write {prep.data_path}.bin "
                              "and .idx")
-    head = t.run(["od", "-An", "-tx1", "-v", "-N", str(IDX_HEADER.size), paths.idx], timeout=60)
-    sizes = t.run(["stat", "-c", "%s", paths.bin, paths.idx], timeout=60)
+    head_argv, sizes_argv = output_check_argvs(paths)
+    head = t.run(head_argv, timeout=60)
+    sizes = t.run(sizes_argv, timeout=60)
     if head.rc != 0 or sizes.rc != 0:
         why = (head.stderr or sizes.stderr).strip()[:200]
         raise StepFailed(f"{node.name}: could not read {paths.idx}: {why}")
@@ -258,20 +275,31 @@ def derive_argv(deployment_file: str, prep: DataPrep, base: str = BASE_CONFIG,
 
 def derive(dep: Deployment, prep: DataPrep, base: str, out: str):
     """`config derive BASE --preset article-1b --data-path PREFIX -f FILE -o OUT`, in process."""
-    from ascend_run.mfconfig import derive_config, workdir_of
+    from ascend_run.mfconfig import JobContext, derive_config
 
-    return derive_config(base, preset="article-1b", preset_options={"data_path": prep.data_path},
-                         npus=dep.total_npus, output=out, workdir=workdir_of(dep), mounts=mounts_of(dep),
-                         npu_memory_gb=dep.profile.npu_memory_gb)
+    return derive_config(base, preset="article-1b", preset_options={"data_path": prep.data_path}, output=out,
+                         job=JobContext.of(dep))
 
 
-def run_prepare(t, dep: Deployment, node: Node, prep: DataPrep,
+def mkdir_argv(paths: ServerPaths) -> list[str]:
+    return ["mkdir", "-p", posixpath.dirname(paths.output_prefix)]
+
+
+def commands(dep: Deployment, node: Node, prep: DataPrep) -> list[list[str]]:
+    """Everything `run_prepare` runs on the node when all goes well, in order (`--dry-run` prints this)."""
+    paths = server_paths(dep, prep)
+    return [missing_files_argv(list(input_paths(prep, paths))), mkdir_argv(paths),
+            *task_commands(container_name(dep), prepare_argv(dep, node, prep)),
+            missing_files_argv([paths.bin, paths.idx]), *output_check_argvs(paths)]
+
+
+def run_prepare(t: Transport, dep: Deployment, node: Node, prep: DataPrep,
                 on_line: Callable[[str], None]) -> dict[str, Any]:
     """Check the inputs, convert in a container, check the outputs; returns what was written."""
     paths = server_paths(dep, prep)
     check_inputs(t, node, prep, paths)
     out_dir = posixpath.dirname(paths.output_prefix)
-    made = t.run(["mkdir", "-p", out_dir], timeout=60)
+    made = t.run(mkdir_argv(paths), timeout=60)
     if made.rc != 0:
         raise AscendRunError(f"{node.name}: cannot create {out_dir}: {made.stderr.strip()[:200]}",
                              fix="create it, writable by root, or choose another --output-prefix")

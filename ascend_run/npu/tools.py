@@ -63,3 +63,18 @@ def parse_link_status(text: str) -> str | None:
 def parse_hccn_conf(text: str) -> dict[int, str]:
     """`/etc/hccn.conf` lines `address_N=IP`, by device id."""
     return {int(n): ip for n, ip in _HCCN_CONF.findall(text)}
+
+
+_NETMASK = re.compile(r"^\s*netmask\s*:\s*(\S+)", re.M)
+_CONF_NETMASK = re.compile(r"^\s*netmask_(\d+)\s*=\s*(\S+)\s*$", re.M)
+
+
+def parse_hccn_netmask_output(text: str) -> str | None:
+    """The `netmask:` line of `hccn_tool -i N -ip -g`, or None."""
+    match = _NETMASK.search(text)
+    return match.group(1) if match else None
+
+
+def parse_hccn_conf_netmasks(text: str) -> dict[int, str]:
+    """`/etc/hccn.conf` lines `netmask_N=MASK`, by device id."""
+    return {int(n): mask for n, mask in _CONF_NETMASK.findall(text)}

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ascend_run.deployment import Deployment, Node
 from ascend_run.errors import RemoteCommandError, TransportError
+from ascend_run.inputs.deployment import Node
 from ascend_run.launch import nodeops
-from ascend_run.launch.launcher import parallel
 from ascend_run.transport.broadcast import broadcast
+from ascend_run.transport.cluster import Cluster
 
 CHUNK = 1 << 20
 
@@ -27,17 +27,12 @@ class ShipResult:
     image_id: str
 
 
-def ship_image(dep: Deployment, transports: dict, client, image: str,
-               on_bytes: Callable[[int], None] = lambda n: None,
+def ship_image(cluster: Cluster, client, image: str, on_bytes: Callable[[int], None] = lambda n: None,
                nodes: list[Node] | None = None) -> list[ShipResult]:
     """Ship `image` from `client` (docker SDK) to the nodes that lack it; verify ids. Returns per node."""
     local = client.images.get(image)
-    nodes = nodes or list(dep.nodes)
-    present = parallel(nodes, lambda n: nodeops.image_id(transports[n.name], image))
-    errors = {k: v for k, v in present.items() if isinstance(v, BaseException)}
-    if errors:
-        name, exc = next(iter(errors.items()))
-        raise TransportError(f"cannot check the image: {exc}", host=name)
+    nodes = nodes or cluster.nodes
+    present = cluster.each_or_raise(lambda n, t: nodeops.image_id(t, image), nodes)
     results = [ShipResult(n.name, "present", local.id) for n in nodes if present[n.name] == local.id]
     targets = [n for n in nodes if present[n.name] != local.id]
     if not targets:
@@ -49,7 +44,7 @@ def ship_image(dep: Deployment, transports: dict, client, image: str,
             on_bytes(len(chunk))
 
     def loader(node: Node):
-        return lambda chunks: transports[node.name].run(["docker", "load", "--quiet"], stdin=chunks,
+        return lambda chunks: cluster.transport(node).run(["docker", "load", "--quiet"], stdin=chunks,
                                                         timeout=None).check(node.name)
 
     failed = broadcast(produce, {n.name: loader(n) for n in targets})
@@ -57,7 +52,7 @@ def ship_image(dep: Deployment, transports: dict, client, image: str,
         name, exc = next(iter(failed.items()))
         raise TransportError(f"docker load failed: {exc}", host=name,
                              fix="check free disk space in the node's Docker data-root, then ship again")
-    ids = parallel(targets, lambda n: nodeops.image_id(transports[n.name], image))
+    ids = cluster.each_or_raise(lambda n, t: nodeops.image_id(t, image), targets)
     for node in targets:
         if ids[node.name] != local.id:
             raise RemoteCommandError(node.name, ["docker", "image", "inspect", image], 1,

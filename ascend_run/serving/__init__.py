@@ -1,0 +1,1 @@
+"""Talking to the served model: an OpenAI-compatible chat client for the inference smoke test."""
