@@ -19,15 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ascend_run.sim import demo  # noqa: E402
-from ascend_run.render.dockerfile import render_build_context  # noqa: E402
-from ascend_run.sim import mindformers as mf  # noqa: E402
+from ascend_run.render.dockerfile import render_build_context
+from ascend_run.sim import demo
+from ascend_run.sim import mindformers as mf
 
 
 def cold_build(client, tag: str, args: dict[str, str], wheelhouse: Path) -> tuple[float, int]:
     """(seconds, image bytes) of a no-cache build of the train Dockerfile with `args`."""
-    from ascend_run.sim.base_image import ensure_base_image
     from ascend_run.engine.wheelhouse import serve
+    from ascend_run.sim.base_image import ensure_base_image
 
     base = ensure_base_image(client)
     with tempfile.TemporaryDirectory(prefix="bench-images-") as tmp, serve(wheelhouse) as index_url:
@@ -65,10 +65,8 @@ def main() -> int:
             print(f"{name}: {seconds:.0f} s, {size / 1e9:.2f} GB", file=sys.stderr)
     finally:
         for _, tag, _, _ in variants:
-            try:
+            if client.images.list(name=tag):   # built
                 client.images.remove(tag, noprune=False)
-            except Exception:  # noqa: BLE001 - not built
-                pass
     if options.markdown:
         print("| image | cold build | size | × stand-in |\n|---|---|---|---|")
         for name, seconds, size in rows:

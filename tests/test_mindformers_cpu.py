@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run.inputs.deployment import load_deployment
 from ascend_run.errors import AscendRunError, ConfigError
+from ascend_run.inputs.deployment import load_deployment
 from ascend_run.mfconfig import JobContext, check_config, derive_config
 from ascend_run.mfconfig.cpu_preset import DEFAULT_DATA_PREFIX
 from ascend_run.render.dockerfile import render_build_context

@@ -9,7 +9,6 @@ reject (or crash on); warnings are what they accept and silently ignore or get w
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 

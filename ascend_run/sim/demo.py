@@ -54,8 +54,8 @@ def build_cpu_image(client, kind: str = "train", on_event: Callable = lambda e: 
     """Build the generated KIND Dockerfile with the CPU stand-ins; returns the tag. A variant (the real
     MindFormers image, ascend_run/sim/mindformers.py) passes its own build args, tag and filled wheelhouse."""
     from ascend_run.engine.build import build_image
-    from ascend_run.sim.base_image import ensure_base_image
     from ascend_run.engine.wheelhouse import serve
+    from ascend_run.sim.base_image import ensure_base_image
 
     base = ensure_base_image(client)
     tag = tag or CPU_TAG.format(kind=kind)
