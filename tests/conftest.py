@@ -9,7 +9,7 @@ pytest_plugins = ["tests.conftest_docker", "tests.conftest_e2e", "tests.conftest
 # Fixtures that need root: network namespaces, sshd servers, dockerd. A test using one carries the `root`
 # marker (added here, so nobody has to remember it), and `-m "not root"` runs everything else.
 ROOT_FIXTURES = {"sshd_fleet", "sim_cluster", "e2e_cluster", "docker_engine", "docker_client", "cpu_train_image",
-                 "cpu_infer_image"}
+                 "cpu_infer_image", "mindformers_image"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -40,6 +40,14 @@ def cpu_infer_image(docker_client):
 
 
 @pytest.fixture(scope="session")
+def mindformers_image(docker_client):
+    """The real MindFormers 1.9.0 + MindSpore 2.9.0 CPU image (ascend_run/sim/mindformers.py)."""
+    from ascend_run.sim.mindformers import build_image
+
+    return build_image(docker_client)
+
+
+@pytest.fixture(scope="session")
 def e2e_cluster(tmp_path_factory, docker_client, cpu_train_image):
     """(SimCluster, job file) with 3 nodes that all have the train image."""
     needs_root_tools()

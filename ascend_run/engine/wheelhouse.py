@@ -27,11 +27,21 @@ def project_of(filename: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def download(requirements: list[str], dest: Path, python_version: str = "3.11") -> Path:
-    """`pip download` the requirements (and dependencies) as binary wheels for `python_version`."""
+def download(requirements: list[str], dest: Path, python_version: str = "3.11", build_sdists: bool = False) -> Path:
+    """`pip download` the requirements (and dependencies) as binary wheels for `python_version`.
+
+    `build_sdists`: some dependencies exist only as source (MindFormers needs jieba and rouge-chinese);
+    `pip wheel` then builds them into wheels here, which only fits an image of this interpreter's version."""
     dest.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(dest),
-               "--python-version", python_version, *requirements]
+    if build_sdists:
+        here = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if here != python_version:
+            raise AscendRunError(f"building source-only packages for Python {python_version} needs that Python; "
+                                 f"this is {here}", fix=f"run this with Python {python_version}")
+        command = [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(dest), *requirements]
+    else:
+        command = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(dest),
+                   "--python-version", python_version, *requirements]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise AscendRunError(f"pip download failed: {result.stderr.strip()[-500:]}",

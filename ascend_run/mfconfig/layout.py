@@ -35,6 +35,7 @@ DEEPSEEK_V3 = {
     "vocab_size": 129280, "expert_num": 256, "first_k_dense": 3, "moe_intermediate_size": 2048,
     "experts_per_tok": 8, "shared_experts": 1, "kv_lora_rank": 512, "q_lora_rank": 1536,
     "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128, "seq_length": 4096,
+    "use_flash_attention": True,  # DeepseekV3Config's default in MindFormers 1.9
 }
 
 _MC = "model.model_config."
@@ -114,6 +115,21 @@ _PATHS: dict[str, dict[Layout, str]] = {
     "lr_schedule": {Layout.LEGACY: "lr_schedule", Layout.MF2: "lr_schedule", Layout.PARALLELISM: "lr_scheduler"},
     "data_loader": {Layout.LEGACY: "train_dataset.data_loader", Layout.MF2: "train_dataset.data_loader",
                     Layout.PARALLELISM: "train_dataset.dataloader"},
+    # read by the rules MindFormers' own checks enforce (mindformers_rules.py)
+    "select_recompute": {Layout.LEGACY: "recompute_config.select_recompute",
+                         Layout.MF2: "recompute_config.select_recompute"},
+    "select_comm_recompute": {Layout.LEGACY: "recompute_config.select_comm_recompute",
+                              Layout.MF2: "recompute_config.select_comm_recompute"},
+    "use_flash_attention": {Layout.LEGACY: _MC + "use_flash_attention", Layout.MF2: _MC + "use_flash_attention"},
+    "use_attn_mask_compression": {Layout.LEGACY: _MC + "use_attn_mask_compression",
+                                  Layout.MF2: _MC + "use_attn_mask_compression"},
+    "use_eod_attn_mask_compression": {Layout.LEGACY: _MC + "use_eod_attn_mask_compression",
+                                      Layout.MF2: _MC + "use_eod_attn_mask_compression"},
+    "use_ring_attention": {Layout.LEGACY: _MC + "use_ring_attention", Layout.MF2: _MC + "use_ring_attention"},
+    "fine_grain_interleave": {Layout.LEGACY: _MC + "fine_grain_interleave", Layout.MF2: _MC + "fine_grain_interleave"},
+    "use_past": {Layout.LEGACY: _MC + "use_past", Layout.MF2: _MC + "use_past"},
+    "context_mode": {Layout.LEGACY: "context.mode", Layout.MF2: "context.mode"},
+    "parallel_mode": {Layout.LEGACY: "parallel.parallel_mode", Layout.MF2: "parallel.parallel_mode"},
 }
 
 # Defaults when the key is absent (MindFormers' own defaults for the parallel settings; DeepSeek-V3's for
@@ -124,6 +140,9 @@ _DEFAULTS: dict[str, Any] = {
     "param_dtype": "float32", "compute_dtype": "bfloat16", "parallel_optimizer": False, "opt_shard": -1,
     "fsdp_strategy": None, "max_device_memory": None, "batch_size": 1, "global_batch_size": None,
     "full_batch": False, "dataset_strategy": None, "lr_schedule": None, "data_loader": None,
+    "select_recompute": False, "select_comm_recompute": False, "use_attn_mask_compression": False,
+    "use_eod_attn_mask_compression": False, "use_ring_attention": False, "fine_grain_interleave": 1,
+    "use_past": False, "context_mode": 0, "parallel_mode": 0,
 }
 _LEGACY_MODEL_DEFAULTS = {"mtp_depth": 0, "expert_num": 1, "first_k_dense": 0, "experts_per_tok": 1,
                           "shared_experts": 0}

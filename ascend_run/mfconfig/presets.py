@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ascend_run.errors import ConfigError
-from ascend_run.mfconfig import stages
+from ascend_run.mfconfig import cpu_preset, stages
 from ascend_run.mfconfig.layout import ConfigView, Layout
 from ascend_run.mfconfig.yamledit import KeyPath, parse_key_path
 
@@ -135,6 +135,8 @@ PRESETS: dict[str, Preset] = {
                          ("data_path", "mindformers_dir"), _article_1b),
     "article-infer": Preset("article-infer", "the article's 671B inference: weights dir and tokenizer paths",
                             ("weights_dir", "tokenizer"), _article_infer),
+    "cpu-tiny-llama": Preset("cpu-tiny-llama", "the article's job with a tiny legacy Llama the real MindFormers "
+                             "trains on a CPU (docs/mindformers-cpu.md)", ("data_path",), cpu_preset.build),
 }
 
 

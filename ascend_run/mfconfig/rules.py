@@ -9,7 +9,6 @@ reject (or crash on); warnings are what they accept and silently ignore or get w
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from ruamel.yaml.comments import CommentedMap
 from ascend_run.mfconfig import stages
 from ascend_run.mfconfig.layout import ConfigView, Layout, Setting
 from ascend_run.mfconfig.memory import GIB, estimate, parse_memory
+from ascend_run.mfconfig.mindformers_rules import MindFormersRules
 from ascend_run.mfconfig.paths import JobContext, collect
 from ascend_run.mfconfig.report import CheckReport, Issue
 from ascend_run.mfconfig.yamledit import Document, KeyPath, format_key_path, parse_key_path, plain
@@ -73,7 +73,7 @@ def check_config(path_or_data: Any, job: JobContext = JobContext(), *, memory: b
     return report
 
 
-class _Rules:
+class _Rules(MindFormersRules):
     def __init__(self, view: ConfigView, npus: int | None, report: CheckReport) -> None:
         self.view, self.npus, self.report = view, npus, report
         self.bad: set[str] = set()   # fields with an unusable value; later rules leave them alone
@@ -104,6 +104,7 @@ class _Rules:
         self.experts()
         self.pipeline()
         self.model_shape()
+        self.mindformers_rules()
         if self.view.is_train:
             self.dataset_strategy()
             self.callbacks()

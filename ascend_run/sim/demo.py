@@ -30,14 +30,15 @@ def cpu_requirements() -> list[str]:
     return [f"mindspore=={CPU_MINDSPORE}", *extra]
 
 
-def ensure_wheelhouse(path: Path = WHEELHOUSE) -> Path:
-    """Download the requirements (and dependencies) once; a marker names what the directory holds."""
+def ensure_wheelhouse(path: Path = WHEELHOUSE, requirements: list[str] | None = None,
+                      build_sdists: bool = False) -> Path:
+    """Download the requirements (default: the demo images') once; a marker names what the directory holds."""
     from ascend_run.engine.wheelhouse import download
 
-    requirements = cpu_requirements()
+    requirements = requirements or cpu_requirements()
     marker = path / ".requirements"
     if not marker.is_file() or marker.read_text() != "\n".join(requirements):
-        download(requirements, path)
+        download(requirements, path, build_sdists=build_sdists)
         marker.write_text("\n".join(requirements))
     return path
 
@@ -49,15 +50,17 @@ def cpu_build_args(kind: str, base_image: str, index_url: str) -> dict[str, str]
 
 
 def build_cpu_image(client, kind: str = "train", on_event: Callable = lambda e: None,
-                    extra_args: dict[str, str] | None = None) -> str:
-    """Build the generated KIND Dockerfile with the CPU stand-ins; returns the tag."""
+                    extra_args: dict[str, str] | None = None, tag: str | None = None,
+                    wheelhouse: Path | None = None) -> str:
+    """Build the generated KIND Dockerfile with the CPU stand-ins; returns the tag. A variant (the real
+    MindFormers image, ascend_run/sim/mindformers.py) passes its own build args, tag and filled wheelhouse."""
     from ascend_run.engine.build import build_image
-    from ascend_run.sim.base_image import ensure_base_image
     from ascend_run.engine.wheelhouse import serve
+    from ascend_run.sim.base_image import ensure_base_image
 
     base = ensure_base_image(client)
-    tag = CPU_TAG.format(kind=kind)
-    with serve(ensure_wheelhouse()) as index_url:
+    tag = tag or CPU_TAG.format(kind=kind)
+    with serve(wheelhouse or ensure_wheelhouse()) as index_url:
         args = {**cpu_build_args(kind, base, index_url), **(extra_args or {})}
         build_image(client, render_build_context(kind), tag, args, on_event, network_mode="host")
     return tag

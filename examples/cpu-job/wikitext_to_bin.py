@@ -5,12 +5,14 @@ script cannot run there. This one keeps its command-line contract (`--input --ou
 --seq-length --workers`, the article's `--worker` accepted as an argparse prefix) and its output: the
 Wikitext paragraphs (headings dropped), tokenized, stitched and cut into sequences of `seq_length + 1`
 int32 tokens, one document each, written as a Megatron MMapIndexedDataset pair
-`PREFIX_text_document.bin/.idx` that MindFormers' loader reads.
+`PREFIX_text_document.bin/.idx` that MindFormers' loader reads. Where MindFormers is installed (the
+real-MindFormers CPU image, examples/mindformers-cpu) the pair is written by MindFormers' own
+`IndexedDatasetBuilder`, as the real script does; the standard-library writer below is for images without it.
 
 The tokenizer is a crude one: whitespace-split words looked up in tokenizer.json's `model.vocab` (the
 Hugging Face tokenizers JSON), with and without the byte-level BPE space marker `Ġ`; unknown words get the
-unk id. Good enough for a file of the right shape; not for training a real model. Standard library only
-(it runs with the image's Python 3.11).
+unk id. Good enough for a file of the right shape; not for training a real model. Standard library only,
+MindFormers excepted (it runs with the image's Python 3.11).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import struct
 import sys
+import tempfile
 from array import array
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -99,6 +102,29 @@ def write_megatron(prefix: str, sequences: list[array]) -> tuple[str, str]:
     return bin_path, idx_path
 
 
+def mindformers_builder():
+    """MindFormers' `IndexedDatasetBuilder` when the image has MindFormers, else None. Its import logs to
+    ./output/log unless told otherwise: the log goes to a temporary directory, not beside the script."""
+    os.environ.setdefault("LOG_MF_PATH", tempfile.mkdtemp(prefix="mindformers-log-"))
+    try:
+        from mindformers.dataset.blended_datasets.indexed_dataset import IndexedDatasetBuilder
+    except ImportError:
+        return None
+    return IndexedDatasetBuilder
+
+
+def write_with_mindformers(builder_class, prefix: str, sequences: list[array]) -> tuple[str, str]:
+    """The same pair, written by MindFormers: one document of one sequence each, int32."""
+    import numpy
+
+    bin_path, idx_path = prefix + ".bin", prefix + ".idx"
+    builder = builder_class(bin_path, dtype=numpy.int32)
+    for seq in sequences:
+        builder.add_document(numpy.asarray(seq, dtype=numpy.int32), [len(seq)])
+    builder.finalize(idx_path)
+    return bin_path, idx_path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     vocab, unk, eod = load_vocab(args.vocab_file)
@@ -115,10 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = os.path.dirname(args.output_prefix)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-    bin_path, idx_path = write_megatron(args.output_prefix + "_text_document", sequences)
+    builder = mindformers_builder()
+    if builder is None:
+        bin_path, idx_path = write_megatron(args.output_prefix + "_text_document", sequences)
+    else:
+        bin_path, idx_path = write_with_mindformers(builder, args.output_prefix + "_text_document", sequences)
     print(f"{docs} paragraphs, {len(tokens)} tokens ({sum(t == unk for t in tokens)} unknown) -> "
           f"{len(sequences)} sequences of {size} tokens")
-    print(f"wrote {bin_path} and {idx_path}")
+    writer = "MindFormers' IndexedDatasetBuilder" if builder else "the standard-library writer"
+    print(f"wrote {bin_path} and {idx_path} with {writer}")
     return 0
 
 
