@@ -50,11 +50,12 @@ def ssh(cluster: SimCluster, node, command: str, check: bool = True, timeout: fl
 
 @pytest.fixture
 def sim_cluster(request, tmp_path_factory):
-    """Factory: `make_sim(nodes=3, profile="atlas-800t-a2", docker=True, image=BASE_IMAGE)` -> SimCluster."""
+    """Factory: `make_sim(nodes=3, profile="atlas-800t-a2", docker=True, image=BASE_IMAGE, link_rate=None)`
+    -> SimCluster (link_rate e.g. "200mbit": every link shaped with tc)."""
     made: list[SimCluster] = []
 
     def make_sim(nodes: int = 3, profile: str = "atlas-800t-a2", docker: bool = True,
-                 image: str | None = BASE_IMAGE) -> SimCluster:
+                 image: str | None = BASE_IMAGE, link_rate: str | None = None) -> SimCluster:
         reason = sim_unavailable(docker)
         if reason:
             pytest.skip(reason)
@@ -66,7 +67,8 @@ def sim_cluster(request, tmp_path_factory):
         cluster = SimCluster(tmp_path_factory.mktemp("sim"))
         made.append(cluster)
         source = request.getfixturevalue("docker_engine") if docker and image else None
-        cluster.up(nodes, profile, docker=docker, image=image if docker else None, image_engine=source)
+        cluster.up(nodes, profile, docker=docker, image=image if docker else None, image_engine=source,
+                   link_rate=link_rate)
         return cluster
 
     yield make_sim

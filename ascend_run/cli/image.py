@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TransferSpeedColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ascend_run.cli.transfer import encrypt_option, per_node_option
 from ascend_run.engine.build import BuildEvent, build_image, connect
 from ascend_run.inputs.images import IMAGE_KINDS, get_image
 from ascend_run.render.dockerfile import render_build_context
@@ -105,13 +105,20 @@ def build_with_progress(client, kind: str, tag: str, args: dict[str, str], netwo
 @click.option("-f", "--file", "deployment_file", required=True, type=click.Path(dir_okay=False),
               help="The deployment file; its `image` is shipped.")
 @click.option("--docker-host", envvar="DOCKER_HOST", help="Local engine holding the image (default: $DOCKER_HOST).")
+@encrypt_option
+@per_node_option
 @click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
-def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_new_host_keys: bool) -> None:
-    """Copy the KIND image to every node that lacks it (docker save | docker load over SSH, in parallel).
+def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, encrypt: bool, per_node: bool,
+             accept_new_host_keys: bool) -> None:
+    """Copy the KIND image to every node that lacks it, without a registry.
 
-    For clusters without a registry. Node image ids are checked against the local one afterwards.
+    `docker save` is read once and sent once, to the first node; the nodes pass it down a chain, each
+    storing it and forwarding it while it still arrives (relays started over SSH, node-to-node TCP on the
+    cluster network), so the time hardly grows with the number of nodes. Each node loads the image only
+    once its copy's sha256 matches; the image ids are compared afterwards. Needs python3 on the nodes.
     """
     from ascend_run.cli.launch import connected
+    from ascend_run.cli.transfer import TransferProgress
     from ascend_run.inputs.deployment import load_deployment
     from ascend_run.steps.ship_image import ship_image
 
@@ -120,12 +127,11 @@ def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_ne
         raise click.BadParameter(f"{deployment_file} uses {dep.profile.name} ({dep.profile.role} servers), "
                                  f"not {kind}", param_hint="KIND")
     client = connect(docker_host)
-    size = client.images.get(dep.image).attrs.get("Size", 0)
-    with connected(dep, accept_new_host_keys) as transports, Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(f"shipping {dep.image}", total=size or None)
-        results = ship_image(dep, transports, client, dep.image, on_bytes=lambda n: progress.advance(task, n))
+    console = Console(stderr=True)
+    with connected(dep, accept_new_host_keys) as transports, \
+            TransferProgress(console, f"shipping {dep.image}", per_node) as progress:
+        results = ship_image(dep, transports, client, dep.image, encrypt=encrypt, on_progress=progress.update,
+                             on_msg=lambda m: console.print(m, highlight=False))
     shipped = [r.node for r in results if r.action == "shipped"]
     click.echo(f"{dep.image} ({results[0].image_id[:19]}): shipped to {len(shipped)} node(s), "
                f"already on {len(results) - len(shipped)}")

@@ -28,8 +28,12 @@ def sim() -> None:
 @click.option("--image", help="Also load this image from the local engine into every node.")
 @click.option("--base-image", is_flag=True,
               help="Also load the local Debian base image (ascend-run/debian-base:bookworm; built once, cached).")
+@click.option("--link-rate", metavar="RATE",
+              help="Give every server, and this machine, a network link of RATE both ways (tc), e.g. 200mbit, "
+                   "1gbit: transfers then measure the topology, not memory copies.")
 @dir_option
-def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image: bool, directory: str) -> None:
+def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image: bool, link_rate: str | None,
+       directory: str) -> None:
     """Bring up NODES simulated servers and write DIR/cluster.yaml for every other command.
 
     Each server is a network namespace on a private bridge (10.233.X.0/24, X from a hash of DIR) with its
@@ -50,7 +54,7 @@ def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image:
             err.print(f"  {message}")
             status.update(message)
 
-        cluster.up(nodes, profile, docker=not no_docker, image=image, progress=progress)
+        cluster.up(nodes, profile, docker=not no_docker, image=image, progress=progress, link_rate=link_rate)
     click.echo(f"{nodes} nodes up in {time.monotonic() - started:.1f} s; deployment file: {cluster.deployment_file}")
     click.echo(f"try: ascend-run exec -f {cluster.deployment_file} -- npu-smi info")
 

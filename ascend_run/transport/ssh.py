@@ -274,8 +274,8 @@ class SSHTransport:
                 rc = RC_TIMEOUT  # the node did not answer in time either: leave the channel
             else:
                 rc = _exit_code(chan)
-            if writer is not None:
-                writer.join(timeout=5)
+            if writer is not None:  # once the command has exited, what it did not read no longer matters
+                writer.join(timeout=0 if chan.exit_status_ready() else 5)
             if timeout is not None and rc in (RC_KILLED, 128 + 9) and time.monotonic() - started >= timeout:
                 rc = RC_TIMEOUT  # `timeout -k` had to SIGKILL the command (and itself)
             if rc == RC_TIMEOUT and timeout is not None:
