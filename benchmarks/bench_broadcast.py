@@ -15,7 +15,8 @@ as the kit does it now and as it did before:
 - from node 0 (`weights fetch --from-node`): a file on node 0. Pipelined: a `FileSet` chain from node 0,
   nothing through this machine. Star: node 0's `cat` relayed through this machine to every server.
 
-Times are wall-clock around the transfer alone (SSH connections are open before the clock starts).
+Times are wall-clock around the transfer alone (SSH connections are open, and have carried 32 MiB each,
+before the clock starts).
 "sent" is what left this machine, from the bridge interface's tx_bytes (`SimCluster.bridge_bytes`).
 """
 
@@ -86,6 +87,13 @@ def _sink(transports, node):
                                                     stdin=chunks).check(node.name)
 
 
+def warm_up(transports, nodes) -> None:
+    """32 MiB over every SSH connection first, one at a time: a fresh connection's first megabytes through
+    the shaped link are slower (TCP's start-up), which would show as a slower first measurement."""
+    for node in nodes:
+        transports[node.name].run(["sh", "-c", "cat > /dev/null"], stdin=bytes(32 << 20)).check(node.name)
+
+
 def clean(transports, nodes) -> None:
     for node in nodes:
         transports[node.name].run(["sh", "-c", f"rm -rf /var/tmp/ascend-run-bench-?-{node.name}.bin"], timeout=60)
@@ -119,6 +127,7 @@ def main() -> None:
                 transports[source.name].run(["sh", "-c", f"mkdir -p {SOURCE_DIR} && cat > {SOURCE_DIR}/payload.bin"],
                                             stdin=payload).check(source.name)
             try:
+                warm_up(transports, servers)
                 for _ in range(args.repeat):
                     for count in counts:
                         nodes = servers[:count]

@@ -194,7 +194,8 @@ class _Transfer:
         self.tries: Counter = Counter()
         self.retrying: set[str] = set()
         self.feeders: dict[str, threading.Event] = {}
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, str] = {}                  # by node: what its relay said before it ended
+        self.pull_errors: dict[tuple[str, str], str] = {}  # (server, upstream): why pulling failed
         self.truth: tuple[int, str] | None = None
         self.fatal: Exception | None = None
         self.wired = False
@@ -257,7 +258,7 @@ class _Transfer:
         self.retrying.discard(name)
         upstream = choose_upstream(self.order, name, self.lost | self.avoid[name])
         if upstream is None:
-            why = [f"{n} lost" if n in self.lost else f"{n} failed it {MAX_TRIES} times: {self.errors.get(f'{name}<-{n}')}"
+            why = [f"{n} lost" if n in self.lost else f"{n} failed it {MAX_TRIES} times: {self.pull_errors.get((name, n))}"
                    for n in self.order[:self.order.index(name)]]
             self._fail(name, f"no server before it in the chain can feed it ({'; '.join(why)})")
             return
@@ -317,7 +318,7 @@ class _Transfer:
                 timer.start()
                 return
             self.avoid[name].add(upstream)
-            self.errors.setdefault(f"{name}<-{upstream}", error)
+            self.pull_errors[(name, upstream)] = error
         self._feed(name)
 
     def _gone(self, name: str, event: dict) -> None:

@@ -110,7 +110,7 @@ class Store(object):
     def finish(self, token, total):
         """The feeder says the stream ends at `total`: True if this store then holds all of it."""
         with self.cond:
-            if token is not self.token:
+            if token is not self.token or self.ended:
                 return False
             if self.have != total or (self.total is not None and self.total != total):
                 raise ValueError("the stream ended at %d bytes, %d held" % (total, self.have))
