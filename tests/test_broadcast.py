@@ -214,6 +214,9 @@ def tree(directory: Path) -> dict[str, bytes]:
 
 
 def test_files_reach_every_server_and_a_server_forwards_what_it_already_had(tmp_path):
+    stale = tmp_path / "n1" / "sub" / ".ascend-run-partial-0123abcd-4"  # left by a relay killed earlier
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half")
     states = file_set(tmp_path, 3, already={2: ["model-00001.safetensors"]})
     assert [s.phase for s in states] == ["done"] * 3
     for i in range(1, 4):

@@ -190,6 +190,7 @@ class FileSet(Store):
                     self.partials[i] = os.path.join(os.path.dirname(self.paths[i]),
                                                     ".ascend-run-partial-%s-%d" % (spec["tag"], i))
                     self.paths[i] = self.partials[i]
+            forget_partials(set(os.path.dirname(p) for p in self.partials.values()))
             self.close_empty()
 
     def put(self, data):
@@ -257,6 +258,15 @@ class FileSet(Store):
         for path in self.partials.values():
             if os.path.exists(path):
                 os.unlink(path)
+
+
+def forget_partials(folders):
+    """What a relay killed outright (no chance to clean up) left in these folders in an earlier transfer."""
+    for folder in folders:
+        if os.path.isdir(folder):
+            for entry in os.listdir(folder):
+                if entry.startswith(".ascend-run-partial-"):
+                    os.unlink(os.path.join(folder, entry))
 
 
 def check_name(name):
