@@ -9,7 +9,8 @@ Root, from the repository root. Brings up a simulated cluster of sshd-only nodes
 payload is zeros (`head -c`, no compression anywhere) and the nodes discard it (`cat > /dev/null`), so the
 numbers are the transport's, not a disk's or `docker load`'s. Contenders, order rotated between repeats:
 
-- ascend-run: `transport.broadcast` + `SSHTransport.run(stdin=…)` / `run(on_stdout=…)`, as ship/spread use them;
+- ascend-run: the star (`benchmarks/star.py`, what ship/spread did before the pipelined broadcast) +
+  `SSHTransport.run(stdin=…)` / `run(on_stdout=…)`;
 - ascend-run with paramiko's defaults (32 KiB packets, aes128-ctr first): the code before the tuning;
 - OpenSSH: `tee` into N `ssh` processes (fan-out), `ssh node0 … | tee … | ssh` (relay): what a person
   would type, C all the way.
@@ -40,7 +41,7 @@ def ascend_run(dep, size: int, relay: bool, defaults: bool) -> float:
     import paramiko
 
     from ascend_run.transport import ssh as ssh_module
-    from ascend_run.transport.broadcast import broadcast
+    from benchmarks.star import broadcast
     from ascend_run.transport.fanout import close_all, connect_all
 
     tuned = ssh_module._bulk_transport

@@ -50,12 +50,12 @@ def ssh(cluster: SimCluster, node, command: str, check: bool = True, timeout: fl
 
 @pytest.fixture
 def sim_cluster(request, tmp_path_factory):
-    """Factory: `make_sim(nodes=3, profile="atlas-800t-a2", docker=True, image=BASE_IMAGE, bastion=False)`
-    -> SimCluster."""
+    """Factory: `make_sim(nodes=3, profile="atlas-800t-a2", docker=True, image=BASE_IMAGE, bastion=False,
+    link_rate=None)` -> SimCluster (link_rate e.g. "200mbit": every link shaped with tc)."""
     made: list[SimCluster] = []
 
     def make_sim(nodes: int = 3, profile: str = "atlas-800t-a2", docker: bool = True,
-                 image: str | None = BASE_IMAGE, bastion: bool = False) -> SimCluster:
+                 image: str | None = BASE_IMAGE, bastion: bool = False, link_rate: str | None = None) -> SimCluster:
         reason = sim_unavailable(docker)
         if reason:
             pytest.skip(reason)
@@ -68,7 +68,7 @@ def sim_cluster(request, tmp_path_factory):
         made.append(cluster)
         source = request.getfixturevalue("docker_engine") if docker and image else None
         cluster.up(nodes, profile, docker=docker, image=image if docker else None, image_engine=source,
-                   bastion=bastion)
+                   bastion=bastion, link_rate=link_rate)
         return cluster
 
     yield make_sim

@@ -22,7 +22,8 @@ def healthy(name: str, **changes) -> NodeFacts:
                       npu_smi="".join(SMI_ROW.format(i=i, h="OK") for i in range(8)),
                       hccn={i: {"link": "link status: UP", "ip": f"ipaddr:10.9.0.{i}\nnetmask:255.255.255.0"}
                             for i in range(8)},
-                      driver_version="24.1.rc3", free_bytes={"/var/log/ascend-run": 100 << 30})
+                      driver_version="24.1.rc3", free_bytes={"/var/log/ascend-run": 100 << 30},
+                      host_python="3.11", host_python_ok=True)
     for key, value in changes.items():
         setattr(facts, key, value)
     return facts
@@ -37,7 +38,7 @@ def test_all_healthy_passes():
     checks = evaluate(d, {n.name: healthy(n.name) for n in d.nodes})
     assert not failed(checks)
     assert {c.check for c in checks} >= {"ssh", "docker", "image", "devices", "npu-health", "hccn-link", "hccn-ip",
-                                         "driver", "disk", "master-port"}
+                                         "driver", "disk", "master-port", "python3"}
 
 
 def test_each_fault_names_node_and_check():
@@ -61,3 +62,13 @@ def test_unreachable_node_shared_hostname_and_clock_skew():
     checks = evaluate(d, {a: healthy("same"), b: healthy("same", clock_offset_s=30.0),
                           c: TransportError("cannot connect", host=c)})
     assert failed(checks) == {(a, "hostname"), (b, "hostname"), (b, "clock"), (c, "ssh")}
+
+
+def test_a_host_without_a_recent_python3_fails_the_relay_check():
+    d = dep()
+    a, b = (n.name for n in d.nodes)
+    checks = evaluate(d, {a: healthy(a, host_python="not installed", host_python_ok=False),
+                          b: healthy(b, host_python="3.5", host_python_ok=False)})
+    assert failed(checks) == {(a, "python3"), (b, "python3")}
+    detail = next(c.detail for c in checks if c.node == a and c.check == "python3")
+    assert "not installed" in detail and ">= 3.6" in detail and "image ship" in detail

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
 import subprocess
@@ -98,6 +99,26 @@ def test_stdin_bytes_and_chunks(any_transport):
     assert any_transport.run(["cat"], stdin=b"hello\n").stdout == "hello\n"
     chunks = (b"x" * 50_000 for _ in range(8))
     assert any_transport.run(["wc", "-c"], stdin=chunks).stdout.strip() == "400000"
+
+
+def test_a_large_stdin_goes_to_paramiko_in_slices_and_rekeys_are_rare(node_ssh):
+    """paramiko's sendall copies what is left after every packet: one 256 MiB bytes object took minutes."""
+    from ascend_run.transport import ssh as ssh_module
+
+    class Channel:
+        sizes: list[int] = []
+
+        def sendall(self, data: bytes) -> None:
+            self.sizes.append(len(data))
+
+        def shutdown_write(self) -> None:
+            pass
+
+    ssh_module._feed(Channel(), bytes(5 * ssh_module.SEND_SLICE + 1)).join()
+    assert Channel.sizes == [ssh_module.SEND_SLICE] * 5 + [1]
+    data = bytes(range(256)) * (12 << 12)  # 12 MiB, whole
+    assert node_ssh.run(["sha256sum"], stdin=data).stdout.split()[0] == hashlib.sha256(data).hexdigest()
+    assert node_ssh._client.get_transport().packetizer.REKEY_BYTES == 1 << 32
 
 
 def test_timeout_ends_the_remote_process(any_transport):

@@ -41,8 +41,8 @@ def data() -> None:
 @click.option("-o", "--out-file", type=click.Path(dir_okay=False),
               help="With --derive: where to write the config.")
 @click.option("--spread", is_flag=True,
-              help="Then copy the dataset directory from node 0 to every other node, as `weights fetch "
-                   "--from-node` does (sha256-checked; nodes on shared storage are skipped).")
+              help="Then copy the dataset directory from node 0 to every other node, node to node, as "
+                   "`weights fetch --from-node` does (sha256-checked; nodes on shared storage are skipped).")
 @dry_run_option
 @output_option
 @click.option("--accept-new-host-keys", is_flag=True,
@@ -116,6 +116,7 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
 
 def _run(dep, target, prep, accept_new_host_keys: bool, spread_dir: str | None) -> dict:
     from ascend_run.cli.common import connected, err_console
+    from ascend_run.cli.transfer import TransferProgress
     from ascend_run.steps.spread import spread_from_node
 
     console = err_console()
@@ -128,8 +129,9 @@ def _run(dep, target, prep, accept_new_host_keys: bool, spread_dir: str | None) 
     with connected(dep, accept_new_host_keys, nodes=nodes) as cluster:
         result = dataprep.run_prepare(cluster.transport(target), dep, target, prep, on_line)
         if spread_dir:
-            result["spread"] = spread_from_node(cluster, spread_dir,
-                                                on_msg=lambda m: console.print(m, markup=False, highlight=False))
+            with TransferProgress(console, f"spreading {spread_dir}") as progress:
+                result["spread"] = spread_from_node(cluster, spread_dir, on_progress=progress.update,
+                                                    on_msg=lambda m: console.print(m, markup=False, highlight=False))
     return result
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TransferSpeedColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ascend_run.cli.transfer import encrypt_option, per_node_option
 from ascend_run.engine.build import BuildEvent, BuildRequest, build_image
 from ascend_run.engine.local import engine_client
 from ascend_run.engine.wheelhouse import INDEX_PORT, serve
@@ -114,13 +114,20 @@ def build_with_progress(client, kind: str, request: BuildRequest, quiet: bool) -
               help="The deployment file; its `image` is shipped.")
 @click.option("--docker-host", envvar="DOCKER_HOST",
               help="Engine holding the image (default: $DOCKER_HOST, else /var/run/docker.sock, else the kit's own).")
+@encrypt_option
+@per_node_option
 @click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
-def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_new_host_keys: bool) -> None:
-    """Copy the KIND image to every node that lacks it (docker save | docker load over SSH, in parallel).
+def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, encrypt: bool, per_node: bool,
+             accept_new_host_keys: bool) -> None:
+    """Copy the KIND image to every node that lacks it, without a registry.
 
-    For clusters without a registry. Node image ids are checked against the local one afterwards.
+    `docker save` is read once and sent once, to the first node; the nodes pass it down a chain, each
+    storing it and forwarding it while it still arrives (relays started over SSH, node-to-node TCP on the
+    cluster network), so the time hardly grows with the number of nodes. Each node loads the image only
+    once its copy's sha256 matches; the image ids are compared afterwards. Needs python3 on the nodes.
     """
     from ascend_run.cli.common import connected
+    from ascend_run.cli.transfer import TransferProgress
     from ascend_run.inputs.deployment import load_deployment
     from ascend_run.steps.ship_image import ship_image
 
@@ -128,13 +135,13 @@ def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_ne
     if dep.profile.role != kind:
         raise click.BadParameter(f"{deployment_file} uses {dep.profile.name} ({dep.profile.role} servers), "
                                  f"not {kind}", param_hint="KIND")
+    console = Console(stderr=True)
     with engine_client(docker_host) as (engine, client):
-        size = _local_image(client, engine.base_url, dep.image, deployment_file).attrs.get("Size", 0)
-        with connected(dep, accept_new_host_keys) as cluster, Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
-            task = progress.add_task(f"shipping {dep.image}", total=size or None)
-            results = ship_image(cluster, client, dep.image, on_bytes=lambda n: progress.advance(task, n))
+        _local_image(client, engine.base_url, dep.image, deployment_file)
+        with connected(dep, accept_new_host_keys) as cluster, \
+                TransferProgress(console, f"shipping {dep.image}", per_node) as progress:
+            results = ship_image(cluster, client, dep.image, encrypt=encrypt, on_progress=progress.update,
+                                 on_msg=lambda m: console.print(m, markup=False, highlight=False))
     shipped = [r.node for r in results if r.action == "shipped"]
     click.echo(f"{dep.image} ({results[0].image_id[:19]}): shipped to {len(shipped)} node(s), "
                f"already on {len(results) - len(shipped)}")

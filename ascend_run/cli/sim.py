@@ -31,9 +31,12 @@ def sim() -> None:
               help="Also load the local Debian base image (ascend-run/debian-base:bookworm; built once, cached).")
 @click.option("--bastion", is_flag=True,
               help="Put the servers behind a login node: reachable only through it (DIR/ssh_config has the ProxyJump).")
+@click.option("--link-rate", metavar="RATE",
+              help="Give every server, and this machine, a network link of RATE both ways (tc), e.g. 200mbit, "
+                   "1gbit: transfers then measure the topology, not memory copies.")
 @dir_option
 def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image: bool, bastion: bool,
-       directory: str) -> None:
+       link_rate: str | None, directory: str) -> None:
     """Bring up NODES simulated servers and write DIR/cluster.yaml for every other command.
 
     Each server is a network namespace on a private bridge (10.233.X.0/24, X from a hash of DIR) with its
@@ -64,6 +67,7 @@ def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image:
                 status.update(message)
 
             cluster.up(nodes, profile, docker=not no_docker, image=image, progress=progress, bastion=bastion,
+                       link_rate=link_rate,
                        image_engine=engine.base_url if engine else None)
     click.echo(f"{nodes} nodes up in {time.monotonic() - started:.1f} s; deployment file: {cluster.deployment_file}")
     if bastion:

@@ -8,6 +8,7 @@ import time
 import click
 
 from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, human_size, output_option
+from ascend_run.cli.transfer import encrypt_option, per_node_option
 from ascend_run.inputs.text import comment, printable
 
 ADMIN_NOISE = "running openMind Hub Client as an Admin user"
@@ -29,12 +30,14 @@ def weights() -> None:
 @click.option("--from-node", is_flag=True,
               help="Instead of downloading: spread node 0's copy to the other nodes (sha256 checked, "
                    "identical files skipped).")
+@encrypt_option
+@per_node_option
 @dry_run_option
 @output_option
 @click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
 def fetch(deployment_file: str, directory: str | None, repo: str | None, revision: str | None, node: str | None,
-          image: str | None, workers: int, from_node: bool, dry_run: bool, output_format: str,
-          accept_new_host_keys: bool) -> None:
+          image: str | None, workers: int, from_node: bool, encrypt: bool, per_node: bool, dry_run: bool,
+          output_format: str, accept_new_host_keys: bool) -> None:
     """Download the weights from the openMind hub once, or spread a copy to every node.
 
     Without --from-node: one container of the image (openmind_hub's snapshot_download, as the article does it)
@@ -42,24 +45,28 @@ def fetch(deployment_file: str, directory: str | None, repo: str | None, revisio
     with .ascend-run-complete.json in it, only when every file is there. An interrupted download resumes when
     run again; a complete one is not fetched again unless the hub has a newer commit.
 
-    With --from-node: node 0's copy goes to every other node at once (one tar stream relayed through this
-    machine, nothing stored here), after a free-space check on every target; nothing is copied if one is
-    short. Files already identical (sha256) are skipped, and so are nodes that see node 0's directory
-    itself (shared storage).
+    With --from-node: node 0's copy goes to every other node that lacks some of it, node to node down a
+    chain (relays started over SSH, nothing through this machine), after a free-space check on every
+    target; nothing is copied if one is short. Each file is renamed into place only once its sha256 equals
+    node 0's. Files already identical are not written again, and nodes that see node 0's directory itself
+    (shared storage) are skipped. Needs python3 on the nodes.
     """
     from ascend_run.inputs.deployment import load_deployment
 
     dep = load_deployment(deployment_file)
     if from_node:
-        _spread(dep, directory or dep.spec.weights.dir, accept_new_host_keys, dry_run)
+        _spread(dep, directory or dep.spec.weights.dir, accept_new_host_keys, dry_run, encrypt, per_node)
     else:
         _download(dep, deployment_file, directory, repo, revision, node, image, workers, dry_run, output_format,
                   accept_new_host_keys)
 
 
-def _spread(dep, directory: str | None, accept_new_host_keys: bool, dry_run: bool) -> None:
-    from ascend_run.cli.common import connected
+def _spread(dep, directory: str | None, accept_new_host_keys: bool, dry_run: bool, encrypt: bool,
+            per_node: bool) -> None:
+    from ascend_run.cli.common import connected, err_console
+    from ascend_run.cli.transfer import TransferProgress
     from ascend_run.steps.spread import spread_from_node
+    from ascend_run.transport.chain import describe
 
     if not directory or not directory.startswith("/") or printable(directory) != directory:
         raise click.BadParameter("an absolute path on the servers is needed (or weights.dir), on one line",
@@ -67,11 +74,15 @@ def _spread(dep, directory: str | None, accept_new_host_keys: bool, dry_run: boo
     if dry_run:
         source, *targets = dep.nodes
         click.echo(comment(f"sha256 of every file under {directory} on {source.name} and on "
-                           f"{', '.join(n.name for n in targets) or 'no other node'}; copy the ones that differ"))
+                           f"{', '.join(n.name for n in targets) or 'no other node'}; copy the ones that differ, "
+                           f"node to node: {describe([n.name for n in dep.nodes])} (nodes that need nothing drop out)"))
         return
     started = time.monotonic()
-    with connected(dep, accept_new_host_keys) as cluster:
-        copied = spread_from_node(cluster, directory, on_msg=lambda m: click.echo(m, err=True))
+    console = err_console()
+    with connected(dep, accept_new_host_keys) as cluster, \
+            TransferProgress(console, f"spreading {directory}", per_node) as progress:
+        copied = spread_from_node(cluster, directory, encrypt=encrypt, on_progress=progress.update,
+                                  on_msg=lambda m: console.print(m, markup=False, highlight=False))
     click.echo(f"{sum(copied.values())} file copies in {time.monotonic() - started:.1f} s", err=True)
 
 

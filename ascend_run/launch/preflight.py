@@ -19,6 +19,7 @@ from ascend_run.npu.tools import (parse_driver_version, parse_hccn_ip_output, pa
                                   parse_npu_smi_info, version_family)
 from ascend_run.transport.base import Transport
 from ascend_run.transport.cluster import Cluster
+from ascend_run.transport.relay import MIN_PYTHON, RC_NO_PYTHON, python_probe_argv
 
 MAX_CLOCK_SKEW_S = 5.0
 DEFAULT_LOG_FREE = "1G"
@@ -42,6 +43,8 @@ class NodeFacts:
     driver_version: str | None = None
     free_bytes: dict[str, int] = field(default_factory=dict)
     listening_ports: set[int] = field(default_factory=set)
+    host_python: str | None = None  # "3.11", or what went wrong
+    host_python_ok: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,9 @@ def gather(dep: Deployment, node: Node, t: Transport) -> NodeFacts:
         fields = text.split()
         if len(fields) >= 4 and fields[3].isdigit():
             facts.free_bytes[key] = int(fields[3]) * 1024
+    python = t.run(python_probe_argv(), timeout=30)
+    facts.host_python_ok = python.rc == 0
+    facts.host_python = python.stdout.strip() or ("not installed" if python.rc == RC_NO_PYTHON else None)
     if node.rank == 0:
         ss = t.run(["ss", "-Hltn"], timeout=30)
         for line in ss.stdout.splitlines():
@@ -152,6 +158,11 @@ def _node_checks(dep: Deployment, node: Node, f: NodeFacts) -> list[Check]:
         if free is None or free < need:
             short.append(f"{path}: {_gib(free)} free, needs {_gib(need)}")
     add("disk", not short, "; ".join(short) or "enough free space")
+    wanted_python = ".".join(map(str, MIN_PYTHON))
+    add("python3", f.host_python_ok,
+        f"python3 {f.host_python}" if f.host_python_ok else
+        f"python3 {f.host_python or '?'} on the host; image ship and weights/data spreading run a relay "
+        f"that needs python3 >= {wanted_python}")
     if node.rank == 0 and dep.job:
         port = dep.job.master_port
         add("master-port", port not in f.listening_ports,

@@ -122,18 +122,24 @@ class SimCluster:
     def up(self, nodes: int, profile_name: str = "atlas-800t-a2", docker: bool = True,
            image: str | None = None, fail_at: int | None = None,
            progress: Callable[[str], None] | None = None, image_engine: str | None = None,
-           bastion: bool = False) -> None:
+           bastion: bool = False, link_rate: str | int | None = None) -> None:
         """Bring the cluster up; on any failure, tear down what was made and raise.
 
         `image` (docker only) is copied from `image_engine` (default: the kit's local engine) into every
         node's daemon. With `bastion`, the servers are reachable only through one more server, a login node
         (`sim-bastion`, see network.py); DIR/ssh_config then describes the way (a ProxyJump and `Host`
-        aliases) and DIR/cluster.yaml names the servers by those aliases.
+        aliases) and DIR/cluster.yaml names the servers by those aliases. `link_rate` (e.g. "200mbit") gives
+        every server and this machine a NIC of that rate (`set_link_rate`), after the image is loaded.
         `fail_at` is a test hook: node `fail_at` raises right after its processes started, so tests can
         check that a failed bring-up leaves nothing behind. `progress` receives one line per step.
         """
         say = progress or (lambda _msg: None)
         _preflight(docker)
+        if link_rate is not None:
+            try:
+                network.parse_rate(link_rate)
+            except ValueError as exc:
+                raise SimError(str(exc)) from None
         if nodes < 1:
             raise SimError("--nodes must be at least 1")
         if nodes > network.MAX_NODES:
@@ -173,6 +179,9 @@ class SimCluster:
         say(f"bridge {net.bridge} {net.gateway}/24")
         try:
             self._up(record, net, profile, docker, image, fail_at, say, image_engine)
+            if link_rate is not None:
+                self.set_link_rate(link_rate)
+                say(f"links shaped to {network.parse_rate(link_rate) / 1e6:g} Mbit/s each way")
         except BaseException:
             say("bring-up failed: tearing down what was made")
             self.down()
@@ -277,6 +286,27 @@ class SimCluster:
             list(pool.map(load, self.nodes()))
 
     # --- state changes for tests ---------------------------------------------------------------------
+
+    def set_link_rate(self, rate: str | int) -> None:
+        """Every server's link and this machine's (the bridge interface) run at `rate` both ways (tc tbf),
+        so transfers measure topology, not how fast this machine copies memory."""
+        try:
+            bits = network.parse_rate(rate)
+        except ValueError as exc:
+            raise SimError(str(exc)) from None
+        if shutil.which("tc") is None and not Path("/usr/sbin/tc").exists():
+            raise SimError("tc is missing (apt-get install iproute2)")
+        rec = self.record()
+        for argv in network.link_rate_up(self.net, [n["index"] for n in rec["nodes"]], bits):
+            _run(argv)
+        rec["link_rate_bits"] = bits
+        self._save(rec)
+
+    def bridge_bytes(self) -> dict[str, int]:
+        """Bytes this machine sent to and received from the simulated servers so far, from the bridge
+        interface's counters (server-to-server traffic crosses the bridge without touching them)."""
+        stats = Path("/sys/class/net") / self.record()["bridge"] / "statistics"
+        return {"sent": int((stats / "tx_bytes").read_text()), "received": int((stats / "rx_bytes").read_text())}
 
     def edit_state(self, ref, change: Callable[[dict], object]) -> None:
         """Apply `change` to a node's state.json (read by its npu-smi and hccn_tool at every call)."""

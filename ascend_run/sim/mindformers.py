@@ -18,14 +18,16 @@ import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ascend_run.sim.demo import EXAMPLES, cpu_requirements
+from ascend_run import shipped
+from ascend_run.sim.demo import cpu_requirements
 
 MINDSPORE_VERSION = "2.9.0"     # what mindformers 1.9.0 requires (mindspore~=2.9.0)
 MINDFORMERS_VERSION = "1.9.0"   # the newest on PyPI without hyper-parallel (not on PyPI)
 TAG = f"ascend-run/mindformers-cpu:ms{MINDSPORE_VERSION}-mf{MINDFORMERS_VERSION}"
 WHEELHOUSE = Path.home() / ".cache" / "ascend-run" / "wheelhouse-mindformers"
 
-EXAMPLE_DIR = EXAMPLES / "mindformers-cpu"
+# In the wheel as package data too (pyproject.toml), found as the templates are.
+EXAMPLE_DIR = shipped("examples/mindformers-cpu") or Path(__file__).resolve().parents[2] / "examples/mindformers-cpu"
 CONFIG = EXAMPLE_DIR / "pretrain_tiny_llama.yaml"
 EXAMPLE_JOB = EXAMPLE_DIR / "train-tiny-llama.yaml"   # the deployment file, for a cluster made in .sim/
 CONFIG_WORKERS = 2               # the committed config's data_parallel: one worker on each of 2 servers

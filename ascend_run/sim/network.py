@@ -186,3 +186,39 @@ def bastion_link_up(net: SimNet) -> list[list[str]]:
             *_veth_into(ns, inner_host, inner_peer, net.hidden_bridge, "eth1", net.bastion_inner_address),
             ["ip", "-n", ns, "link", "set", "lo", "up"],
             ["ip", "-n", ns, "route", "add", "default", "via", net.gateway]]
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:bit|bps|b)(?:/s)?\s*$", re.IGNORECASE)
+_RATE_UNITS = {"": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3}
+
+
+def parse_rate(text: str | int) -> int:
+    """A link rate in bits per second, from `200mbit`, `200Mbit/s`, `1gbit`, `1.5Gbps` or a number of bits."""
+    if isinstance(text, int):
+        bits = text
+    else:
+        match = _RATE.match(text)
+        if not match:
+            raise ValueError(f"link rate {text!r}: expected e.g. 200mbit, 1gbit, 100Mbit/s")
+        bits = int(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
+    if not 8_000 <= bits <= 100 * 1000 ** 3:
+        raise ValueError(f"link rate {text!r}: between 8kbit and 100gbit")
+    return bits
+
+
+def shape(bits: int) -> list[str]:
+    """`tc qdisc … root tbf …` arguments for a NIC of `bits` per second. The bucket holds at least one
+    timer tick's worth of bytes (HZ can be 100), or the rate is never reached."""
+    burst = max(256 << 10, bits // 8 // 100)
+    return ["root", "tbf", "rate", f"{bits}bit", "burst", str(burst), "latency", "50ms"]
+
+
+def link_rate_up(net: SimNet, indices: list[int], bits: int) -> list[list[str]]:
+    """Every server gets a NIC of `bits`/s both ways (its veth's host side shapes what it receives, the side
+    in its namespace what it sends), and so does this machine (the bridge's own interface shapes what the
+    control machine sends; what it receives is shaped by the sending server's link)."""
+    cmds = [["tc", "qdisc", "replace", "dev", net.bridge, *shape(bits)]]
+    for i in indices:
+        cmds.append(["tc", "qdisc", "replace", "dev", net.veth_host(i), *shape(bits)])
+        cmds.append(["ip", "netns", "exec", net.netns(i), "tc", "qdisc", "replace", "dev", "eth0", *shape(bits)])
+    return cmds

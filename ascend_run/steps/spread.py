@@ -1,9 +1,11 @@
-"""Spread a weights directory from node 0 to the other nodes over SSH, checked with sha256 manifests.
+"""Spread a weights directory from node 0 to the other nodes, checked with sha256 manifests.
 
-One `tar -c` of the files some target lacks is read from node 0 once and relayed through this machine to
-every such target's `tar -x` at the same time (`transport.broadcast`: bounded memory, no local copy, so
-1.4 TB of weights do not need 1.4 TB here). Files already identical on a target (same sha256) are skipped;
-free space is checked on every target before anything is copied, and every copy is checked afterwards.
+The files some target lacks stream from node 0 once, node to node down a chain of relays
+(`transport.broadcast`): nothing passes through this machine, and each node writes a file beside its
+final name and renames it into place only once its sha256 equals node 0's (from the manifest, which the
+kit read over SSH). Files already identical on a target are not written there; free space is checked on
+every target before anything is copied. A node lost mid-way leaves the others complete, and only whole,
+verified files under their names.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import secrets
 from collections.abc import Callable
 
 from ascend_run.errors import AscendRunError
-from ascend_run.transport.broadcast import broadcast
+from ascend_run.transport.broadcast import FileEntry, FileSet, Member, Progress, broadcast, raise_unserved
 from ascend_run.transport.cluster import Cluster
 
 MARKER = ".ascend-run-complete.json"  # written by steps/hub_fetch.py when a download is whole
@@ -58,8 +60,12 @@ def free_bytes(transport, directory: str) -> int:
     return int(result.stdout.split()[-1])
 
 
-def spread_from_node(cluster: Cluster, directory: str, on_msg: Callable[[str], None] = print) -> dict[str, int]:
-    """Copy `directory` from the deployment's first node to the others; returns {node: files copied}."""
+def spread_from_node(cluster: Cluster, directory: str, on_msg: Callable[[str], None] = print, *,
+                     encrypt: bool = False, on_progress: Callable[[Progress], None] | None = None) -> dict[str, int]:
+    """Copy `directory` from the deployment's first node to the others; returns {node: files copied}.
+
+    Raises a BroadcastError naming the nodes that could not be served; the others are complete.
+    """
     source, *targets = cluster.nodes
     src = cluster.transport(source)
     want = manifest(src, directory)
@@ -93,30 +99,16 @@ def spread_from_node(cluster: Cluster, directory: str, on_msg: Callable[[str], N
         _put_marker(cluster, targets, directory, marker)
         return copied
     receivers = [n for n in targets if todo[n.name]]
-    cluster.each_or_raise(lambda n, t: t.run(["mkdir", "-p", directory], timeout=60).check(n.name), receivers)
-
-    def produce(write) -> None:
-        argv = ["tar", "-c", "-C", directory, "-f", "-", "--", *(f"./{f}" for f in needed)]
-        src.run(argv, timeout=None, on_stdout=write).check(source.name, argv)
-
-    def receiver(node):
-        argv = ["tar", "-x", "-C", directory, "-f", "-", "--", *(f"./{f}" for f in todo[node.name])]
-        return lambda chunks: cluster.transport(node).run(argv, stdin=chunks, timeout=None).check(node.name, argv)
-
-    failed = broadcast(produce, {n.name: receiver(n) for n in receivers})
-    if failed:
-        raise AscendRunError("copy failed on " + "; ".join(f"{name}: {exc}" for name, exc in failed.items()),
-                             fix="fix the cause, then run again: identical files are skipped")
-
-    def verify(node, t) -> None:
-        got = manifest(t, directory)
-        bad = [f for f in want if got.get(f) != want[f]]
-        if bad:
-            raise AscendRunError(f"{node.name}: sha256 mismatch after copy: {', '.join(bad[:5])}")
-    cluster.each_or_raise(verify, receivers)
-    _put_marker(cluster, targets, directory, marker)
-    for node in targets:
+    files = tuple(FileEntry(f, file_sizes[f], want[f]) for f in needed)
+    members = [Member(n, cluster.transport(n), FileSet(directory, files, write=frozenset(todo[n.name])))
+               for n in receivers]
+    origin = Member(source, src, FileSet(directory, files, source=True))
+    states = broadcast(members, origin, encrypt=encrypt, on_progress=on_progress)
+    served = [n for n, state in zip(receivers, states) if state.ok]
+    _put_marker(cluster, served + [n for n in targets if not todo[n.name]], directory, marker)
+    for node in served:
         on_msg(f"{node.name}: copied {copied[node.name]} of {len(want)} files, sha256 verified")
+    raise_unserved(states, f"spreading {directory} from {source.name}")
     return copied
 
 

@@ -105,6 +105,7 @@ def _feed(proc: subprocess.Popen, stdin: bytes | Iterable[bytes]) -> None:
     try:
         for chunk in chunks:
             proc.stdin.write(chunk)
+            proc.stdin.flush()  # a chunk may be a message the process waits for, not just part of a stream
     except (BrokenPipeError, ValueError):
         pass  # the process exited early; its exit code tells why
     finally:

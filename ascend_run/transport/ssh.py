@@ -47,6 +47,8 @@ WINDOW_BYTES = 64 << 20
 # packets (OpenSSH's own limit) instead of paramiko's 32 KiB, and AES-GCM (one pass, no separate HMAC)
 # first, measured 2.6x (packets) and 4.5x (both) faster downloads over loopback (docs/benchmarks.md).
 MAX_PACKET_BYTES = 256 << 10
+SEND_SLICE = 128 << 10  # stdin goes to sendall in pieces this big (see _feed)
+REKEY_BYTES = 1 << 32   # new session keys after this many bytes either way (see _bulk_transport)
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 RETRIES = 2            # connection attempts after the first, for refused/reset/timed-out connects only
 FIRST_BACKOFF_S = 0.25  # doubled after every failed attempt
@@ -313,8 +315,8 @@ class SSHTransport:
                 rc = RC_TIMEOUT  # the node did not answer in time either: leave the channel
             else:
                 rc = _exit_code(chan)
-            if writer is not None:
-                writer.join(timeout=5)
+            if writer is not None:  # once the command has exited, what it did not read no longer matters
+                writer.join(timeout=0 if chan.exit_status_ready() else 5)
             if timeout is not None and rc in (RC_KILLED, 128 + 9) and time.monotonic() - started >= timeout:
                 rc = RC_TIMEOUT  # `timeout -k` had to SIGKILL the command (and itself)
             if rc == RC_TIMEOUT and timeout is not None:
@@ -447,6 +449,10 @@ def _bulk_transport(sock, **kwargs) -> paramiko.Transport:
     # Large windows: paramiko's 2 MiB default stalls every window of a `docker save` stream.
     transport.default_window_size = WINDOW_BYTES
     transport.default_max_packet_size = MAX_PACKET_BYTES
+    # paramiko re-keys every 512 MiB; a re-key that meets the server's channel close deadlocks paramiko's own
+    # thread for 30 s and kills the connection ("Key-exchange timed out", seen in bench_broadcast.py). OpenSSH
+    # re-keys AES ciphers after 2^32 blocks (64 GiB); 4 GiB keeps well inside that and makes the race 8x rarer.
+    transport.packetizer.REKEY_BYTES = REKEY_BYTES
     options = transport.get_security_options()
     offered = tuple(options.ciphers)
     options.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in offered) + tuple(
@@ -514,7 +520,10 @@ def _feed(chan: paramiko.Channel, stdin: Stdin) -> threading.Thread | None:
     def write() -> None:
         try:
             for chunk in chunks:
-                chan.sendall(chunk)
+                # paramiko's sendall re-slices what is left after every (32 KiB) packet: quadratic copying for
+                # a large chunk (256 MiB of bytes took minutes). Small slices keep it linear.
+                for at in range(0, len(chunk), SEND_SLICE):
+                    chan.sendall(chunk[at:at + SEND_SLICE])
             chan.shutdown_write()
         except (OSError, EOFError, paramiko.SSHException):
             pass  # the command exited or the connection broke; the reader reports which
