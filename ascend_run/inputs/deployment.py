@@ -181,6 +181,14 @@ class JobSettings(Strict):
     serve_port: int | None = Field(default=None, ge=1, le=65535)
     require_free: dict[str, str] = Field(default_factory=dict)
     rank_table: str | None = None  # hccl.json on every server: mounted read-only, RANK_TABLE_FILE points at it
+    # Keeping the job alive (docs/supervisor.md). restarts: 0 = stop everything on the first failure, as
+    # before; N = up to N relaunches from the newest checkpoint every rank has, spares taking failed servers.
+    restarts: int = Field(default=0, ge=0)
+    hang_timeout: float = Field(default=600, gt=0)         # s without a new step line on any rank, after the first
+    start_timeout: float = Field(default=1800, gt=0)       # s until the first step line (init, compile, loading)
+    unreachable_timeout: float = Field(default=60, gt=0)   # s a server may stay unreachable before it is a failure
+    restart_gap: float = Field(default=10, ge=0)           # s between stop and relaunch (HCCL: EJ0001 within ~10 s)
+    output_dir: str | None = None  # MindFormers' output_dir in the container; default: job.config's output_dir
 
     @field_validator("require_free")
     @classmethod
@@ -191,6 +199,13 @@ class JobSettings(Strict):
         return value
 
     _server_paths = field_validator("rank_table", "host_log_dir")(lambda cls, v: server_path(v))
+
+    @field_validator("output_dir")
+    @classmethod
+    def _container_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r}: write output_dir as the container sees it, an absolute path")
+        return value
 
     @field_validator("master_address")
     @classmethod
@@ -242,6 +257,7 @@ class DeploymentFile(Strict):
     mounts: list[Mount] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     job: JobSettings | None = None
+    spares: list[NodeEntry] = Field(default_factory=list)  # standby servers, written like nodes:
     weights: WeightsSettings = Field(default_factory=WeightsSettings)
 
     _env = field_validator("env", mode="before")(lambda cls, v: _env_mapping(v))
@@ -295,6 +311,7 @@ class Deployment:
     spec: DeploymentFile
     profile: HardwareProfile
     nodes: tuple[Node, ...]
+    spares: tuple[Node, ...] = ()  # standby servers (rank -1 until one takes a node's place)
 
     @property
     def name(self) -> str:
@@ -335,6 +352,12 @@ class Deployment:
         """Where each server keeps the job's msrun logs (mounted over the container's log_dir)."""
         template = self.spec.job.host_log_dir if self.spec.job else "/var/log/ascend-run/{name}"
         return template.format(name=self.name)
+
+    def with_nodes(self, nodes: list[Node] | tuple[Node, ...]) -> Deployment:
+        """The same deployment on other servers (a spare in a failed node's place, with its rank)."""
+        from dataclasses import replace
+
+        return replace(self, nodes=tuple(nodes))
 
     def sync_source(self, index: int) -> Path:
         """Local path of `job.sync[index].source`, relative to the deployment file."""
@@ -390,12 +413,12 @@ def _read_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return merged
 
 
-def _expand_entry(entry: NodeEntry, index: int) -> list[tuple[str, str]]:
-    """(name, address) pairs of one `nodes:` entry; ranges in name and address zip together."""
+def _expand_entry(entry: NodeEntry, index: int, section: str = "nodes") -> list[tuple[str, str]]:
+    """(name, address) pairs of one `nodes:` (or `spares:`) entry; ranges in name and address zip together."""
     try:
         addresses = hostrange.expand(entry.address)
     except ValueError as exc:
-        raise _err(f"{exc}", ("nodes", index, "address"))
+        raise _err(f"{exc}", (section, index, "address"))
     names: list[str | None]
     if entry.name is None:
         names = [None] * len(addresses)
@@ -403,10 +426,10 @@ def _expand_entry(entry: NodeEntry, index: int) -> list[tuple[str, str]]:
         try:
             names = list(hostrange.expand(entry.name))
         except ValueError as exc:
-            raise _err(f"{exc}", ("nodes", index, "name"))
+            raise _err(f"{exc}", (section, index, "name"))
         if len(names) != len(addresses):
             raise _err(f"names expand to {len(names)} entries but the address to {len(addresses)}",
-                       ("nodes", index, "name"), fix="give the name and the address ranges the same length")
+                       (section, index, "name"), fix="give the name and the address ranges the same length")
     return [(name or _default_name(addr), addr) for name, addr in zip(names, addresses)]
 
 
@@ -427,48 +450,82 @@ def _err(message: str, loc: tuple, fix: str | None = None) -> _LocError:
     return _LocError(message, loc, fix)
 
 
-def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile) -> tuple[list[Node], list[_LocError]]:
+def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile) -> tuple[list[Node], list[Node], list[_LocError]]:
+    """The nodes and the spares; a spare is a server like any node, so names and addresses are unique across both."""
     nodes: list[Node] = []
+    spares: list[Node] = []
     problems: list[_LocError] = []
-    seen_names: dict[str, int] = {}
-    seen_endpoints: dict[tuple[str, int], int] = {}
-    for index, entry in enumerate(spec.nodes):
-        try:
-            pairs = _expand_entry(entry, index)
-        except _LocError as exc:
-            problems.append(exc)
-            continue
-        npus = entry.npus if entry.npus is not None else tuple(range(profile.npu_count))
-        for pos, npu in enumerate(npus):
-            if npu >= profile.npu_count:
-                problems.append(_err(f"NPU index {npu} is out of range for {profile.name} "
-                                     f"(0-{profile.npu_count - 1})", ("nodes", index, "npus", pos)))
-        ssh = spec.ssh.model_copy(update={k: v for k, v in (entry.ssh.model_dump() if entry.ssh else {}).items()
-                                          if v is not None})
-        for name, address in pairs:
+    seen_names: dict[str, str] = {}
+    seen_endpoints: dict[tuple[str, int], str] = {}
+    for section, entries, out in (("nodes", spec.nodes, nodes), ("spares", spec.spares, spares)):
+        for index, entry in enumerate(entries):
             try:
-                address = check_address(address)
-            except ValueError as exc:
-                problems.append(_err(str(exc), ("nodes", index, "address")))
+                pairs = _expand_entry(entry, index, section)
+            except _LocError as exc:
+                problems.append(exc)
                 continue
-            if not NODE_NAME.match(name):
-                problems.append(_err(f"{name!r} is not a valid node name (letters, digits, '-'; it becomes "
-                                     "the container hostname)", ("nodes", index, "name")))
-                continue
-            if name in seen_names:
-                problems.append(_err(f"duplicate node name {name!r} (also nodes[{seen_names[name]}])",
-                                     ("nodes", index, "name"), fix="every node needs a distinct name"))
-                continue
-            endpoint = (address, ssh.port)
-            if endpoint in seen_endpoints:
-                problems.append(_err(f"duplicate node {address}:{ssh.port} (also nodes[{seen_endpoints[endpoint]}])",
-                                     ("nodes", index, "address"), fix="list every server once"))
-                continue
-            seen_names[name] = index
-            seen_endpoints[endpoint] = index
-            nodes.append(Node(rank=len(nodes), name=name, address=address, npus=tuple(npus),
-                              cluster_address=entry.cluster_address or address, ssh=ssh, env=dict(entry.env)))
-    return nodes, problems
+            npus = entry.npus if entry.npus is not None else tuple(range(profile.npu_count))
+            for pos, npu in enumerate(npus):
+                if npu >= profile.npu_count:
+                    problems.append(_err(f"NPU index {npu} is out of range for {profile.name} "
+                                         f"(0-{profile.npu_count - 1})", (section, index, "npus", pos)))
+            ssh = spec.ssh.model_copy(update={k: v for k, v in (entry.ssh.model_dump() if entry.ssh else {}).items()
+                                              if v is not None})
+            for name, address in pairs:
+                try:
+                    address = check_address(address)
+                except ValueError as exc:
+                    problems.append(_err(str(exc), (section, index, "address")))
+                    continue
+                if not NODE_NAME.match(name):
+                    problems.append(_err(f"{name!r} is not a valid node name (letters, digits, '-'; it becomes "
+                                         "the container hostname)", (section, index, "name")))
+                    continue
+                if name in seen_names:
+                    problems.append(_err(f"duplicate node name {name!r} (also {seen_names[name]})",
+                                         (section, index, "name"), fix="every server needs a distinct name"))
+                    continue
+                endpoint = (address, ssh.port)
+                if endpoint in seen_endpoints:
+                    problems.append(_err(f"duplicate node {address}:{ssh.port} (also {seen_endpoints[endpoint]})",
+                                         (section, index, "address"),
+                                         fix="list every server once: a spare is not also a node"))
+                    continue
+                seen_names[name] = seen_endpoints[endpoint] = f"{section}[{index}]"
+                out.append(Node(rank=len(out) if section == "nodes" else -1, name=name, address=address,
+                                npus=tuple(npus), cluster_address=entry.cluster_address or address, ssh=ssh,
+                                env=dict(entry.env)))
+    return nodes, spares, problems
+
+
+def _check_spares(spec: DeploymentFile, nodes: list[Node], spares: list[Node]) -> list[_LocError]:
+    """A spare must be able to take any node's place: as many NPUs as the job runs workers on a node."""
+    problems: list[_LocError] = []
+    if not nodes:
+        return problems
+    job = spec.job
+    need = job.local_workers if job and job.local_workers else len(nodes[0].npus)
+    exact = not (job and job.local_workers)
+    index_of = _entry_index(spec.spares)
+    for spare in spares:
+        count = len(spare.npus)
+        if (exact and count != need) or count < need:
+            problems.append(_err(f"spare {spare.name} has {count} NPUs but every node runs {need} workers",
+                                 ("spares", index_of.get(spare.name, 0), "npus"),
+                                 fix=f"give the spare {need} NPUs (npus: [...]), like the nodes it would replace"))
+    return problems
+
+
+def _entry_index(entries: list[NodeEntry]) -> dict[str, int]:
+    """Which entry each expanded name came from (for error locations)."""
+    found: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        try:
+            for name, _ in _expand_entry(entry, index, "spares"):
+                found.setdefault(name, index)
+        except _LocError:
+            pass
+    return found
 
 
 def _check_job(spec: DeploymentFile, nodes: list[Node]) -> list[_LocError]:
@@ -518,10 +575,11 @@ def deployment_from_data(raw: dict, path: str | Path = "<memory>") -> Deployment
     except ConfigError as exc:
         raise ConfigError(exc.message, file=file, key="profile", line=line_of(raw, ("profile",)),
                           fix=exc.fix) from None
-    nodes, problems = _resolve_nodes(spec, profile)
+    nodes, spares, problems = _resolve_nodes(spec, profile)
     problems += _check_job(spec, nodes)
+    problems += _check_spares(spec, nodes, spares)
     if problems:
         errors = [ConfigError(p.message, file=file, key=format_loc(p.loc), line=line_of(raw, p.loc), fix=p.fix)
                   for p in problems]
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
-    return Deployment(path=path, spec=spec, profile=profile, nodes=tuple(nodes))
+    return Deployment(path=path, spec=spec, profile=profile, nodes=tuple(nodes), spares=tuple(spares))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import ConfigError
@@ -36,6 +36,16 @@ class MsrunValues:
     log_dir: str
     join: bool
     cluster_time_out: int
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a supervised relaunch adds to every node's plan: the resume environment, the resume copy of the
+    config mounted over `job.config`, and a rank table rebuilt for the servers now in use."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()
+    rank_table_source: str | None = None  # server path of the table to mount at job.rank_table
 
 
 @dataclass(frozen=True)
@@ -87,8 +97,9 @@ def sync_remote_dir(dep: Deployment, index: int) -> str:
     return f"{SYNC_ROOT}/{dep.name}/sync/{index}"
 
 
-def node_plan(dep: Deployment, node: Node) -> NodePlan:
+def node_plan(dep: Deployment, node: Node, overrides: Overrides | None = None) -> NodePlan:
     job = _job(dep)
+    overrides = overrides or Overrides()
     values = msrun_values(dep, node)
     if job.launcher == "msrun_launcher":
         job_argv = msrun_launcher_argv(job.launcher_script, job.command, values)
@@ -103,13 +114,16 @@ def node_plan(dep: Deployment, node: Node) -> NodePlan:
         mounts.append(Mount(source=remote, target=item.target, read_only=True))
     env = {}
     if job.rank_table:
-        mounts.append(Mount(source=job.rank_table, target=job.rank_table, read_only=True))
+        mounts.append(Mount(source=overrides.rank_table_source or job.rank_table, target=job.rank_table,
+                            read_only=True))
         env["RANK_TABLE_FILE"] = job.rank_table
+    mounts += overrides.mounts
+    env.update(overrides.env)
     # --rm: a finished or stopped job leaves no container behind; its logs stay in host_log_dir.
     docker_argv = docker_run_argv(dep, node, job_argv, extra_mounts=mounts, workdir=job.workdir, auto_remove=True,
                                   extra_env=env)
     return NodePlan(node=node, values=values, job_argv=job_argv, docker_argv=docker_argv, sync_dirs=sync_dirs)
 
 
-def launch_plan(dep: Deployment) -> list[NodePlan]:
-    return [node_plan(dep, node) for node in dep.nodes]
+def launch_plan(dep: Deployment, overrides: Overrides | None = None) -> list[NodePlan]:
+    return [node_plan(dep, node, overrides) for node in dep.nodes]
