@@ -111,9 +111,10 @@ def build_with_progress(client, kind: str, request: BuildRequest, quiet: bool) -
 @click.option("--docker-host", envvar="DOCKER_HOST", help="Local engine holding the image (default: $DOCKER_HOST).")
 @click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
 def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_new_host_keys: bool) -> None:
-    """Copy the KIND image to every node that lacks it (docker save | docker load over SSH, in parallel).
+    """Copy the KIND image to every node and spare that lacks it (docker save | docker load over SSH, in parallel).
 
-    For clusters without a registry. Node image ids are checked against the local one afterwards.
+    For clusters without a registry. Node image ids are checked against the local one afterwards. Spares get
+    it too: a spare that takes a failed server's place must start the same image at once.
     """
     from ascend_run.cli.common import connected
     from ascend_run.inputs.deployment import load_deployment
@@ -125,6 +126,7 @@ def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, accept_ne
                                  f"not {kind}", param_hint="KIND")
     client = connect(docker_host)
     size = client.images.get(dep.image).attrs.get("Size", 0)
+    dep = dep.with_nodes([*dep.nodes, *dep.spares])
     with connected(dep, accept_new_host_keys) as cluster, Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:

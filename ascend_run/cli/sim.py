@@ -24,12 +24,15 @@ def sim() -> None:
 @click.option("--nodes", "-n", default=2, show_default=True, type=click.IntRange(1, 245), help="Number of servers.")
 @click.option("--profile", default="atlas-800t-a2", show_default=True, type=click.Choice(builtin_profile_names()),
               help="Hardware profile: device nodes, tool paths and driver version of each server.")
+@click.option("--spares", default=0, show_default=True, type=click.IntRange(0, 244),
+              help="Of the servers, how many (the last ones) cluster.yaml lists as spares: (standby servers).")
 @click.option("--no-docker", is_flag=True, help="Only sshd (fast; for fan-out benchmarks).")
 @click.option("--image", help="Also load this image from the local engine into every node.")
 @click.option("--base-image", is_flag=True,
               help="Also load the local Debian base image (ascend-run/debian-base:bookworm; built once, cached).")
 @dir_option
-def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image: bool, directory: str) -> None:
+def up(nodes: int, profile: str, spares: int, no_docker: bool, image: str | None, base_image: bool,
+       directory: str) -> None:
     """Bring up NODES simulated servers and write DIR/cluster.yaml for every other command.
 
     Each server is a network namespace on a private bridge (10.233.X.0/24, X from a hash of DIR) with its
@@ -50,7 +53,7 @@ def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image:
             err.print(f"  {message}")
             status.update(message)
 
-        cluster.up(nodes, profile, docker=not no_docker, image=image, progress=progress)
+        cluster.up(nodes, profile, docker=not no_docker, image=image, progress=progress, spares=spares)
     click.echo(f"{nodes} nodes up in {time.monotonic() - started:.1f} s; deployment file: {cluster.deployment_file}")
     click.echo(f"try: ascend-run exec -f {cluster.deployment_file} -- npu-smi info")
 

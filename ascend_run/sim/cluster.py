@@ -106,9 +106,11 @@ class SimCluster:
 
     def up(self, nodes: int, profile_name: str = "atlas-800t-a2", docker: bool = True,
            image: str | None = None, fail_at: int | None = None,
-           progress: Callable[[str], None] | None = None, image_engine: str | None = None) -> None:
+           progress: Callable[[str], None] | None = None, image_engine: str | None = None, spares: int = 0) -> None:
         """Bring the cluster up; on any failure, tear down what was made and raise.
 
+        `spares` of the `nodes` servers (the last ones) are written under `spares:` in cluster.yaml: standby
+        servers for the supervisor, made like every other.
         `image` (docker only) is copied from `image_engine` (default: the kit's local engine) into every
         node's daemon.
         `fail_at` is a test hook: node `fail_at` raises right after its processes started, so tests can
@@ -118,6 +120,8 @@ class SimCluster:
         _preflight(docker)
         if nodes < 1:
             raise SimError("--nodes must be at least 1")
+        if not 0 <= spares < nodes:
+            raise SimError(f"--spares must leave at least one node (got {spares} of {nodes})")
         if nodes > network.MAX_NODES:
             raise SimError(f"at most {network.MAX_NODES} simulated nodes per cluster (one /24)")
         if self.record_path.exists():
@@ -133,7 +137,7 @@ class SimCluster:
         with _network_lock():  # two `sim up` at once must not pick the same /24
             net = network.pick_net(str(self.dir), _used_octets())
             record = {"tag": net.tag, "third_octet": net.third_octet, "profile": profile.name, "docker": docker,
-                      "storage_driver": storage, "bridge": net.bridge, "nodes": [], "pids": {}}
+                      "storage_driver": storage, "bridge": net.bridge, "nodes": [], "pids": {}, "spares": spares}
             for i in range(nodes):
                 record["nodes"].append({"index": i, "name": f"sim-node-{i}", "address": net.address(i),
                                         "netns": net.netns(i), "veth": net.veth_host(i),
@@ -196,13 +200,16 @@ class SimCluster:
         self._write_deployment(record, profile.name, image)
 
     def _write_deployment(self, record: dict, profile: str, image: str | None) -> None:
+        servers = [{"name": n["name"], "address": n["address"]} for n in record["nodes"]]
+        standby = record.get("spares", 0)
         data = {
             "name": "sim",
             "profile": profile,
             "image": image or "ascend-run/debian-base:bookworm",
             "ssh": {"user": "root", "port": 22, "identity_file": str(self.key_file),
                     "known_hosts": str(self.known_hosts), "connect_timeout": 10},
-            "nodes": [{"name": n["name"], "address": n["address"]} for n in record["nodes"]],
+            "nodes": servers[:len(servers) - standby],
+            **({"spares": servers[len(servers) - standby:]} if standby else {}),
             "container": {"name": "ascend-run-sim"},
             "job": {"command": "python -c 'print(1)'", "master_port": 8118},
         }

@@ -248,7 +248,9 @@ class Supervisor:
 
     def _timeouts(self, now: float, started: float) -> decide.Failure | None:
         world = list(range(self._world()))
-        hang = decide.find_hang(self.progress, world, started, now, self.job.hang_timeout, self.job.start_timeout)
+        hang = None
+        if self.dep.profile.role == "train":  # a serving job prints no step lines: only exits and lost servers
+            hang = decide.find_hang(self.progress, world, started, now, self.job.hang_timeout, self.job.start_timeout)
         if hang is not None:
             stopped = self._stopped_ranks()
             ranks = stopped or hang.ranks
