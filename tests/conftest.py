@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 # Tests never read the ssh config of whoever runs them (a `Host 10.*` block there must not change what a test
 # connects to); tests of the ssh config point at their own file with a deployment's ssh.config_file or this.
 os.environ["ASCEND_RUN_SSH_CONFIG"] = "none"
@@ -12,9 +14,13 @@ ROOT_FIXTURES = {"sshd_fleet", "sim_cluster", "e2e_cluster", "docker_engine", "d
                  "cpu_infer_image", "mindformers_image"}
 
 
-def pytest_collection_modifyitems(config, items):
-    import pytest
+@pytest.fixture(scope="session", autouse=True)
+def supervisor_state_dir(tmp_path_factory):
+    """Supervisors started by tests (and the CLI they run) keep their state here, not in ~/.local/state."""
+    os.environ["ASCEND_RUN_STATE_DIR"] = str(tmp_path_factory.mktemp("ascend-run-state"))
 
+
+def pytest_collection_modifyitems(config, items):
     for item in items:
         ssh_half = getattr(item, "callspec", None) and item.callspec.params.get("any_transport") == "ssh"
         if ssh_half or ROOT_FIXTURES & set(getattr(item, "fixturenames", ())):

@@ -1,7 +1,7 @@
-"""End-to-end fixtures: a simulated 3-server cluster with the CPU train image shipped by the kit itself.
+"""End-to-end fixtures: a simulated cluster of 3 servers and 1 spare with the CPU train image shipped by the kit.
 
 Built once per test session: the train image from the generated Dockerfile (local Debian base standing
-in for CANN, PyPI MindSpore), shipped to every node with `image ship`'s code path.
+in for CANN, PyPI MindSpore), shipped to every server and the spare with `image ship`'s code path.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def mindformers_image(docker_client):
 
 @pytest.fixture(scope="session")
 def e2e_cluster(tmp_path_factory, docker_client, cpu_train_image):
-    """(SimCluster, job file) with 3 nodes that all have the train image."""
+    """(SimCluster, job file): 3 nodes (sim-node-0..2) and a spare (sim-node-3), all with the train image."""
     needs_root_tools()
     from ascend_run.inputs.deployment import load_deployment
     from ascend_run.steps.ship_image import ship_image
@@ -57,11 +57,12 @@ def e2e_cluster(tmp_path_factory, docker_client, cpu_train_image):
     from ascend_run.transport.cluster import connect
 
     cluster = SimCluster(tmp_path_factory.mktemp("e2e") / "cluster")
-    cluster.up(3, "atlas-800t-a2")
+    cluster.up(4, "atlas-800t-a2", spares=1)
     try:
         job = demo_job_file(cluster.dir, cpu_train_image, steps=12)
         dep = load_deployment(job)
-        with connect(dep) as live:
+        everyone = dep.with_nodes([*dep.nodes, *dep.spares])
+        with connect(everyone) as live:
             ship_image(live, docker_client, cpu_train_image)
         yield cluster, job
     finally:

@@ -3,7 +3,8 @@
 `FakeServer` speaks the `Transport` interface and keeps a tiny model of a Docker engine: `docker run
 --detach --name N … --label K=V` creates a running container, `docker wait N` blocks until the test ends
 it (`server.exit(N, rc)`) or it is removed, `docker rm -f` removes it, `docker ps -a --filter label=…`
-lists it as JSON, `docker logs --follow N` yields the lines the test feeds it until the container ends.
+lists it as JSON, `docker logs --follow N` yields the lines the test feeds it until the container ends, and `tail -F` over
+worker logs yields the step lines the test writes with `server.worker_log(rank, line)` until it is stopped.
 Every call is recorded in order, and a shared `InFlight` counter tracks how many calls run at once across
 servers. Anything else answers rc 0 with empty output, unless a rule in `answers` says otherwise.
 
@@ -72,6 +73,8 @@ class FakeServer:
         self.answers = dict(answers or {})
         self.unreachable = 0          # the next N calls raise TransportError (a lost connection)
         self.containers: dict[str, Container] = {}
+        self.worker_lines: list[str] = []   # what `tail -v -F …/worker_N.log` shows, headers included
+        self.worker_changed = threading.Condition()
         self._lock = threading.Lock()
 
     # --- what tests do to the server ---------------------------------------------------------------
@@ -88,6 +91,12 @@ class FakeServer:
         with container.changed:
             container.lines.append(line)
             container.changed.notify_all()
+
+    def worker_log(self, rank: int, line: str) -> None:
+        """A line appended to worker_<rank>.log (as `tail -v -F` shows it: after a header naming the file)."""
+        with self.worker_changed:
+            self.worker_lines += [f"==> /var/log/worker_{rank}.log <==", line]
+            self.worker_changed.notify_all()
 
     def running(self) -> list[str]:
         return [c.name for c in self.containers.values() if not c.removed and c.rc is None]
@@ -123,8 +132,19 @@ class FakeServer:
     def stream(self, argv: Sequence[str], on_line: Callable[[str], None], *,
                env: Mapping[str, str] | None = None, stop: threading.Event | None = None) -> int:
         argv = self._enter("stream", argv)
-        if argv[:3] == ["docker", "logs", "--follow"] and argv[3] in self.containers:
-            container, sent = self.containers[argv[3]], 0
+        if argv[:1] == ["tail"]:
+            sent = 0 if "+1" in argv else len(self.worker_lines)
+            while stop is None or not stop.is_set():
+                with self.worker_changed:
+                    if sent == len(self.worker_lines):
+                        self.worker_changed.wait(0.05)
+                    lines = self.worker_lines[sent:]
+                for line in lines:
+                    on_line(line)
+                sent += len(lines)
+            return RC_STOPPED
+        if argv[:3] == ["docker", "logs", "--follow"] and argv[-1] in self.containers:
+            container, sent = self.containers[argv[-1]], 0
             while True:
                 with container.changed:
                     while sent == len(container.lines) and container.rc is None and not container.removed:

@@ -131,6 +131,8 @@ DEPLOYMENT_COMMANDS = {
     "launch": ["launch", "-f", "{file}", "--dry-run"],
     "status": ["status", "-f", "{file}"],
     "stop": ["stop", "-f", "{file}", "--dry-run"],
+    "supervise": ["supervise", "-f", "{file}"],
+    "events": ["events", "-f", "{file}"],
     "logs": ["logs", "-f", "{file}", "--collect", "{out}/logs"],
     "exec": ["exec", "-f", "{file}", "--dry-run", "--", "true"],
     "chart values": ["chart", "values", "train", "-f", "{file}"],

@@ -9,6 +9,7 @@ run_mindformer.py and uses MindSpore's CPU collectives.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -27,10 +28,12 @@ pytestmark = pytest.mark.slow
 
 
 def variant(base: Path, name: str, args: str = "", **overrides) -> Path:
-    """A job file extending the demo job: its own name/container, extra arguments to train_dp.py."""
+    """A job file extending the demo job: its own name/container, extra arguments to train_dp.py; a `job:`
+    override adds to (or replaces) the job's keys, the command included."""
     data = {"extends": base.name, "name": name, "container": {"name": name}}
-    data["job"] = {"command": f"python /opt/ascend-run/cpu-job/train_dp.py --steps 12 {args}".strip()}
-    data.update(overrides)  # a `job:` override replaces the command too
+    data["job"] = {"command": f"python /opt/ascend-run/cpu-job/train_dp.py --steps 12 {args}".strip(),
+                   **overrides.pop("job", {})}
+    data.update(overrides)
     path = base.parent / f"{name}.yaml"
     with path.open("w") as fh:
         YAML().dump(data, fh)
@@ -73,7 +76,7 @@ def test_crash_mid_run_stops_every_node_within_10s(e2e_cluster):
     result = run_cli("launch", "-f", str(bad), "--skip-preflight", "--all-lines")
     ended = time.time()
     assert result.returncode not in (0, 130), result.stdout[-2000:]
-    assert "sim-node-2" in result.stderr and "stopping the job on all 3 nodes" in result.stderr
+    assert "sim-node-2" in result.stderr and "stopped the job on all 3 servers" in result.stderr
     latency = ended - crash_time(result.stdout)
     print(f"crash mid-run: whole job stopped {latency:.2f} s after the crash")
     assert latency < 10, "the whole job is down within 10 s of the crash"
@@ -109,10 +112,11 @@ def test_sigint_stops_the_job_everywhere(e2e_cluster):
 
 
 def test_sshd_killed_mid_run(e2e_cluster):
-    """A server drops off the network: the launcher stops the rest at once and exits non-zero; the lost
-    server's job ends by itself once its peers are gone (--rm containers leave nothing)."""
+    """A server drops off the network: once it has not answered for job.unreachable_timeout, the supervisor
+    stops the rest and the launch exits non-zero; the lost server's job ends by itself once its peers are gone
+    (--rm containers leave nothing)."""
     cluster, job = e2e_cluster
-    long = variant(job, "lost-node", "--steps 2000 --step-sleep 0.05")
+    long = variant(job, "lost-node", "--steps 2000 --step-sleep 0.05", job={"unreachable_timeout": 3})
     proc = subprocess.Popen([*CLI, "launch", "-f", str(long), "--skip-preflight"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
@@ -122,7 +126,7 @@ def test_sshd_killed_mid_run(e2e_cluster):
         cluster.kill_sshd(1)
         rc = proc.wait(timeout=60)
         stderr = proc.stderr.read()
-        assert rc not in (0, 130) and "sim-node-1" in stderr, stderr
+        assert rc not in (0, 130) and "the job failed on sim-node-1: unreachable for" in stderr, stderr
         others = {k: v for k, v in job_leftovers(cluster, "lost-node").items() if k != "sim-node-1"}
         assert not others, others
         print(f"lost node: its own job ended {wait_no_leftovers(cluster, 'lost-node', timeout=150):.1f} s later")
@@ -143,7 +147,7 @@ def restart_sshd(cluster, index: int) -> None:
 
 def test_unreachable_node_at_start_starts_nothing(e2e_cluster):
     cluster, job = e2e_cluster
-    nodes = [{"name": n.name, "address": n.address} for n in cluster.nodes()]
+    nodes = [{"name": n.name, "address": n.address} for n in cluster.nodes()[:3]]  # sim-node-3 is the spare
     nodes.append({"name": "ghost", "address": cluster.net.address(200)})
     bad = variant(job, "ghost", nodes=nodes, ssh={"connect_timeout": 1})
     result = run_cli("launch", "-f", str(bad), "--skip-preflight")
@@ -192,7 +196,7 @@ def test_preflight_catches_link_down_and_missing_device(e2e_cluster):
     assert not job_leftovers(cluster, "demo-train")
 
 
-def test_refuses_a_second_launch_then_stop_removes_it(e2e_cluster):
+def test_refuses_a_second_launch_then_stop_from_another_shell_stops_job_and_supervisor(e2e_cluster):
     cluster, job = e2e_cluster
     long = variant(job, "detached", "--steps 2000 --step-sleep 0.05")
     started = run_cli("launch", "-f", str(long), "--skip-preflight", "--detach")
@@ -200,10 +204,26 @@ def test_refuses_a_second_launch_then_stop_removes_it(e2e_cluster):
     again = run_cli("launch", "-f", str(long), "--skip-preflight")
     assert again.returncode != 0 and "ascend-run stop -f" in again.stderr
     status = run_cli("status", "-f", str(long), "--output", "json")
-    assert status.returncode == 0 and status.stdout.count('"running"') == 3
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert [row["state"] for row in report["nodes"]] == ["running"] * 3
+    assert report["supervisor"]["state"] == "running" and report["supervisor"]["attempt"] == 1
+    pid = report["supervisor"]["supervisor_pid"]
+    assert process_alive(pid)
     stopped = run_cli("stop", "-f", str(long))
-    assert stopped.returncode == 0
+    assert stopped.returncode == 0, stopped.stderr
     assert wait_no_leftovers(cluster, "detached", timeout=5) < 5
+    assert not process_alive(pid), "stop ends the supervisor too"
+    events = json.loads(run_cli("events", "-f", str(long), "--output", "json").stdout)
+    assert events[-1]["kind"] == "stopped"
+
+
+def process_alive(pid: int | None) -> bool:
+    """Running (a zombie waiting to be reaped has ended)."""
+    try:
+        return pid is not None and Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_launch_refuses_a_config_that_fails_config_check(e2e_cluster, tmp_path):

@@ -29,6 +29,8 @@ COMMANDS = {
     "launch": "launch",
     "status": "launch",
     "stop": "launch",
+    "supervise": "supervise",
+    "events": "supervise",
     "logs": "logs",
     "exec": "exec",
     "chart": "chart",

@@ -119,12 +119,13 @@ def build_with_progress(client, kind: str, request: BuildRequest, quiet: bool) -
 @click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
 def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, encrypt: bool, per_node: bool,
              accept_new_host_keys: bool) -> None:
-    """Copy the KIND image to every node that lacks it, without a registry.
+    """Copy the KIND image to every node and spare that lacks it, without a registry.
 
     `docker save` is read once and sent once, to the first node; the nodes pass it down a chain, each
     storing it and forwarding it while it still arrives (relays started over SSH, node-to-node TCP on the
     cluster network), so the time hardly grows with the number of nodes. Each node loads the image only
     once its copy's sha256 matches; the image ids are compared afterwards. Needs python3 on the nodes.
+    Spares get it too: a spare that takes a failed server's place must start the same image at once.
     """
     from ascend_run.cli.common import connected
     from ascend_run.cli.transfer import TransferProgress
@@ -136,6 +137,7 @@ def ship_cmd(kind: str, deployment_file: str, docker_host: str | None, encrypt: 
         raise click.BadParameter(f"{deployment_file} uses {dep.profile.name} ({dep.profile.role} servers), "
                                  f"not {kind}", param_hint="KIND")
     console = Console(stderr=True)
+    dep = dep.with_nodes([*dep.nodes, *dep.spares])
     with engine_client(docker_host) as (engine, client):
         _local_image(client, engine.base_url, dep.image, deployment_file)
         with connected(dep, accept_new_host_keys) as cluster, \

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import time
 
 import click
 from rich.console import Console
@@ -12,6 +11,7 @@ from rich.table import Table
 
 from ascend_run.cli.common import (accept_new_option, connected, deployment_option, echo_json, err_console,
                                    output_option, parallel_option)
+from ascend_run.errors import AscendRunError
 from ascend_run.cli.common import console as make_console
 from ascend_run.inputs.deployment import Deployment, load_deployment
 from ascend_run.launch.plan import launch_plan
@@ -49,29 +49,59 @@ def print_config_report(report, console: Console) -> None:
 def preflight(deployment_file: str, output_format: str, accept_new_host_keys: bool, parallel: int) -> None:
     """Check every node before a launch: SSH, Docker, image, NPUs, links, driver, disk, port, clocks.
 
-    Exits 5 naming the node and the check when anything fails.
+    Exits 5 naming the node and the check when anything fails. With job.restarts > 0, also warns when a
+    relaunch could not resume (no checkpoints, or not on storage every server and spare shares).
     """
     from ascend_run.launch.job import Reporter, require_preflight
     from ascend_run.launch.preflight import as_json
 
     dep = load_deployment(deployment_file)
     shown: list = []
+    warnings: list[str] = []
     reporter = Reporter(checks=shown.extend if output_format == "json" else
                         (lambda checks: print_checks(checks, make_console())))
     try:
         with connected(dep, accept_new_host_keys, parallel) as cluster:
             checks = require_preflight(cluster, reporter)
+            warnings = _resume_warnings(cluster, accept_new_host_keys)
     finally:
         if output_format == "json" and shown:
-            echo_json({"ok": all(c.ok for c in shown), "checks": as_json(shown)})
+            echo_json({"ok": all(c.ok for c in shown), "checks": as_json(shown), "warnings": warnings})
     if output_format == "text":
+        for warning in warnings:
+            err_console().print("[yellow]warning:[/] ", warning, highlight=False)
         click.echo(f"preflight: {len(dep.nodes)} nodes, {len(checks)} checks passed")
+
+
+def _resume_warnings(cluster, accept_new: bool) -> list[str]:
+    """With job.restarts > 0: can a relaunch resume, can the spares see the checkpoints?"""
+    job = cluster.dep.job
+    if job is None or not job.restarts or len(cluster.dep.nodes) < 2:
+        return []
+    from ascend_run.launch.configcheck import read_job_config
+    from ascend_run.supervise.readiness import resume_warnings
+
+    found = read_job_config(cluster)
+    spares = list(cluster.dep.spares)
+    cluster.connect_more(spares)  # a spare that does not answer is left out of the probe
+    reachable = [s for s in spares if s.name in cluster.transports]
+    return resume_warnings(cluster.using(cluster.dep.with_nodes([*cluster.dep.nodes, *reachable])),
+                           found[0] if found else None)
+
+
+def supervisor_args(start: bool, replace: bool, skip_preflight: bool, skip_config_check: bool,
+                    master_addr: str | None, accept_new: bool, parallel: int) -> list[str]:
+    """The `supervise` flags for what `launch` (or `supervise --detach`) was asked."""
+    flags = {"--start": start, "--replace": replace, "--skip-preflight": skip_preflight,
+             "--skip-config-check": skip_config_check, "--accept-new-host-keys": accept_new}
+    return [f for f, on in flags.items() if on] + (["--master-addr", master_addr] if master_addr else []) + \
+        ["--parallel", str(parallel)]
 
 
 @click.command()
 @deployment_option
 @click.option("--dry-run", is_flag=True, help="Print, per node, exactly what would run; run nothing.")
-@click.option("--detach", is_flag=True, help="Start the job and return; follow it with status/logs/stop.")
+@click.option("--detach", is_flag=True, help="Return once the job is started; follow it with status/logs/events/stop.")
 @click.option("--replace", is_flag=True, help="Remove the job's containers if they already exist.")
 @click.option("--skip-preflight", is_flag=True, help="Start without the preflight checks.")
 @click.option("--skip-config-check", is_flag=True, help="Start without checking job.config (the MindFormers YAML).")
@@ -82,47 +112,91 @@ def preflight(deployment_file: str, output_format: str, accept_new_host_keys: bo
 def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, skip_preflight: bool,
            skip_config_check: bool, master_addr: str | None, all_lines: bool, accept_new_host_keys: bool,
            parallel: int) -> None:
-    """Start the job on every node with its rank; stream logs; stop everything when any node fails.
+    """Start the job on every node with its rank, under a supervisor that outlives this command.
 
-    Node k gets rank k, master_ip is node 0's address. Attached, output is prefixed [node/rank]; when a
-    node's job exits non-zero or its SSH connection is lost, the job is stopped on every node and the
-    command exits with that code. Ctrl-C stops the job everywhere.
+    Node k gets rank k, master_ip is node 0's address. The supervisor (docs/supervisor.md) stops the job on
+    every node when any part fails, finds hangs and lost servers, and with job.restarts relaunches it from
+    the newest checkpoint every rank has, spares taking failed servers' places. Attached, its events and the
+    job's output (prefixed [node/rank]) show here, and the command exits with the job's result; Ctrl-C stops
+    the job everywhere. With --detach it returns once the job has started (or with the error, nothing left
+    running); `status`, `logs --follow`, `events` and `stop` work from any shell on this machine.
     """
     from ascend_run.cli.console import PrefixPrinter, framework_noise
-    from ascend_run.launch.job import LaunchOptions, Reporter, start_job, watch_or_raise
+    from ascend_run.supervise.client import Follower, ending_error, request_stop, spawn
+    from ascend_run.supervise.state import StateStore, SupervisorBusy
 
     dep = load_deployment(deployment_file)
     if master_addr:
-        dep = _with_master(dep, master_addr)
+        dep = dep.with_master_address(master_addr)
     if dry_run:
         for plan in launch_plan(dep):
             click.echo(f"# {plan.node.name} (rank {plan.node.rank}) via ssh "
                        f"{plan.node.ssh.describe()}")
             click.echo(shlex.join(plan.docker_argv))
         return
+    store = StateStore.for_deployment(dep)
+    if store.owner_alive():
+        raise SupervisorBusy(f"the job {dep.name!r} is already running under a supervisor (pid {store.owner_pid()})",
+                             fix=f"follow it with `ascend-run logs --follow -f {shlex.quote(deployment_file)}`, or "
+                                 f"stop it with `ascend-run stop -f {shlex.quote(deployment_file)}`")
     console = err_console()
-    printer = PrefixPrinter([n.name for n in dep.nodes], ranks={n.name: n.rank for n in dep.nodes},
+    printer = PrefixPrinter([n.name for n in (*dep.nodes, *dep.spares)], ranks={n.name: n.rank for n in dep.nodes},
                             hide=None if all_lines else framework_noise)
-    reporter = Reporter(line=lambda node, line: printer.line(node.name, line),
-                        notice=lambda text: console.print("[yellow]ascend-run:[/] ", text, highlight=False),
-                        checks=lambda checks: print_checks(checks, console),
-                        config=lambda report: print_config_report(report, console))
-    options = LaunchOptions(replace=replace, preflight=not skip_preflight, config_check=not skip_config_check)
-    with connected(dep, accept_new_host_keys, parallel) as cluster:
-        launcher = start_job(cluster, options, reporter)
-        started = time.monotonic()
-        console.print(f"[green]started[/] {dep.name} on {len(dep.nodes)} nodes, master {dep.master_address}:"
-                      f"{dep.job.master_port}", highlight=False)
-        if detach:
-            click.echo(f"detached; follow with: ascend-run status -f {shlex.quote(deployment_file)}")
-            return
-        watch_or_raise(launcher)
-    console.print(f"[green]job {dep.name} finished on all {len(dep.nodes)} nodes[/] in "
-                  f"{time.monotonic() - started:.1f} s", highlight=False)
+    follower = Follower(store, on_event=lambda record: show_event(record, console),
+                        on_line=lambda record: show_line(record, printer, dep), lines=not detach)
+    store.new_run()
+    args = supervisor_args(True, replace, skip_preflight, skip_config_check, master_addr, accept_new_host_keys,
+                           parallel)
+    proc = spawn(dep, args, store)
+    try:
+        record = follower.run(alive=lambda: proc.poll() is None, until=("started",) if detach else ())
+    except KeyboardInterrupt:
+        console.print("[yellow]ascend-run:[/] stopping the job on every node (Ctrl-C)", highlight=False)
+        request_stop(store)
+        follower.poll()
+        raise
+    error = ending_error(record, store)
+    if error is not None:
+        raise error
+    if detach:
+        quoted = shlex.quote(deployment_file)
+        click.echo(f"detached (supervisor pid {proc.pid}); follow with: ascend-run logs --follow -f {quoted}  "
+                   f"(also status, events, stop)")
+        return
+    if record.get("kind") == "stopped":
+        raise AscendRunError(record.get("detail") or "the job was stopped",
+                             fix=f"see what happened: ascend-run events -f {shlex.quote(deployment_file)}")
 
 
-def _with_master(dep: Deployment, address: str) -> Deployment:
-    return dep.with_master_address(address)
+def show_event(record: dict, console: Console) -> None:
+    """An event of the supervisor, for people: preflight and config results as `launch` always showed them."""
+    kind, detail = record.get("kind"), record.get("detail", "")
+    if kind == "preflight" and "checks" in record:
+        from ascend_run.launch.preflight import Check
+
+        print_checks([Check(**c) for c in record["checks"]], console)
+    elif kind == "config":
+        for warning in record.get("warnings", []):
+            console.print(f"[yellow]config warning:[/] {escape(str(warning))}", highlight=False)
+        if record.get("ok"):
+            summary = f" — {record['summary']}" if record.get("summary") else ""
+            console.print(f"[green]config ok[/] {escape(detail.rsplit(': ', 1)[0] + summary)}", highlight=False)
+    elif kind == "started":
+        console.print(f"[green]started[/] {escape(detail)}", highlight=False)
+    elif kind == "succeeded":
+        console.print(detail, style="green", markup=False, highlight=False)
+    elif kind in ("launch", "failed"):
+        return  # the command line says these itself (the failure as its error)
+    else:
+        console.print(f"[yellow]ascend-run:[/] {escape(detail)}", highlight=False)
+
+
+def show_line(record: dict, printer, dep: Deployment) -> None:
+    """A line of the job's output with its [node/rank] prefix (a spare shows the rank it took)."""
+    node, rank = record.get("node", "?"), record.get("rank")
+    usual = next((n.rank for n in dep.nodes if n.name == node), None)
+    printer.line(node if rank == usual else f"{node}/{rank}", record.get("line", ""))
+
 
 
 @click.command()
@@ -131,23 +205,49 @@ def _with_master(dep: Deployment, address: str) -> Deployment:
 @accept_new_option
 @parallel_option
 def status(deployment_file: str, output_format: str, accept_new_host_keys: bool, parallel: int) -> None:
-    """Per node: the job's container state and uptime, the last log line and the last loss, and the
-    one-off steps (weights download, data conversion) running there."""
-    from ascend_run.launch.status import collect_status
+    """The supervisor's view (state, attempt k of N, servers and spares in use, last step and loss per
+    pipeline stage, step time, seconds since the last progress, last checkpoint step), then per server:
+    the job's container, its last log line and loss, and the one-off steps running there."""
+    from ascend_run.supervise.client import job_status
 
     dep = load_deployment(deployment_file)
-    with connected(dep, accept_new_host_keys, parallel) as cluster:
-        rows = collect_status(cluster)
+    report = job_status(dep, accept_new_host_keys, parallel)
     if output_format == "json":
-        echo_json(rows)
+        echo_json(report)
         return
+    console = make_console()
+    view = report["supervisor"]
+    if view is not None:
+        print_supervisor(dep.name, view, console)
+    rows = report["nodes"]
     steps = any(row["steps"] for row in rows)
     table = Table("node", "rank", "container", "status", "last loss", "last line", *(["steps"] if steps else []),
                   box=None)
     for row in rows:
         table.add_row(row["node"], str(row["rank"]), row["state"], row["status"], row["last_loss"] or "",
                       (row["last_line"] or "")[:80], *([", ".join(row["steps"])] if steps else []))
-    make_console().print(table)
+    console.print(table)
+
+
+def print_supervisor(name: str, view: dict, console: Console) -> None:
+    pid = f", supervisor pid {view['supervisor_pid']}" if view["supervisor_pid"] else ""
+    console.print(f"job {name}: [bold]{view['state']}[/], attempt {view['attempt']} of {view['attempts']}{pid}",
+                  highlight=False)
+    console.print(f"servers: {', '.join(view['servers'])}; spares free: {', '.join(view['spares_free']) or 'none'}",
+                  highlight=False)
+    for stage in view["stages"]:
+        loss = f", loss {stage['loss']:.6g}" if stage.get("loss") is not None else ""
+        console.print(f"stage {stage['stage']} (ranks {stage['ranks']}): step {stage['step'] or '-'}{loss}",
+                      highlight=False)
+    parts = []
+    if view["step_ms"] is not None:
+        parts.append(f"step time {view['step_ms']:.0f} ms")
+    if view["seconds_since_progress"] is not None:
+        parts.append(f"last progress {view['seconds_since_progress']:.1f} s ago")
+    parts.append(f"last checkpoint (every rank): step {view['last_checkpoint_step'] or '-'}")
+    console.print("; ".join(parts), highlight=False)
+    if view.get("error"):
+        console.print(f"[red]{view['error']['message']}[/]", highlight=False)
 
 
 @click.command()
@@ -156,10 +256,11 @@ def status(deployment_file: str, output_format: str, accept_new_host_keys: bool,
 @parallel_option
 @click.option("--dry-run", is_flag=True, help="Print the commands that would run on each node; run nothing.")
 def stop(deployment_file: str, accept_new_host_keys: bool, parallel: int, dry_run: bool) -> None:
-    """Remove the job's containers on every node and wait until its processes are gone."""
-    from ascend_run.errors import AscendRunError
+    """Stop the job's supervisor, then remove the job's containers on every server it may be on (nodes in
+    use, the file's nodes and spares) and wait until its processes are gone. Works from any shell, with or
+    without a live supervisor."""
     from ascend_run.launch import nodeops
-    from ascend_run.launch.launcher import stop_job
+    from ascend_run.supervise.client import stop_everywhere
 
     dep = load_deployment(deployment_file)
     if dry_run:
@@ -168,11 +269,10 @@ def stop(deployment_file: str, accept_new_host_keys: bool, parallel: int, dry_ru
             click.echo(shlex.join(nodeops.list_argv(dep.name)))
             click.echo(shlex.join(nodeops.remove_argv(["CONTAINER..."])) + "  # the names it lists")
         return
-    with connected(dep, accept_new_host_keys, parallel) as cluster:
-        problems = stop_job(cluster)
+    servers, problems = stop_everywhere(dep, accept_new_host_keys, parallel)
     if problems:
         raise AscendRunError("could not stop the job on: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
-    click.echo(f"stopped {dep.name} on {len(dep.nodes)} nodes")
+    click.echo(f"stopped {dep.name} on {len(servers)} servers")
 
 
 commands = [preflight, launch, status, stop]

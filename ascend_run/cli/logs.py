@@ -20,8 +20,10 @@ def collect_from_nodes(deployment_file: str, dest: Path, accept_new: bool = Fals
     from ascend_run.cli.common import connected
     from ascend_run.inputs.deployment import load_deployment
     from ascend_run.launch.collect import collect_logs
+    from ascend_run.supervise.state import StateStore, servers_in_use
 
     dep = load_deployment(deployment_file)
+    dep = servers_in_use(dep, StateStore.for_deployment(dep).read())  # a supervised job's servers, spares in place
     with connected(dep, accept_new) as cluster:
         return collect_logs(cluster, dest)
 
@@ -89,15 +91,28 @@ def show_loss(source: Path, rank: int | None, plot: str | None, output_format: s
 @click.option("--rank", type=click.IntRange(min=0),
               help="Read this rank's log (default: the highest rank that printed real loss values).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write the loss curve to this PNG (implies --loss).")
+@click.option("--follow", is_flag=True,
+              help="Follow the job's output with [node/rank] prefixes from any shell, until the job ends.")
+@click.option("--tail", "tail_lines", type=click.IntRange(min=0), help="With --follow: begin with the last N lines.")
+@click.option("--all-lines", is_flag=True, help="With --follow: also MindSpore's own [WARNING]/[INFO] lines.")
 @click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
 @output_option
 def logs(deployment_file: str | None, from_dir: str | None, collect_dir: str | None, loss: bool, rank: int | None,
-         plot: str | None, accept_new_host_keys: bool, output_format: str) -> None:
-    """Collect the job's worker logs, or read them; with --loss, the training loss and its curve.
+         plot: str | None, follow: bool, tail_lines: int | None, all_lines: bool, accept_new_host_keys: bool,
+         output_format: str) -> None:
+    """Follow the job's output, collect its worker logs, or read them; with --loss, the training loss and its curve.
 
     With pipeline parallelism only the last stage prints the loss (the others print N/A or 0): the rank
-    is picked automatically unless --rank is given.
+    is picked automatically unless --rank is given. Logs of earlier attempts of a supervised job (in
+    attempt-K/ beside each server's logs) are read first: each step once, from the attempt that resumed it.
     """
+    if follow:
+        if not deployment_file:
+            raise click.UsageError("--follow needs -f FILE (the job to follow)")
+        follow_job(deployment_file, tail_lines, all_lines, accept_new_host_keys)
+        return
+    if tail_lines is not None:
+        raise click.UsageError("--tail goes with --follow")
     if collect_dir:
         if not deployment_file:
             raise click.UsageError("--collect needs -f FILE (the nodes to collect from)")
@@ -111,6 +126,26 @@ def logs(deployment_file: str | None, from_dir: str | None, collect_dir: str | N
         raise click.UsageError("say what to do: --collect DIR, or --loss (and --plot FILE.png)")
     with tempfile.TemporaryDirectory(prefix="ascend-run-logs-") as scratch:
         show_loss(_log_source(deployment_file, from_dir, Path(scratch)), rank, plot, output_format)
+
+
+def follow_job(deployment_file: str, tail: int | None, all_lines: bool, accept_new: bool) -> None:
+    from ascend_run.cli.console import PrefixPrinter, framework_noise
+    from ascend_run.cli.launch import show_event, show_line
+    from ascend_run.cli.common import err_console
+    from ascend_run.inputs.deployment import load_deployment
+    from ascend_run.supervise.client import ending_error, follow_output
+    from ascend_run.supervise.state import StateStore
+
+    dep = load_deployment(deployment_file)
+    printer = PrefixPrinter([n.name for n in (*dep.nodes, *dep.spares)], ranks={n.name: n.rank for n in dep.nodes},
+                            hide=None if all_lines else framework_noise)
+    console = err_console()
+    record = follow_output(dep, lambda r: show_line(r, printer, dep), lambda r: show_event(r, console), tail,
+                           accept_new)
+    if record is not None:
+        error = ending_error(record, StateStore.for_deployment(dep))
+        if error is not None:
+            raise error
 
 
 commands = [logs]

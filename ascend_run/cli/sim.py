@@ -25,6 +25,8 @@ def sim() -> None:
 @click.option("--nodes", "-n", default=2, show_default=True, type=click.IntRange(1, 245), help="Number of servers.")
 @click.option("--profile", default="atlas-800t-a2", show_default=True, type=click.Choice(builtin_profile_names()),
               help="Hardware profile: device nodes, tool paths and driver version of each server.")
+@click.option("--spares", default=0, show_default=True, type=click.IntRange(0, 244),
+              help="Of the servers, how many (the last ones) cluster.yaml lists as spares: (standby servers).")
 @click.option("--no-docker", is_flag=True, help="Only sshd (fast; for fan-out benchmarks).")
 @click.option("--image", help="Also load this image from the local engine into every node.")
 @click.option("--base-image", is_flag=True,
@@ -35,7 +37,7 @@ def sim() -> None:
               help="Give every server, and this machine, a network link of RATE both ways (tc), e.g. 200mbit, "
                    "1gbit: transfers then measure the topology, not memory copies.")
 @dir_option
-def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image: bool, bastion: bool,
+def up(nodes: int, profile: str, spares: int, no_docker: bool, image: str | None, base_image: bool, bastion: bool,
        link_rate: str | None, directory: str) -> None:
     """Bring up NODES simulated servers and write DIR/cluster.yaml for every other command.
 
@@ -67,7 +69,7 @@ def up(nodes: int, profile: str, no_docker: bool, image: str | None, base_image:
                 status.update(message)
 
             cluster.up(nodes, profile, docker=not no_docker, image=image, progress=progress, bastion=bastion,
-                       link_rate=link_rate,
+                       link_rate=link_rate, spares=spares,
                        image_engine=engine.base_url if engine else None)
     click.echo(f"{nodes} nodes up in {time.monotonic() - started:.1f} s; deployment file: {cluster.deployment_file}")
     if bastion:

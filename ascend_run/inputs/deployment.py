@@ -243,7 +243,14 @@ class JobSettings(Strict):
     serve_port: int | None = Field(default=None, ge=1, le=65535)
     require_free: dict[str, str] = Field(default_factory=dict)
     rank_table: str | None = None  # hccl.json on every server: mounted read-only, RANK_TABLE_FILE points at it
-    restarts: int = Field(default=0, ge=0)  # automatic restarts after a failure (0: the first failure ends it)
+    # Keeping the job alive (docs/supervisor.md). restarts: 0 = stop everything on the first failure, as
+    # before; N = up to N relaunches from the newest checkpoint every rank has, spares taking failed servers.
+    restarts: int = Field(default=0, ge=0)
+    hang_timeout: float = Field(default=600, gt=0)         # s without a new step line on any rank, after the first
+    start_timeout: float = Field(default=1800, gt=0)       # s until the first step line (init, compile, loading)
+    unreachable_timeout: float = Field(default=60, gt=0)   # s a server may stay unreachable before it is a failure
+    restart_gap: float = Field(default=10, ge=0)           # s between stop and relaunch (HCCL: EJ0001 within ~10 s)
+    output_dir: str | None = None  # MindFormers' output_dir in the container; default: job.config's output_dir
 
     @field_validator("command")
     @classmethod
@@ -287,7 +294,7 @@ class JobSettings(Strict):
             parse_size(size)
         return value
 
-    _workdir = field_validator("workdir")(lambda cls, v: container_path(v))
+    _workdir = field_validator("workdir", "output_dir")(lambda cls, v: container_path(v))
     _server_paths = field_validator("rank_table")(lambda cls, v: server_path(v))
 
     @field_validator("master_address")
@@ -372,6 +379,7 @@ class DeploymentFile(Strict):
     mounts: list[Mount] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     job: JobSettings | None = None
+    spares: list[NodeEntry] = Field(default_factory=list)  # standby servers, written like nodes:
     weights: WeightsSettings = Field(default_factory=WeightsSettings)
 
     data_fields = frozenset({"env"})
@@ -422,6 +430,7 @@ class Deployment:
     spec: DeploymentFile
     profile: HardwareProfile
     nodes: tuple[Node, ...]
+    spares: tuple[Node, ...] = ()  # standby servers (rank -1 until one takes a node's place)
 
     @property
     def name(self) -> str:
@@ -481,6 +490,12 @@ class Deployment:
         check_option(option, address, check_address)
         job = self.spec.job.model_copy(update={"master_address": check_address(address)})
         return replace(self, spec=self.spec.model_copy(update={"job": job}))
+
+    def with_nodes(self, nodes: list[Node] | tuple[Node, ...]) -> Deployment:
+        """The same deployment on other servers (a spare in a failed node's place, with its rank)."""
+        from dataclasses import replace
+
+        return replace(self, nodes=tuple(nodes))
 
     def sync_source(self, index: int) -> Path:
         """Local path of `job.sync[index].source`, relative to the deployment file."""
@@ -575,12 +590,12 @@ def _read_with_extends(path: Path) -> dict:
     return merged
 
 
-def _expand_entry(entry: NodeEntry, index: int) -> list[tuple[str, str]]:
-    """(name, address) pairs of one `nodes:` entry; ranges in name and address zip together."""
+def _expand_entry(entry: NodeEntry, index: int, section: str = "nodes") -> list[tuple[str, str]]:
+    """(name, address) pairs of one `nodes:` (or `spares:`) entry; ranges in name and address zip together."""
     try:
         addresses = hostrange.expand(entry.address)
     except ValueError as exc:
-        raise _err(f"{exc}", ("nodes", index, "address"))
+        raise _err(f"{exc}", (section, index, "address"))
     names: list[str | None]
     if entry.name is None:
         names = [None] * len(addresses)
@@ -588,10 +603,10 @@ def _expand_entry(entry: NodeEntry, index: int) -> list[tuple[str, str]]:
         try:
             names = list(hostrange.expand(entry.name))
         except ValueError as exc:
-            raise _err(f"{exc}", ("nodes", index, "name"))
+            raise _err(f"{exc}", (section, index, "name"))
         if len(names) != len(addresses):
             raise _err(f"names expand to {len(names)} entries but the address to {len(addresses)}",
-                       ("nodes", index, "name"), fix="give the name and the address ranges the same length")
+                       (section, index, "name"), fix="give the name and the address ranges the same length")
     return [(name or _default_name(addr), addr) for name, addr in zip(names, addresses)]
 
 
@@ -613,17 +628,18 @@ def _err(message: str, loc: tuple, fix: str | None = None) -> _LocError:
 
 
 def _count_nodes(spec: DeploymentFile) -> list[_LocError]:
-    """The node count of the whole file from the range sizes, before a single name is built."""
+    """The server count of the whole file (nodes and spares) from the range sizes, before a name is built."""
     total = 0
-    for index, entry in enumerate(spec.nodes):
-        try:
-            total += hostrange.count(entry.address)
-        except ValueError:
-            total += 1  # reported with its entry
-        if total > MAX_NODES:
-            return [_err(f"the nodes expand to more than {MAX_NODES:,} servers", ("nodes", index, "address"),
-                         fix="check the ranges; a deployment file describes at most "
-                             f"{MAX_NODES:,} servers")]
+    for section, entries in (("nodes", spec.nodes), ("spares", spec.spares)):
+        for index, entry in enumerate(entries):
+            try:
+                total += hostrange.count(entry.address)
+            except ValueError:
+                total += 1  # reported with its entry
+            if total > MAX_NODES:
+                return [_err(f"the {section} expand to more than {MAX_NODES:,} servers", (section, index, "address"),
+                             fix="check the ranges; a deployment file describes at most "
+                                 f"{MAX_NODES:,} servers")]
     return []
 
 
@@ -636,53 +652,85 @@ def _explicit_ssh(spec: DeploymentFile, entry: NodeEntry) -> dict[str, Any]:
     return explicit
 
 
-def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path,
-                   ssh_config: sshconfig.UserConfig) -> tuple[list[Node], list[_LocError]]:
+def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, ssh_config: sshconfig.UserConfig
+                   ) -> tuple[list[Node], list[Node], list[_LocError]]:
+    """The nodes and the spares; a spare is a server like any node, so names and addresses are unique across both."""
     nodes: list[Node] = []
+    spares: list[Node] = []
     problems: list[_LocError] = _count_nodes(spec)
     if problems:
-        return nodes, problems
-    seen_names: dict[str, int] = {}
-    seen_endpoints: dict[tuple, int] = {}
-    for index, entry in enumerate(spec.nodes):
-        try:
-            pairs = _expand_entry(entry, index)
-        except _LocError as exc:
-            problems.append(exc)
-            continue
-        npus = entry.npus if entry.npus is not None else tuple(range(profile.npu_count))
-        for pos, npu in enumerate(npus):
-            if npu >= profile.npu_count:
-                problems.append(_err(f"NPU index {npu} is out of range for {profile.name} "
-                                     f"(0-{profile.npu_count - 1})", ("nodes", index, "npus", pos)))
-        explicit = _explicit_ssh(spec, entry)
-        for name, address in pairs:
+        return nodes, spares, problems
+    seen_names: dict[str, str] = {}
+    seen_endpoints: dict[tuple, str] = {}
+    for section, entries, out in (("nodes", spec.nodes, nodes), ("spares", spec.spares, spares)):
+        for index, entry in enumerate(entries):
             try:
-                address = check_address(address)
-            except ValueError as exc:
-                problems.append(_err(str(exc), ("nodes", index, "address"), getattr(exc, "fix", None)))
+                pairs = _expand_entry(entry, index, section)
+            except _LocError as exc:
+                problems.append(exc)
                 continue
-            ssh = sshconfig.node_hop(address, explicit, ssh_config, str(path))
-            endpoint = (ssh.hostname, ssh.port, ssh.via)  # one address behind two jump hosts: two servers
-            if endpoint in seen_endpoints:  # before the name: a repeated address repeats its default name
-                problems.append(_err(f"duplicate address {ssh.hostname}:{ssh.port} "
-                                     f"(also nodes[{seen_endpoints[endpoint]}])",
-                                     ("nodes", index, "address"), fix="list every server once"))
-                continue
-            if not NODE_NAME.fullmatch(name):
-                problems.append(_err(f"{shown(name)} is not a valid node name (letters, digits, '-'; it becomes "
-                                     "the container hostname)", ("nodes", index, "name")))
-                continue
-            if name in seen_names:
-                problems.append(_err(f"duplicate node name {shown(name)} (also nodes[{seen_names[name]}])",
-                                     ("nodes", index, "name"), fix="every node needs a distinct name"))
-                continue
-            seen_names[name] = index
-            seen_endpoints[endpoint] = index
-            nodes.append(Node(rank=len(nodes), name=name, address=address, npus=tuple(npus),
-                              cluster_address=entry.cluster_address or ssh.hostname, ssh=ssh,
-                              env=dict(entry.env)))
-    return nodes, problems
+            npus = entry.npus if entry.npus is not None else tuple(range(profile.npu_count))
+            for pos, npu in enumerate(npus):
+                if npu >= profile.npu_count:
+                    problems.append(_err(f"NPU index {npu} is out of range for {profile.name} "
+                                         f"(0-{profile.npu_count - 1})", (section, index, "npus", pos)))
+            explicit = _explicit_ssh(spec, entry)
+            for name, address in pairs:
+                try:
+                    address = check_address(address)
+                except ValueError as exc:
+                    problems.append(_err(str(exc), (section, index, "address"), getattr(exc, "fix", None)))
+                    continue
+                ssh = sshconfig.node_hop(address, explicit, ssh_config, str(path))
+                endpoint = (ssh.hostname, ssh.port, ssh.via)  # one address behind two jump hosts: two servers
+                if endpoint in seen_endpoints:  # before the name: a repeated address repeats its default name
+                    problems.append(_err(f"duplicate address {ssh.hostname}:{ssh.port} (also "
+                                         f"{seen_endpoints[endpoint]})", (section, index, "address"),
+                                         fix="list every server once: a spare is not also a node"))
+                    continue
+                if not NODE_NAME.fullmatch(name):
+                    problems.append(_err(f"{shown(name)} is not a valid node name (letters, digits, '-'; it "
+                                         "becomes the container hostname)", (section, index, "name")))
+                    continue
+                if name in seen_names:
+                    problems.append(_err(f"duplicate node name {shown(name)} (also {seen_names[name]})",
+                                         (section, index, "name"), fix="every server needs a distinct name"))
+                    continue
+                seen_names[name] = seen_endpoints[endpoint] = f"{section}[{index}]"
+                out.append(Node(rank=len(out) if section == "nodes" else -1, name=name, address=address,
+                                npus=tuple(npus), cluster_address=entry.cluster_address or ssh.hostname, ssh=ssh,
+                                env=dict(entry.env)))
+    return nodes, spares, problems
+
+
+def _check_spares(spec: DeploymentFile, nodes: list[Node], spares: list[Node]) -> list[_LocError]:
+    """A spare must be able to take any node's place: as many NPUs as the job runs workers on a node."""
+    problems: list[_LocError] = []
+    if not nodes:
+        return problems
+    job = spec.job
+    need = job.local_workers if job and job.local_workers else len(nodes[0].npus)
+    exact = not (job and job.local_workers)
+    index_of = _entry_index(spec.spares)
+    for spare in spares:
+        count = len(spare.npus)
+        if (exact and count != need) or count < need:
+            problems.append(_err(f"spare {spare.name} has {count} NPUs but every node runs {need} workers",
+                                 ("spares", index_of.get(spare.name, 0), "npus"),
+                                 fix=f"give the spare {need} NPUs (npus: [...]), like the nodes it would replace"))
+    return problems
+
+
+def _entry_index(entries: list[NodeEntry]) -> dict[str, int]:
+    """Which entry each expanded name came from (for error locations)."""
+    found: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        try:
+            for name, _ in _expand_entry(entry, index, "spares"):
+                found.setdefault(name, index)
+        except _LocError:
+            pass
+    return found
 
 
 def _check_job(spec: DeploymentFile, nodes: list[Node]) -> list[_LocError]:
@@ -755,9 +803,10 @@ def deployment_from_data(raw: dict, path: str | Path = "<memory>") -> Deployment
         raise ConfigError(inner.message if inner is exc else str(inner), file=file, key="profile",
                           line=line_of(raw, ("profile",)), fix=exc.fix) from None
     ssh_config = sshconfig.read_config(_ssh_config_path(spec, raw, path))
-    nodes, problems = _resolve_nodes(spec, profile, path, ssh_config)
+    nodes, spares, problems = _resolve_nodes(spec, profile, path, ssh_config)
     problems += _check_job(spec, nodes)
+    problems += _check_spares(spec, nodes, spares)
     if problems:
         _raise_all([ConfigError(p.message, file=file, key=format_loc(p.loc), line=line_of(raw, p.loc), fix=p.fix)
                     for p in problems])
-    return Deployment(path=path, spec=spec, profile=profile, nodes=tuple(nodes))
+    return Deployment(path=path, spec=spec, profile=profile, nodes=tuple(nodes), spares=tuple(spares))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ascend_run.errors import AscendRunError, PreflightError
 from ascend_run.inputs.deployment import Node
 from ascend_run.launch.launcher import JobOutcome, Launcher, outcome_error
+from ascend_run.launch.plan import Overrides
 from ascend_run.launch.preflight import Check, run_preflight
 from ascend_run.transport.cluster import Cluster
 
@@ -28,6 +29,8 @@ class LaunchOptions:
     replace: bool = False       # remove the job's containers if they already exist
     preflight: bool = True      # run the preflight checks first
     config_check: bool = True   # check job.config (the MindFormers YAML) first
+    overrides: Overrides | None = None  # a supervised relaunch: resume env and config, rebuilt rank table
+    keep_logs_as: str | None = None     # a relaunch keeps the last attempt's logs in this subdirectory
 
 
 @dataclass
@@ -79,13 +82,13 @@ def start_job(cluster: Cluster, options: LaunchOptions = LaunchOptions(),
               reporter: Reporter = Reporter()) -> Launcher:
     """Everything up to a running job: checks, preparation, `docker run` on every node. If any node fails
     to start, what did start is removed and the error raised. Returns the launcher that watches it."""
-    launcher = Launcher(cluster, on_line=reporter.line, notice=reporter.notice)
+    launcher = Launcher(cluster, on_line=reporter.line, notice=reporter.notice, overrides=options.overrides)
     refuse_running(cluster, launcher, options.replace)
     if options.preflight:
         require_preflight(cluster, reporter)
     if options.config_check:
         require_config(cluster, reporter)
-    launcher.prepare_nodes()
+    launcher.prepare_nodes(options.keep_logs_as)
     try:
         launcher.start()
     except KeyboardInterrupt:

@@ -6,12 +6,13 @@ The job runs as each node's container main process (`msrun --join True`), so:
   setsid workers survive a SIGTERM to msrun: NOTES.md section 5), so stopping the job means removing
   the containers everywhere;
 - the job's logs live on each server (`host_log_dir`, mounted over the container's log dir) and survive
-  the container.
+  the container. msrun truncates `worker_N.log` when it starts, so a supervised relaunch first moves the
+  last attempt's logs into `host_log_dir/attempt-K/` (`logs --collect` copies those too, and `logs --loss`
+  reads them in order: each step once, from the attempt that got furthest with it).
 """
 
 from __future__ import annotations
 
-import queue
 import shlex
 import threading
 import time
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 from ascend_run.errors import JobFailed, TransportError
 from ascend_run.inputs.deployment import Node
 from ascend_run.launch import nodeops, sync
-from ascend_run.launch.plan import NodePlan, launch_plan
+from ascend_run.launch.plan import NodePlan, Overrides, launch_plan
+from ascend_run.launch.watch import JobWatch
 from ascend_run.transport.base import Transport
 from ascend_run.transport.cluster import Cluster
 from ascend_run.transport.fanout import raise_first
@@ -47,12 +49,12 @@ class Launcher:
     """One job on one cluster (one reused connection per node)."""
 
     def __init__(self, cluster: Cluster, *, on_line: LinePrinter = lambda node, line: None,
-                 notice: Notice = lambda s: None) -> None:
+                 notice: Notice = lambda s: None, overrides: Overrides | None = None) -> None:
         self.cluster = cluster
         self.dep = cluster.dep
         self.on_line = on_line
         self.notice = notice
-        self.plans: dict[str, NodePlan] = {p.node.name: p for p in launch_plan(self.dep)}
+        self.plans: dict[str, NodePlan] = {p.node.name: p for p in launch_plan(self.dep, overrides)}
         self.name = self.dep.container_name
         self._stopping = threading.Event()
 
@@ -69,17 +71,24 @@ class Launcher:
             nodeops.remove_containers(t, [c.name for c in nodeops.job_containers(t, self.dep.name)])
         self.cluster.each_or_raise(work)
 
-    def prepare_nodes(self) -> None:
-        """Log dir rotated (old logs kept as .prev), synced dirs brought up to date, on every node at once."""
+    def prepare_nodes(self, keep_logs_as: str | None = None) -> None:
+        """Log dir rotated (old logs kept as .prev), synced dirs brought up to date, on every node at once. With
+        `keep_logs_as` (a relaunch: "attempt-1"), the last attempt's logs move into that subdirectory instead."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         trees = sync.local_trees(plan.sync_dirs for plan in self.plans.values())  # hashed once, not per node
 
         def work(node: Node, t: Transport) -> list[sync.SyncResult]:
             # world-writable: the image's own user (HwHiAiUser, uid 1000) writes the logs unless the
             # profile runs the container as root
-            rotate = ('if [ -d "$1" ] && [ -n "$(ls -A "$1")" ]; then mv "$1" "$1.prev-$2"; fi; '
-                      'mkdir -p "$1" && chmod 0777 "$1"')
-            t.run(["sh", "-c", rotate, "sh", self.dep.host_log_dir, stamp], timeout=60).check(node.name)
+            if keep_logs_as:
+                script = ('mkdir -p "$1/$2" && chmod 0777 "$1" && cd "$1" && '
+                          'for f in worker_*.log scheduler.log; do [ -f "$f" ] && mv "$f" "$2/"; done; true')
+                argv = ["sh", "-c", script, "sh", self.dep.host_log_dir, keep_logs_as]
+            else:
+                script = ('if [ -d "$1" ] && [ -n "$(ls -A "$1")" ]; then mv "$1" "$1.prev-$2"; fi; '
+                          'mkdir -p "$1" && chmod 0777 "$1"')
+                argv = ["sh", "-c", script, "sh", self.dep.host_log_dir, stamp]
+            t.run(argv, timeout=60).check(node.name)
             return [sync.sync_dir(t, source, trees[source], remote) for source, remote in self.plans[node.name].sync_dirs]
         results = self.cluster.each_or_raise(work)
         if trees:
@@ -98,48 +107,31 @@ class Launcher:
             raise_first(outcomes)
 
     def watch(self) -> JobOutcome:
-        """Stream every node's output; on the first failure stop the whole job. Returns the outcome.
-
-        One waiter and one log stream per node, all at once whatever the fan-out bound: a running job is
-        watched on every node for its whole life.
-        """
-        events: queue.Queue = queue.Queue()
+        """Stream every node's output; on the first failure (a non-zero exit, a lost connection) stop the
+        whole job. Returns the outcome."""
+        watch = JobWatch(self.cluster, self.name, on_line=self.on_line).start()
         outcome = JobOutcome()
-        for node in self.cluster.nodes:
-            threading.Thread(target=self._stream, args=(node,), daemon=True).start()
-            threading.Thread(target=self._wait, args=(node, events), daemon=True).start()
         pending = {n.name for n in self.cluster.nodes}
         try:
             while pending:
-                try:
-                    name, rc, error = events.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
-                except queue.Empty:
+                event = watch.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
+                if event is None or event.kind not in ("exit", "lost"):
                     continue
-                pending.discard(name)
-                outcome.exit_codes[name] = rc
-                if error is not None or rc != 0:
-                    outcome.failed_node = name
-                    outcome.reason = error or f"exited with code {rc}"
-                    self.stop_all(f"{name} {outcome.reason}")
+                pending.discard(event.node)
+                outcome.exit_codes[event.node] = event.rc
+                if event.kind == "lost" or event.rc != 0:
+                    outcome.failed_node = event.node
+                    outcome.reason = f"lost: {event.detail}" if event.kind == "lost" else \
+                        event.detail or f"exited with code {event.rc}"
+                    self.stop_all(f"{event.node} {outcome.reason}")
                     break
         except KeyboardInterrupt:
             outcome.failed_node, outcome.reason = "(you)", "interrupted"
             self.stop_all("interrupted (Ctrl-C)")
             raise
+        finally:
+            watch.close()
         return outcome
-
-    def _wait(self, node: Node, events: queue.Queue) -> None:
-        try:
-            rc = nodeops.wait_container(self.cluster.transport(node), self.name)
-            events.put((node.name, rc, None))
-        except Exception as exc:  # a lost connection is a failure of the whole job
-            events.put((node.name, None, f"lost: {exc}"))
-
-    def _stream(self, node: Node) -> None:
-        try:
-            self.cluster.transport(node).stream(nodeops.logs_argv(self.name), lambda line: self.on_line(node, line))
-        except Exception:  # noqa: BLE001,S110 - the waiter reports lost nodes; streaming is best effort
-            pass
 
     def stop_all(self, reason: str) -> dict[str, str]:
         """Remove the job's containers on every reachable node and wait until they are gone."""

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ascend_run.errors import AscendRunError
 
 WORKER_LOG = re.compile(r"^worker_(\d+)\.log$")
+ATTEMPT_DIR = re.compile(r"^attempt-(\d+)$")
 
 
 class LossLogError(AscendRunError):
@@ -184,9 +185,9 @@ def scan_log(lines: Iterable[str], *, path: str = "<log>", rank: int | None = No
         point = parse_step_line(line, number)
         if point is not None:
             scan.steps_seen += 1
-            if point.step < previous:  # a second run appended to the same file: keep the latest
-                scan.restarts += 1
-                scan.points.clear()
+            if point.step <= previous:  # a later run (appended, or the next attempt's log): it redid the
+                scan.restarts += 1       # steps from here on, so only its lines count for them
+                scan.points = [p for p in scan.points if p.step < point.step]
                 scan.failure, last_error = None, None
             previous = point.step
             if point.loss is None:
@@ -207,19 +208,26 @@ def scan_log(lines: Iterable[str], *, path: str = "<log>", rank: int | None = No
     return scan
 
 
-def scan_file(path: Path, rank: int | None = None) -> LogScan:
-    """`scan_log` over a file, read as UTF-8 with bad bytes replaced (a log cut mid-character is common).
+def scan_file(path: Path, rank: int | None = None, earlier: Sequence[Path] = ()) -> LogScan:
+    """`scan_log` over a file, read as UTF-8 with bad bytes replaced (a log cut mid-character is common),
+    after the rank's logs of `earlier` attempts (a resumed attempt redoes the steps after its checkpoint, so
+    each step is taken from the last attempt that ran it).
 
     A last line without its newline is left out: it is being written.
     """
     if rank is None:
         match = WORKER_LOG.match(path.name)
         rank = int(match.group(1)) if match else None
+
+    def lines() -> Iterator[str]:
+        for part in (*earlier, path):
+            with part.open(encoding="utf-8", errors="replace") as fh:
+                yield from _complete_lines(fh)
+
     try:
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            return scan_log(_complete_lines(fh), path=str(path), rank=rank)
+        return scan_log(lines(), path=str(path), rank=rank)
     except OSError as exc:
-        raise LossLogError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise LossLogError(f"cannot read {exc.filename or path}: {exc.strerror or exc}") from None
 
 
 def _complete_lines(lines: Iterable[str]) -> Iterable[str]:
@@ -293,11 +301,11 @@ def choose_rank(scans: Mapping[int, LogScan], rank: int | None = None) -> LogSca
     with_loss = [r for r, scan in scans.items() if scan.has_loss]
     if rank is not None:
         if rank not in scans:
-            raise LossLogError(f"no log for rank {rank} (found ranks {_ranges(list(scans))})",
+            raise LossLogError(f"no log for rank {rank} (found ranks {rank_ranges(list(scans))})",
                                fix="pick one of the ranks found, or leave --rank out to pick automatically")
         scan = scans[rank]
         if not scan.has_loss:
-            hint = f"ranks with a loss: {_ranges(with_loss)}" if with_loss else "no rank printed a loss yet"
+            hint = f"ranks with a loss: {rank_ranges(with_loss)}" if with_loss else "no rank printed a loss yet"
             raise LossLogError(f"rank {rank} printed no loss ({scan.status}); {hint}",
                                fix="leave --rank out to pick the last pipeline stage automatically")
         return scan
@@ -308,13 +316,27 @@ def choose_rank(scans: Mapping[int, LogScan], rank: int | None = None) -> LogSca
     return scans[max(with_loss)]
 
 
+def find_attempt_logs(directory: Path) -> dict[int, list[Path]]:
+    """Each rank's logs of a supervised job's earlier attempts (`attempt-K/worker_N.log`, beside the current
+    logs or one level down), in attempt order."""
+    if not directory.is_dir():
+        return {}
+    found: dict[int, list[tuple[int, Path]]] = {}
+    for path in [*directory.glob("attempt-*/worker_*.log"), *directory.glob("*/attempt-*/worker_*.log")]:
+        match, attempt = WORKER_LOG.match(path.name), ATTEMPT_DIR.match(path.parent.name)
+        if match and attempt and path.is_file():
+            found.setdefault(int(match.group(1)), []).append((int(attempt.group(1)), path))
+    return {rank: [p for _, p in sorted(paths)] for rank, paths in found.items()}
+
+
 def loss_report(source: Path, rank: int | None = None) -> LossReport:
     """Scan every worker log under `source` (a directory or one log file) and choose the loss rank."""
-    scans = {r: scan_file(path, r) for r, path in find_worker_logs(source).items()}
+    earlier = find_attempt_logs(source)
+    scans = {r: scan_file(path, r, earlier.get(r, ())) for r, path in find_worker_logs(source).items()}
     return LossReport(chosen=choose_rank(scans, rank), scans=scans)
 
 
-def _ranges(ranks: list[int]) -> str:
+def rank_ranges(ranks: list[int]) -> str:
     """[0, 1, 2, 3, 7] -> '0-3, 7'."""
     runs: list[list[int]] = []
     for r in sorted(ranks):

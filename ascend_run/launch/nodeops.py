@@ -46,8 +46,9 @@ def wait_argv(name: str) -> list[str]:
     return [DOCKER, "wait", name]
 
 
-def logs_argv(name: str, follow: bool = True) -> list[str]:
-    return [DOCKER, "logs", *(["--follow"] if follow else []), name]
+def logs_argv(name: str, follow: bool = True, tail: int | None = None) -> list[str]:
+    return [DOCKER, "logs", *(["--follow"] if follow else []), *(["--tail", str(tail)] if tail is not None else []),
+            name]
 
 
 # --- running them -----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import posixpath
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.inputs.common import Mount
@@ -36,6 +36,16 @@ class MsrunValues:
     log_dir: str
     join: bool
     cluster_time_out: int
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a supervised relaunch adds to every node's plan: the resume environment, the resume copy of the
+    config mounted over `job.config`, and a rank table rebuilt for the servers now in use."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()
+    rank_table_source: str | None = None  # server path of the table to mount at job.rank_table
 
 
 @dataclass(frozen=True)
@@ -104,8 +114,9 @@ class JobMounts:
     sync_dirs: list[tuple[str, str]]
 
 
-def job_mounts(dep: Deployment) -> JobMounts:
+def job_mounts(dep: Deployment, overrides: Overrides | None = None) -> JobMounts:
     job = dep.require_job()
+    overrides = overrides or Overrides()
     log_target = posixpath.join(job.workdir, job.log_dir) if not job.log_dir.startswith("/") else job.log_dir
     mounts = [Mount(source=dep.host_log_dir, target=log_target)]
     sync_dirs = []
@@ -115,13 +126,16 @@ def job_mounts(dep: Deployment) -> JobMounts:
         mounts.append(Mount(source=remote, target=item.target, read_only=True))
     env = {}
     if job.rank_table:
-        mounts.append(Mount(source=job.rank_table, target=job.rank_table, read_only=True))
+        mounts.append(Mount(source=overrides.rank_table_source or job.rank_table, target=job.rank_table,
+                            read_only=True))
         env["RANK_TABLE_FILE"] = job.rank_table
+    mounts += overrides.mounts
+    env.update(overrides.env)
     return JobMounts(mounts, env, sync_dirs)
 
 
-def node_plan(dep: Deployment, node: Node, workers: int | None = None,
-              shared: JobMounts | None = None) -> NodePlan:
+def node_plan(dep: Deployment, node: Node, workers: int | None = None, shared: JobMounts | None = None,
+              overrides: Overrides | None = None) -> NodePlan:
     """`workers` and `shared` are the same for every node; `launch_plan` computes them once."""
     job = dep.require_job()
     values = msrun_values(dep, node, workers)
@@ -129,7 +143,7 @@ def node_plan(dep: Deployment, node: Node, workers: int | None = None,
         job_argv = msrun_launcher_argv(job.launcher_script, job.command, values)
     else:
         job_argv = msrun_argv(job.command, values)
-    shared = shared or job_mounts(dep)
+    shared = shared or job_mounts(dep, overrides)
     # --rm: a finished or stopped job leaves no container behind; its logs stay in host_log_dir.
     docker_argv = docker_run_argv(dep, node, job_argv, extra_mounts=shared.mounts, workdir=job.workdir,
                                   auto_remove=True, extra_env=shared.env)
@@ -137,7 +151,7 @@ def node_plan(dep: Deployment, node: Node, workers: int | None = None,
                     sync_dirs=list(shared.sync_dirs))
 
 
-def launch_plan(dep: Deployment) -> list[NodePlan]:
-    """Every node's plan, in time linear in the node count."""
-    workers, shared = worker_num(dep), job_mounts(dep)
+def launch_plan(dep: Deployment, overrides: Overrides | None = None) -> list[NodePlan]:
+    """Every node's plan, in time linear in the node count; `overrides` for a supervised relaunch."""
+    workers, shared = worker_num(dep), job_mounts(dep, overrides)
     return [node_plan(dep, node, workers, shared) for node in dep.nodes]

@@ -9,6 +9,7 @@ reject (or crash on); warnings are what they accept and silently ignore or get w
 from __future__ import annotations
 
 import math
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from ascend_run.mfconfig import stages
 from ascend_run.mfconfig.layout import ConfigView, Layout, Setting
 from ascend_run.mfconfig.memory import GIB, estimate, parse_memory
 from ascend_run.mfconfig.mindformers_rules import MindFormersRules
-from ascend_run.mfconfig.paths import JobContext, collect
+from ascend_run.mfconfig.paths import JobContext, collect, to_host
 from ascend_run.mfconfig.report import CheckReport, Issue
 from ascend_run.mfconfig.yamledit import Document, KeyPath, format_key_path, parse_key_path, plain
 
@@ -70,6 +71,8 @@ def check_config(path_or_data: Any, job: JobContext = JobContext(), *, memory: b
     if memory and not report.errors:     # the estimate needs a valid stage split and parallel sizes
         _check_memory(view, job.npus, report)
     _check_paths(view, report, job)
+    if job.mounts is not None and view.is_train:
+        _check_output_dir(view, report, job)
     return report
 
 
@@ -458,6 +461,25 @@ def _check_paths(view: ConfigView, report: CheckReport, job: JobContext) -> None
             report.issues.append(Issue("error", ref.key, f"{what} missing on {shown_nodes}"
                                        + (f" (server path {where})" if ref.kind == "megatron" else ""),
                                        "copy it to every node (or to storage they share) before launching"))
+
+
+def _check_output_dir(view: ConfigView, report: CheckReport, job: JobContext) -> None:
+    """Checkpoints under an output_dir that no mount holds stay inside the container: ascend-run's containers
+    are removed when the job ends (--rm), and a relaunch has nothing to resume from."""
+    callbacks = view.doc.get(("callbacks",), None)
+    saves = isinstance(callbacks, list) and any(
+        isinstance(c, dict) and plain(c.get("type")) == "CheckpointMonitor" for c in callbacks)
+    if not saves:
+        return
+    written = plain(view.doc.get(("output_dir",), None))
+    written = written if isinstance(written, str) and written.strip() else "./output"
+    container = written if written.startswith("/") else posixpath.normpath(posixpath.join(job.workdir, written))
+    if to_host(container, job.mounts) is None:
+        report.issues.append(Issue("warning", "output_dir", f"{container} (where CheckpointMonitor writes "
+                                   "checkpoint/rank_*) is under no mount: inside the container, the checkpoints go "
+                                   "with it when the job ends, and a restart cannot resume",
+                                   "mount shared storage there (mounts: [\"/server/path:" + container + "\"])",
+                                   view.doc.line_of(("output_dir",))))
 
 
 def _check_memory(view: ConfigView, npus: int | None, report: CheckReport) -> None:

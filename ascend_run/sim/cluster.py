@@ -122,9 +122,11 @@ class SimCluster:
     def up(self, nodes: int, profile_name: str = "atlas-800t-a2", docker: bool = True,
            image: str | None = None, fail_at: int | None = None,
            progress: Callable[[str], None] | None = None, image_engine: str | None = None,
-           bastion: bool = False, link_rate: str | int | None = None) -> None:
+           bastion: bool = False, link_rate: str | int | None = None, spares: int = 0) -> None:
         """Bring the cluster up; on any failure, tear down what was made and raise.
 
+        `spares` of the `nodes` servers (the last ones) are written under `spares:` in cluster.yaml: standby
+        servers for the supervisor, made like every other.
         `image` (docker only) is copied from `image_engine` (default: the kit's local engine) into every
         node's daemon. With `bastion`, the servers are reachable only through one more server, a login node
         (`sim-bastion`, see network.py); DIR/ssh_config then describes the way (a ProxyJump and `Host`
@@ -142,6 +144,8 @@ class SimCluster:
                 raise SimError(str(exc)) from None
         if nodes < 1:
             raise SimError("--nodes must be at least 1")
+        if not 0 <= spares < nodes:
+            raise SimError(f"--spares must leave at least one node (got {spares} of {nodes})")
         if nodes > network.MAX_NODES:
             raise SimError(f"at most {network.MAX_NODES} simulated nodes per cluster (one /24)")
         if self.record_path.exists():
@@ -157,7 +161,7 @@ class SimCluster:
         with _network_lock():  # two `sim up` at once must not pick the same /24
             net = network.pick_net(str(self.dir), _used_octets())
             record = {"tag": net.tag, "third_octet": net.third_octet, "profile": profile.name, "docker": docker,
-                      "storage_driver": storage, "bridge": net.bridge, "nodes": [], "pids": {}}
+                      "storage_driver": storage, "bridge": net.bridge, "nodes": [], "pids": {}, "spares": spares}
             for i in range(nodes):
                 record["nodes"].append({"index": i, "name": f"sim-node-{i}",
                                         "address": net.hidden_address(i) if bastion else net.address(i),
@@ -246,17 +250,19 @@ class SimCluster:
     def _write_deployment(self, record: dict, profile: str, image: str | None) -> None:
         ssh = {"user": "root", "port": 22, "identity_file": str(self.key_file),
                "known_hosts": str(self.known_hosts), "connect_timeout": 10}
-        nodes = [{"name": n["name"], "address": n["address"]} for n in record["nodes"]]
+        servers = [{"name": n["name"], "address": n["address"]} for n in record["nodes"]]
         if record.get("bastion"):  # the way to the servers is in the ssh config, as a user would have it
             self.ssh_config.write_text(ssh_config_text(record, self.key_file, self.known_hosts))
             ssh = {"config_file": str(self.ssh_config)}
-            nodes = [{"name": n["name"], "address": n["name"]} for n in record["nodes"]]
+            servers = [{"name": n["name"], "address": n["name"]} for n in record["nodes"]]
+        standby = record.get("spares", 0)
         data = {
             "name": "sim",
             "profile": profile,
             "image": image or "ascend-run/debian-base:bookworm",
             "ssh": ssh,
-            "nodes": nodes,
+            "nodes": servers[:len(servers) - standby],
+            **({"spares": servers[len(servers) - standby:]} if standby else {}),
             "container": {"name": "ascend-run-sim"},
             "job": {"command": "python -c 'print(1)'", "master_port": 8118},
         }

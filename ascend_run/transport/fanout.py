@@ -127,7 +127,7 @@ def connect_all(dep: Deployment, *, accept_new: bool = False, parallelism: int =
     failures = [v for v in results.values() if isinstance(v, BaseException)]
     if failures:
         close_all(v for v in results.values() if not isinstance(v, BaseException))
-        raise _first_of(failures, "unreachable")
+        raise first_error(failures, "unreachable")
     return results
 
 
@@ -135,7 +135,7 @@ def raise_first(outcomes: Iterable[Outcome]) -> None:
     """Raise the first failed node's error (it names the node), naming the other failed nodes too."""
     failures = [o.error for o in outcomes if not o.ok]
     if failures:
-        raise _first_of(failures, "failed")
+        raise first_error(failures, "failed")
 
 
 def values_or_raise(outcomes: Iterable[Outcome[T]]) -> dict[str, T]:
@@ -145,7 +145,8 @@ def values_or_raise(outcomes: Iterable[Outcome[T]]) -> dict[str, T]:
     return {o.node.name: o.value for o in outcomes}
 
 
-def _first_of(failures: list[AscendRunError], what: str) -> AscendRunError:
+def first_error(failures: list[AscendRunError], what: str) -> AscendRunError:
+    """The first node's error, its message naming the other nodes that are `what` too."""
     first = failures[0]
     if len(failures) > 1:
         others = [getattr(f, "host", None) or "?" for f in failures[1:]]
