@@ -18,3 +18,15 @@ def shipped(name: str) -> Path | None:
         return Path(str(installed))
     checkout = Path(__file__).resolve().parents[1] / name
     return checkout if checkout.is_dir() else None
+
+
+def require_shipped(name: str, error: type[Exception] | None = None) -> Path:
+    """`shipped(name)`, or `error` (an AscendRunError type) saying the installation is incomplete."""
+    found = shipped(name)
+    if found is None:
+        from ascend_run.errors import AscendRunError
+
+        raise (error or AscendRunError)(f"{name} is missing from this installation (neither "
+                                        f"ascend_run/{name} nor ./{name} beside the package)",
+                                        fix="reinstall ascend-run with `pip install .` from a full checkout")
+    return found

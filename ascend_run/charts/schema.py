@@ -12,10 +12,11 @@ from typing import Any
 
 from ascend_run.charts import mindcluster as mc
 from ascend_run.inputs.profiles import HardwareProfile
+from ascend_run.inputs.text import ENV_NAME_PATTERN
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ABS_PATH = r"^/"
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENV_NAME = f"^{ENV_NAME_PATTERN}$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 QUANTITY_OR_MILLI = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 RESOURCE_NAME = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"

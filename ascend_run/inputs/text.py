@@ -30,7 +30,8 @@ from typing import Any
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 DATA_WHITESPACE = "\t\n"  # allowed in values that are data (env values), quoted wherever they land
 
-ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+ENV_NAME_PATTERN = "[A-Za-z_][A-Za-z0-9_]*"  # also the chart schema's (JSON Schema has no \A)
+ENV_NAME = re.compile(rf"\A{ENV_NAME_PATTERN}\Z")
 JOB_NAME = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,50}[a-z0-9])?\Z")
 CONTAINER_NAME = re.compile(r"\A[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\Z")
 NODE_NAME = re.compile(r"\A[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")

@@ -116,7 +116,7 @@ def _sha256(path: Path) -> str:
 def remote_tree(t, directory: str) -> Tree:
     """The node's copy as a Tree (present=False when the directory does not exist yet)."""
     result = t.run(["sh", "-c", LIST_SCRIPT, "sh", directory], timeout=HASH_TIMEOUT_S)
-    result.check(getattr(t, "host", "node"), ["sh", "-c", "(list and sha256sum) " + directory])
+    result.check(t.host, ["sh", "-c", "(list and sha256sum) " + directory])
     return parse_listing(result.stdout)
 
 
@@ -183,7 +183,7 @@ def tar_stream(source: Path, names: list[str], counter: list[int] | None = None)
 
 def sync_dir(t, source: str | Path, local: Tree, directory: str) -> SyncResult:
     """Make `directory` on the node equal to `source` (already hashed as `local`); send only the difference."""
-    host = getattr(t, "host", "node")
+    host = t.host
     remote = remote_tree(t, directory)
     todo = changes(local, remote)
     if todo.remove or not remote.present:  # one command: create the directory, remove what is gone

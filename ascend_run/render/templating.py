@@ -14,17 +14,13 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from ascend_run import shipped
+from ascend_run import require_shipped
 from ascend_run.errors import TemplateError
 
 
 def template_root() -> Path:
     """Directory holding the templates: inside the installed package, else the checkout's `templates/`."""
-    root = shipped("templates")
-    if root is None:
-        raise TemplateError("the kit's templates are missing (neither ascend_run/templates nor ./templates)",
-                            fix="reinstall ascend-run with `pip install .` from a full checkout")
-    return root
+    return require_shipped("templates", TemplateError)
 
 
 # Chart sources are Helm templates themselves: their Jinja delimiters leave Helm's `{{ }}` alone.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ascend_run import shipped
+from ascend_run import require_shipped
 from ascend_run.errors import SimError
 from ascend_run.inputs.images import get_image
 from ascend_run.render.dockerfile import render_build_context
@@ -68,11 +68,7 @@ def build_cpu_image(client, kind: str = "train", on_event: Callable = lambda e: 
 
 def cpu_job_dir() -> Path:
     """examples/cpu-job: the CPU job standing in for run_mindformer.py (in the wheel as package data)."""
-    found = shipped("examples/cpu-job")
-    if found is None:
-        raise SimError("the demo's CPU job (examples/cpu-job) is missing from this installation",
-                       fix="reinstall ascend-run (`pip install .` from a full checkout)")
-    return found
+    return require_shipped("examples/cpu-job", SimError)
 
 
 def demo_job_file(cluster_dir: Path, image: str, steps: int = 30) -> Path:

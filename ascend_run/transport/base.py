@@ -8,7 +8,6 @@ are checked against a pattern and passed as `env NAME=value … argv`, so nothin
 
 from __future__ import annotations
 
-import re
 import shlex
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,8 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ascend_run.errors import RemoteCommandError
-
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+from ascend_run.inputs.text import ENV_NAME
 
 # Exit codes a transport reports for commands it ended itself (shell conventions, so they read familiar).
 RC_TIMEOUT = 124   # like coreutils `timeout`
