@@ -175,7 +175,8 @@ def job_status(dep: Deployment, accept_new: bool = False, parallel: int = 256) -
     store = StateStore.for_deployment(dep)
     state = store.read()
     in_use = servers_in_use(dep, state)
-    results = connect_each(dep, accept_new=accept_new, parallelism=parallel, nodes=list(in_use.nodes))
+    asked = list(in_use.nodes) if select is None else select(in_use)
+    results = connect_each(dep, accept_new=accept_new, parallelism=parallel, nodes=asked)
     transports = {name: t for name, t in results.items() if not isinstance(t, BaseException)}
     try:
         found = {row["node"]: row for row in collect_status(Cluster(in_use, transports, parallel))}
@@ -183,7 +184,7 @@ def job_status(dep: Deployment, accept_new: bool = False, parallel: int = 256) -
         close_all(transports)
     rows = [found.get(n.name) or {"node": n.name, "rank": n.rank, "state": "unreachable",
                                   "status": str(results[n.name]), "last_line": None, "last_loss": None, "steps": []}
-            for n in in_use.nodes]
+            for n in asked]
     return {"job": dep.name, "supervisor": supervisor_view(state, store) if state else None, "nodes": rows}
 
 
