@@ -166,8 +166,10 @@ def stop_everywhere(dep: Deployment, accept_new: bool = False, parallel: int = 2
     return sorted(transports), problems
 
 
-def job_status(dep: Deployment, accept_new: bool = False, parallel: int = 256) -> dict:
-    """The supervisor's view (state, attempt k of N, servers and spares, progress) and each server's own row."""
+def job_status(dep: Deployment, accept_new: bool = False, parallel: int = 256,
+               select: Callable[[Deployment], list] | None = None) -> dict:
+    """The supervisor's view (state, attempt k of N, servers and spares, progress) and each server's own row;
+    `select` picks the servers to ask among those in use (`status -w/-x`), default all."""
     from ascend_run.launch.status import collect_status
     from ascend_run.transport.cluster import Cluster
     from ascend_run.transport.fanout import close_all, connect_each
