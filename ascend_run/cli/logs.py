@@ -6,6 +6,7 @@ nodes (`--collect --out DIR`) and the live mode (`--follow`) are further sources
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -127,7 +128,8 @@ def logs(deployment_file: str | None, from_dir: str | None, collect: str | None,
     if follow:
         if not deployment_file:
             raise click.UsageError("--follow needs -f FILE (the job to follow)")
-        follow_job(deployment_file, tail_lines, all_lines, accept_new_host_keys, node_specs, exclude_specs)
+        follow_job(deployment_file, tail_lines, all_lines, accept_new_host_keys, node_specs, exclude_specs,
+                   json_lines=output_format == "json")
         return
     if tail_lines is not None:
         raise click.UsageError("--tail goes with --follow")
@@ -157,8 +159,9 @@ def logs(deployment_file: str | None, from_dir: str | None, collect: str | None,
 
 
 def follow_job(deployment_file: str, tail: int | None, all_lines: bool, accept_new: bool, node_specs=(),
-               exclude_specs=()) -> None:
-    """`--follow`: the job's lines (those of -w/-x's nodes), with [node/rank] prefixes, until the job ends."""
+               exclude_specs=(), json_lines: bool = False) -> None:
+    """`--follow`: the job's lines (those of -w/-x's nodes), with [node/rank] prefixes, until the job ends; with
+    -o json, one JSON object per line instead ({"node", "rank", "line"}: JSON Lines, for scripts)."""
     from ascend_run.cli.console import PrefixPrinter, framework_noise
     from ascend_run.cli.launch import show_event, show_line
     from ascend_run.cli.common import err_console
@@ -175,7 +178,12 @@ def follow_job(deployment_file: str, tail: int | None, all_lines: bool, accept_n
         shown = {n.name for n in pick_nodes(dep, node_specs, exclude_specs, pool=[*dep.nodes, *dep.spares])}
 
     def on_line(record: dict) -> None:
-        if shown is None or record.get("node") in shown:
+        if shown is not None and record.get("node") not in shown:
+            return
+        if json_lines:
+            if all_lines or not framework_noise(record.get("line", "")):
+                click.echo(json.dumps({k: record.get(k) for k in ("node", "rank", "line")}, ensure_ascii=False))
+        else:
             show_line(record, printer, dep)
 
     record = follow_output(dep, on_line, lambda r: show_event(r, console), tail, accept_new)
