@@ -160,7 +160,7 @@ RECIPES: dict[str, list[Callable[[CliWorld], list[str]]]] = {
     "data prepare": [lambda w: ["data", "prepare", "-f", str(w.offline), "--dry-run"]],
     "ask": [lambda w: ["ask", "hello", "--url", w.service]],
     # a simulated cluster of one server (root, a few seconds): slow
-    "sim up": [lambda w: ["sim", "up", "--nodes", "1", "--no-docker", "--dir", str(w.root / "sim")]],
+    "sim up": [lambda w: ["sim", "up", "--servers", "1", "--no-docker", "--dir", str(w.root / "sim")]],
     "sim status": [lambda w: ["sim", "status", "--dir", str(w.root / "sim")]],
     "sim down": [lambda w: ["sim", "down", "--dir", str(w.root / "sim")]],
 }

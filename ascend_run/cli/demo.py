@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ascend_run.cli.common import console as make_console
-from ascend_run.cli.common import styled
+from ascend_run.cli.common import renamed_option, styled
 
 
 def _step(console, text: str, command: list[str] | None = None) -> None:
@@ -28,7 +28,9 @@ def _invoke(args: list[str]) -> None:
 @click.command()
 @click.option("--dir", "directory", default=".sim", show_default=True, type=click.Path(file_okay=False),
               help="Where the simulated cluster, logs and the loss plot go.")
-@click.option("--nodes", default=2, show_default=True, help="Simulated servers.")
+@click.option("-n", "--servers", "nodes", default=2, show_default=True, type=click.IntRange(1, 245),
+              help="Simulated servers.")
+@renamed_option("--nodes", "-n/--servers N (--nodes is a list of hosts, on the commands that take one)")
 @click.option("--steps", default=30, show_default=True, help="Training steps of the CPU job.")
 @click.option("--keep", is_flag=True, help="Leave the simulated cluster up afterwards (ascend-run sim down).")
 def demo(directory: str, nodes: int, steps: int, keep: bool) -> None:
@@ -44,9 +46,9 @@ def demo(directory: str, nodes: int, steps: int, keep: bool) -> None:
     root = Path(directory).resolve()
     started = time.monotonic()
     cluster = SimCluster(root)
-    _step(console, f"simulated cluster: {nodes} × Atlas 800T A2", ["ascend-run", "sim", "up", "--nodes", str(nodes),
+    _step(console, f"simulated cluster: {nodes} × Atlas 800T A2", ["ascend-run", "sim", "up", "--servers", str(nodes),
                                                                   "--dir", str(root)])
-    _invoke(["sim", "up", "--nodes", str(nodes), "--dir", str(root)])
+    _invoke(["sim", "up", "--servers", str(nodes), "--dir", str(root)])
     try:
         # the engine `image build` and `image ship` find too: the demo's image stays within reach afterwards
         with engine_client() as (engine, client):

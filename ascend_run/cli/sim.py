@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from ascend_run.cli.common import console as make_console
-from ascend_run.cli.common import echo_json, output_option, styled
+from ascend_run.cli.common import echo_json, output_option, renamed_option, styled
 from ascend_run.inputs.profiles import builtin_profile_names
 
 dir_option = click.option("--dir", "directory", default=".sim", show_default=True,
@@ -22,7 +22,9 @@ def sim() -> None:
 
 
 @sim.command()
-@click.option("--nodes", "-n", default=2, show_default=True, type=click.IntRange(1, 245), help="Number of servers.")
+@click.option("-n", "--servers", "nodes", default=2, show_default=True, type=click.IntRange(1, 245),
+              help="Number of servers.")
+@renamed_option("--nodes", "-n/--servers N (--nodes is a list of hosts, on the commands that take one)")
 @click.option("--profile", default="atlas-800t-a2", show_default=True, type=click.Choice(builtin_profile_names()),
               help="Hardware profile: device nodes, tool paths and driver version of each server.")
 @click.option("--spares", default=0, show_default=True, type=click.IntRange(0, 244),
@@ -40,7 +42,7 @@ def sim() -> None:
 @output_option
 def up(nodes: int, profile: str, spares: int, no_docker: bool, image: str | None, base_image: bool, bastion: bool,
        link_rate: str | None, directory: str, output_format: str) -> None:
-    """Bring up NODES simulated servers and write DIR/cluster.yaml for every other command.
+    """Bring up N simulated servers (-n) and write DIR/cluster.yaml for every other command.
 
     Each server is a network namespace on a private bridge (10.233.X.0/24, X from a hash of DIR) with its
     own hostname, /dev/davinci* stand-ins, driver tree, hccn.conf, npu-smi, sshd and (unless --no-docker)
