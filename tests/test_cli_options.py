@@ -448,3 +448,22 @@ def test_ask_typed_file_beats_the_base_url_variable(world, monkeypatch, capsys):
                     .replace('job: {command: "python train.py"}', 'job: {command: "serve", serve_port: 1}'))
     code, _, err = run(["ask", "hi", "-f", str(path), "--timeout", "2"], capsys)
     assert code != 0 and "127.0.0.1:1" in err and ":9" not in err
+
+
+# --- the smaller items --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["status"], ["preflight"], ["exec", "--", "true"], ["stop"],
+                                     ["logs", "--collect", "--out", "logs"]])
+def test_a_missing_local_key_is_one_error_before_any_connection(command, world, capsys):
+    """offline.yaml names a key that does not exist: one line saying so, not four unreachable nodes."""
+    code, out, err = run([command[0], "-f", str(world.offline), *command[1:]], capsys)
+    assert code == 2, err
+    assert err.count("SSH key /nonexistent/cli-test-key not found") == 1 and "nothing was contacted" in err
+    assert "unreachable" not in err and "192.0.2." not in err
+
+
+def test_config_presets_cite_only_files_in_the_repository(capsys):
+    code, out, _ = run(["config", "presets"], capsys)
+    assert code == 0 and "NOTES.md" not in out
+    for cited in re.findall(r"\b((?:docs|examples)/[\w./-]+\.\w+)", out):
+        assert (REPO / cited).exists(), f"config presets cites {cited}, which is not in the repository"
