@@ -467,3 +467,37 @@ def test_config_presets_cite_only_files_in_the_repository(capsys):
     assert code == 0 and "NOTES.md" not in out
     for cited in re.findall(r"\b((?:docs|examples)/[\w./-]+\.\w+)", out):
         assert (REPO / cited).exists(), f"config presets cites {cited}, which is not in the repository"
+
+
+def test_follow_with_tail_before_the_job_printed_anything(world, capsys):
+    """`logs --follow --tail N` right after `launch --detach`, when the run's output file does not exist yet
+    (a new run moves the last one's aside): it follows from the first line, then ends with the supervisor."""
+    import threading
+    import time
+
+    from ascend_run.supervise.state import JobState, StateStore
+
+    dep = load_deployment(world.offline)
+    store = StateStore.for_deployment(dep)
+    store.new_run()
+    result: dict = {}
+
+    def follow() -> None:
+        try:
+            main(["logs", "--follow", "--tail", "5", "-f", str(world.offline), "-o", "json"])
+        except SystemExit as exc:
+            result["code"] = exc.code
+
+    with store.owned():  # a live supervisor, as far as any other StateStore can tell
+        store.write(JobState(job=dep.name, deployment=str(dep.path), state="running", pid=os.getpid()))
+        follower = threading.Thread(target=follow)
+        follower.start()
+        time.sleep(0.5)
+        assert not store.output_file.exists() and follower.is_alive()
+        store.line("n1", 1, "step: [1/2], loss: 2.5")
+        time.sleep(0.5)
+        store.event("succeeded", "the job succeeded")
+    follower.join(timeout=30)
+    assert not follower.is_alive() and result["code"] == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == [
+        {"node": "n1", "rank": 1, "line": "step: [1/2], loss: 2.5"}]

@@ -221,7 +221,7 @@ def follow_output(dep: Deployment, on_line: Callable[[dict], None], on_event: Ca
         follow_containers(servers_in_use(dep, state), on_line, accept_new)  # running, but nobody supervises it
         return None
     follower = Follower(store, on_event=on_event, on_line=on_line)
-    if tail is not None:
+    if tail is not None and store.output_file.exists():  # no output yet (just launched): from its first line
         records, offset = read_records(store.output_file, 0)
         for record in records[len(records) - tail:] if tail else []:
             on_line(record)
