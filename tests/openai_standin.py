@@ -22,10 +22,12 @@ class StandIn:
 
     def __init__(self, *, model: str = "DeepSeek-V3", answer: str = DEFAULT_ANSWER, ready_after: float = 0.0,
                  piece_bytes: int = 5, fail_status: int | None = None, token_delay: float = 0.0,
-                 ensure_ascii: bool = False) -> None:
+                 ensure_ascii: bool = False, api_key: str | None = None) -> None:
         self.model, self.answer, self.ready_after = model, answer, ready_after
         self.piece_bytes, self.fail_status, self.token_delay = piece_bytes, fail_status, token_delay
         self.ensure_ascii = ensure_ascii
+        self.api_key = api_key  # when set, a request without `Authorization: Bearer <api_key>` gets 401
+        self.authorization: list[str | None] = []  # the Authorization header of every request
         self.requests: list[tuple[str, str, dict | None]] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -88,8 +90,18 @@ def _handler(service: StandIn) -> type[BaseHTTPRequestHandler]:
             self._send_json(status, {"error": {"message": message, "type": "invalid_request_error",
                                                "code": status}})
 
+        def _refused(self) -> bool:
+            given = self.headers.get("Authorization")
+            service.authorization.append(given)
+            if service.api_key and given != f"Bearer {service.api_key}":
+                self._error(401, "invalid api key")
+                return True
+            return False
+
         def do_GET(self) -> None:
             service.requests.append(("GET", self.path, None))
+            if self._refused():
+                return
             if self.path != "/v1/models":
                 return self._error(404, f"no route {self.path}")
             if not service.ready:
@@ -104,6 +116,8 @@ def _handler(service: StandIn) -> type[BaseHTTPRequestHandler]:
             except (UnicodeDecodeError, json.JSONDecodeError):
                 return self._error(400, "body is not UTF-8 JSON")
             service.requests.append(("POST", self.path, body))
+            if self._refused():
+                return
             if self.path != "/v1/chat/completions":
                 return self._error(404, f"no route {self.path}")
             if not service.ready:

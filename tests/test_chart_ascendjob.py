@@ -615,7 +615,7 @@ def test_chart_values_cli_workload(tmp_path):
     out = tmp_path / "values.yaml"
     example = str(ROOT / "examples/pretrain-1b-single.yaml")
     result = CliRunner().invoke(cli, ["chart", "values", "train", "-f", example, "--workload", "ascendjob",
-                                      "-o", str(out)])
+                                      "--out", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text(encoding="utf-8")
     assert "--workload ascendjob" in text.splitlines()[0]

@@ -655,7 +655,7 @@ def test_chart_values_yaml_quotes_yaml11_words():
 def test_chart_values_cli_writes_a_file(tmp_path):
     out = tmp_path / "values.yaml"
     result = CliRunner().invoke(cli, ["chart", "values", "train", "-f", str(ROOT / "examples/pretrain-671b-128nodes.yaml"),
-                                      "-o", str(out)])
+                                      "--out", str(out)])
     assert result.exit_code == 0, result.output
     values = YAML(typ="safe").load(out.read_text(encoding="utf-8"))
     assert values["nodes"] == 128 and values["env"] == {"HCCL_CONNECT_TIMEOUT": "1800"}
@@ -664,7 +664,7 @@ def test_chart_values_cli_writes_a_file(tmp_path):
 
 
 def test_chart_write_cli_matches_the_committed_charts(tmp_path):
-    result = CliRunner().invoke(cli, ["chart", "write", "-o", str(tmp_path)])
+    result = CliRunner().invoke(cli, ["chart", "write", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     for rel, text in chart_files().items():
         assert (tmp_path / rel.removeprefix("charts/")).read_text(encoding="utf-8") == text

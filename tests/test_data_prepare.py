@@ -162,7 +162,7 @@ def test_dry_run_prints_the_docker_run_on_the_node_and_the_next_step(tmp_path):
     assert lines[5:8] == ["docker logs --follow dataprep-data", "docker wait dataprep-data",
                           "docker rm -f dataprep-data"]
     assert ("# next: ascend-run config derive pretrain_deepseek3_671b.yaml --preset article-1b --data-path "
-            f"{DATASET}/wiki_512_text_document -f {job} -o pretrain_deepseek3_1b.yaml") == lines[-1]
+            f"{DATASET}/wiki_512_text_document -f {job} --out pretrain_deepseek3_1b.yaml") == lines[-1]
 
 
 def test_dry_run_with_an_unmounted_output_exits_2_and_says_which_mount(tmp_path):
@@ -180,7 +180,7 @@ def test_derive_needs_its_output_file(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text("{}\n")
     result = run_cli("data", "prepare", "-f", str(job), "--derive", str(base), "--dry-run", timeout=60)
-    assert result.returncode == 2 and "--derive BASE and -o OUT go together" in result.stderr
+    assert result.returncode == 2 and "--derive BASE and --out FILE go together" in result.stderr
 
 
 # --- the stand-in script and the output check ------------------------------------------------------------

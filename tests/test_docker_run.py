@@ -80,7 +80,7 @@ def test_npu_subset_and_privileged_opt_in():
 
 def test_cli_writes_one_script_per_node_that_shellcheck_accepts(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["docker-run", "-f", str(EXAMPLES / "infer-671b-4nodes.yaml"), "-o", str(tmp_path)])
+        main(["docker-run", "-f", str(EXAMPLES / "infer-671b-4nodes.yaml"), "--out", str(tmp_path)])
     assert exit_info.value.code == 0
     scripts = sorted(tmp_path.glob("run-*.sh"))
     assert [s.name for s in scripts] == [f"run-infer{i}.sh" for i in range(4)]

@@ -124,16 +124,16 @@ CONFIG_CORPUS: dict[str, str | bytes | None] = {
 DEPLOYMENT_COMMANDS = {
     "validate": ["validate", "-f", "{file}"],
     "config check": ["config", "check", "{config}", "-f", "{file}"],
-    "config derive": ["config", "derive", "{config}", "-f", "{file}", "-o", "{out}/derived.yaml"],
+    "config derive": ["config", "derive", "{config}", "-f", "{file}", "--out", "{out}/derived.yaml"],
     "image ship": ["image", "ship", "train", "-f", "{file}"],
-    "docker-run": ["docker-run", "-f", "{file}", "-o", "{out}/scripts"],
+    "docker-run": ["docker-run", "-f", "{file}", "--out", "{out}/scripts"],
     "preflight": ["preflight", "-f", "{file}"],
     "launch": ["launch", "-f", "{file}", "--dry-run"],
     "status": ["status", "-f", "{file}"],
     "stop": ["stop", "-f", "{file}", "--dry-run"],
     "supervise": ["supervise", "-f", "{file}"],
     "events": ["events", "-f", "{file}"],
-    "logs": ["logs", "-f", "{file}", "--collect", "{out}/logs"],
+    "logs": ["logs", "-f", "{file}", "--collect", "--out", "{out}/logs"],
     "exec": ["exec", "-f", "{file}", "--dry-run", "--", "true"],
     "chart values": ["chart", "values", "train", "-f", "{file}"],
     "ranktable": ["ranktable", "-f", "{file}"],
@@ -147,9 +147,9 @@ DEPLOYMENT_COMMANDS = {
 CONFIG_COMMANDS = {
     "config check": ["config", "check", "{config}", "--npus", "16"],
     "config check -f": ["config", "check", "{config}", "-f", "{good}"],
-    "config derive": ["config", "derive", "{config}", "--npus", "16", "-o", "{out}/derived.yaml"],
+    "config derive": ["config", "derive", "{config}", "--npus", "16", "--out", "{out}/derived.yaml"],
     "config derive --preset": ["config", "derive", "{config}", "--preset", "article-1b", "-f", "{good}",
-                               "-o", "{out}/derived.yaml"],
+                               "--out", "{out}/derived.yaml"],
 }
 
 

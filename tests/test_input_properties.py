@@ -172,7 +172,7 @@ def exercise(tmp: Path, data: dict, standins: Path, path: tuple, run: bool = Tru
     dep = load_deployment(deploy)
     results = {
         "validate": run_cli(["validate", "-f", str(deploy)]),
-        "docker-run": run_cli(["docker-run", "-f", str(deploy), "-o", str(tmp / "scripts")]),
+        "docker-run": run_cli(["docker-run", "-f", str(deploy), "--out", str(tmp / "scripts")]),
         "launch": run_cli(["launch", "-f", str(deploy), "--dry-run"]),
         "weights": run_cli(["weights", "fetch", "-f", str(deploy), "--dry-run"]),
         "data": run_cli(["data", "prepare", "-f", str(deploy), "--dry-run"]),

@@ -58,7 +58,7 @@ def test_preflight_launch_logs_and_identical_weights(e2e_cluster, tmp_path):
     assert len({digest for *_, digest in done}) == 1, "data parallel: the ranks end with identical weights"
     assert not job_leftovers(cluster, "demo-train")
     logs = tmp_path / "logs"
-    collected = run_cli("logs", "-f", str(job), "--collect", str(logs))
+    collected = run_cli("logs", "-f", str(job), "--collect", "--out", str(logs))
     assert collected.returncode == 0, collected.stderr
     for rank in range(3):
         assert (logs / f"sim-node-{rank}" / f"worker_{rank}.log").is_file()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ascend_run.cli import cli
+from ascend_run.cli import cli, main
 from ascend_run.launch.losslog import (LossLogError, choose_rank, find_worker_logs, loss_report, parse_step_line,
                                 plot_loss, scan_file, scan_log)
 
@@ -289,17 +289,20 @@ def test_plot_refuses_an_empty_series(tmp_path):
         plot_loss([], tmp_path / "x.png")
 
 
-def test_cli_text_with_plot(tmp_path):
+def test_cli_text_with_plot(tmp_path, capsys):
     root = pp2_job(tmp_path / "logs", per_node=4)
     (root / "node0" / "worker_1.log").write_text(trainer_log([None] * 2, na=True) + CRASH)
-    result = CliRunner().invoke(cli, ["logs", "--from", str(root), "--plot", str(tmp_path / "loss.png")])
-    assert result.exit_code == 0, result.output
-    out = result.output
+    with pytest.raises(SystemExit) as info:
+        main(["logs", "--from", str(root), "--plot", str(tmp_path / "loss.png")])
+    result = capsys.readouterr()
+    assert info.value.code == 6, result  # a rank crashed: the job failed, after the table and the plot
+    out = result.out
     assert "loss from rank 7" in out and "also printed by rank(s) 4, 5, 6" in out
-    assert "rank(s) 0, 2, 3: N/A (non-last PP stage)" in out
-    assert "rank 1 crashed: RuntimeError: The pointer[stream] is null." in out
+    assert "rank(s) 0, 1, 2, 3: N/A (non-last PP stage)" in out
     assert "      4     -     8.640000   1.000e-05     13574   1.360    13.8319" in out
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    crash = "rank 1 crashed: RuntimeError: The pointer[stream] is null."
+    assert (result.out + result.err).count(crash) == 1 and crash in result.err  # said once, as the error
 
 
 def test_cli_json(tmp_path):

@@ -234,7 +234,7 @@ def run(argv, capsys):
 def test_cli_derive_then_check(tmp_path, capsys):
     out = tmp_path / "pretrain_deepseek3_1b.yaml"
     code, stdout, _ = run(["config", "derive", str(R15_PRETRAIN), "--preset", "article-1b", "--npus", "8",
-                           "-o", str(out)], capsys)
+                           "--out", str(out)], capsys)
     assert code == 0 and out.exists()
     assert "aliases moved too: parallel.dataset_strategy[0][0]" in stdout
     code, stdout, _ = run(["config", "check", str(out), "--npus", "8"], capsys)
@@ -266,7 +266,7 @@ def test_cli_usage_errors(tmp_path, capsys):
     code, _, stderr = run(["config", "check", str(R15_PRETRAIN)], capsys)
     assert code == 2 and "--npus" in stderr
     code, _, stderr = run(["config", "derive", str(R15_PRETRAIN), "--set", "parallel_config.nope=1",
-                           "-o", str(tmp_path / "x.yaml")], capsys)
+                           "--out", str(tmp_path / "x.yaml")], capsys)
     assert code == 2 and re.search(r"parallel_config\.nope", stderr)
 
 

@@ -57,7 +57,7 @@ def launch_and_collect(job: Path, logs: Path) -> tuple:
     started = time.monotonic()
     result = run_cli("launch", "-f", str(job), timeout=1200)
     print(f"{logs.name}: launch took {time.monotonic() - started:.1f} s")
-    collected = run_cli("logs", "-f", str(job), "--collect", str(logs))
+    collected = run_cli("logs", "-f", str(job), "--collect", "--out", str(logs))
     assert collected.returncode == 0, collected.stderr
     return result, [loss_points(logs, rank) for rank in (0, 1)]
 

@@ -162,24 +162,19 @@ def test_stop_job_names_a_node_that_stays_unreachable():
     assert not servers["n0"].running()
 
 
-def test_stop_dry_run_prints_the_commands_stop_runs(capsys, tmp_path):
-    from ascend_run.cli import main
+def test_stop_dry_run_prints_the_commands_stop_runs():
+    """`stop --dry-run` prints `stop_commands` for the containers it lists on each server (the CLI over real
+    servers: tests/test_cli_options.py, tests/test_cli_e2e.py); these are exactly what stop_job runs."""
+    from ascend_run.cli.launch import stop_commands
 
-    path = tmp_path / "job.yaml"
-    path.write_text("name: fake\nprofile: atlas-800t-a2\nimage: img:1\nnodes: [{address: 10.9.0.1, name: n0}]\n"
-                    "job: {command: python train.py}\n")
-    with pytest.raises(SystemExit) as done:
-        main(["stop", "-f", str(path), "--dry-run"])
-    assert done.value.code == 0
-    printed = capsys.readouterr().out.splitlines()
     dep = job_deployment(1)
     cluster, servers, _ = fake_cluster(dep)
     start_job(cluster, NO_CHECKS)
+    names = [c.name for c in nodeops.job_containers(cluster.transport("n0"), dep.name)]
     servers["n0"].calls.clear()
     stop_job(cluster)
-    ran = servers["n0"].commands()
-    assert shlex.split(printed[1]) == ran[0] == nodeops.list_argv("fake")
-    assert shlex.split(printed[2].split("  #")[0])[:3] == ran[1][:3] == ["docker", "rm", "-f"]
+    assert servers["n0"].commands() == stop_commands(dep, names)
+    assert stop_commands(dep, []) == [nodeops.list_argv(dep.name)]  # nothing listed: nothing removed
 
 
 # --- the fan-out bound ----------------------------------------------------------------------------------

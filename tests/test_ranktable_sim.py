@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def test_rank_table_matches_every_hccn_conf_and_refuses_a_down_link(sim_cluster, tmp_path):
     cluster = sim_cluster(nodes=4, profile="atlas-800i-a2", docker=False)
     out = tmp_path / "hccl.json"
-    result = run_cli("ranktable", "-f", str(cluster.deployment_file), "-o", str(out))
+    result = run_cli("ranktable", "-f", str(cluster.deployment_file), "--out", str(out))
     assert result.returncode == 0, result.stderr
     table = json.loads(out.read_text())
     assert table["server_count"] == "4" and table["status"] == "completed"
@@ -28,7 +28,7 @@ def test_rank_table_matches_every_hccn_conf_and_refuses_a_down_link(sim_cluster,
     assert run_cli("ranktable", "-f", str(cluster.deployment_file), "--check", str(out)).returncode == 0
 
     cluster.set_link("sim-node-2", 6, "DOWN")
-    result = run_cli("ranktable", "-f", str(cluster.deployment_file), "-o", str(tmp_path / "again.json"))
+    result = run_cli("ranktable", "-f", str(cluster.deployment_file), "--out", str(tmp_path / "again.json"))
     assert result.returncode == 2
     assert "sim-node-2: NPU 6" in result.stderr and "DOWN" in result.stderr
     assert not (tmp_path / "again.json").exists()

@@ -274,7 +274,7 @@ def test_two_clusters_side_by_side(sim_cluster):
     assert a.record()["third_octet"] != b.record()["third_octet"]
     assert a.record()["bridge"] != b.record()["bridge"]
     assert ssh(a, 0, "hostname").stdout.strip() == ssh(b, 0, "hostname").stdout.strip() == "sim-node-0"
-    result = CliRunner().invoke(cli, ["sim", "up", "--nodes", "1", "--no-docker", "--dir", str(a.dir)])
+    result = CliRunner().invoke(cli, ["sim", "up", "--servers", "1", "--no-docker", "--dir", str(a.dir)])
     assert result.exit_code != 0 and "already holds a simulated cluster" in str(result.exception)
     assert ssh(a, 0, "true").returncode == 0, "the refused `up` did not touch the running cluster"
 

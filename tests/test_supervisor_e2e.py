@@ -152,7 +152,7 @@ def test_resume_after_a_crash_continues_at_the_step_after_the_checkpoint(e2e_clu
         assert resume["step"] == 10 and resume["detail"].startswith("from step 10 (standin_rank_0-1_10.ckpt)")
         assert kinds[-2:] == ["first-step", "succeeded"] and kinds.count("started") == 2
         logs = tmp_path / "logs"
-        assert run_cli("logs", "-f", str(job), "--collect", str(logs)).returncode == 0
+        assert run_cli("logs", "-f", str(job), "--collect", "--out", str(logs)).returncode == 0
         loss = run_cli("logs", "--loss", "--from", str(logs), "--output", "json")
         assert loss.returncode == 0, loss.stderr
         steps = [p["step"] for p in json.loads(loss.stdout)["points"]]
@@ -183,7 +183,7 @@ def test_a_lost_server_is_replaced_by_the_spare(e2e_cluster):
     table = Path(f"/srv/ascend-run-test-{cluster.net.third_octet}/sv-spare-hccl.json")
     job, out = supervised(cluster, base, "sv-spare", "--steps 40 --step-sleep 0.3", restarts=1,
                           unreachable_timeout=3, rank_table=str(table))
-    made = run_cli("ranktable", "-f", str(job), "-o", str(table))
+    made = run_cli("ranktable", "-f", str(job), "--out", str(table))
     assert made.returncode == 0, made.stderr
     proc = subprocess.Popen([*CLI, "launch", "-f", str(job), "--skip-preflight"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)

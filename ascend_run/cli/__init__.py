@@ -15,6 +15,8 @@ import sys
 import click
 
 from ascend_run import __version__
+from ascend_run.cli import colour
+from ascend_run.cli.common import FILE_ENV
 from ascend_run.errors import AscendRunError
 
 # Every command, and the module under ascend_run.cli that defines it (in its `commands` list). A module
@@ -57,26 +59,50 @@ class LazyGroup(click.Group):
         return next(c for c in commands if c.name == name)
 
 
+def _set_colour(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--color takes effect at once: for this run's click output (ctx.color) and every rich console."""
+    colour.set_choice(value)
+    ctx.color = colour.forced()
+    return value
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="ascend-run")
-def cli() -> None:
-    """Train and serve DeepSeek-V3 with MindSpore on Ascend servers, from one deployment file."""
+@click.version_option(__version__, "-V", "--version", prog_name="ascend-run")
+@click.option("-f", "--file", "deployment_file", envvar=FILE_ENV, type=click.Path(dir_okay=False), metavar="FILE",
+              help=f"The deployment file, for every command that reads one (default: ${FILE_ENV}). A -f after "
+                   "the command wins; commands that read no deployment file ignore this one.")
+@click.option("--color", "--colour", "color", type=click.Choice(colour.CHOICES), default="auto", show_default=True,
+              is_eager=True, callback=_set_colour, expose_value=False,
+              help="Colour in everything printed. auto: off under NO_COLOR or TERM=dumb, on under FORCE_COLOR, "
+                   "else on for a terminal.")
+def cli(deployment_file: str | None) -> None:
+    """Train and serve DeepSeek-V3 with MindSpore on Ascend servers, from one deployment file.
+
+    Every report takes -o/--output text|json; files and directories a command writes go to --out PATH;
+    -w/--nodes and -x/--exclude choose nodes; --dry-run prints exactly what would run.
+    """
+
+
+def _error(text: str) -> None:
+    """An error line on stderr, red only where the colour policy allows."""
+    click.echo(colour.style(text, sys.stderr, fg="red"), err=True, color=colour.enabled(sys.stderr))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: runs the CLI and maps package errors to exit codes."""
+    colour.set_choice("auto")  # no --color of an earlier in-process run leaks into this one
     try:
         cli.main(args=argv, prog_name="ascend-run", standalone_mode=False)
     except click.exceptions.Abort:
-        click.secho("interrupted", fg="red", err=True)
+        _error("interrupted")
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except AscendRunError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
+        _error(f"error: {exc}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.secho("interrupted", fg="red", err=True)
+        _error("interrupted")
         sys.exit(130)
     sys.exit(0)

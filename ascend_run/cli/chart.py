@@ -10,7 +10,8 @@ from ascend_run.charts import CHART_KINDS, CHARTS
 from ascend_run.charts.mindcluster import WORKLOADS
 from ascend_run.charts.render import write_chart
 from ascend_run.charts.values import chart_values, values_yaml
-from ascend_run.cli.common import deployment_option, writing
+from ascend_run.cli import colour
+from ascend_run.cli.common import deployment_option, echo_json, out_option, output_option, renamed_option, writing
 from ascend_run.inputs.deployment import load_deployment
 
 
@@ -22,15 +23,17 @@ def chart_group() -> None:
 @chart_group.command("values")
 @click.argument("kind", type=click.Choice(CHART_KINDS))
 @deployment_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the values here (default: stdout).")
+@out_option("Write the values file here (default: stdout).")
+@output_option
 @click.option("--workload", type=click.Choice(WORKLOADS), default="job", show_default=True,
               help="What runs the training pods: an Indexed Job, or MindCluster's AscendJob (train chart).")
-def values(kind: str, deployment_file: str, output: str | None, workload: str) -> None:
+def values(kind: str, deployment_file: str, out: str | None, output_format: str, workload: str) -> None:
     """Turn a deployment file into values for the KIND chart (train or infer).
 
     Nodes become pods, and the image, env, mounts and msrun settings carry over, so the same file drives
     `ascend-run launch` over SSH and `helm install -f VALUES` on Kubernetes. With `--workload ascendjob`
     the training runs as MindCluster's AscendJob, and job.restarts becomes its fault rescheduling.
+    The values are YAML with comments; with -o json, the same values as JSON (helm reads both).
     """
     if workload != "job" and kind != "train":
         raise click.BadParameter(f"{workload} is a workload of the train chart", param_hint="--workload")
@@ -40,29 +43,38 @@ def values(kind: str, deployment_file: str, output: str | None, workload: str) -
     flag = f" --workload {workload}" if workload != "job" else ""
     header = (f"Values for charts/{chart}, made by `ascend-run chart values {kind} -f {deployment_file}{flag}`.\n"
               f"helm install {dep.name} charts/{chart} -f THIS_FILE")
-    text = values_yaml(data, header)
+    import json
+
+    text = values_yaml(data, header) if output_format == "text" else \
+        json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
     for note in notes:
-        click.secho(f"note: {note}", fg="yellow", err=True)
-    if output is None:
+        click.echo(colour.style(f"note: {note}", fg="yellow"), err=True)
+    if out is None:
         click.echo(text, nl=False)
         return
-    with writing(output):
-        Path(output).write_text(text, encoding="utf-8")
-    click.echo(f"wrote {output} ({len(dep.nodes)} pod(s) x {data['npusPerNode']} NPUs, chart {chart})", err=True)
+    with writing(out):
+        Path(out).write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out} ({len(dep.nodes)} pod(s) x {data['npusPerNode']} NPUs, chart {chart})", err=True)
 
 
 @chart_group.command("write")
 @click.argument("kinds", nargs=-1, type=click.Choice(CHART_KINDS))
-@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False),
-              help="Directory to write the chart directories into.")
-def write(kinds: tuple[str, ...], output_dir: str) -> None:
+@out_option("Directory to write the chart directories into.", required=True, directory=True)
+@renamed_option("--output-dir", "--out DIR")
+@output_option
+def write(kinds: tuple[str, ...], out: str, output_format: str) -> None:
     """Write the charts (all, or the KINDS given) into a directory.
 
     The same files as the repository's charts/, made from the installed kit's templates and profiles:
     what a pip-installed ascend-run offers instead of a checkout.
     """
-    for kind in kinds or CHART_KINDS:
-        click.echo(f"wrote {write_chart(kind, Path(output_dir))}")
+    with writing(out):
+        written = [str(write_chart(kind, Path(out))) for kind in kinds or CHART_KINDS]
+    if output_format == "json":
+        echo_json({"out": out, "charts": written})
+        return
+    for path in written:
+        click.echo(f"wrote {path}")
 
 
 commands = [chart_group]

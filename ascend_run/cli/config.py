@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
-from ascend_run.cli.common import echo_json, output_option
+from ascend_run.cli import colour
+from ascend_run.cli.common import (echo_json, file_from_environment, file_option, out_option, output_option,
+                                   renamed_option)
 from ascend_run.inputs.text import printable
 from ascend_run.mfconfig import (
     PRESETS,
@@ -22,8 +24,8 @@ from ascend_run.mfconfig import (
 
 _target = [
     click.option("--npus", type=click.IntRange(min=1), help="Total NPUs of the job (instead of -f)."),
-    click.option("-f", "--file", "deployment_file", type=click.Path(dir_okay=False),
-                 help="Deployment file: NPU count, mounts (container paths -> server paths), working directory."),
+    file_option(required=False, help="Deployment file: NPU count, mounts (container paths -> server paths), "
+                                     "working directory."),
 ]
 
 
@@ -36,7 +38,9 @@ def _target_options(func):
 def _job_context(npus: int | None, deployment_file: str | None, ssh: bool, stack: ExitStack, *,
                  required: bool) -> JobContext:
     """What the checks know of the job: from -f (its NPUs, mounts, workdir; with --ssh a checker over SSH)
-    or from --npus alone."""
+    or from --npus alone. A file from $ASCEND_RUN_FILE gives way to --npus."""
+    if npus and deployment_file and file_from_environment():
+        deployment_file = None
     if npus and deployment_file:
         raise click.UsageError("give --npus or -f, not both")
     if not deployment_file:
@@ -73,16 +77,16 @@ def config_group() -> None:
 @click.option("--mindformers-dir", help="article-1b: the MindFormers checkout in the container.")
 @click.option("--weights-dir", help="article-infer: the weights directory in the container.")
 @click.option("--tokenizer", help="article-infer: tokenizer.json in the container (default: in the weights dir).")
-@click.option("-o", "--out-file", "out_file", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the derived YAML.")
+@out_option("Where to write the derived YAML.", required=True)
+@renamed_option("--out-file", "--out FILE")
 @click.option("--force", is_flag=True, help="Write the file even if the check finds errors.")
 @click.option("--ssh", is_flag=True, help="With -f: check dataset/checkpoint paths on every node over SSH.")
 @output_option
 def derive(base: str, preset: str | None, sets: tuple[str, ...], adds: tuple[str, ...], npus: int | None,
            deployment_file: str | None, data_path: str | None, mindformers_dir: str | None,
-           weights_dir: str | None, tokenizer: str | None, out_file: str, force: bool, ssh: bool,
+           weights_dir: str | None, tokenizer: str | None, out: str, force: bool, ssh: bool,
            output_format: str) -> None:
-    """Write OUT from BASE with a preset and --set edits, keeping comments, order, quotes and anchors.
+    """Write --out FILE from BASE with a preset and --set edits, keeping comments, order, quotes and anchors.
 
     Anchored values move with their aliases (data_parallel: &dp -> dataset_strategy), per-stage lists
     (offset, recompute) follow pipeline_stage, and the result is checked before it is written."""
@@ -92,9 +96,9 @@ def derive(base: str, preset: str | None, sets: tuple[str, ...], adds: tuple[str
         job = _job_context(npus, deployment_file, ssh, stack, required=False)
         try:
             result = derive_config(Path(base), preset=preset, preset_options=options, sets=sets, adds=adds,
-                                   output=out_file, force=force, job=job)
+                                   output=out, force=force, job=job)
         except ConfigCheckFailed as exc:
-            _show_report(exc.report, output_format, header=f"not written: {out_file}")
+            _show_report(exc.report, output_format, header=f"not written: {out}")
             raise
     if output_format == "json":
         echo_json(result.as_dict())
@@ -102,8 +106,9 @@ def derive(base: str, preset: str | None, sets: tuple[str, ...], adds: tuple[str
     for edit in result.edits:
         click.echo(f"  {edit.describe()}")
     for note in result.notes:
-        click.secho(f"  note: {note}", dim=True)
-    click.secho(f"wrote {result.written} ({result.layout} layout, {len(result.edits)} changes)", fg="green")
+        click.echo(colour.style(f"  note: {note}", dim=True))
+    click.echo(colour.style(f"wrote {result.written} ({result.layout} layout, {len(result.edits)} changes)",
+                            fg="green"))
     _show_report(result.report, "text", header=None)
 
 
@@ -124,8 +129,13 @@ def check(config: str, npus: int | None, deployment_file: str | None, ssh: bool,
 
 
 @config_group.command("presets")
-def presets() -> None:
+@output_option
+def presets(output_format: str) -> None:
     """List the presets `config derive --preset` knows."""
+    if output_format == "json":
+        echo_json([{"name": p.name, "summary": p.summary, "options": ["--" + o.replace("_", "-") for o in p.options]}
+                   for p in PRESETS.values()])
+        return
     for preset in PRESETS.values():
         opts = ", ".join("--" + o.replace("_", "-") for o in preset.options)
         click.echo(f"{preset.name:15} {preset.summary} (options: {opts})")
@@ -137,13 +147,14 @@ def _show_report(report: CheckReport, output_format: str, header: str | None) ->
         echo_json(report.as_dict())
         return
     npus = f"{report.npus} NPUs" if report.npus else "NPU count not given"
-    status = click.style("ok" if report.ok else f"{len(report.errors)} error(s)", fg="green" if report.ok else "red")
+    status = colour.style("ok" if report.ok else f"{len(report.errors)} error(s)",
+                          fg="green" if report.ok else "red")
     click.echo(f"{status} {printable(report.source)} ({report.layout} layout, {npus})"
                + (f" — {printable(header)}" if header else ""))
     for issue in report.warnings:
-        click.secho(f"  warning: {issue}", fg="yellow")
+        click.echo(colour.style(f"  warning: {issue}", fg="yellow"))
     for issue in report.notes:
-        click.secho(f"  note: {issue}", dim=True)
+        click.echo(colour.style(f"  note: {issue}", dim=True))
     if report.memory:
         click.echo(f"  memory: {report.memory.summary()}")
 

@@ -16,12 +16,16 @@ _ANSI = {"cyan": 36, "magenta": 35, "green": 32, "yellow": 33, "blue": 34, "red"
 
 
 class PrefixPrinter:
-    """Writes whole lines with a coloured, aligned prefix; colour only on a terminal (or when forced)."""
+    """Writes whole lines with a coloured, aligned prefix; colour as the policy says (cli/colour.py)."""
 
     def __init__(self, names: list[str], ranks: dict[str, int] | None = None, stream=None,
                  colour: bool | None = None, hide=None) -> None:
         self.stream = stream or sys.stdout
-        self.colour = self.stream.isatty() if colour is None else colour
+        if colour is None:
+            from ascend_run.cli import colour as policy
+
+            colour = policy.enabled(self.stream)
+        self.colour = colour
         ranks = ranks or {}
         labels = {n: f"{n}/{ranks[n]}" if n in ranks else n for n in names}
         width = max((len(v) for v in labels.values()), default=0)

@@ -8,7 +8,8 @@ import shlex
 import click
 
 from ascend_run.steps import dataprep
-from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, human_size, output_option
+from ascend_run.cli.common import (deployment_option, dry_run_option, echo_json, human_size, out_option,
+                                   output_option, pick_nodes, renamed_option, subset_given, subset_options)
 from ascend_run.inputs.text import comment
 
 
@@ -37,20 +38,21 @@ def data() -> None:
 @click.option("--image", help="Image to convert in. Default: the deployment file's image.")
 @click.option("--derive", "derive_base", type=click.Path(dir_okay=False, exists=True), metavar="BASE",
               help="Then derive the article's 1B config from BASE (pretrain_deepseek3_671b.yaml, a local "
-                   "copy) with this dataset; needs -o.")
-@click.option("-o", "--out-file", type=click.Path(dir_okay=False),
-              help="With --derive: where to write the config.")
+                   "copy) with this dataset; needs --out.")
+@out_option("With --derive: where to write the config.")
+@renamed_option("--out-file", "--out FILE")
 @click.option("--spread", is_flag=True,
-              help="Then copy the dataset directory from node 0 to every other node, node to node, as "
+              help="Then copy the dataset directory from node 0 to every other node (or -w/-x), node to node, as "
                    "`weights fetch --from-node` does (sha256-checked; nodes on shared storage are skipped).")
+@subset_options
 @dry_run_option
 @output_option
 @click.option("--accept-new-host-keys", is_flag=True,
               help="Record host keys of nodes not yet in known_hosts.")
 def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefix: str, seq_length: int,
             workers: int, script: str, node: str | None, image: str | None, derive_base: str | None,
-            out_file: str | None, spread: bool, dry_run: bool, output_format: str,
-            accept_new_host_keys: bool) -> None:
+            out: str | None, spread: bool, node_specs: tuple[str, ...], exclude_specs: tuple[str, ...],
+            dry_run: bool, output_format: str, accept_new_host_keys: bool) -> None:
     """Convert Wikitext-2 to the Megatron BIN dataset pre-training reads (the article's wikitext_to_bin.py).
 
     Runs the script in a one-off container of the image on one node (removed when it ends, no NPUs), with
@@ -73,25 +75,34 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
     from ascend_run.inputs.images import get_image
     from ascend_run.steps.task import dry_run_lines
 
-    if bool(derive_base) != bool(out_file):
-        raise click.UsageError("--derive BASE and -o OUT go together")
+    if bool(derive_base) != bool(out):
+        raise click.UsageError("--derive BASE and --out FILE go together")
+    if subset_given(node_specs, exclude_specs) and not spread:
+        raise click.UsageError("-w/-x choose the nodes --spread copies to; the conversion runs on one node (--node)")
     dep = load_deployment(deployment_file)
     target = dep.select([node])[0] if node else dep.nodes[0]
     if spread and target != dep.nodes[0]:
         raise click.UsageError(f"--spread copies from node 0 ({dep.nodes[0].name}): convert there (drop --node)")
+    receivers = [n for n in pick_nodes(dep, node_specs, exclude_specs) if n != dep.nodes[0]] if spread else []
     prep = dataprep.DataPrep(input=input_path, vocab_file=vocab_file, output_prefix=output_prefix,
                              seq_length=seq_length, workers=workers, script=script,
                              mindformers_dir=get_image("train").workdir, image=image)
     paths = dataprep.server_paths(dep, prep)  # mount errors before any connection, dry run included
-    next_argv = dataprep.derive_argv(deployment_file, prep, *((derive_base, out_file) if derive_base else ()))
+    next_argv = dataprep.derive_argv(deployment_file, prep, *((derive_base, out) if derive_base else ()))
     if dry_run:
-        click.echo("\n".join(dry_run_lines(target, dataprep.commands(dep, target, prep))))
+        lines = dry_run_lines(target, dataprep.commands(dep, target, prep))
         if spread:
-            click.echo(comment(f"then: copy {shlex.quote(posixpath.dirname(paths.output_prefix))} to the other "
-                               "nodes (as weights fetch --from-node)"))
-        click.echo(comment(f"next: {shlex.join(next_argv)}"))
+            lines.append(comment(f"then: copy {shlex.quote(posixpath.dirname(paths.output_prefix))} to "
+                                 f"{', '.join(n.name for n in receivers) or 'no other node'} "
+                                 "(as weights fetch --from-node)"))
+        lines.append(comment(f"next: {shlex.join(next_argv)}"))
+        if output_format == "json":
+            echo_json({"dry_run": True, "node": target.name, "lines": lines, "next": next_argv})
+        else:
+            click.echo("\n".join(lines))
         return
-    result = _run(dep, target, prep, accept_new_host_keys, posixpath.dirname(paths.output_prefix) if spread else None)
+    result = _run(dep, target, prep, accept_new_host_keys, posixpath.dirname(paths.output_prefix) if spread else None,
+                  receivers)
     result["next"] = shlex.join(next_argv)
     if output_format == "text":
         click.echo(f"{target.name}: {result['bin']['server']} ({human_size(result['bin_bytes'])}) and .idx: "
@@ -103,7 +114,7 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
             click.echo(f"note: the dataset is on {target.name} only; every node of the job reads it, so put "
                        f"{out_dir} on storage every node mounts, or copy it there", err=True)
     if derive_base:  # after the data report: a config that fails its check must not hide a good dataset
-        derived = dataprep.derive(dep, prep, derive_base, out_file)
+        derived = dataprep.derive(dep, prep, derive_base, out)
         result["derived"] = str(derived.written)
     if output_format == "json":
         echo_json(result)
@@ -114,7 +125,7 @@ def prepare(deployment_file: str, input_path: str, vocab_file: str, output_prefi
         click.echo(f"next: {result['next']}")
 
 
-def _run(dep, target, prep, accept_new_host_keys: bool, spread_dir: str | None) -> dict:
+def _run(dep, target, prep, accept_new_host_keys: bool, spread_dir: str | None, receivers: list) -> dict:
     from ascend_run.cli.common import connected, err_console
     from ascend_run.cli.transfer import TransferProgress
     from ascend_run.steps.spread import spread_from_node
@@ -123,15 +134,15 @@ def _run(dep, target, prep, accept_new_host_keys: bool, spread_dir: str | None) 
 
     def on_line(line: str) -> None:
         if line.strip():
-            console.print(f"{target.name}: {line}", style="dim", markup=False, highlight=False)
+            console.print(f"{target.name}: {line}", style="dim")
 
-    nodes = None if spread_dir else [target]  # spreading needs every node
+    nodes = [target, *receivers] if spread_dir else [target]  # spreading: node 0 and the nodes it copies to
     with connected(dep, accept_new_host_keys, nodes=nodes) as cluster:
         result = dataprep.run_prepare(cluster.transport(target), dep, target, prep, on_line)
         if spread_dir:
             with TransferProgress(console, f"spreading {spread_dir}") as progress:
                 result["spread"] = spread_from_node(cluster, spread_dir, on_progress=progress.update,
-                                                    on_msg=lambda m: console.print(m, markup=False, highlight=False))
+                                                    on_msg=lambda m: console.print(m))
     return result
 
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import click
 
 from ascend_run.cli.common import console as make_console
+from ascend_run.cli.common import renamed_option, styled
 
 
 def _step(console, text: str, command: list[str] | None = None) -> None:
-    console.print(f"\n[bold cyan]==> {text}[/]")
+    console.print(styled("\n", (f"==> {text}", "bold cyan")))
     if command:
-        console.print(f"[dim]$ {shlex.join(command)}[/]")
+        console.print(styled((f"$ {shlex.join(command)}", "dim")))
 
 
 def _invoke(args: list[str]) -> None:
@@ -27,7 +28,9 @@ def _invoke(args: list[str]) -> None:
 @click.command()
 @click.option("--dir", "directory", default=".sim", show_default=True, type=click.Path(file_okay=False),
               help="Where the simulated cluster, logs and the loss plot go.")
-@click.option("--nodes", default=2, show_default=True, help="Simulated servers.")
+@click.option("-n", "--servers", "nodes", default=2, show_default=True, type=click.IntRange(1, 245),
+              help="Simulated servers.")
+@renamed_option("--nodes", "-n/--servers N (--nodes is a list of hosts, on the commands that take one)")
 @click.option("--steps", default=30, show_default=True, help="Training steps of the CPU job.")
 @click.option("--keep", is_flag=True, help="Leave the simulated cluster up afterwards (ascend-run sim down).")
 def demo(directory: str, nodes: int, steps: int, keep: bool) -> None:
@@ -43,9 +46,9 @@ def demo(directory: str, nodes: int, steps: int, keep: bool) -> None:
     root = Path(directory).resolve()
     started = time.monotonic()
     cluster = SimCluster(root)
-    _step(console, f"simulated cluster: {nodes} × Atlas 800T A2", ["ascend-run", "sim", "up", "--nodes", str(nodes),
+    _step(console, f"simulated cluster: {nodes} × Atlas 800T A2", ["ascend-run", "sim", "up", "--servers", str(nodes),
                                                                   "--dir", str(root)])
-    _invoke(["sim", "up", "--nodes", str(nodes), "--dir", str(root)])
+    _invoke(["sim", "up", "--servers", str(nodes), "--dir", str(root)])
     try:
         # the engine `image build` and `image ship` find too: the demo's image stays within reach afterwards
         with engine_client() as (engine, client):
@@ -61,15 +64,16 @@ def demo(directory: str, nodes: int, steps: int, keep: bool) -> None:
         _step(console, "preflight and launch across the servers", ["ascend-run", "launch", "-f", str(job)])
         _invoke(["launch", "-f", str(job)])
         logs = root / "logs"
-        _step(console, "collect the logs of every server", ["ascend-run", "logs", "-f", str(job), "--collect",
-                                                             str(logs)])
-        _invoke(["logs", "-f", str(job), "--collect", str(logs)])
+        collect = ["logs", "-f", str(job), "--collect", "--out", str(logs)]
+        _step(console, "collect the logs of every server", ["ascend-run", *collect])
+        _invoke(collect)
         plot = root / "loss.png" if importlib.util.find_spec("matplotlib") else None  # the `plot` extra
         loss = ["logs", "--loss", "--from", str(logs), *(["--plot", str(plot)] if plot else [])]
         _step(console, "loss curve from the last rank", ["ascend-run", *loss])
         _invoke(loss)
         done = f"loss plot {plot}" if plot else "no loss plot (pip install 'ascend-run[plot]' for one)"
-        console.print(f"\n[green]demo done in {time.monotonic() - started:.0f} s[/]: logs in {logs}, {done}")
+        console.print(styled("\n", (f"demo done in {time.monotonic() - started:.0f} s", "green"),
+                             f": logs in {logs}, {done}"))
     finally:
         if keep:
             console.print(f"cluster left up: ascend-run sim down --dir {root}")

@@ -7,34 +7,53 @@ from pathlib import Path
 
 import click
 
-from ascend_run.cli.common import deployment_option, writing
+from ascend_run.cli.common import (deployment_option, echo_json, out_option, output_option, pick_nodes,
+                                   renamed_option, subset_given, subset_options, writing)
 from ascend_run.inputs.deployment import load_deployment
 from ascend_run.render.docker_run import render_script, script_name
 
 
 @click.command("docker-run")
 @deployment_option
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Write run-<node>.sh for every node here.")
-@click.option("--node", "node_name", help="With no -o: the node whose script to print (default: rank 0).")
-@click.option("--dry-run", is_flag=True, help="Print one node's script instead of writing files.")
-def docker_run(deployment_file: str, output_dir: str | None, node_name: str | None, dry_run: bool) -> None:
+@out_option("Write run-<node>.sh for every node (or -w/-x) here.", directory=True)
+@renamed_option("--output-dir", "--out DIR")
+@subset_options
+@click.option("--node", "node_name", help="The node whose script to print (default: rank 0); the same as -w NODE.")
+@output_option
+@click.option("--dry-run", is_flag=True, help="Print the script of one node instead of writing files.")
+def docker_run(deployment_file: str, out: str | None, node_specs: tuple[str, ...], exclude_specs: tuple[str, ...],
+               node_name: str | None, output_format: str, dry_run: bool) -> None:
     """Write the `docker run` script of every node (devices, driver mounts, env, hostname from the profile).
 
-    Without -o (or with --dry-run) prints the script of one node to stdout.
+    Without --out (or with --dry-run) prints the script of one node (rank 0, or the one -w/--node names)
+    to stdout; with -o json, {node, file, script} instead of the bare script.
     """
     dep = load_deployment(deployment_file)
-    if output_dir is None or dry_run:
-        node = dep.select([node_name])[0] if node_name else dep.nodes[0]
-        click.echo(render_script(dep, node), nl=False)
+    nodes = pick_nodes(dep, (*node_specs, *([node_name] if node_name else [])), exclude_specs)
+    if out is None or dry_run:
+        if len(nodes) > 1 and (subset_given(node_specs, exclude_specs) or node_name):
+            raise click.UsageError(f"{len(nodes)} nodes chosen: a script is printed for one node; give --out DIR "
+                                   "to write them all")
+        node = nodes[0]
+        script = render_script(dep, node)
+        if output_format == "json":
+            echo_json({"dry_run": dry_run, "node": node.name, "file": script_name(node), "script": script})
+        else:
+            click.echo(script, nl=False)
         return
-    out = Path(output_dir)
-    with writing(output_dir):
-        out.mkdir(parents=True, exist_ok=True)
-        for node in dep.nodes:
-            path = out / script_name(node)
+    target = Path(out)
+    written = []
+    with writing(out):
+        target.mkdir(parents=True, exist_ok=True)
+        for node in nodes:
+            path = target / script_name(node)
             path.write_text(render_script(dep, node), encoding="utf-8")
             path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    click.echo(f"wrote {len(dep.nodes)} scripts to {out}/ (run-{dep.nodes[0].name}.sh …)")
+            written.append({"node": node.name, "file": str(path)})
+    if output_format == "json":
+        echo_json({"out": out, "scripts": written})
+    else:
+        click.echo(f"wrote {len(nodes)} scripts to {target}/ (run-{nodes[0].name}.sh …)")
 
 
 commands = [docker_run]

@@ -16,7 +16,8 @@ import time
 
 import click
 
-from ascend_run.cli.common import deployment_option, echo_json, output_option
+from ascend_run.cli.common import (deployment_option, echo_json, output_option, pick_nodes,  # noqa: F401
+                                   split_node_specs, subset_options)
 from ascend_run.errors import AscendRunError, TransportError
 
 UNREACHABLE_RC = TransportError.exit_code  # 4
@@ -33,22 +34,6 @@ class NodesFailed(AscendRunError):
     def __init__(self, message: str, exit_code: int, fix: str | None = None) -> None:
         super().__init__(message, fix=fix)
         self.exit_code = exit_code
-
-
-def split_node_specs(specs: tuple[str, ...]) -> list[str]:
-    """`--nodes n[0-3,7],n9 --nodes 12` → ["n[0-3,7]", "n9", "12"]: commas inside brackets are ranges."""
-    tokens: list[str] = []
-    for spec in specs:
-        depth, current = 0, ""
-        for char in spec:
-            depth += {"[": 1, "]": -1}.get(char, 0)
-            if char == "," and depth == 0:
-                tokens.append(current)
-                current = ""
-            else:
-                current += char
-        tokens.append(current)
-    return [t.strip() for t in tokens if t.strip()]
 
 
 def node_rc(outcome) -> int:
@@ -136,27 +121,30 @@ def as_json(argv: list[str], outcomes, seconds: float) -> dict:
 
 
 class Progress:
-    """`exec: 37/128 nodes` on a terminal's stderr, rewritten in place; silent otherwise."""
+    """`exec: 37/128 nodes` on a terminal's stderr, rewritten in place with a carriage return (no escape
+    sequence: the colour policy's "nothing but text" holds for it too); silent otherwise."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
+        self.width = 0
 
     def __call__(self, outcome, done: int, total: int) -> None:
         if self.enabled:
-            sys.stderr.write(f"\rexec: {done}/{total} nodes")
+            text = f"exec: {done}/{total} nodes"
+            self.width = max(self.width, len(text))
+            sys.stderr.write(f"\r{text}")
             sys.stderr.flush()
 
     def clear(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[K")
+        if self.enabled and self.width:
+            sys.stderr.write("\r" + " " * self.width + "\r")
             sys.stderr.flush()
 
 
-@click.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+# Options end at the first word of CMD (or at `--`): an unknown option before it is an error, never part of CMD.
+@click.command("exec", context_settings={"allow_interspersed_args": False})
 @deployment_option
-@click.option("--nodes", "-w", "node_specs", multiple=True, metavar="SUBSET",
-              help="Only these nodes: names, addresses or ranks, comma-separated, pdsh ranges allowed "
-                   "(n[0-3,7],10.0.0.[9-12]). Repeatable.")
+@subset_options
 @click.option("--parallel", default=256, show_default=True, type=click.IntRange(min=1),
               help="Nodes contacted at once.")
 @click.option("--group", "layout", flag_value=Layout.GROUP.value, default=True,
@@ -170,28 +158,36 @@ class Progress:
 @output_option
 @click.option("--dry-run", is_flag=True, help="Print, per node, the exact command line that would run; run nothing.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD...")
-def exec_command(deployment_file: str, node_specs: tuple[str, ...], parallel: int, layout: str,
+def exec_command(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tuple[str, ...], parallel: int,
+                 layout: str,
                  accept_new_host_keys: bool, timeout: float | None, output_format: str, dry_run: bool,
                  command: tuple[str, ...]) -> None:
-    """Run CMD on every node of the deployment (or --nodes) and show what each printed.
+    """Run CMD on every node of the deployment (or -w/-x) and show what each printed.
 
     CMD runs word for word, with no remote shell parsing; for pipes, globs or `;` use
-    `-- sh -c 'CMD | ...'`. Exit status: 0 if every node succeeded, else the worst node's exit code
-    (an unreachable node counts as 4).
+    `-- sh -c 'CMD | ...'`. Options go before CMD (an unknown one is an error, not part of CMD).
+    Exit status: 0 if every node succeeded, else the worst node's exit code (an unreachable node
+    counts as 4).
     """
     from ascend_run.inputs.deployment import load_deployment
     from ascend_run.transport.fanout import run_on_nodes
 
     dep = load_deployment(deployment_file)
-    nodes = dep.select(split_node_specs(node_specs))
+    nodes = pick_nodes(dep, node_specs, exclude_specs)
     argv = list(command)
     if dry_run:
         from ascend_run.transport.ssh import remote_command_line
 
         line = remote_command_line(argv, timeout=timeout)
+        if output_format == "json":
+            echo_json({"dry_run": True, "command": argv, "nodes": [
+                {"name": n.name, "rank": n.rank, "ssh": n.ssh.describe(), "line": line} for n in nodes]})
+            return
         for node in nodes:
             click.echo(f"{node.ssh.describe()} ({node.name}): {line}")
         return
+    from ascend_run.cli import colour
+
     mode = Layout(layout)
     text = output_format == "text"
     progress = Progress(text and mode is Layout.GROUP and sys.stderr.isatty())
@@ -221,7 +217,7 @@ def exec_command(deployment_file: str, node_specs: tuple[str, ...], parallel: in
     if not text:
         echo_json(as_json(argv, outcomes, seconds))
     elif mode is Layout.GROUP:
-        print_groups(outcomes, colour=sys.stdout.isatty())
+        print_groups(outcomes, colour=colour.enabled(sys.stdout))
     line, fix = summary(outcomes, seconds)
     code = worst_rc(outcomes)
     if code:

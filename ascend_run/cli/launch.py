@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import shlex
+import sys
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ascend_run.cli.common import (accept_new_option, connected, deployment_option, echo_json, err_console,
-                                   output_option, parallel_option)
+                                   output_option, parallel_option, pick_nodes, refuse_subset, styled,
+                                   subset_given, subset_options)
 from ascend_run.errors import AscendRunError
 from ascend_run.cli.common import console as make_console
 from ascend_run.inputs.deployment import Deployment, load_deployment
@@ -25,52 +26,59 @@ def print_checks(checks, console: Console) -> None:
         row = []
         for name in names:
             found = [c for c in checks if c.node == node and c.check == name]
-            row.append("" if not found else ("[green]ok[/]" if all(c.ok for c in found) else "[red]FAIL[/]"))
+            row.append("" if not found else (styled(("ok", "green")) if all(c.ok for c in found) else
+                                             styled(("FAIL", "red"))))
         table.add_row(node, *row)
     console.print(table)
     for check in checks:
         if not check.ok:
-            console.print(f"[red]✗[/] {check.node}: {check.check}: {escape(check.detail)}")
+            console.print(styled(("✗", "red"), f" {check.node}: {check.check}: {check.detail}"))
 
 
 def print_config_report(report, console: Console) -> None:
     for issue in report.warnings:
-        console.print(f"[yellow]config warning:[/] {escape(str(issue))}", highlight=False)
+        console.print(styled(("config warning:", "yellow"), f" {issue}"))
     if report.ok:
         summary = f" — {report.memory.summary()}" if report.memory else ""
-        console.print(f"[green]config ok[/] {escape(f'{report.source}{summary}')}", highlight=False)
+        console.print(styled(("config ok", "green"), f" {report.source}{summary}"))
 
 
 @click.command()
 @deployment_option
+@subset_options
 @output_option
 @accept_new_option
 @parallel_option
-def preflight(deployment_file: str, output_format: str, accept_new_host_keys: bool, parallel: int) -> None:
-    """Check every node before a launch: SSH, Docker, image, NPUs, links, driver, disk, port, clocks.
+def preflight(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tuple[str, ...], output_format: str,
+              accept_new_host_keys: bool, parallel: int) -> None:
+    """Check every node (or -w/-x) before a launch: SSH, Docker, image, NPUs, links, driver, disk, port, clocks.
 
     Exits 5 naming the node and the check when anything fails. With job.restarts > 0, also warns when a
-    relaunch could not resume (no checkpoints, or not on storage every server and spare shares).
+    relaunch could not resume (no checkpoints, or not on storage every server and spare shares); that
+    check needs the whole job, so it is left out with -w/-x.
     """
     from ascend_run.launch.job import Reporter, require_preflight
     from ascend_run.launch.preflight import as_json
 
     dep = load_deployment(deployment_file)
+    nodes = pick_nodes(dep, node_specs, exclude_specs)
     shown: list = []
     warnings: list[str] = []
     reporter = Reporter(checks=shown.extend if output_format == "json" else
                         (lambda checks: print_checks(checks, make_console())))
     try:
-        with connected(dep, accept_new_host_keys, parallel) as cluster:
+        with connected(dep, accept_new_host_keys, parallel, nodes=nodes) as cluster:
             checks = require_preflight(cluster, reporter)
-            warnings = _resume_warnings(cluster, accept_new_host_keys)
+            if not subset_given(node_specs, exclude_specs):
+                warnings = _resume_warnings(cluster, accept_new_host_keys)
     finally:
         if output_format == "json" and shown:
-            echo_json({"ok": all(c.ok for c in shown), "checks": as_json(shown), "warnings": warnings})
+            echo_json({"ok": all(c.ok for c in shown), "nodes": [n.name for n in nodes], "checks": as_json(shown),
+                       "warnings": warnings})
     if output_format == "text":
         for warning in warnings:
-            err_console().print("[yellow]warning:[/] ", warning, highlight=False)
-        click.echo(f"preflight: {len(dep.nodes)} nodes, {len(checks)} checks passed")
+            err_console().print(styled(("warning:", "yellow"), f" {warning}"))
+        click.echo(f"preflight: {len(nodes)} nodes, {len(checks)} checks passed")
 
 
 def _resume_warnings(cluster, accept_new: bool) -> list[str]:
@@ -98,9 +106,16 @@ def supervisor_args(start: bool, replace: bool, skip_preflight: bool, skip_confi
         ["--parallel", str(parallel)]
 
 
+WHOLE_JOB = ("a launch starts the whole job, rank k on node k, sized by the file's nodes (the MindFormers "
+             "parallelism depends on them); to run on other servers, list them in the file (or `extends:` it)")
+
+
 @click.command()
 @deployment_option
-@click.option("--dry-run", is_flag=True, help="Print, per node, exactly what would run; run nothing.")
+@subset_options
+@output_option
+@click.option("--dry-run", is_flag=True,
+              help="Print, per node (all, or -w/-x), exactly the container each would start; run nothing.")
 @click.option("--detach", is_flag=True, help="Return once the job is started; follow it with status/logs/events/stop.")
 @click.option("--replace", is_flag=True, help="Remove the job's containers if they already exist.")
 @click.option("--skip-preflight", is_flag=True, help="Start without the preflight checks.")
@@ -109,9 +124,9 @@ def supervisor_args(start: bool, replace: bool, skip_preflight: bool, skip_confi
 @click.option("--all-lines", is_flag=True, help="Also show MindSpore's own [WARNING]/[INFO] log lines.")
 @accept_new_option
 @parallel_option
-def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, skip_preflight: bool,
-           skip_config_check: bool, master_addr: str | None, all_lines: bool, accept_new_host_keys: bool,
-           parallel: int) -> None:
+def launch(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tuple[str, ...], output_format: str,
+           dry_run: bool, detach: bool, replace: bool, skip_preflight: bool, skip_config_check: bool,
+           master_addr: str | None, all_lines: bool, accept_new_host_keys: bool, parallel: int) -> None:
     """Start the job on every node with its rank, under a supervisor that outlives this command.
 
     Node k gets rank k, master_ip is node 0's address. The supervisor (docs/supervisor.md) stops the job on
@@ -120,6 +135,9 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
     job's output (prefixed [node/rank]) show here, and the command exits with the job's result; Ctrl-C stops
     the job everywhere. With --detach it returns once the job has started (or with the error, nothing left
     running); `status`, `logs --follow`, `events` and `stop` work from any shell on this machine.
+
+    With -o json the job's output goes to stderr and stdout gets one JSON document at the end: the
+    supervisor's events and how the job ended. -w/-x only choose which nodes a --dry-run shows.
     """
     from ascend_run.cli.console import PrefixPrinter, framework_noise
     from ascend_run.supervise.client import Follower, ending_error, request_stop, spawn
@@ -129,11 +147,11 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
     if master_addr:
         dep = dep.with_master_address(master_addr)
     if dry_run:
-        for plan in launch_plan(dep):
-            click.echo(f"# {plan.node.name} (rank {plan.node.rank}) via ssh "
-                       f"{plan.node.ssh.describe()}")
-            click.echo(shlex.join(plan.docker_argv))
+        shown = {n.name for n in pick_nodes(dep, node_specs, exclude_specs)}
+        print_launch_plan([p for p in launch_plan(dep) if p.node.name in shown], output_format, dep.name)
         return
+    refuse_subset(node_specs, exclude_specs, WHOLE_JOB + " (with --dry-run they choose which nodes are shown)")
+    json_out = output_format == "json"
     store = StateStore.for_deployment(dep)
     if store.owner_alive():
         raise SupervisorBusy(f"the job {dep.name!r} is already running under a supervisor (pid {store.owner_pid()})",
@@ -141,9 +159,16 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
                                  f"stop it with `ascend-run stop -f {shlex.quote(deployment_file)}`")
     console = err_console()
     printer = PrefixPrinter([n.name for n in (*dep.nodes, *dep.spares)], ranks={n.name: n.rank for n in dep.nodes},
-                            hide=None if all_lines else framework_noise)
-    follower = Follower(store, on_event=lambda record: show_event(record, console),
-                        on_line=lambda record: show_line(record, printer, dep), lines=not detach)
+                            hide=None if all_lines else framework_noise, stream=sys.stderr if json_out else None)
+    events: list[dict] = []
+
+    def on_event(record: dict) -> None:
+        events.append(record)
+        if not json_out:
+            show_event(record, console)
+
+    follower = Follower(store, on_event=on_event, on_line=lambda record: show_line(record, printer, dep),
+                        lines=not detach)
     store.new_run()
     args = supervisor_args(True, replace, skip_preflight, skip_config_check, master_addr, accept_new_host_keys,
                            parallel)
@@ -151,21 +176,38 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
     try:
         record = follower.run(alive=lambda: proc.poll() is None, until=("started",) if detach else ())
     except KeyboardInterrupt:
-        console.print("[yellow]ascend-run:[/] stopping the job on every node (Ctrl-C)", highlight=False)
+        console.print(styled(("ascend-run:", "yellow"), " stopping the job on every node (Ctrl-C)"))
         request_stop(store)
         follower.poll()
         raise
     error = ending_error(record, store)
+    if error is None and not detach and record.get("kind") == "stopped":
+        error = AscendRunError(record.get("detail") or "the job was stopped",
+                               fix=f"see what happened: ascend-run events -f {shlex.quote(deployment_file)}")
+    if json_out:
+        echo_json({"job": dep.name, "detached": detach, "supervisor_pid": proc.pid,
+                   "result": (record or {}).get("kind"), "detail": (record or {}).get("detail"),
+                   "error": None if error is None else {"message": error.message, "fix": error.fix,
+                                                        "exit_code": error.exit_code},
+                   "events": events})
     if error is not None:
         raise error
-    if detach:
+    if detach and not json_out:
         quoted = shlex.quote(deployment_file)
         click.echo(f"detached (supervisor pid {proc.pid}); follow with: ascend-run logs --follow -f {quoted}  "
                    f"(also status, events, stop)")
+
+
+def print_launch_plan(plans, output_format: str, job: str) -> None:
+    """`launch --dry-run`: per node, the docker command line it would run (over SSH, as printed)."""
+    if output_format == "json":
+        echo_json({"dry_run": True, "job": job, "nodes": [
+            {"node": p.node.name, "rank": p.node.rank, "ssh": p.node.ssh.describe(), "argv": p.docker_argv,
+             "line": shlex.join(p.docker_argv), "sync": [list(pair) for pair in p.sync_dirs]} for p in plans]})
         return
-    if record.get("kind") == "stopped":
-        raise AscendRunError(record.get("detail") or "the job was stopped",
-                             fix=f"see what happened: ascend-run events -f {shlex.quote(deployment_file)}")
+    for plan in plans:
+        click.echo(f"# {plan.node.name} (rank {plan.node.rank}) via ssh {plan.node.ssh.describe()}")
+        click.echo(shlex.join(plan.docker_argv))
 
 
 def show_event(record: dict, console: Console) -> None:
@@ -177,18 +219,18 @@ def show_event(record: dict, console: Console) -> None:
         print_checks([Check(**c) for c in record["checks"]], console)
     elif kind == "config":
         for warning in record.get("warnings", []):
-            console.print(f"[yellow]config warning:[/] {escape(str(warning))}", highlight=False)
+            console.print(styled(("config warning:", "yellow"), f" {warning}"))
         if record.get("ok"):
             summary = f" — {record['summary']}" if record.get("summary") else ""
-            console.print(f"[green]config ok[/] {escape(detail.rsplit(': ', 1)[0] + summary)}", highlight=False)
+            console.print(styled(("config ok", "green"), f" {detail.rsplit(': ', 1)[0]}{summary}"))
     elif kind == "started":
-        console.print(f"[green]started[/] {escape(detail)}", highlight=False)
+        console.print(styled(("started", "green"), f" {detail}"))
     elif kind == "succeeded":
-        console.print(detail, style="green", markup=False, highlight=False)
+        console.print(styled((str(detail), "green")))
     elif kind in ("launch", "failed"):
         return  # the command line says these itself (the failure as its error)
     else:
-        console.print(f"[yellow]ascend-run:[/] {escape(detail)}", highlight=False)
+        console.print(styled(("ascend-run:", "yellow"), f" {detail}"))
 
 
 def show_line(record: dict, printer, dep: Deployment) -> None:
@@ -201,17 +243,22 @@ def show_line(record: dict, printer, dep: Deployment) -> None:
 
 @click.command()
 @deployment_option
+@subset_options
 @output_option
 @accept_new_option
 @parallel_option
-def status(deployment_file: str, output_format: str, accept_new_host_keys: bool, parallel: int) -> None:
+def status(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tuple[str, ...], output_format: str,
+           accept_new_host_keys: bool, parallel: int) -> None:
     """The supervisor's view (state, attempt k of N, servers and spares in use, last step and loss per
-    pipeline stage, step time, seconds since the last progress, last checkpoint step), then per server:
-    the job's container, its last log line and loss, and the one-off steps running there."""
+    pipeline stage, step time, seconds since the last progress, last checkpoint step), then per server
+    (all in use, or -w/-x among them): the job's container, its last log line and loss, and the one-off
+    steps running there."""
     from ascend_run.supervise.client import job_status
 
     dep = load_deployment(deployment_file)
-    report = job_status(dep, accept_new_host_keys, parallel)
+    select = (lambda in_use: pick_nodes(in_use, node_specs, exclude_specs)) \
+        if subset_given(node_specs, exclude_specs) else None
+    report = job_status(dep, accept_new_host_keys, parallel, select=select)
     if output_format == "json":
         echo_json(report)
         return
@@ -231,48 +278,127 @@ def status(deployment_file: str, output_format: str, accept_new_host_keys: bool,
 
 def print_supervisor(name: str, view: dict, console: Console) -> None:
     pid = f", supervisor pid {view['supervisor_pid']}" if view["supervisor_pid"] else ""
-    console.print(f"job {name}: [bold]{view['state']}[/], attempt {view['attempt']} of {view['attempts']}{pid}",
-                  highlight=False)
-    console.print(f"servers: {', '.join(view['servers'])}; spares free: {', '.join(view['spares_free']) or 'none'}",
-                  highlight=False)
+    console.print(styled(f"job {name}: ", (str(view["state"]), "bold"),
+                         f", attempt {view['attempt']} of {view['attempts']}{pid}"))
+    console.print(f"servers: {', '.join(view['servers'])}; spares free: {', '.join(view['spares_free']) or 'none'}")
     for stage in view["stages"]:
         loss = f", loss {stage['loss']:.6g}" if stage.get("loss") is not None else ""
-        console.print(f"stage {stage['stage']} (ranks {stage['ranks']}): step {stage['step'] or '-'}{loss}",
-                      highlight=False)
+        console.print(f"stage {stage['stage']} (ranks {stage['ranks']}): step {stage['step'] or '-'}{loss}")
     parts = []
     if view["step_ms"] is not None:
         parts.append(f"step time {view['step_ms']:.0f} ms")
     if view["seconds_since_progress"] is not None:
         parts.append(f"last progress {view['seconds_since_progress']:.1f} s ago")
     parts.append(f"last checkpoint (every rank): step {view['last_checkpoint_step'] or '-'}")
-    console.print("; ".join(parts), highlight=False)
+    console.print("; ".join(parts))
     if view.get("error"):
-        console.print(f"[red]{view['error']['message']}[/]", highlight=False)
+        console.print(styled((str(view["error"]["message"]), "red")))
 
 
 @click.command()
 @deployment_option
+@subset_options
+@output_option
 @accept_new_option
 @parallel_option
-@click.option("--dry-run", is_flag=True, help="Print the commands that would run on each node; run nothing.")
-def stop(deployment_file: str, accept_new_host_keys: bool, parallel: int, dry_run: bool) -> None:
+@click.option("--dry-run", is_flag=True,
+              help="List the job's containers on each server and print the exact commands that would remove them; "
+                   "remove nothing.")
+def stop(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tuple[str, ...], output_format: str,
+         accept_new_host_keys: bool, parallel: int, dry_run: bool) -> None:
     """Stop the job's supervisor, then remove the job's containers on every server it may be on (nodes in
     use, the file's nodes and spares) and wait until its processes are gone. Works from any shell, with or
-    without a live supervisor."""
-    from ascend_run.launch import nodeops
-    from ascend_run.supervise.client import stop_everywhere
+    without a live supervisor.
+
+    With -w/-x: only remove the job's containers on those servers (leftovers of a job nobody supervises);
+    refused while a supervisor owns the job, which would take it as a failure.
+    """
+    from ascend_run.supervise.state import StateStore, servers_in_use
 
     dep = load_deployment(deployment_file)
+    store = StateStore.for_deployment(dep)
+    pool = list({n.name: n for n in (*servers_in_use(dep, store.read()).nodes, *dep.nodes, *dep.spares)}.values())
+    subset = subset_given(node_specs, exclude_specs)
+    servers = pick_nodes(dep, node_specs, exclude_specs, pool=pool) if subset else pool
+    if subset and store.owner_alive():
+        raise click.UsageError(f"the job {dep.name!r} is supervised (pid {store.owner_pid()}): removing part of it "
+                               "would be taken as a failure; stop the whole job (drop -w/-x)")
     if dry_run:
-        for node in dep.nodes:
-            click.echo(f"# {node.name} ({node.ssh.describe()}), until the listing is empty:")
-            click.echo(shlex.join(nodeops.list_argv(dep.name)))
-            click.echo(shlex.join(nodeops.remove_argv(["CONTAINER..."])) + "  # the names it lists")
+        print_stop_plan(dep, store, servers, None if subset else store.owner_pid(), output_format,
+                        accept_new_host_keys, parallel)
         return
-    servers, problems = stop_everywhere(dep, accept_new_host_keys, parallel)
+    if subset:
+        servers_done, problems = _stop_on(dep, pool, servers, accept_new_host_keys, parallel)
+    else:
+        from ascend_run.supervise.client import stop_everywhere
+
+        servers_done, problems = stop_everywhere(dep, accept_new_host_keys, parallel)
+    if output_format == "json":
+        echo_json({"job": dep.name, "stopped_on": servers_done, "problems": problems, "ok": not problems})
     if problems:
         raise AscendRunError("could not stop the job on: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
-    click.echo(f"stopped {dep.name} on {len(servers)} servers")
+    if output_format == "text":
+        click.echo(f"stopped {dep.name} on {len(servers_done)} servers")
+
+
+def _stop_on(dep, pool, servers, accept_new: bool, parallel: int) -> tuple[list[str], dict[str, str]]:
+    """The job's containers removed on `servers` only (no supervisor involved)."""
+    from ascend_run.launch.launcher import stop_job
+
+    with connected(dep.with_nodes(pool), accept_new, parallel, nodes=servers) as cluster:
+        problems = stop_job(cluster)
+    return sorted(n.name for n in servers), problems
+
+
+def stop_commands(dep, names: list[str]) -> list[list[str]]:
+    """What `stop` runs on a server that holds `names` (launch/launcher.stop_job): list, remove, list again."""
+    from ascend_run.launch import nodeops
+
+    listing = nodeops.list_argv(dep.name)
+    return [listing, *([nodeops.remove_argv(names)] if names else []), *([listing] if names else [])]
+
+
+def print_stop_plan(dep, store, servers, pid: int | None, output_format: str, accept_new: bool,
+                    parallel: int) -> None:
+    """`stop --dry-run`: the supervisor it would signal, and per server the real commands with the real container
+    names, read now with the same (read-only) listing `stop` starts with."""
+    from ascend_run.launch import nodeops
+    from ascend_run.supervise.client import STOP_WAIT_S
+    from ascend_run.transport.fanout import close_all, connect_each
+
+    results = connect_each(dep, accept_new=accept_new, parallelism=parallel, nodes=servers)
+    entries = []
+    try:
+        for node in servers:
+            t = results[node.name]
+            entry = {"node": node.name, "ssh": node.ssh.describe(), "containers": [], "commands": [], "error": None}
+            try:
+                if isinstance(t, BaseException):
+                    raise t
+                entry["containers"] = [c.name for c in nodeops.job_containers(t, dep.name)]
+                entry["commands"] = stop_commands(dep, entry["containers"])
+            except Exception as exc:  # noqa: BLE001 - shown per server, as stop would meet it
+                entry["error"] = str(exc)
+            entries.append(entry)
+    finally:
+        close_all([t for t in results.values() if not isinstance(t, BaseException)])
+    if output_format == "json":
+        echo_json({"dry_run": True, "job": dep.name, "supervisor_pid": pid,
+                   "signals": ["TERM", "KILL"] if pid else [], "servers": entries})
+        return
+    if pid:
+        click.echo(f"kill -TERM {pid}  # the supervisor; kill -KILL {pid} if it is alive after {STOP_WAIT_S:.0f} s")
+    else:
+        click.echo("# no live supervisor to signal")
+    for entry in entries:
+        if entry["error"]:
+            click.echo(f"# {entry['node']} ({entry['ssh']}): cannot list its containers: {entry['error']}")
+            continue
+        held = ", ".join(entry["containers"]) or "none"
+        click.echo(f"# {entry['node']} ({entry['ssh']}): containers of the job: {held}")
+        for i, argv in enumerate(entry["commands"]):
+            again = "  # again, until it lists nothing (up to 3 tries)" if i == 2 else ""
+            click.echo(shlex.join(argv) + again)
 
 
 commands = [preflight, launch, status, stop]

@@ -1,22 +1,26 @@
 """`ascend-run logs`: read a job's msrun worker logs; `--loss` extracts and plots the training loss.
 
 The command is split into small steps (where the logs come from, what to show) so collection from the
-nodes (`--collect DIR`) and a live mode slot in as further sources and views without a rewrite.
+nodes (`--collect --out DIR`) and the live mode (`--follow`) are further sources and views, not rewrites.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 import click
 
-from ascend_run.cli.common import echo_json, output_option
+from ascend_run.cli.common import (echo_json, file_option, out_option, output_option, pick_nodes, subset_given,
+                                   subset_options, writing)
+from ascend_run.errors import JobFailed
 from ascend_run.launch.losslog import LossReport, loss_report, plot_loss
 
 
-def collect_from_nodes(deployment_file: str, dest: Path, accept_new: bool = False) -> dict[str, list[str]]:
-    """Copy every node's msrun logs into DEST/<node>/ over SSH (all nodes at once)."""
+def collect_from_nodes(deployment_file: str, dest: Path, accept_new: bool = False, node_specs=(),
+                       exclude_specs=()) -> dict[str, list[str]]:
+    """Copy every node's (or -w/-x's) msrun logs into DEST/<node>/ over SSH (all nodes at once)."""
     from ascend_run.cli.common import connected
     from ascend_run.inputs.deployment import load_deployment
     from ascend_run.launch.collect import collect_logs
@@ -24,16 +28,18 @@ def collect_from_nodes(deployment_file: str, dest: Path, accept_new: bool = Fals
 
     dep = load_deployment(deployment_file)
     dep = servers_in_use(dep, StateStore.for_deployment(dep).read())  # a supervised job's servers, spares in place
-    with connected(dep, accept_new) as cluster:
+    nodes = pick_nodes(dep, node_specs, exclude_specs)
+    with connected(dep, accept_new, nodes=nodes) as cluster:
         return collect_logs(cluster, dest)
 
 
-def _log_source(deployment_file: str | None, from_dir: str | None, scratch: Path) -> Path:
+def _log_source(deployment_file: str | None, from_dir: str | None, scratch: Path, node_specs=(),
+                exclude_specs=()) -> Path:
     """Where the logs to read are: a local directory, or (with -f) a fresh copy from the nodes."""
     if from_dir:
         return Path(from_dir)
     if deployment_file:
-        collect_from_nodes(deployment_file, scratch)
+        collect_from_nodes(deployment_file, scratch, node_specs=node_specs, exclude_specs=exclude_specs)
         return scratch
     raise click.UsageError("give --from DIR (a directory of worker_N.log files, or DIR/<node>/worker_N.log), "
                            "or -f FILE to read the nodes' logs")
@@ -52,11 +58,9 @@ def print_loss_table(report: LossReport) -> None:
     by_status: dict[str, list[int]] = {}
     for rank, scan in report.scans.items():
         if rank != chosen.rank and not scan.has_loss:
-            by_status.setdefault(scan.status, []).append(rank)
+            by_status.setdefault(scan.state, []).append(rank)  # a crash is said once, as the command's error
     for status, ranks in by_status.items():
         click.echo(f"  rank(s) {', '.join(map(str, ranks))}: {status}")
-    for rank, failure in report.crashed.items():
-        click.secho(f"  rank {rank} crashed: {failure}", fg="red", err=True)
     if chosen.restarts:
         click.echo(f"  (the log holds {chosen.restarts + 1} runs; showing the last)")
     click.echo(f"{'step':>7} {'epoch':>5} {'loss':>12} {'lr':>11} {'ms/step':>9} {'TFLOPS':>7} {'norm':>10}")
@@ -67,26 +71,34 @@ def print_loss_table(report: LossReport) -> None:
 
 
 def show_loss(source: Path, rank: int | None, plot: str | None, output_format: str) -> None:
+    """The loss table (or JSON) and the plot; then, if a rank crashed, the crash as the error (exit 6), once."""
     report = loss_report(source, rank)
     written = None
     if plot:
         title = f"training loss, rank {report.chosen.rank} ({Path(report.chosen.path).name})"
-        written = plot_loss(report.points, plot, title)
+        with writing(plot, "--plot"):
+            written = plot_loss(report.points, plot, title)
     if output_format == "json":
         echo_json({**report.as_json(), "plot": str(written) if written else None})
-        return
-    print_loss_table(report)
-    if written:
-        click.echo(f"plot: {written}")
+    else:
+        print_loss_table(report)
+        if written:
+            click.echo(f"plot: {written}")
+    crashed = report.crashed
+    if crashed:
+        what = "; ".join(f"rank {r} crashed: {failure}" for r, failure in crashed.items())
+        raise JobFailed(what, fix="the steps above are those logged before the crash; read the rank's log "
+                                  f"({report.scans[next(iter(crashed))].path})")
 
 
 @click.command()
-@click.option("-f", "--file", "deployment_file", type=click.Path(dir_okay=False),
-              help="The deployment file: read (or --collect) the logs of its nodes.")
+@file_option(required=False, help="The deployment file: follow, collect or read the logs of its nodes.")
 @click.option("--from", "from_dir", type=click.Path(exists=True),
               help="Read logs collected here: DIR/worker_N.log or DIR/<node>/worker_N.log (or one log file).")
-@click.option("--collect", "collect_dir", type=click.Path(file_okay=False),
-              help="Copy output/msrun_log/* of every node (scheduler.log from the master) into DIR/<node>/.")
+@click.option("--collect", "collect", is_flag=False, flag_value="", default=None, metavar="",
+              help="Copy output/msrun_log/* of every node (scheduler.log from the master) into --out DIR/<node>/.")
+@out_option("With --collect: the local directory the logs go to.", directory=True)
+@subset_options
 @click.option("--loss", is_flag=True, help="Extract the training loss, step by step.")
 @click.option("--rank", type=click.IntRange(min=0),
               help="Read this rank's log (default: the highest rank that printed real loss values).")
@@ -97,7 +109,8 @@ def show_loss(source: Path, rank: int | None, plot: str | None, output_format: s
 @click.option("--all-lines", is_flag=True, help="With --follow: also MindSpore's own [WARNING]/[INFO] lines.")
 @click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
 @output_option
-def logs(deployment_file: str | None, from_dir: str | None, collect_dir: str | None, loss: bool, rank: int | None,
+def logs(deployment_file: str | None, from_dir: str | None, collect: str | None, out: str | None,
+         node_specs: tuple[str, ...], exclude_specs: tuple[str, ...], loss: bool, rank: int | None,
          plot: str | None, follow: bool, tail_lines: int | None, all_lines: bool, accept_new_host_keys: bool,
          output_format: str) -> None:
     """Follow the job's output, collect its worker logs, or read them; with --loss, the training loss and its curve.
@@ -105,30 +118,50 @@ def logs(deployment_file: str | None, from_dir: str | None, collect_dir: str | N
     With pipeline parallelism only the last stage prints the loss (the others print N/A or 0): the rank
     is picked automatically unless --rank is given. Logs of earlier attempts of a supervised job (in
     attempt-K/ beside each server's logs) are read first: each step once, from the attempt that resumed it.
+    A rank that crashed makes --loss exit 6 (after the table), naming the rank and its exception.
+    -w/-x choose the nodes to follow or collect from.
     """
+    if collect:  # the old spelling `--collect DIR`
+        raise click.UsageError(f"--collect takes no directory now: --collect --out {collect}")
+    if out and collect is None:
+        raise click.UsageError("--out goes with --collect (where the collected logs go)")
     if follow:
         if not deployment_file:
             raise click.UsageError("--follow needs -f FILE (the job to follow)")
-        follow_job(deployment_file, tail_lines, all_lines, accept_new_host_keys)
+        follow_job(deployment_file, tail_lines, all_lines, accept_new_host_keys, node_specs, exclude_specs,
+                   json_lines=output_format == "json")
         return
     if tail_lines is not None:
         raise click.UsageError("--tail goes with --follow")
-    if collect_dir:
+    if collect is not None:
         if not deployment_file:
             raise click.UsageError("--collect needs -f FILE (the nodes to collect from)")
-        copied = collect_from_nodes(deployment_file, Path(collect_dir), accept_new_host_keys)
+        if not out:
+            raise click.UsageError("--collect needs --out DIR (where the logs go)")
+        with writing(out):
+            copied = collect_from_nodes(deployment_file, Path(out), accept_new_host_keys, node_specs, exclude_specs)
         total = sum(len(v) for v in copied.values())
-        click.echo(f"collected {total} log files from {len(copied)} nodes into {collect_dir}/", err=True)
         if not (loss or plot):
+            if output_format == "json":
+                echo_json({"out": out, "files": total, "nodes": copied})
+            else:
+                click.echo(f"collected {total} log files from {len(copied)} nodes into {out}/", err=True)
             return
-        from_dir = collect_dir
+        click.echo(f"collected {total} log files from {len(copied)} nodes into {out}/", err=True)
+        from_dir = out
     if not (loss or plot):
-        raise click.UsageError("say what to do: --collect DIR, or --loss (and --plot FILE.png)")
+        raise click.UsageError("say what to do: --follow, --collect --out DIR, or --loss (and --plot FILE.png)")
+    if subset_given(node_specs, exclude_specs) and (from_dir or not deployment_file):
+        raise click.UsageError("-w/-x choose the nodes logs are read from with -f; --from DIR is read whole")
     with tempfile.TemporaryDirectory(prefix="ascend-run-logs-") as scratch:
-        show_loss(_log_source(deployment_file, from_dir, Path(scratch)), rank, plot, output_format)
+        show_loss(_log_source(deployment_file, from_dir, Path(scratch), node_specs, exclude_specs), rank, plot,
+                  output_format)
 
 
-def follow_job(deployment_file: str, tail: int | None, all_lines: bool, accept_new: bool) -> None:
+def follow_job(deployment_file: str, tail: int | None, all_lines: bool, accept_new: bool, node_specs=(),
+               exclude_specs=(), json_lines: bool = False) -> None:
+    """`--follow`: the job's lines (those of -w/-x's nodes), with [node/rank] prefixes, until the job ends; with
+    -o json, one JSON object per line instead ({"node", "rank", "line"}: JSON Lines, for scripts)."""
     from ascend_run.cli.console import PrefixPrinter, framework_noise
     from ascend_run.cli.launch import show_event, show_line
     from ascend_run.cli.common import err_console
@@ -140,8 +173,20 @@ def follow_job(deployment_file: str, tail: int | None, all_lines: bool, accept_n
     printer = PrefixPrinter([n.name for n in (*dep.nodes, *dep.spares)], ranks={n.name: n.rank for n in dep.nodes},
                             hide=None if all_lines else framework_noise)
     console = err_console()
-    record = follow_output(dep, lambda r: show_line(r, printer, dep), lambda r: show_event(r, console), tail,
-                           accept_new)
+    shown = None
+    if subset_given(node_specs, exclude_specs):
+        shown = {n.name for n in pick_nodes(dep, node_specs, exclude_specs, pool=[*dep.nodes, *dep.spares])}
+
+    def on_line(record: dict) -> None:
+        if shown is not None and record.get("node") not in shown:
+            return
+        if json_lines:
+            if all_lines or not framework_noise(record.get("line", "")):
+                click.echo(json.dumps({k: record.get(k) for k in ("node", "rank", "line")}, ensure_ascii=False))
+        else:
+            show_line(record, printer, dep)
+
+    record = follow_output(dep, on_line, lambda r: show_event(r, console), tail, accept_new)
     if record is not None:
         error = ending_error(record, StateStore.for_deployment(dep))
         if error is not None:

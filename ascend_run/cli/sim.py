@@ -6,10 +6,10 @@ import contextlib
 import time
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from ascend_run.cli.common import echo_json, output_option
+from ascend_run.cli.common import console as make_console
+from ascend_run.cli.common import echo_json, output_option, renamed_option, styled
 from ascend_run.inputs.profiles import builtin_profile_names
 
 dir_option = click.option("--dir", "directory", default=".sim", show_default=True,
@@ -22,7 +22,9 @@ def sim() -> None:
 
 
 @sim.command()
-@click.option("--nodes", "-n", default=2, show_default=True, type=click.IntRange(1, 245), help="Number of servers.")
+@click.option("-n", "--servers", "nodes", default=2, show_default=True, type=click.IntRange(1, 245),
+              help="Number of servers.")
+@renamed_option("--nodes", "-n/--servers N (--nodes is a list of hosts, on the commands that take one)")
 @click.option("--profile", default="atlas-800t-a2", show_default=True, type=click.Choice(builtin_profile_names()),
               help="Hardware profile: device nodes, tool paths and driver version of each server.")
 @click.option("--spares", default=0, show_default=True, type=click.IntRange(0, 244),
@@ -37,9 +39,10 @@ def sim() -> None:
               help="Give every server, and this machine, a network link of RATE both ways (tc), e.g. 200mbit, "
                    "1gbit: transfers then measure the topology, not memory copies.")
 @dir_option
+@output_option
 def up(nodes: int, profile: str, spares: int, no_docker: bool, image: str | None, base_image: bool, bastion: bool,
-       link_rate: str | None, directory: str) -> None:
-    """Bring up NODES simulated servers and write DIR/cluster.yaml for every other command.
+       link_rate: str | None, directory: str, output_format: str) -> None:
+    """Bring up N simulated servers (-n) and write DIR/cluster.yaml for every other command.
 
     Each server is a network namespace on a private bridge (10.233.X.0/24, X from a hash of DIR) with its
     own hostname, /dev/davinci* stand-ins, driver tree, hccn.conf, npu-smi, sshd and (unless --no-docker)
@@ -52,7 +55,7 @@ def up(nodes: int, profile: str, spares: int, no_docker: bool, image: str | None
         raise click.UsageError("--image/--base-image need the nodes' Docker daemons (drop --no-docker)")
     cluster = SimCluster(directory)
     started = time.monotonic()
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     with contextlib.ExitStack() as stack:
         engine = None
         if image or base_image:  # the images come from the engine `image build` and `demo` use
@@ -71,7 +74,13 @@ def up(nodes: int, profile: str, spares: int, no_docker: bool, image: str | None
             cluster.up(nodes, profile, docker=not no_docker, image=image, progress=progress, bastion=bastion,
                        link_rate=link_rate, spares=spares,
                        image_engine=engine.base_url if engine else None)
-    click.echo(f"{nodes} nodes up in {time.monotonic() - started:.1f} s; deployment file: {cluster.deployment_file}")
+    seconds = time.monotonic() - started
+    if output_format == "json":
+        echo_json({"dir": str(directory), "nodes": nodes, "seconds": round(seconds, 1),
+                   "deployment_file": str(cluster.deployment_file),
+                   "ssh_config": str(cluster.ssh_config) if bastion else None})
+        return
+    click.echo(f"{nodes} nodes up in {seconds:.1f} s; deployment file: {cluster.deployment_file}")
     if bastion:
         click.echo(f"the nodes are reachable only through sim-bastion: see {cluster.ssh_config}")
     click.echo(f"try: ascend-run exec -f {cluster.deployment_file} -- npu-smi info")
@@ -90,19 +99,23 @@ def status(directory: str, output_format: str) -> None:
         return
     table = Table("name", "address", "sshd", "dockerd", box=None)
     for row in rows:
-        table.add_row(row["name"], row["address"], "up" if row["sshd"] else "[red]down[/]",
+        table.add_row(row["name"], row["address"], "up" if row["sshd"] else styled(("down", "red")),
                       "up" if row["docker"] else "-")
-    Console().print(table)
+    make_console().print(table)
 
 
 @sim.command()
 @dir_option
-def down(directory: str) -> None:
+@output_option
+def down(directory: str, output_format: str) -> None:
     """Stop every simulated server and remove every namespace, link and process it made."""
     from ascend_run.sim.cluster import SimCluster
 
     SimCluster(directory).down()
-    click.echo(f"simulated cluster in {directory} is down")
+    if output_format == "json":
+        echo_json({"dir": str(directory), "down": True})
+    else:
+        click.echo(f"simulated cluster in {directory} is down")
 
 
 commands = [sim]

@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from ascend_run.cli.common import accept_new_option, deployment_option, echo_json, output_option, parallel_option
+from ascend_run.cli.common import (accept_new_option, deployment_option, echo_json, output_option, parallel_option,
+                                   refuse_subset, subset_options)
 from ascend_run.inputs.deployment import load_deployment
 
 
@@ -19,10 +20,12 @@ from ascend_run.inputs.deployment import load_deployment
 @click.option("--skip-preflight", is_flag=True, help="With --start: start without the preflight checks.")
 @click.option("--skip-config-check", is_flag=True, help="With --start: start without checking job.config.")
 @click.option("--master-addr", help="Override master_ip (default: node 0's cluster-facing address).")
+@subset_options
 @accept_new_option
 @parallel_option
 def supervise(deployment_file: str, start_job: bool, detach: bool, replace: bool, skip_preflight: bool,
-              skip_config_check: bool, master_addr: str | None, accept_new_host_keys: bool, parallel: int) -> None:
+              skip_config_check: bool, master_addr: str | None, node_specs: tuple[str, ...],
+              exclude_specs: tuple[str, ...], accept_new_host_keys: bool, parallel: int) -> None:
     """Own a job until it ends: stop it everywhere when any part fails, find hangs and lost servers, relaunch
     it from the newest checkpoint every rank has (job.restarts), with spares in failed servers' places.
 
@@ -30,8 +33,10 @@ def supervise(deployment_file: str, start_job: bool, detach: bool, replace: bool
     is restarted), or under systemd (docs/supervisor.md). In the foreground it logs its events to stderr;
     state, events and the job's output are in its state directory (`ascend-run status` shows where).
     """
+    from ascend_run.cli.launch import WHOLE_JOB
     from ascend_run.supervise.supervisor import StartOptions, run_supervisor
 
+    refuse_subset(node_specs, exclude_specs, "a supervisor owns the whole job: " + WHOLE_JOB)
     dep = load_deployment(deployment_file)
     if master_addr:
         dep = dep.with_master_address(master_addr)

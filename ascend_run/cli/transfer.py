@@ -28,7 +28,7 @@ class TransferProgress:
                                    TransferSpeedColumn)
 
         self.console, self.per_node = console, per_node
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+        self.bar = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), DownloadColumn(),
                             TransferSpeedColumn(), TimeElapsedColumn(), console=console, transient=True)
         self.task = self.bar.add_task(description, total=None)
         self.live = None
@@ -72,12 +72,13 @@ class TransferProgress:
 def node_table(progress):
     """One row per server: state, bytes, where its data comes from, and why it failed."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("server", "state", "received", "from", "", box=None, title=" → ".join(progress.chain)
                   if len(progress.chain) <= 8 else f"{progress.chain[0]} → {len(progress.chain) - 1} servers")
     colours = {"done": "green", "failed": "red", "receiving": "cyan"}
     for node in progress.nodes:
         share = f" ({100 * node.bytes / progress.size:.0f}%)" if progress.size else ""
-        table.add_row(node.name, f"[{colours.get(node.phase, 'white')}]{node.phase}[/]",
+        table.add_row(node.name, Text(node.phase, style=colours.get(node.phase, "")),
                       human_size(node.bytes) + share, node.upstream or "", node.error or "")
     return table

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from ascend_run.cli.common import deployment_option, echo_json, output_option
+from ascend_run.cli.common import console as make_console
+from ascend_run.cli.common import deployment_option, echo_json, output_option, styled
 from ascend_run.inputs.deployment import load_deployment
 from ascend_run.inputs.text import printable
 
@@ -40,19 +39,19 @@ def validate(deployment_file: str, output_format: str) -> None:
     if output_format == "json":
         echo_json(info)
         return
-    # Values and the file name are text, never markup: `[/red]` in a file name is a name (escape()).
-    console = Console(soft_wrap=True, highlight=False)
-    console.print(f"[green]ok[/] {escape(printable(info['file']))}: job [bold]{escape(dep.name)}[/] on "
-                  f"{len(dep.nodes)} × {escape(dep.profile.name)}, {dep.total_npus} NPUs, image {escape(dep.image)}")
+    # Values and the file name are text, never markup (the console has none): `[/red]` in a file name is a name.
+    console = make_console()
+    console.print(styled(("ok", "green"), f" {printable(info['file'])}: job ", (dep.name, "bold"),
+                         f" on {len(dep.nodes)} × {dep.profile.name}, {dep.total_npus} NPUs, image {dep.image}"))
     table = Table("rank", "name", "address", "NPUs", box=None)
     shown = dep.nodes if len(dep.nodes) <= 12 else dep.nodes[:6] + dep.nodes[-3:]
     for node in shown:
         npus = "all" if len(node.npus) == dep.profile.npu_count else ",".join(map(str, node.npus))
-        table.add_row(str(node.rank), escape(node.name), escape(node.address), npus)
+        table.add_row(str(node.rank), node.name, node.address, npus)
     console.print(table)
     if len(dep.nodes) > 12:
         console.print(f"  … {len(dep.nodes) - 9} more nodes")
-    console.print(f"master: {dep.master_address}:{info['master_port']}", markup=False)
+    console.print(f"master: {dep.master_address}:{info['master_port']}")
 
 
 commands = [validate]

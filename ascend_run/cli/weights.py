@@ -7,7 +7,8 @@ import time
 
 import click
 
-from ascend_run.cli.common import deployment_option, dry_run_option, echo_json, human_size, output_option
+from ascend_run.cli.common import (deployment_option, dry_run_option, echo_json, human_size, output_option,
+                                   pick_nodes, refuse_subset, subset_options)
 from ascend_run.cli.transfer import encrypt_option, per_node_option
 from ascend_run.inputs.text import comment, printable
 
@@ -28,16 +29,18 @@ def weights() -> None:
 @click.option("--image", help="Image with openmind_hub to download in. Default: weights.image, else the file's image.")
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Files fetched at once.")
 @click.option("--from-node", is_flag=True,
-              help="Instead of downloading: spread node 0's copy to the other nodes (sha256 checked, "
+              help="Instead of downloading: spread node 0's copy to the other nodes (or -w/-x; sha256 checked, "
                    "identical files skipped).")
+@subset_options
 @encrypt_option
 @per_node_option
 @dry_run_option
 @output_option
 @click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
 def fetch(deployment_file: str, directory: str | None, repo: str | None, revision: str | None, node: str | None,
-          image: str | None, workers: int, from_node: bool, encrypt: bool, per_node: bool, dry_run: bool,
-          output_format: str, accept_new_host_keys: bool) -> None:
+          image: str | None, workers: int, from_node: bool, node_specs: tuple[str, ...],
+          exclude_specs: tuple[str, ...], encrypt: bool, per_node: bool, dry_run: bool, output_format: str,
+          accept_new_host_keys: bool) -> None:
     """Download the weights from the openMind hub once, or spread a copy to every node.
 
     Without --from-node: one container of the image (openmind_hub's snapshot_download, as the article does it)
@@ -55,14 +58,18 @@ def fetch(deployment_file: str, directory: str | None, repo: str | None, revisio
 
     dep = load_deployment(deployment_file)
     if from_node:
-        _spread(dep, directory or dep.spec.weights.dir, accept_new_host_keys, dry_run, encrypt, per_node)
+        targets = [n for n in pick_nodes(dep, node_specs, exclude_specs) if n != dep.nodes[0]]
+        _spread(dep, directory or dep.spec.weights.dir, targets, accept_new_host_keys, dry_run, encrypt, per_node,
+                output_format)
     else:
+        refuse_subset(node_specs, exclude_specs, "the download runs on one node (--node); -w/-x choose the nodes "
+                                                 "--from-node copies to")
         _download(dep, deployment_file, directory, repo, revision, node, image, workers, dry_run, output_format,
                   accept_new_host_keys)
 
 
-def _spread(dep, directory: str | None, accept_new_host_keys: bool, dry_run: bool, encrypt: bool,
-            per_node: bool) -> None:
+def _spread(dep, directory: str | None, targets: list, accept_new_host_keys: bool, dry_run: bool, encrypt: bool,
+            per_node: bool, output_format: str) -> None:
     from ascend_run.cli.common import connected, err_console
     from ascend_run.cli.transfer import TransferProgress
     from ascend_run.steps.spread import spread_from_node
@@ -71,19 +78,29 @@ def _spread(dep, directory: str | None, accept_new_host_keys: bool, dry_run: boo
     if not directory or not directory.startswith("/") or printable(directory) != directory:
         raise click.BadParameter("an absolute path on the servers is needed (or weights.dir), on one line",
                                  param_hint="--to")
+    source = dep.nodes[0]
     if dry_run:
-        source, *targets = dep.nodes
-        click.echo(comment(f"sha256 of every file under {directory} on {source.name} and on "
-                           f"{', '.join(n.name for n in targets) or 'no other node'}; copy the ones that differ, "
-                           f"node to node: {describe([n.name for n in dep.nodes])} (nodes that need nothing drop out)"))
+        chain = [source.name, *(n.name for n in targets)]
+        line = comment(f"sha256 of every file under {directory} on {source.name} and on "
+                       f"{', '.join(n.name for n in targets) or 'no other node'}; copy the ones that differ, "
+                       f"node to node: {describe(chain)} (nodes that need nothing drop out)")
+        if output_format == "json":
+            echo_json({"dry_run": True, "directory": directory, "source": source.name,
+                       "targets": [n.name for n in targets], "chain": chain, "lines": [line]})
+        else:
+            click.echo(line)
         return
     started = time.monotonic()
     console = err_console()
-    with connected(dep, accept_new_host_keys) as cluster, \
+    with connected(dep, accept_new_host_keys, nodes=[source, *targets]) as cluster, \
             TransferProgress(console, f"spreading {directory}", per_node) as progress:
         copied = spread_from_node(cluster, directory, encrypt=encrypt, on_progress=progress.update,
-                                  on_msg=lambda m: console.print(m, markup=False, highlight=False))
-    click.echo(f"{sum(copied.values())} file copies in {time.monotonic() - started:.1f} s", err=True)
+                                  on_msg=lambda m: console.print(m))
+    seconds = time.monotonic() - started
+    if output_format == "json":
+        echo_json({"directory": directory, "source": source.name, "copied": copied, "seconds": round(seconds, 3)})
+    else:
+        click.echo(f"{sum(copied.values())} file copies in {seconds:.1f} s", err=True)
 
 
 def _download(dep, deployment_file: str, directory, repo, revision, node_choice, image, workers, dry_run,
@@ -95,13 +112,17 @@ def _download(dep, deployment_file: str, directory, repo, revision, node_choice,
     req = weights_download.hub_fetch(dep, repo=repo, dest=directory, revision=revision, image=image, workers=workers)
     node = weights_download.download_node(dep, node_choice)
     if dry_run:
-        click.echo("\n".join(dry_run_lines(node, weights_download.commands(dep, node, req))))
+        lines = dry_run_lines(node, weights_download.commands(dep, node, req))
+        if output_format == "json":
+            echo_json({"dry_run": True, "node": node.name, "lines": lines})
+        else:
+            click.echo("\n".join(lines))
         return
     console = err_console()
     with connected(dep, accept_new_host_keys, nodes=[node]) as cluster, _FetchProgress(console, node.name) as bar:
         def on_log(line: str) -> None:
             if line.strip() and ADMIN_NOISE not in line:
-                console.print(f"{node.name}: {line}", style="dim", markup=False, highlight=False)
+                console.print(f"{node.name}: {line}", style="dim")
         done = weights_download.run_fetch(cluster.transport(node), dep, node, req, bar.on_event, on_log)
     if output_format == "json":
         echo_json({"node": node.name, **done})
@@ -127,7 +148,7 @@ class _FetchProgress:
 
         self.node = node
         self.console = console
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=console, transient=True)
         self.task = None
 
@@ -142,8 +163,7 @@ class _FetchProgress:
         if event["event"] == "plan":
             self.console.print(f"{self.node}: {event['files']} files, {human_size(event['bytes'])} at commit "
                                f"{event['commit'][:12]}; {event['todo_files']} to fetch "
-                               f"({human_size(event['todo_bytes'])}), {human_size(event['free'])} free",
-                               highlight=False)
+                               f"({human_size(event['todo_bytes'])}), {human_size(event['free'])} free")
             self.task = self.progress.add_task(f"{self.node} files", total=event["todo_files"])
         elif event["event"] == "progress" and self.task is not None:
             self.progress.update(self.task, completed=event["done"])

@@ -75,16 +75,19 @@ class LogScan:
         return any(p.loss is not None and p.loss != 0 for p in self.points)
 
     @property
-    def status(self) -> str:
+    def state(self) -> str:
+        """What the log's step lines show, crash aside."""
         if self.has_loss:
-            state = "loss"
-        elif self.na_lines:
-            state = "N/A (non-last PP stage)"
-        elif self.zero_lines:
-            state = "loss 0 (non-last PP stage)"
-        else:
-            state = "no step lines"
-        return f"{state}, crashed: {self.failure}" if self.failure else state
+            return "loss"
+        if self.na_lines:
+            return "N/A (non-last PP stage)"
+        if self.zero_lines:
+            return "loss 0 (non-last PP stage)"
+        return "no step lines"
+
+    @property
+    def status(self) -> str:
+        return f"{self.state}, crashed: {self.failure}" if self.failure else self.state
 
     def summary(self) -> dict:
         last = self.points[-1] if self.points else None

@@ -249,6 +249,6 @@ def _write(path: Path, text: str, source: str) -> Path:
 
 
 def _unwritable(path: Path, exc: OSError) -> ConfigError:
-    """/proc/…, a read-only disk, a full one: a bad -o, said in one line."""
-    return ConfigError(f"cannot write there: {exc.strerror or exc}", file=str(path), key="-o",
-                       fix="give -o a place you can write to")
+    """/proc/…, a read-only disk, a full one: a bad --out, said in one line."""
+    return ConfigError(f"cannot write there: {exc.strerror or exc}", file=str(path), key="--out",
+                       fix="give --out a place you can write to")

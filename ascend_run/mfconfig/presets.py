@@ -131,7 +131,8 @@ def _article_infer(view: ConfigView, options: Mapping[str, Any]) -> tuple[list[C
 
 
 PRESETS: dict[str, Preset] = {
-    "article-1b": Preset("article-1b", "the article's ~1B pre-training on one 8-NPU server (NOTES.md section 3)",
+    "article-1b": Preset("article-1b", "the article's ~1B pre-training on one 8-NPU server (every change of its "
+                         "section 三; docs/config.md)",
                          ("data_path", "mindformers_dir"), _article_1b),
     "article-infer": Preset("article-infer", "the article's 671B inference: weights dir and tokenizer paths",
                             ("weights_dir", "tokenizer"), _article_infer),

@@ -109,10 +109,12 @@ class Answer:
 
 @dataclass(frozen=True)
 class ChatClient:
-    """One OpenAI-compatible service. Environment proxies are honoured, except for loopback addresses."""
+    """One OpenAI-compatible service. Environment proxies are honoured, except for loopback addresses. With an
+    `api_key` (a gateway in front of the service), every request carries `Authorization: Bearer KEY`."""
 
     base: str
     timeout: float = DEFAULT_TIMEOUT
+    api_key: str | None = field(default=None, repr=False)
     _opener: urllib.request.OpenerDirector = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -126,9 +128,10 @@ class ChatClient:
     def _open(self, path: str, body: dict | None = None, timeout: float | None = None):
         url = self.base + path
         data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None else None
-        request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
-                                         headers={"Content-Type": "application/json; charset=utf-8",
-                                                  "Accept": "application/json, text/event-stream"})
+        headers = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json, text/event-stream"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET", headers=headers)
         try:
             return self._opener.open(request, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as exc:
@@ -292,6 +295,8 @@ def _http_error(url: str, exc: urllib.error.HTTPError) -> ServiceError:
     except (json.JSONDecodeError, AttributeError):
         detail = _excerpt(raw)
     fixes = {400: "check the request options (--model, --max-tokens) against the service",
+             401: "give the gateway's key: --api-key KEY or OPENAI_API_KEY",
+             403: "the key (--api-key / OPENAI_API_KEY) is not allowed to use this service or model",
              404: "check --url (the service's base, e.g. http://host:8000) and --model (see /v1/models)",
              503: "the service is still loading: retry with --wait 900"}
     fix = fixes.get(exc.code, "look at the service's log on the leader node (ascend-run logs)"

@@ -68,7 +68,7 @@ def derive_argv(base: str, out: str, npus: int = CONFIG_WORKERS, data_path: str 
             "--set", "train_dataset.data_loader.sizes=[16, 0, 0]"]
     if data_path:
         argv += ["--data-path", data_path]
-    return [*argv, "-o", out]
+    return [*argv, "--out", out]
 
 
 def train_command(config: str = f"{EXAMPLE_TARGET}/{CONFIG.name}", output_dir: str = OUTPUT_DIR,

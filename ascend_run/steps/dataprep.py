@@ -282,11 +282,11 @@ def derive_argv(deployment_file: str, prep: DataPrep, base: str = BASE_CONFIG,
                 out: str = DERIVED_CONFIG) -> list[str]:
     """The next step: the article's 1B config with this dataset."""
     return ["ascend-run", "config", "derive", base, "--preset", "article-1b", "--data-path", prep.data_path,
-            "-f", deployment_file, "-o", out]
+            "-f", deployment_file, "--out", out]
 
 
 def derive(dep: Deployment, prep: DataPrep, base: str, out: str):
-    """`config derive BASE --preset article-1b --data-path PREFIX -f FILE -o OUT`, in process."""
+    """`config derive BASE --preset article-1b --data-path PREFIX -f FILE --out OUT`, in process."""
     from ascend_run.mfconfig import JobContext, derive_config
 
     return derive_config(base, preset="article-1b", preset_options={"data_path": prep.data_path}, output=out,

@@ -47,6 +47,6 @@ def check_rank_table(cluster: Cluster, table: dict, source: str) -> None:
                 problems.append(ConfigError(
                     f"device {device['device_id']} of server {server['server_id']} has {device['device_ip']} in "
                     f"the table but {want} on the node", file=source, key="server_list",
-                    fix="regenerate it: ascend-run ranktable -f FILE -o hccl.json"))
+                    fix="regenerate it: ascend-run ranktable -f FILE --out hccl.json"))
     if problems:
         raise problems[0] if len(problems) == 1 else ConfigErrors(problems)

@@ -85,9 +85,14 @@ def _room(t, size: int) -> str:
     return root
 
 
+def load_argv(path: str) -> list[str]:
+    """`docker load` of a staged stream, which is deleted afterwards, loaded or not (what `--dry-run` prints)."""
+    return ["sh", "-c", 'docker load --quiet --input "$1"; rc=$?; rm -f "$1"; exit $rc', "sh", path]
+
+
 def _load(t, path: str, image: str, want: str) -> None:
     """`docker load` of the verified stream (deleted afterwards, loaded or not); then the id must match."""
-    argv = ["sh", "-c", 'docker load --quiet --input "$1"; rc=$?; rm -f "$1"; exit $rc', "sh", path]
+    argv = load_argv(path)
     t.run(argv, timeout=None).check(t.host, ["docker", "load", "--input", path])
     got = nodeops.image_id(t, image)
     if got != want:

@@ -166,8 +166,10 @@ def stop_everywhere(dep: Deployment, accept_new: bool = False, parallel: int = 2
     return sorted(transports), problems
 
 
-def job_status(dep: Deployment, accept_new: bool = False, parallel: int = 256) -> dict:
-    """The supervisor's view (state, attempt k of N, servers and spares, progress) and each server's own row."""
+def job_status(dep: Deployment, accept_new: bool = False, parallel: int = 256,
+               select: Callable[[Deployment], list] | None = None) -> dict:
+    """The supervisor's view (state, attempt k of N, servers and spares, progress) and each server's own row;
+    `select` picks the servers to ask among those in use (`status -w/-x`), default all."""
     from ascend_run.launch.status import collect_status
     from ascend_run.transport.cluster import Cluster
     from ascend_run.transport.fanout import close_all, connect_each
@@ -175,7 +177,8 @@ def job_status(dep: Deployment, accept_new: bool = False, parallel: int = 256) -
     store = StateStore.for_deployment(dep)
     state = store.read()
     in_use = servers_in_use(dep, state)
-    results = connect_each(dep, accept_new=accept_new, parallelism=parallel, nodes=list(in_use.nodes))
+    asked = list(in_use.nodes) if select is None else select(in_use)
+    results = connect_each(dep, accept_new=accept_new, parallelism=parallel, nodes=asked)
     transports = {name: t for name, t in results.items() if not isinstance(t, BaseException)}
     try:
         found = {row["node"]: row for row in collect_status(Cluster(in_use, transports, parallel))}
@@ -183,7 +186,7 @@ def job_status(dep: Deployment, accept_new: bool = False, parallel: int = 256) -
         close_all(transports)
     rows = [found.get(n.name) or {"node": n.name, "rank": n.rank, "state": "unreachable",
                                   "status": str(results[n.name]), "last_line": None, "last_loss": None, "steps": []}
-            for n in in_use.nodes]
+            for n in asked]
     return {"job": dep.name, "supervisor": supervisor_view(state, store) if state else None, "nodes": rows}
 
 
@@ -218,7 +221,7 @@ def follow_output(dep: Deployment, on_line: Callable[[dict], None], on_event: Ca
         follow_containers(servers_in_use(dep, state), on_line, accept_new)  # running, but nobody supervises it
         return None
     follower = Follower(store, on_event=on_event, on_line=on_line)
-    if tail is not None:
+    if tail is not None and store.output_file.exists():  # no output yet (just launched): from its first line
         records, offset = read_records(store.output_file, 0)
         for record in records[len(records) - tail:] if tail else []:
             on_line(record)
