@@ -14,6 +14,7 @@ from ascend_run.cli.common import (accept_new_option, connected, deployment_opti
 from ascend_run.errors import AscendRunError
 from ascend_run.cli.common import console as make_console
 from ascend_run.inputs.deployment import Deployment, load_deployment
+from ascend_run.inputs.text import shell_join
 from ascend_run.launch.plan import launch_plan
 
 
@@ -129,10 +130,15 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
     if master_addr:
         dep = dep.with_master_address(master_addr)
     if dry_run:
-        for plan in launch_plan(dep):
-            click.echo(f"# {plan.node.name} (rank {plan.node.rank}) via ssh "
-                       f"{plan.node.ssh.describe()}")
-            click.echo(shlex.join(plan.docker_argv))
+        lines = []
+        for plan in launch_plan(dep):  # written in blocks: one echo per line was a third of 50,000 nodes' time
+            lines += (f"# {plan.node.name} (rank {plan.node.rank}) via ssh {plan.node.ssh.describe()}",
+                      shell_join(plan.docker_argv))
+            if len(lines) >= 2048:
+                click.echo("\n".join(lines))
+                lines.clear()
+        if lines:
+            click.echo("\n".join(lines))
         return
     store = StateStore.for_deployment(dep)
     if store.owner_alive():

@@ -36,13 +36,12 @@ def validate(deployment_file: str, output_format: str) -> None:
     Exits 0 when valid, 2 with every problem (file:line: key: what is wrong) otherwise.
     """
     dep = load_deployment(deployment_file)
-    info = summary(dep)
     if output_format == "json":
-        echo_json(info)
+        echo_json(summary(dep))
         return
     # Values and the file name are text, never markup: `[/red]` in a file name is a name (escape()).
     console = Console(soft_wrap=True, highlight=False)
-    console.print(f"[green]ok[/] {escape(printable(info['file']))}: job [bold]{escape(dep.name)}[/] on "
+    console.print(f"[green]ok[/] {escape(printable(str(dep.path)))}: job [bold]{escape(dep.name)}[/] on "
                   f"{len(dep.nodes)} × {escape(dep.profile.name)}, {dep.total_npus} NPUs, image {escape(dep.image)}")
     table = Table("rank", "name", "address", "NPUs", box=None)
     shown = dep.nodes if len(dep.nodes) <= 12 else dep.nodes[:6] + dep.nodes[-3:]
@@ -52,7 +51,7 @@ def validate(deployment_file: str, output_format: str) -> None:
     console.print(table)
     if len(dep.nodes) > 12:
         console.print(f"  … {len(dep.nodes) - 9} more nodes")
-    console.print(f"master: {dep.master_address}:{info['master_port']}", markup=False)
+    console.print(f"master: {dep.master_address}:{dep.job.master_port if dep.job else None}", markup=False)
 
 
 commands = [validate]

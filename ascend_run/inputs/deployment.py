@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from ascend_run.errors import ConfigError, ConfigErrors
 from ascend_run.inputs import hostrange, sshconfig, text
-from ascend_run.inputs.common import Mount, Strict
+from ascend_run.inputs.common import Mount, Strict, no_cycle_collection
 from ascend_run.inputs.profiles import HardwareProfile, get_profile
 from ascend_run.inputs.text import (CONTAINER_NAME, CONTAINER_USER, ENV_NAME, HOSTNAME, HUB_REPO, IMAGE_REF,
                                     JOB_NAME, NODE_NAME, PLAIN_PATH, REVISION, SIZE, URL, USER_NAME, Invalid,
@@ -662,6 +662,7 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
         return nodes, spares, problems
     seen_names: dict[str, str] = {}
     seen_endpoints: dict[tuple, str] = {}
+    hops = sshconfig.HopResolver(ssh_config, str(path))
     for section, entries, out in (("nodes", spec.nodes, nodes), ("spares", spec.spares, spares)):
         for index, entry in enumerate(entries):
             try:
@@ -669,19 +670,21 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
             except _LocError as exc:
                 problems.append(exc)
                 continue
-            npus = entry.npus if entry.npus is not None else tuple(range(profile.npu_count))
+            npus = tuple(entry.npus) if entry.npus is not None else tuple(range(profile.npu_count))
             for pos, npu in enumerate(npus):
                 if npu >= profile.npu_count:
                     problems.append(_err(f"NPU index {npu} is out of range for {profile.name} "
                                          f"(0-{profile.npu_count - 1})", (section, index, "npus", pos)))
             explicit = _explicit_ssh(spec, entry)
+            explicit_key = tuple(sorted(explicit.items()))
+            env = dict(entry.env)
             for name, address in pairs:
                 try:
                     address = check_address(address)
                 except ValueError as exc:
                     problems.append(_err(str(exc), (section, index, "address"), getattr(exc, "fix", None)))
                     continue
-                ssh = sshconfig.node_hop(address, explicit, ssh_config, str(path))
+                ssh = hops.hop(address, explicit, explicit_key)
                 endpoint = (ssh.hostname, ssh.port, ssh.via)  # one address behind two jump hosts: two servers
                 if endpoint in seen_endpoints:  # before the name: a repeated address repeats its default name
                     problems.append(_err(f"duplicate address {ssh.hostname}:{ssh.port} (also "
@@ -698,8 +701,8 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
                     continue
                 seen_names[name] = seen_endpoints[endpoint] = f"{section}[{index}]"
                 out.append(Node(rank=len(out) if section == "nodes" else -1, name=name, address=address,
-                                npus=tuple(npus), cluster_address=entry.cluster_address or ssh.hostname, ssh=ssh,
-                                env=dict(entry.env)))
+                                npus=npus, cluster_address=entry.cluster_address or ssh.hostname, ssh=ssh,
+                                env=env))
     return nodes, spares, problems
 
 
@@ -803,7 +806,8 @@ def deployment_from_data(raw: dict, path: str | Path = "<memory>") -> Deployment
         raise ConfigError(inner.message if inner is exc else str(inner), file=file, key="profile",
                           line=line_of(raw, ("profile",)), fix=exc.fix) from None
     ssh_config = sshconfig.read_config(_ssh_config_path(spec, raw, path))
-    nodes, spares, problems = _resolve_nodes(spec, profile, path, ssh_config)
+    with no_cycle_collection():
+        nodes, spares, problems = _resolve_nodes(spec, profile, path, ssh_config)
     problems += _check_job(spec, nodes)
     problems += _check_spares(spec, nodes, spares)
     if problems:
