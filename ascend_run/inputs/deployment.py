@@ -74,6 +74,7 @@ def _env_mapping(value: Any) -> Any:
 _SCOPE_ID = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")  # fe80::1%eth0; the address reaches an `eval`
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"\A{_OCTET}(?:\.{_OCTET}){{3}}\Z")  # canonical dotted quads: ipaddress's answer, faster
+_MAYBE_IP = re.compile(r"[0-9.]+|.*:.*", re.DOTALL)  # what ipaddress may take: digits and dots, or IPv6's colons
 
 
 def check_address(value: str) -> str:
@@ -81,6 +82,10 @@ def check_address(value: str) -> str:
     if isinstance(value, str) and _IPV4.match(value):
         return value
     if not isinstance(value, str) or not value.isascii():
+        raise Invalid(f"{shown(value)} is neither an IP address nor a valid host name")
+    if not _MAYBE_IP.fullmatch(value):  # letters, no colon: a name (ipaddress would refuse it, slowly)
+        if HOSTNAME.fullmatch(value):
+            return value
         raise Invalid(f"{shown(value)} is neither an IP address nor a valid host name")
     try:
         address = ipaddress.ip_address(value)
@@ -611,11 +616,15 @@ def _expand_entry(entry: NodeEntry, index: int, section: str = "nodes") -> list[
 
 
 def _default_name(address: str) -> str:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return address.split(".")[0]
-    return "node-" + re.sub(r"[^0-9A-Za-z]+", "-", address).strip("-")
+    """A host name's first label; `node-10-0-0-1` for an IP address."""
+    if _MAYBE_IP.fullmatch(address):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            pass
+        else:
+            return "node-" + re.sub(r"[^0-9A-Za-z]+", "-", address).strip("-")
+    return address.split(".")[0]
 
 
 class _LocError(Exception):

@@ -121,6 +121,12 @@ class HostEntry:
     strict: str | None = None
     connect_timeout: float | None = None
 
+    def but_hostname(self) -> tuple:
+        """Everything but HostName: servers alike in these are reached alike (a generated config has one
+        block per server that differs only in HostName)."""
+        return (self.user, self.port, self.identity_files, self.proxy_jump, self.known_hosts, self.strict,
+                self.connect_timeout)
+
 
 class UserConfig:
     """One ssh_config file, parsed once; `lookup(name)` as ssh resolves `ssh name`.
@@ -137,6 +143,7 @@ class UserConfig:
         self._entries: dict[tuple[int, ...], HostEntry] = {}   # per set of matching blocks (index)
         self._by_name: dict[str, HostEntry] = {}               # per name (no index)
         self._work = 0                                         # patterns tried by name-by-name lookups
+        self._expanded: dict[str, str] = {}
         if path is not None:
             paramiko = import_paramiko()
             budget = _Budget(MAX_CONFIG_BYTES, MAX_CONFIG_FILES)
@@ -196,11 +203,18 @@ class UserConfig:
             hostname=found["hostname"] if named else None,
             user=found.get("user"),
             port=self._number(name, "Port", found.get("port"), int),
-            identity_files=tuple(os.path.expanduser(p) for p in found.get("identityfile", []) if p.lower() != "none"),
+            identity_files=tuple(self._home(p) for p in found.get("identityfile", []) if p.lower() != "none"),
             proxy_jump=found.get("proxyjump"),
-            known_hosts=tuple(os.path.expanduser(p) for p in (found.get("userknownhostsfile") or "").split()),
+            known_hosts=tuple(self._home(p) for p in (found.get("userknownhostsfile") or "").split()),
             strict=(found.get("stricthostkeychecking") or "").lower() or None,
             connect_timeout=self._number(name, "ConnectTimeout", found.get("connecttimeout"), float))
+
+    def _home(self, path: str) -> str:
+        """`os.path.expanduser`, once per distinct path (the same few for every server)."""
+        expanded = self._expanded.get(path)
+        if expanded is None:
+            expanded = self._expanded[path] = os.path.expanduser(path)
+        return expanded
 
     def _number(self, name: str, key: str, value: str | None, kind: type) -> Any:
         if value is None:
@@ -471,9 +485,9 @@ def _identity(address: str, explicit: Mapping[str, Any], entry: HostEntry, confi
 class HopResolver:
     """`node_hop` for every server of one deployment file, in time linear in their number.
 
-    Servers whose ssh config answer (`HostEntry`) and explicit settings are the same differ only in their
-    name and address, so the hop, jump hosts included, is resolved once per such group and copied with
-    each server's own name: 51,200 servers of one `nodes:` entry cost one resolution, not 51,200."""
+    Servers whose ssh config answers (`HostEntry`, HostName aside) and explicit settings are the same differ
+    only in their name and host name, so the hop, jump hosts included, is resolved once per such group and
+    copied with each server's own names: 51,200 servers of one `nodes:` entry cost one resolution, not 51,200."""
 
     def __init__(self, config: UserConfig, where: str) -> None:
         self.config, self.where = config, where
@@ -483,7 +497,7 @@ class HopResolver:
     def hop(self, address: str, explicit: Mapping[str, Any], key: Any = None) -> SSHHop:
         """`key`: a hashable form of `explicit` when the caller has one (computed once per entry)."""
         entry = self.config.lookup(address)
-        group = (entry, key if key is not None else tuple(sorted(explicit.items())))
+        group = (entry.but_hostname(), key if key is not None else tuple(sorted(explicit.items())))
         known = self._resolved.get(group)
         if known is None:
             hop = node_hop(address, explicit, self.config, self.where, self._jumps)
