@@ -672,6 +672,7 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
     seen_names: dict[str, str] = {}
     seen_endpoints: dict[tuple, str] = {}
     hops = sshconfig.HopResolver(ssh_config, str(path))
+    checked_hostnames: set[str] = set()
     for section, entries, out in (("nodes", spec.nodes, nodes), ("spares", spec.spares, spares)):
         for index, entry in enumerate(entries):
             try:
@@ -694,6 +695,12 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
                     problems.append(_err(str(exc), (section, index, "address"), getattr(exc, "fix", None)))
                     continue
                 ssh = hops.hop(address, explicit, explicit_key)
+                if ssh.hostname != address and ssh.hostname not in checked_hostnames:
+                    problem = _check_ssh_hostname(address, ssh.hostname, ssh_config)
+                    if problem:  # it becomes the cluster address: msrun_launcher.sh evaluates it
+                        problems.append(_err(problem, (section, index, "address")))
+                        continue
+                    checked_hostnames.add(ssh.hostname)
                 endpoint = (ssh.hostname, ssh.port, ssh.via)  # one address behind two jump hosts: two servers
                 if endpoint in seen_endpoints:  # before the name: a repeated address repeats its default name
                     problems.append(_err(f"duplicate address {ssh.hostname}:{ssh.port} (also "
@@ -713,6 +720,16 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
                                 npus=npus, cluster_address=entry.cluster_address or ssh.hostname, ssh=ssh,
                                 env=env))
     return nodes, spares, problems
+
+
+def _check_ssh_hostname(address: str, hostname: str, ssh_config: sshconfig.UserConfig) -> str | None:
+    """The HostName the user's ssh config gives `address`, checked like an address of the file: it is the
+    node's cluster address unless the file sets one (master_ip, the rank table)."""
+    try:
+        check_address(hostname)
+    except ValueError as exc:
+        return f"HostName {exc} (from {ssh_config.path} for {shown(address)})"
+    return None
 
 
 def _check_spares(spec: DeploymentFile, nodes: list[Node], spares: list[Node]) -> list[_LocError]:

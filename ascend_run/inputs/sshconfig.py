@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ascend_run.errors import ConfigError
+from ascend_run.inputs import text
 
 DEFAULT_CONFIG = "~/.ssh/config"
 CONFIG_ENV = "ASCEND_RUN_SSH_CONFIG"  # the config file when the deployment file names none; `none`: read none
@@ -100,12 +101,12 @@ class SSHHop:
 
     def describe(self) -> str:
         """`root@10.0.0.5:22 via admin@login.example:22` (outermost jump host last)."""
-        text = self.endpoint()
+        out = self.endpoint()
         hop = self.via
         while hop is not None:
-            text += f" via {hop.endpoint()}"
+            out += f" via {hop.endpoint()}"
             hop = hop.via
-        return text
+        return out
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,9 @@ class UserConfig:
         if path is not None:
             paramiko = import_paramiko()
             budget = _Budget(MAX_CONFIG_BYTES, MAX_CONFIG_FILES)
-            text = _inline_includes(path, _read_bounded(path, budget), 0, budget)
+            content = _inline_includes(path, _read_bounded(path, budget), 0, budget)
             try:
-                self._config = paramiko.SSHConfig.from_text(text)
+                self._config = paramiko.SSHConfig.from_text(content)
             except paramiko.ssh_exception.ConfigParseError as exc:
                 raise ConfigError(f"cannot parse: {exc}", file=str(path),
                                   fix="fix the line (ssh -G HOST shows how OpenSSH reads the file)") from None
@@ -198,7 +199,16 @@ class UserConfig:
         return entry
 
     def _entry(self, name: str, found: Mapping[str, Any], named: bool) -> HostEntry:
-        """The settings ascend-run reads; `named`: the file sets HostName (else it is `name` itself)."""
+        """The settings ascend-run reads; `named`: the file sets HostName (else it is `name` itself). Each is
+        one line of text (`inputs.text`): they reach messages and the dry runs' comments."""
+        for key in _READ:
+            values = found.get(key)
+            for value in values if isinstance(values, list) else [values]:
+                try:
+                    if isinstance(value, str):
+                        text.one_line(value)
+                except text.Invalid as exc:
+                    raise self._error(name, f"{_READ[key]} {exc}", exc.fix or "") from None
         return HostEntry(
             hostname=found["hostname"] if named else None,
             user=found.get("user"),
@@ -232,6 +242,9 @@ class UserConfig:
 
 
 _NOTHING = HostEntry()
+_READ = {"hostname": "HostName", "user": "User", "port": "Port", "identityfile": "IdentityFile",
+         "proxyjump": "ProxyJump", "userknownhostsfile": "UserKnownHostsFile",
+         "stricthostkeychecking": "StrictHostKeyChecking", "connecttimeout": "ConnectTimeout"}
 _WILDCARDS = re.compile(r"[*?\[]")
 
 
@@ -376,34 +389,34 @@ class _Budget:
         self.left, self.files = left, files
 
 
-def _read_bounded(path: Path, budget: _Budget) -> str:
+def _read_bounded(path: Path, budget: _Budget, included_by: Path | None = None) -> str:
     """A config file's text, read no further than the budget: `Include /dev/zero`, a FIFO or a file that
     includes itself twice end with an error instead of filling memory or waiting forever."""
+    name = f"ssh config {path}" + (f" (an Include of {included_by})" if included_by else "")
     if not path.is_file():  # a FIFO would block, /dev/zero never ends
-        raise ConfigError(f"ssh config {path} is not a regular file", fix="include only ssh config files")
+        raise ConfigError(f"{name} is not a regular file", fix="include only ssh config files")
     budget.files -= 1
     if budget.files < 0:
-        raise ConfigError(f"the ssh config includes more than {MAX_CONFIG_FILES} files (at {path}; an Include "
+        raise ConfigError(f"the ssh config includes more than {MAX_CONFIG_FILES} files (at {name}; an Include "
                           "loop?)", fix="include each file once")
     try:
         with path.open("rb") as handle:
             data = handle.read(budget.left + 1)
     except OSError as exc:
-        raise ConfigError(f"cannot read ssh config {path}: {exc.strerror}", fix="check the file's permissions") \
-            from None
+        raise ConfigError(f"cannot read {name}: {exc.strerror}", fix="check the file's permissions") from None
     if len(data) > budget.left:
         raise ConfigError(f"the ssh config with the files it includes is larger than {MAX_CONFIG_BYTES:,} bytes "
-                          f"(at {path}; an Include loop?)", fix="include each file once, or point ssh.config_file "
-                          f"(or {CONFIG_ENV}) at a smaller file")
+                          f"(at {name}; an Include loop?)", fix="include each file once, or point "
+                          f"ssh.config_file (or {CONFIG_ENV}) at a smaller file")
     budget.left -= len(data)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"ssh config {path} is not UTF-8 text (byte {exc.start})",
+        raise ConfigError(f"{name} is not UTF-8 text (byte {exc.start})",
                           fix="save it as UTF-8, or set ssh.config_file: none") from None
 
 
-def _inline_includes(path: Path, text: str, depth: int, budget: _Budget) -> str:
+def _inline_includes(path: Path, content: str, depth: int, budget: _Budget) -> str:
     """`Include` lines replaced by the files they name (paramiko's reader ignores them): globs, relative paths
     from ~/.ssh as ssh has them. Inside a Host/Match block the block's line is repeated after the included
     text, so the lines that follow still belong to it. Bounded: depth, and the bytes of all files read."""
@@ -412,7 +425,7 @@ def _inline_includes(path: Path, text: str, depth: int, budget: _Budget) -> str:
                           fix="include each file once")
     out: list[str] = []
     block: str | None = None
-    for line in text.splitlines():
+    for line in content.split("\n"):  # as paramiko reads it (StringIO): \u2028 or \x85 end no line
         match = re.match(r"\s*(\w+)(?:\s*=\s*|\s+)(.*)$", line)
         key = match.group(1).lower() if match else ""
         if key in ("host", "match"):
@@ -425,7 +438,8 @@ def _inline_includes(path: Path, text: str, depth: int, budget: _Budget) -> str:
             if not os.path.isabs(pattern):
                 pattern = os.path.join(os.path.expanduser("~/.ssh"), pattern)
             for name in sorted(glob.glob(pattern)):
-                out.append(_inline_includes(Path(name), _read_bounded(Path(name), budget), depth + 1, budget))
+                included = _read_bounded(Path(name), budget, included_by=path)
+                out.append(_inline_includes(Path(name), included, depth + 1, budget))
         if block is not None:
             out.append(block)
     return "\n".join(out) + "\n"
