@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ascend_run.errors import ConfigError
 from ascend_run.inputs.deployment import load_deployment
@@ -198,6 +200,13 @@ Host *
 """
 
 
+@pytest.fixture(scope="module")
+def indexed_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sshconfig") / "config"
+    path.write_text(INDEXED)
+    return path
+
+
 @pytest.mark.parametrize("names", [
     ["login", "bastion-1", "bastion-12", "node1", "node2", "node7", "node80", "node9", "a.example", "x", "Node1",
      "node3", "node1", "node9", "b.example"],
@@ -210,6 +219,17 @@ def test_the_index_answers_as_paramikos_own_lookup(tmp_path, names):
     indexed, plain = UserConfig(tmp_path / "c"), UserConfig(tmp_path / "c")
     plain._index = None  # paramiko's lookup, name by name
     assert indexed._index is not None
+    for name in names:
+        assert indexed.lookup(name) == plain.lookup(name), name
+
+
+@settings(max_examples=300, deadline=None)
+@given(names=st.lists(st.text(alphabet="nodeblgistx-.12789*", min_size=1, max_size=10), min_size=1, max_size=20))
+def test_the_index_answers_as_paramiko_for_any_names(indexed_file, names):
+    """The same, for generated names (several matching the same wildcards, in any order)."""
+    from ascend_run.inputs.sshconfig import UserConfig
+    indexed, plain = UserConfig(indexed_file), UserConfig(indexed_file)
+    plain._index = None
     for name in names:
         assert indexed.lookup(name) == plain.lookup(name), name
 

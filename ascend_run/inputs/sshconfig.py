@@ -283,6 +283,7 @@ class _HostIndex:
                 mine.append((pattern.startswith("!"), matcher))
             self.patterns.append(mine)
         self.any_wild = re.compile("|".join(f"(?:{p.pattern})" for _, p in self.wild)) if self.wild else None
+        self._by_hits: dict[tuple[int, ...], tuple[int, ...]] = {}
 
     @classmethod
     def build(cls, blocks: Any) -> _HostIndex | None:
@@ -299,14 +300,27 @@ class _HostIndex:
         return cls(blocks)
 
     def matching(self, name: str) -> tuple[int, ...]:
-        """The blocks that match `name`, in file order."""
-        candidates = set(self.literal.get(name, ()))
+        """The blocks that match `name`, in file order. Without a literal pattern equal to `name`, that depends
+        only on which wildcard patterns match it: remembered per such set (`10.*` matches 51,200 servers)."""
+        hits: tuple[int, ...] = ()
         if self.any_wild is not None and self.any_wild.match(name):
-            candidates.update(number for number, pattern in self.wild if pattern.match(name))
+            hits = tuple([index for index, (_, pattern) in enumerate(self.wild) if pattern.match(name)])
+        literal = self.literal.get(name)
+        if literal is None:
+            found = self._by_hits.get(hits)
+            if found is None:
+                found = self._by_hits[hits] = self._matching(name, [self.wild[i][0] for i in hits])
+            return found
+        return self._matching(name, [*literal, *(self.wild[i][0] for i in hits)])
+
+    def _matching(self, name: str, candidates: list[int]) -> tuple[int, ...]:
+        """The blocks that match `name`: `candidates` (blocks with a pattern that matches it) checked with
+        their negations, and the blocks with a plain `*` that are not candidates."""
         if not candidates:
             return tuple(self.everything)
-        found = {n for n in self.everything if n not in candidates}
-        found.update(n for n in candidates if self._matches(self.patterns[n], name))
+        chosen = set(candidates)
+        found = {n for n in self.everything if n not in chosen}
+        found.update(n for n in chosen if self._matches(self.patterns[n], name))
         return tuple(sorted(found))
 
     @staticmethod
