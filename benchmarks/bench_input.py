@@ -4,6 +4,7 @@
     python benchmarks/bench_input.py                      # the three range shapes, 3 repeats, a table
     python benchmarks/bench_input.py --shapes listed --repeat 1 --timeout 300
     python benchmarks/bench_input.py --nodes 16384 --repeat 1 --timeout 120
+    python benchmarks/bench_input.py --tree /tmp/main-snapshot --tree .   # compare with another version
 
 Shapes of the same cluster:
 - `ranges`: one `nodes:` entry, `10.[0-199].[0-255].1` zipped with `node[00000-51199]`, no ssh config;
@@ -103,14 +104,14 @@ SHAPES = {"ranges": write_ranges, "ranges+ssh": write_ranges_ssh, "aliases+ssh":
           "listed": write_listed}
 
 
-def run(argv: list[str], timeout: float, env: dict) -> tuple[float, float] | None:
+def run(argv: list[str], timeout: float, env: dict, cwd: str) -> tuple[float, float] | None:
     """(wall, CPU) seconds of one fresh process; None when it timed out. The CPU time (user + system) is
     what the run costs on a machine shared with other work, where the wall time is inflated by waiting."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     try:
         subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, timeout=timeout,
-                       cwd=ROOT, env=env)
+                       cwd=cwd, env=env)
     except subprocess.TimeoutExpired:
         return None
     wall = time.perf_counter() - started
@@ -124,33 +125,50 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=60)
     parser.add_argument("--shapes", default="ranges,ranges+ssh,aliases+ssh", help=f"of {', '.join(SHAPES)}")
-    parser.add_argument("--tree", type=Path, default=ROOT, help="checkout whose ascend_run to time")
+    parser.add_argument("--tree", type=Path, action="append",
+                        help="a directory holding the ascend_run to time (repeat to compare; default: this checkout)")
     args = parser.parse_args()
-    peer = [sys.executable, "-c", "import sys; from ruamel.yaml import YAML; "
-            "YAML(typ='rt').load(open(sys.argv[1], encoding='utf-8').read()); "
-            "sys.argv[2:] and __import__('paramiko').SSHConfig.from_path(sys.argv[2])"]
+    trees = [t.resolve() for t in args.tree or [ROOT]]
+    peer = [sys.executable, "-c", ("import sys; from ruamel.yaml import YAML; "
+                                   "YAML(typ='rt').load(open(sys.argv[1], encoding='utf-8').read()); "
+                                   "sys.argv[2:] and __import__('paramiko').SSHConfig.from_path(sys.argv[2])")]
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"{args.nodes} nodes, tree {args.tree}, median wall (median CPU) of {args.repeat}\n")
-        print("| file | size | ssh config | peer: ruamel (+ paramiko) | validate | ratio | launch --dry-run | ratio |")
+        print(f"{args.nodes} nodes, median wall (median CPU) of {args.repeat}, the trees' runs interleaved\n")
+        print("| file | ssh config | tree | peer: ruamel (+ paramiko) | validate | ratio | launch --dry-run | ratio |")
         print("|---|---|---|---|---|---|---|---|")
         for shape in args.shapes.split(","):
             path = Path(tmp) / f"{shape.replace('+', '-')}.yaml"
             config = SHAPES[shape](path, args.nodes)
-            env = {**os.environ, "PYTHONPATH": str(args.tree.resolve()),
-                   "ASCEND_RUN_SSH_CONFIG": str(config) if config else "none"}
-            row = {}
-            for label, argv in (("peer", [*peer, str(path), *([str(config)] if config else [])]),
-                                ("validate", [sys.executable, "-m", "ascend_run", "validate", "-f", str(path)]),
-                                ("dry", [sys.executable, "-m", "ascend_run", "launch", "-f", str(path),
-                                         "--dry-run"])):
-                runs = [run(argv, args.timeout, env) for _ in range(args.repeat)]
-                row[label] = None if None in runs else (statistics.median(w for w, _ in runs),
-                                                        statistics.median(c for _, c in runs))
+            rows = _measure(args, trees, peer, path, config, tmp)
             blocks = config.read_text().count("\nHost ") + 1 if config else 0
-            print(f"| {shape} | {path.stat().st_size / 1e6:.2f} MB | {f'{blocks:,} blocks' if config else '-'} | "
-                  f"{_cell(row['peer'], args.timeout)} | "
-                  f"{_cell(row['validate'], args.timeout)} | {_ratio(row['validate'], row['peer'])} | "
-                  f"{_cell(row['dry'], args.timeout)} | {_ratio(row['dry'], row['peer'])} |", flush=True)
+            for tree, row in rows.items():
+                print(f"| {shape} ({path.stat().st_size / 1e6:.2f} MB) | {f'{blocks:,} blocks' if config else '-'} | "
+                      f"{tree.name} | {_cell(row['peer'], args.timeout)} | "
+                      f"{_cell(row['validate'], args.timeout)} | {_ratio(row['validate'], row['peer'])} | "
+                      f"{_cell(row['dry'], args.timeout)} | {_ratio(row['dry'], row['peer'])} |", flush=True)
+
+
+def _measure(args, trees: list[Path], peer: list[str], path: Path, config: Path | None, cwd: str) -> dict:
+    """The peer, validate and the dry run with each tree's ascend_run, `--repeat` rounds of all of them (so
+    the trees share the machine's ups and downs). Run from a directory without an ascend_run, so that
+    PYTHONPATH (not the working directory) decides which one is imported."""
+    argvs = {"peer": [*peer, str(path), *([str(config)] if config else [])],
+             "validate": [sys.executable, "-m", "ascend_run", "validate", "-f", str(path)],
+             "dry": [sys.executable, "-m", "ascend_run", "launch", "-f", str(path), "--dry-run"]}
+    runs: dict[tuple[Path, str], list] = {(tree, label): [] for tree in trees for label in argvs}
+    for _ in range(args.repeat):
+        for tree in trees:
+            env = {**os.environ, "PYTHONPATH": str(tree), "ASCEND_RUN_SSH_CONFIG": str(config) if config else "none"}
+            for label, argv in argvs.items():
+                runs[tree, label].append(run(argv, args.timeout, env, cwd))
+    return {tree: {label: _medians(runs[tree, label]) for label in argvs} for tree in trees}
+
+
+def _medians(runs: list) -> tuple[float, float] | None:
+    """(median wall, median CPU), None when a run timed out."""
+    if None in runs:
+        return None
+    return statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
 
 
 def _cell(value, timeout: float) -> str:

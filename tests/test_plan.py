@@ -89,5 +89,7 @@ def test_the_plan_for_many_nodes_is_each_nodes_own_plan(launcher):
     for overrides in (None, Overrides(env={"RESUME": "1"}, rank_table_source="/srv/t.json")):
         shared = job_mounts(dep, overrides)
         assert launch_plan(dep, overrides) == [node_plan(dep, n, worker_num(dep), shared) for n in dep.nodes]
-    assert [p.docker_argv[p.docker_argv.index("--hostname") + 1] for p in launch_plan(dep)] == \
-        [n.name for n in dep.nodes]
+    plans = launch_plan(dep)
+    assert [p.docker_argv[p.docker_argv.index("--hostname") + 1] for p in plans] == [n.name for n in dep.nodes]
+    assert [p.shell_line() for p in plans] == [shlex.join(p.docker_argv) for p in plans]
+    assert sum(p.model is not None for p in plans) == 5, "the copies (a2, a3, 10-0-1-2, 10-0-1-3, c2)"

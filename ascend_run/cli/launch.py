@@ -14,7 +14,7 @@ from ascend_run.cli.common import (accept_new_option, connected, deployment_opti
 from ascend_run.errors import AscendRunError
 from ascend_run.cli.common import console as make_console
 from ascend_run.inputs.deployment import Deployment, load_deployment
-from ascend_run.inputs.text import comment, shell_join
+from ascend_run.inputs.text import comment
 from ascend_run.launch.plan import launch_plan
 
 
@@ -133,7 +133,7 @@ def launch(deployment_file: str, dry_run: bool, detach: bool, replace: bool, ski
         lines = []
         for plan in launch_plan(dep):  # written in blocks: one echo per line was a third of 50,000 nodes' time
             lines += (comment(f"{plan.node.name} (rank {plan.node.rank}) via ssh {plan.node.ssh.describe()}"),
-                      shell_join(plan.docker_argv))
+                      plan.shell_line())
             if len(lines) >= 2048:
                 click.echo("\n".join(lines))
                 lines.clear()

@@ -159,12 +159,13 @@ def placeholders(template: str, allowed: Iterable[str]) -> str:
 
 
 @functools.lru_cache(maxsize=8192)
-def _quote(word: str) -> str:
+def shell_quote(word: str) -> str:
+    """`shlex.quote`, remembered: the commands of a dry run for 50,000 nodes are the same words but a few."""
     return shlex.quote(word)
 
 
 def shell_join(argv: Iterable[str]) -> str:
-    """`shlex.join`, with each distinct word quoted once: the commands of a dry run for 50,000 nodes are
-    the same words but a few, and quoting them again for every node was most of its time."""
-    return " ".join(map(_quote, argv))
+    """`shlex.join`, with each distinct word quoted once (quoting them again for every node of a large dry
+    run was most of its time)."""
+    return " ".join(map(shell_quote, argv))
 

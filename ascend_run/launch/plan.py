@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.inputs.common import Mount, no_cycle_collection
+from ascend_run.inputs.text import shell_join, shell_quote
 from ascend_run.render.docker_run import RANK_LABEL, docker_run_argv
 
 SYNC_ROOT = "/var/lib/ascend-run"
@@ -55,6 +56,35 @@ class NodePlan:
     job_argv: list[str]
     docker_argv: list[str]
     sync_dirs: list[tuple[str, str]]  # (local source, remote dir on the node)
+    model: _Model | None = field(default=None, compare=False, repr=False)  # the plan this one copies
+
+    def shell_line(self) -> str:
+        """`docker_argv` as one shell command line, `shlex.join`'s: what a dry run prints. A copy of another
+        node's plan (`launch_plan`) quotes only the words that differ from it."""
+        if self.model is None:
+            return shell_join(self.docker_argv)
+        return self.model.line(self)
+
+
+@dataclass
+class _Model:
+    """A node's plan that others copy with their hostname, rank label and job arguments (`launch_plan`);
+    its words before the job's arguments are quoted once, for all of them."""
+
+    plan: NodePlan
+    host_at: int
+    rank_at: int
+    quoted: list[str] | None = None
+
+    def line(self, copy: NodePlan) -> str:
+        if self.quoted is None:
+            model = self.plan.docker_argv
+            self.quoted = [shell_quote(w) for w in model[:len(model) - len(self.plan.job_argv)]]
+        words = self.quoted[:]
+        words[self.host_at] = shell_quote(copy.docker_argv[self.host_at])
+        words[self.rank_at] = shell_quote(copy.docker_argv[self.rank_at])
+        words += map(shell_quote, copy.job_argv)
+        return " ".join(words)
 
 
 def worker_num(dep: Deployment) -> int:
@@ -163,14 +193,15 @@ def launch_plan(dep: Deployment, overrides: Overrides | None = None) -> list[Nod
     tests/test_plan.py checks both give the same plans)."""
     workers, shared = worker_num(dep), job_mounts(dep, overrides)
     plans = []
-    firsts: dict[tuple, tuple[NodePlan, int, int] | None] = {}
+    firsts: dict[tuple, _Model | None] = {}
     with no_cycle_collection():
         for node in dep.nodes:
             plans.append(_plan(dep, node, firsts, workers, shared))
     return plans
 
 
-def _plan(dep: Deployment, node: Node, firsts: dict, workers: int, shared: JobMounts) -> NodePlan:
+def _plan(dep: Deployment, node: Node, firsts: dict[tuple, _Model | None], workers: int,
+          shared: JobMounts) -> NodePlan:
     """The node's plan, from the first one of its group when there is one."""
     group = (node.npus, id(node.env))  # the nodes outlive the plan: their env dicts' ids stay distinct
     if group not in firsts:
@@ -182,7 +213,7 @@ def _plan(dep: Deployment, node: Node, firsts: dict, workers: int, shared: JobMo
     return _like(dep, node, firsts[group], workers, shared)
 
 
-def _slots(plan: NodePlan) -> tuple[NodePlan, int, int] | None:
+def _slots(plan: NodePlan) -> _Model | None:
     """Where the hostname and the rank label sit in `plan`'s docker argv (None: not found, build in full)."""
     argv = plan.docker_argv
     end = len(argv) - len(plan.job_argv)
@@ -192,17 +223,17 @@ def _slots(plan: NodePlan) -> tuple[NodePlan, int, int] | None:
         rank_at = next(i + 1 for i in range(end - 1) if argv[i] == "--label" and argv[i + 1] == label)
     except (ValueError, StopIteration):
         return None
-    return (plan, host_at, rank_at) if argv[host_at] == plan.node.hostname else None
+    return _Model(plan, host_at, rank_at) if argv[host_at] == plan.node.hostname else None
 
 
-def _like(dep: Deployment, node: Node, first: tuple[NodePlan, int, int], workers: int,
-          shared: JobMounts) -> NodePlan:
-    """`node_plan` for a node whose NPUs and env are those of `first`'s node."""
-    model, host_at, rank_at = first
+def _like(dep: Deployment, node: Node, model: _Model, workers: int, shared: JobMounts) -> NodePlan:
+    """`node_plan` for a node whose NPUs and env are those of `model`'s node."""
+    first = model.plan
     values = msrun_values(dep, node, workers)
     job_argv = _job_argv(dep.require_job(), values)
-    argv = model.docker_argv[:len(model.docker_argv) - len(model.job_argv)]
-    argv[host_at] = node.hostname
-    argv[rank_at] = f"{RANK_LABEL}={node.rank}"
+    argv = first.docker_argv[:len(first.docker_argv) - len(first.job_argv)]
+    argv[model.host_at] = node.hostname
+    argv[model.rank_at] = f"{RANK_LABEL}={node.rank}"
     argv += job_argv
-    return NodePlan(node=node, values=values, job_argv=job_argv, docker_argv=argv, sync_dirs=list(shared.sync_dirs))
+    return NodePlan(node=node, values=values, job_argv=job_argv, docker_argv=argv, sync_dirs=list(shared.sync_dirs),
+                    model=model)
