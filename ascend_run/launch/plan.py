@@ -17,8 +17,8 @@ import posixpath
 import shlex
 from dataclasses import dataclass, field
 
-from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.inputs.common import Mount, no_cycle_collection
+from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.inputs.text import shell_join, shell_quote
 from ascend_run.render.docker_run import RANK_LABEL, docker_run_argv
 
