@@ -91,10 +91,17 @@ def test_exec_ship_preflight_and_launch_through_the_bastion(behind_bastion, dock
     assert [line.split()[:2] for line in lines] == [["sim-node-0", inner], ["sim-node-1", inner]], \
         "each server sees its SSH client at the bastion's inner address"
 
-    shipped = run_cli("image", "ship", "train", "-f", str(job), "--docker-host", docker_engine, env=env,
-                      timeout=900)
+    shipped = run_cli("image", "ship", "train", "-f", str(job), "--docker-host", docker_engine, "--per-node",
+                      env=env, timeout=900)
     assert shipped.returncode == 0, shipped.stderr[-2000:]
     assert "shipped to 2 node(s)" in shipped.stdout
+    # the relay chain: this machine feeds the first server over its SSH connection (through the bastion, the
+    # relays' control connections too), the second pulls from the first on the servers' own network
+    assert "(this machine) → sim-node-0 → sim-node-1" in shipped.stderr, shipped.stderr[-2000:]
+    rows = {line.split()[0]: line.rstrip() for line in shipped.stderr.splitlines()
+            if line.strip().startswith("sim-node-")}
+    assert rows["sim-node-0"].split()[1] == rows["sim-node-1"].split()[1] == "done", rows
+    assert rows["sim-node-0"].endswith("(this machine)") and rows["sim-node-1"].endswith("sim-node-0"), rows
 
     pre = run_cli("preflight", "-f", str(job), "--output", "json", env=env)
     assert pre.returncode == 0, pre.stdout[-2000:] + pre.stderr[-2000:]

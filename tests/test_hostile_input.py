@@ -320,6 +320,17 @@ def test_huge_ranges_are_refused_before_anything_is_built(tmp_path):
     assert hostrange.count("node[0-999999999999]") == 10 ** 12
     with pytest.raises(ValueError, match="1,000,000,000,000 names"):
         hostrange.expand("node[0-999999999999]")
+    # the step syntax (n[1-9/4]) is sized from its numbers too, before a name is built
+    assert hostrange.count("n[1-9/4]") == 3 and hostrange.count("n[1-10/4,20-29/10]") == 4
+    assert hostrange.count("node[0-999999999999/3]") == 333_333_333_334
+    with pytest.raises(ValueError, match="333,333,333,334 names"):
+        hostrange.expand("node[0-999999999999/3]")
+    with pytest.raises(ValueError, match="5,000,000,000 names"):
+        hostrange.expand("a[0-99999/2]b[0-99999]")
+    refused(run_cli(["validate", "-f", str(write(tmp_path, with_(nodes=[{"address": "n[0-999999999999/7]"}])))]),
+            "nodes[0].address", "more than 100,000 servers")
+    refused(run_cli(["validate", "-f", str(write(tmp_path, with_(spares=[{"address": "s[0-999999999999/7]"}])))]),
+            "spares[0].address")
     refused(run_cli(["validate", "-f", str(write(tmp_path, with_(nodes=[{"address": "node[0-999999999999]"}])))]),
             "nodes[0].address")
     # many entries, each under the per-pattern cap, still add up to a bounded file
@@ -330,7 +341,8 @@ def test_huge_ranges_are_refused_before_anything_is_built(tmp_path):
     for argv in (["docker-run", "-f", str(deploy), "--node", "n[0-999999999999]"],
                  ["exec", "-f", str(deploy), "--nodes", "n[0-999999999999]", "--dry-run", "--", "true"],
                  ["data", "prepare", "-f", str(deploy), "--node", "n[0-999999999999]", "--dry-run"],
-                 ["weights", "fetch", "-f", str(deploy), "--node", "n[0-999999999999]", "--dry-run"]):
+                 ["weights", "fetch", "-f", str(deploy), "--node", "n[0-999999999999]", "--dry-run"],
+                 ["exec", "-f", str(deploy), "--nodes", "n[0-999999999999/5]", "--dry-run", "--", "true"]):
         refused(run_cli(argv), "names, more than 100,000")
 
 

@@ -100,6 +100,31 @@ DEPLOYMENT_CORPUS: dict[str, str | bytes | None] = {
     "extends-binary": "extends: binary.yaml\n",
     "extends-missing": "extends: nowhere.yaml\n",
     "oversized": "name: ds3\n" + ("# " + "y" * 1021 + "\n") * 9 * 1024,
+    "huge-range-step": _with(nodes=[{"address": "node[0-999999999999/3]"}]),
+    "range-step-zero": _with(nodes=[{"address": "node[1-9/0]"}]),
+    "spare-is-a-node": _with(spares=[{"address": "127.0.0.2"}]),
+    "spare-address-injection": _with(spares=[{"address": "$(touch pwned)"}]),
+    "spare-too-few-npus": _with(spares=[{"address": "127.0.0.9", "npus": [0]}]),
+    "spare-name-newline": _with(spares=[{"address": "127.0.0.9", "name": "s0\n"}]),
+    "proxy-jump-words": _with(**{"ssh.proxy_jump": "a b"}),
+    "proxy-jump-newline": _with(**{"ssh.proxy_jump": "login\n-oProxyCommand=x"}),
+    "output-dir-relative": _with(**{"job.output_dir": "output"}),
+    "ssh-config-missing": _with(**{"ssh.config_file": "{dir}/no-such-ssh-config"}),
+    **{case: _with(**{"ssh.config_file": f"{{dir}}/{case}.ssh_config"}) for case in (
+        "ssh-config-binary", "ssh-config-include-loop", "ssh-config-dev-zero", "ssh-config-hostname-injection",
+        "ssh-config-proxycommand", "ssh-config-match-exec", "ssh-config-jump-loop", "ssh-config-bad-port")},
+}
+
+# The user's ssh config of the `ssh-config-*` cases above ({dir}: the corpus directory).
+SSH_CONFIGS: dict[str, str | bytes] = {
+    "ssh-config-binary": b"Host \xff\xfe\x00\n",
+    "ssh-config-include-loop": "Include {dir}/ssh-config-include-loop.ssh_config {dir}/ssh-config-include-loop.ssh_config\n",
+    "ssh-config-dev-zero": "Include /dev/zero\n",
+    "ssh-config-hostname-injection": "Host 127.*\n  HostName $(touch pwned)\n",
+    "ssh-config-proxycommand": "Host *\n  ProxyCommand sh -c 'touch pwned'\n",
+    "ssh-config-match-exec": "Match exec \"touch pwned\"\n  User x\n",
+    "ssh-config-jump-loop": "Host 127.*\n  ProxyJump gw\nHost gw\n  ProxyJump 127.0.0.2\n",
+    "ssh-config-bad-port": "Host *\n  Port 99999\n",
 }
 
 CONFIG_CORPUS: dict[str, str | bytes | None] = {
@@ -175,6 +200,7 @@ def corpus(tmp_path_factory) -> dict:
     good.write_text(json.dumps(GOOD))
     good_config = root / "good-config.yaml"
     good_config.write_text(GOOD_CONFIG)
+    _write_corpus(root, SSH_CONFIGS, ".ssh_config")
     return {"root": root, "good": good, "good_config": good_config,
             "deployments": _write_corpus(root, DEPLOYMENT_CORPUS, ".yaml"),
             "configs": _write_corpus(root, CONFIG_CORPUS, ".mf.yaml")}
@@ -185,13 +211,13 @@ def _argv(template: list[str], **values: Path) -> list[str]:
 
 
 def _assert_refused(result, case: str, file: Path, also: Path | None = None) -> None:
-    """Exit 2, no traceback, a message that names the file (the base file for an extends: case; `also`:
-    `config derive` checks what it derived and names that)."""
+    """Exit 2, no traceback, a message that names the file (the base file for an extends: case, the ssh
+    config for an ssh-config case; `also`: `config derive` checks what it derived and names that)."""
     assert result.rc == 2, f"{case}: exit {result.rc}\n{result.text}"
     assert "Traceback" not in result.text
     errors = [line for line in result.err.splitlines() if line.startswith("error: ")]
     assert errors, result.err
-    named = file.name in errors[0] or (also is not None and also.name in errors[0])
+    named = any(name in errors[0] for name in (file.name, also and also.name, f"{case}.ssh_config") if name)
     assert named or (case.startswith("extends-") and ".yaml" in errors[0]), errors[0]
 
 

@@ -266,3 +266,32 @@ def test_any_field_with_generated_strings(tmp_path_factory, standins, path, data
     value = data.draw(st.one_of(hostile_text, hostile_text.map(lambda s: base + s),
                                 hostile_text.map(lambda s: s + base)), label="value")
     exercise(tmp_path_factory.mktemp("case"), put(BASE, path, value), standins, path)
+
+
+SSH_CONFIG_KEYS = ["HostName", "User", "ProxyJump", "IdentityFile", "UserKnownHostsFile", "Port", "ConnectTimeout"]
+
+
+@pytest.mark.parametrize("key", SSH_CONFIG_KEYS)
+def test_the_users_ssh_config_values_with_known_payloads(tmp_path, standins, key):
+    """The user's ssh config is input too: its HostName becomes the node's cluster address (msrun's master_ip,
+    which msrun_launcher.sh evaluates), the others reach paramiko and the dry runs' comments. Each payload
+    (one line of the config, or several where it holds a newline) is refused with exit 2, or arrives as one
+    argument and runs nothing."""
+    data = copy.deepcopy(BASE)
+    data["ssh"] = {k: v for k, v in data["ssh"].items() if k != "proxy_jump"}
+    data["nodes"][0].pop("ssh")
+    data["spares"][0].pop("ssh")
+    data["job"].pop("master_address")
+    data["nodes"][0].pop("cluster_address")
+    accepted = 0
+    for index, value in enumerate(payloads("127.0.0.9")):
+        config = tmp_path / f"ssh_config-{index}"
+        config.write_text(f"Host 127.0.0.2\n  {key} {value}\n", encoding="utf-8", errors="surrogatepass")
+        case = put(data, ("ssh", "config_file"), str(config))
+        if exercise(tmp_path / str(index), case, standins, ("ssh-config", key), run=accepted < 5):
+            accepted += 1
+            node = deployment_from_data(json.loads(as_yaml(case))).nodes[0]
+            if key == "HostName":  # as paramiko read it (a newline in the payload ends the line)
+                assert node.cluster_address == node.ssh.hostname == value.split("\n")[0].strip()
+                plan = launch_plan(deployment_from_data(json.loads(as_yaml(case))))[0]
+                assert node.ssh.hostname in plan.job_argv

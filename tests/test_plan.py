@@ -72,3 +72,24 @@ def test_rank_table_is_mounted_read_only_and_named_in_the_env():
         deployment_from_data(data)
     del data["job"]["rank_table"]
     assert not any("RANK_TABLE_FILE" in a for a in launch_plan(deployment_from_data(data))[0].docker_argv)
+
+
+@pytest.mark.parametrize("launcher", ["msrun_launcher", "msrun"])
+def test_the_plan_for_many_nodes_is_each_nodes_own_plan(launcher):
+    """launch_plan copies the first plan of nodes alike (same NPUs and env entry); each copy must be exactly
+    what node_plan builds for that node, whatever differs between the entries."""
+    from ascend_run.launch.plan import Overrides, job_mounts, node_plan, worker_num
+    data = {"name": "many", "profile": "atlas-800t-a2", "image": "img:1", "env": {"A": "1"},
+            "nodes": [{"address": "10.0.0.[1-3]", "name": "a[1-3]"},
+                      {"address": "10.0.1.[1-3]", "npus": [0, 1, 2, 3, 4, 5, 6, 7], "env": {"B": "2"}},
+                      {"address": "10.0.2.[1-2]", "name": "c[1-2]", "env": {"B": "2"}},
+                      {"address": "10.0.3.1", "name": "io-ascend-run-rank-1"}],
+            "job": {"launcher": launcher, "command": "run.py --x 'a b'", "rank_table": "/data/hccl.json"}}
+    dep = deployment_from_data(data)
+    for overrides in (None, Overrides(env={"RESUME": "1"}, rank_table_source="/srv/t.json")):
+        shared = job_mounts(dep, overrides)
+        assert launch_plan(dep, overrides) == [node_plan(dep, n, worker_num(dep), shared) for n in dep.nodes]
+    plans = launch_plan(dep)
+    assert [p.docker_argv[p.docker_argv.index("--hostname") + 1] for p in plans] == [n.name for n in dep.nodes]
+    assert [p.shell_line() for p in plans] == [shlex.join(p.docker_argv) for p in plans]
+    assert sum(p.model is not None for p in plans) == 5, "the copies (a2, a3, 10-0-1-2, 10-0-1-3, c2)"

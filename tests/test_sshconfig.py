@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ascend_run.errors import ConfigError
 from ascend_run.inputs.deployment import load_deployment
@@ -175,3 +177,109 @@ def test_start_up_stays_light(tmp_path):
     outs = [subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, env=env,
                            check=True).stdout.split() for path in (plain, tmp_path / "deploy.yaml")]
     assert outs == [["False", "False"], ["True", "False"]]
+
+
+INDEXED = """\
+Host login bastion-?
+  HostName 10.1.0.1
+  User admin
+Host node1
+  HostName node1
+Host node* !node7 !node8?
+  User ops
+  IdentityFile ~/.ssh/ops
+  IdentityFile /k/%h
+Host node[2-4]
+  Port 2200
+Host *.example
+  HostName %h.internal
+  ProxyJump login
+Host *
+  IdentityFile /k/default
+  UserKnownHostsFile ~/kh
+"""
+
+
+@pytest.fixture(scope="module")
+def indexed_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sshconfig") / "config"
+    path.write_text(INDEXED)
+    return path
+
+
+@pytest.mark.parametrize("names", [
+    ["login", "bastion-1", "bastion-12", "node1", "node2", "node7", "node80", "node9", "a.example", "x", "Node1",
+     "node3", "node1", "node9", "b.example"],
+])
+def test_the_index_answers_as_paramikos_own_lookup(tmp_path, names):
+    """Host blocks are indexed and answers shared by the names that match the same blocks; each answer is
+    still paramiko's (literal, wildcard and negated patterns, first value wins, %h and ~ expanded)."""
+    from ascend_run.inputs.sshconfig import UserConfig
+    (tmp_path / "c").write_text(INDEXED)
+    indexed, plain = UserConfig(tmp_path / "c"), UserConfig(tmp_path / "c")
+    plain._index = None  # paramiko's lookup, name by name
+    assert indexed._index is not None
+    for name in names:
+        assert indexed.lookup(name) == plain.lookup(name), name
+
+
+@settings(max_examples=300, deadline=None)
+@given(names=st.lists(st.text(alphabet="nodeblgistx-.12789*", min_size=1, max_size=10), min_size=1, max_size=20))
+def test_the_index_answers_as_paramiko_for_any_names(indexed_file, names):
+    """The same, for generated names (several matching the same wildcards, in any order)."""
+    from ascend_run.inputs.sshconfig import UserConfig
+    indexed, plain = UserConfig(indexed_file), UserConfig(indexed_file)
+    plain._index = None
+    for name in names:
+        assert indexed.lookup(name) == plain.lookup(name), name
+
+
+def test_many_servers_share_one_resolution_but_keep_their_names(tmp_path):
+    dep = deployment(tmp_path, config="Host n*\n  ProxyJump login\n  IdentityFile /k/n\n",
+                     nodes="  - address: n[1-500]\n")
+    hops = [n.ssh for n in dep.nodes]
+    assert [h.name for h in hops] == [f"n{i}" for i in range(1, 501)] == [h.hostname for h in hops]
+    assert len({id(h.via) for h in hops}) == 1 and hops[0].via.name == "login"
+    assert hops[7].identity_source.startswith("IdentityFile for n8 in ")
+
+
+def test_a_server_that_is_its_own_jump_host_is_a_loop_among_many(tmp_path):
+    with pytest.raises(ConfigError, match="gw -> gw loops"):
+        deployment(tmp_path, config="", ssh="proxy_jump: gw", nodes="  - address: n[1-3]\n  - address: gw\n")
+
+
+def test_a_config_with_one_block_per_server_is_read_in_linear_time(tmp_path):
+    blocks = "".join(f"Host n{i}\n  HostName 10.0.{i >> 8}.{i & 255}\n  User u{i % 3}\n" for i in range(3000))
+    dep = deployment(tmp_path, config=blocks + "Host n*\n  ProxyJump login\n", nodes="  - address: n[0-2999]\n")
+    assert [n.ssh.hostname for n in dep.nodes[255:257]] == ["10.0.0.255", "10.0.1.0"]
+    assert {n.ssh.user for n in dep.nodes} == {"u0", "u1", "u2"} and dep.nodes[-1].ssh.via.name == "login"
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: f"Include {d / 'ssh_config'} {d / 'ssh_config'}\n", "includes more than 1000 files|nested more"),
+    (lambda d: "Include /dev/zero\n", r"/dev/zero \(an Include of .*ssh_config\) is not a regular file"),
+    (lambda d: os.mkfifo(d / "fifo") or f"Include {d / 'fifo'}\n", r"fifo \(an Include of .*\) is not a regular"),
+    (lambda d: (d / "bin").write_bytes(b"Host \xff\xfe\n") and f"Include {d / 'bin'}\n", r"bin \(an .*not UTF-8"),
+])
+def test_hostile_includes_end_with_an_error(tmp_path, make, message):
+    """An Include loop, a device, a FIFO or a binary file: an error naming it, not a hang or a traceback."""
+    with pytest.raises(ConfigError, match=message):
+        deployment(tmp_path, config=make(tmp_path), nodes="  - address: n1\n")
+
+
+def test_a_huge_ssh_config_is_refused(tmp_path, monkeypatch):
+    from ascend_run.inputs import sshconfig
+    monkeypatch.setattr(sshconfig, "MAX_CONFIG_BYTES", 1000)
+    (tmp_path / "more").write_text("# padding\n" * 80)
+    with pytest.raises(ConfigError, match="larger than 1,000 bytes"):
+        deployment(tmp_path, config=f"Include {tmp_path / 'more'}\n" + "# x\n" * 40, nodes="  - address: n1\n")
+
+
+def test_match_blocks_are_looked_up_name_by_name_within_a_bound(tmp_path, monkeypatch):
+    from ascend_run.inputs import sshconfig
+    config = "Match host n1\n  User one\nHost n*\n  User many\n"
+    dep = deployment(tmp_path, config=config, nodes="  - address: n[1-3]\n")
+    assert [n.ssh.user for n in dep.nodes] == ["one", "many", "many"]
+    monkeypatch.setattr(sshconfig, "MAX_LOOKUP_WORK", 20)
+    with pytest.raises(ConfigError, match="takes too long"):
+        deployment(tmp_path, config=config + "# changed\n", nodes="  - address: n[1-30]\n")

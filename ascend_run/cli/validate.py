@@ -35,13 +35,12 @@ def validate(deployment_file: str, output_format: str) -> None:
     Exits 0 when valid, 2 with every problem (file:line: key: what is wrong) otherwise.
     """
     dep = load_deployment(deployment_file)
-    info = summary(dep)
     if output_format == "json":
-        echo_json(info)
+        echo_json(summary(dep))
         return
     # Values and the file name are text, never markup (the console has none): `[/red]` in a file name is a name.
     console = make_console()
-    console.print(styled(("ok", "green"), f" {printable(info['file'])}: job ", (dep.name, "bold"),
+    console.print(styled(("ok", "green"), f" {printable(str(dep.path))}: job ", (dep.name, "bold"),
                          f" on {len(dep.nodes)} × {dep.profile.name}, {dep.total_npus} NPUs, image {dep.image}"))
     table = Table("rank", "name", "address", "NPUs", box=None)
     shown = dep.nodes if len(dep.nodes) <= 12 else dep.nodes[:6] + dep.nodes[-3:]
@@ -51,7 +50,7 @@ def validate(deployment_file: str, output_format: str) -> None:
     console.print(table)
     if len(dep.nodes) > 12:
         console.print(f"  … {len(dep.nodes) - 9} more nodes")
-    console.print(f"master: {dep.master_address}:{info['master_port']}")
+    console.print(f"master: {dep.master_address}:{dep.job.master_port if dep.job else None}")
 
 
 commands = [validate]

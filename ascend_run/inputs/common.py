@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from ascend_run.inputs import text
+
+
+@contextmanager
+def no_cycle_collection() -> Iterator[None]:
+    """Build many small objects without Python's cycle collector running over the growing heap again and
+    again (the nodes of a 50,000-server file and their plans hold no cycles; reference counting frees them).
+    A quarter of a large dry run's time went to collections that found nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Strict(BaseModel):

@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from ascend_run.errors import ConfigError, ConfigErrors
 from ascend_run.inputs import hostrange, sshconfig, text
-from ascend_run.inputs.common import Mount, Strict
+from ascend_run.inputs.common import Mount, Strict, no_cycle_collection
 from ascend_run.inputs.profiles import HardwareProfile, get_profile
 from ascend_run.inputs.text import (CONTAINER_NAME, CONTAINER_USER, ENV_NAME, HOSTNAME, HUB_REPO, IMAGE_REF,
                                     JOB_NAME, NODE_NAME, PLAIN_PATH, REVISION, SIZE, URL, USER_NAME, Invalid,
@@ -74,6 +74,7 @@ def _env_mapping(value: Any) -> Any:
 _SCOPE_ID = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")  # fe80::1%eth0; the address reaches an `eval`
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"\A{_OCTET}(?:\.{_OCTET}){{3}}\Z")  # canonical dotted quads: ipaddress's answer, faster
+_MAYBE_IP = re.compile(r"[0-9.]+|.*:.*", re.DOTALL)  # what ipaddress may take: digits and dots, or IPv6's colons
 
 
 def check_address(value: str) -> str:
@@ -81,6 +82,10 @@ def check_address(value: str) -> str:
     if isinstance(value, str) and _IPV4.match(value):
         return value
     if not isinstance(value, str) or not value.isascii():
+        raise Invalid(f"{shown(value)} is neither an IP address nor a valid host name")
+    if not _MAYBE_IP.fullmatch(value):  # letters, no colon: a name (ipaddress would refuse it, slowly)
+        if HOSTNAME.fullmatch(value):
+            return value
         raise Invalid(f"{shown(value)} is neither an IP address nor a valid host name")
     try:
         address = ipaddress.ip_address(value)
@@ -611,11 +616,15 @@ def _expand_entry(entry: NodeEntry, index: int, section: str = "nodes") -> list[
 
 
 def _default_name(address: str) -> str:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return address.split(".")[0]
-    return "node-" + re.sub(r"[^0-9A-Za-z]+", "-", address).strip("-")
+    """A host name's first label; `node-10-0-0-1` for an IP address."""
+    if _MAYBE_IP.fullmatch(address):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            pass
+        else:
+            return "node-" + re.sub(r"[^0-9A-Za-z]+", "-", address).strip("-")
+    return address.split(".")[0]
 
 
 class _LocError(Exception):
@@ -662,6 +671,8 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
         return nodes, spares, problems
     seen_names: dict[str, str] = {}
     seen_endpoints: dict[tuple, str] = {}
+    hops = sshconfig.HopResolver(ssh_config, str(path))
+    checked_hostnames: set[str] = set()
     for section, entries, out in (("nodes", spec.nodes, nodes), ("spares", spec.spares, spares)):
         for index, entry in enumerate(entries):
             try:
@@ -669,19 +680,27 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
             except _LocError as exc:
                 problems.append(exc)
                 continue
-            npus = entry.npus if entry.npus is not None else tuple(range(profile.npu_count))
+            npus = tuple(entry.npus) if entry.npus is not None else tuple(range(profile.npu_count))
             for pos, npu in enumerate(npus):
                 if npu >= profile.npu_count:
                     problems.append(_err(f"NPU index {npu} is out of range for {profile.name} "
                                          f"(0-{profile.npu_count - 1})", (section, index, "npus", pos)))
             explicit = _explicit_ssh(spec, entry)
+            explicit_key = tuple(sorted(explicit.items()))
+            env = dict(entry.env)
             for name, address in pairs:
                 try:
                     address = check_address(address)
                 except ValueError as exc:
                     problems.append(_err(str(exc), (section, index, "address"), getattr(exc, "fix", None)))
                     continue
-                ssh = sshconfig.node_hop(address, explicit, ssh_config, str(path))
+                ssh = hops.hop(address, explicit, explicit_key)
+                if ssh.hostname != address and ssh.hostname not in checked_hostnames:
+                    problem = _check_ssh_hostname(address, ssh.hostname, ssh_config)
+                    if problem:  # it becomes the cluster address: msrun_launcher.sh evaluates it
+                        problems.append(_err(problem, (section, index, "address")))
+                        continue
+                    checked_hostnames.add(ssh.hostname)
                 endpoint = (ssh.hostname, ssh.port, ssh.via)  # one address behind two jump hosts: two servers
                 if endpoint in seen_endpoints:  # before the name: a repeated address repeats its default name
                     problems.append(_err(f"duplicate address {ssh.hostname}:{ssh.port} (also "
@@ -698,9 +717,19 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
                     continue
                 seen_names[name] = seen_endpoints[endpoint] = f"{section}[{index}]"
                 out.append(Node(rank=len(out) if section == "nodes" else -1, name=name, address=address,
-                                npus=tuple(npus), cluster_address=entry.cluster_address or ssh.hostname, ssh=ssh,
-                                env=dict(entry.env)))
+                                npus=npus, cluster_address=entry.cluster_address or ssh.hostname, ssh=ssh,
+                                env=env))
     return nodes, spares, problems
+
+
+def _check_ssh_hostname(address: str, hostname: str, ssh_config: sshconfig.UserConfig) -> str | None:
+    """The HostName the user's ssh config gives `address`, checked like an address of the file: it is the
+    node's cluster address unless the file sets one (master_ip, the rank table)."""
+    try:
+        check_address(hostname)
+    except ValueError as exc:
+        return f"HostName {exc} (from {ssh_config.path} for {shown(address)})"
+    return None
 
 
 def _check_spares(spec: DeploymentFile, nodes: list[Node], spares: list[Node]) -> list[_LocError]:
@@ -803,7 +832,8 @@ def deployment_from_data(raw: dict, path: str | Path = "<memory>") -> Deployment
         raise ConfigError(inner.message if inner is exc else str(inner), file=file, key="profile",
                           line=line_of(raw, ("profile",)), fix=exc.fix) from None
     ssh_config = sshconfig.read_config(_ssh_config_path(spec, raw, path))
-    nodes, spares, problems = _resolve_nodes(spec, profile, path, ssh_config)
+    with no_cycle_collection():
+        nodes, spares, problems = _resolve_nodes(spec, profile, path, ssh_config)
     problems += _check_job(spec, nodes)
     problems += _check_spares(spec, nodes, spares)
     if problems:

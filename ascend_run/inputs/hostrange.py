@@ -10,7 +10,6 @@ The size of an expansion is computed from the numbers before a single name is bu
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from typing import NamedTuple
@@ -89,11 +88,8 @@ def expand(pattern: str) -> list[str]:
         raise ValueError(f"{pattern!r} expands to {size:,} names, more than {MAX_EXPANSION:,}")
     if not groups:
         return [pattern]
-    choices = [[value for span in spans for value in span.values()] for spans in groups]
-    out = []
-    for values in itertools.product(*choices):
-        parts = [literals[0]]
-        for value, literal in zip(values, literals[1:]):
-            parts += (value, literal)
-        out.append("".join(parts))
+    out = [literals[0]]
+    for spans, literal in zip(groups, literals[1:]):  # left to right, the last group varying fastest
+        values = [value + literal for span in spans for value in span.values()]
+        out = [prefix + value for prefix in out for value in values]
     return out

@@ -24,6 +24,8 @@ paramiko is imported only when a config file is actually read: commands that nev
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import getpass
 import glob
 import os
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ascend_run.errors import ConfigError
+from ascend_run.inputs import text
 
 DEFAULT_CONFIG = "~/.ssh/config"
 CONFIG_ENV = "ASCEND_RUN_SSH_CONFIG"  # the config file when the deployment file names none; `none`: read none
@@ -44,6 +47,9 @@ DEFAULT_USER = "root"
 DEFAULT_TIMEOUT = 10.0
 MAX_HOPS = 8           # jump hosts on the way to one server (OpenSSH has no limit; a loop must end somewhere)
 MAX_INCLUDE_DEPTH = 16  # as OpenSSH's READCONF_MAX_DEPTH
+MAX_CONFIG_BYTES = 8 << 20  # the ssh config and every file it includes, all together
+MAX_CONFIG_FILES = 1000     # files read for it (itself and its Includes, each time it is included)
+MAX_LOOKUP_WORK = 20_000_000  # blocks tried by name-by-name lookups (configs with Match blocks), all servers
 
 
 def import_paramiko():
@@ -95,12 +101,12 @@ class SSHHop:
 
     def describe(self) -> str:
         """`root@10.0.0.5:22 via admin@login.example:22` (outermost jump host last)."""
-        text = self.endpoint()
+        out = self.endpoint()
         hop = self.via
         while hop is not None:
-            text += f" via {hop.endpoint()}"
+            out += f" via {hop.endpoint()}"
             hop = hop.via
-        return text
+        return out
 
 
 @dataclass(frozen=True)
@@ -116,25 +122,71 @@ class HostEntry:
     strict: str | None = None
     connect_timeout: float | None = None
 
+    def but_hostname(self) -> tuple:
+        """Everything but HostName: servers alike in these are reached alike (a generated config has one
+        block per server that differs only in HostName)."""
+        return (self.user, self.port, self.identity_files, self.proxy_jump, self.known_hosts, self.strict,
+                self.connect_timeout)
+
 
 class UserConfig:
-    """One ssh_config file, parsed once; `lookup(name)` as ssh resolves `ssh name`."""
+    """One ssh_config file, parsed once; `lookup(name)` as ssh resolves `ssh name`.
+
+    Linear in the servers looked up: a file with only `Host` blocks (the usual case) is indexed once
+    (`_HostIndex`), and servers that match the same blocks share one answer, so 51,200 servers cost about
+    what one regular expression per server costs, whatever the file's size. Files with `Match` blocks or
+    canonicalisation are asked name by name through paramiko, within a bounded amount of work."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._config = None
+        self._index: _HostIndex | None = None
+        self._entries: dict[tuple[int, ...], HostEntry] = {}   # per set of matching blocks (index)
+        self._by_name: dict[str, HostEntry] = {}               # per name (no index)
+        self._work = 0                                         # patterns tried by name-by-name lookups
+        self._expanded: dict[str, str] = {}
         if path is not None:
             paramiko = import_paramiko()
-            text = _inline_includes(path, path.read_text(), 0)
+            budget = _Budget(MAX_CONFIG_BYTES, MAX_CONFIG_FILES)
+            content = _inline_includes(path, _read_bounded(path, budget), 0, budget)
             try:
-                self._config = paramiko.SSHConfig.from_text(text)
+                self._config = paramiko.SSHConfig.from_text(content)
             except paramiko.ssh_exception.ConfigParseError as exc:
                 raise ConfigError(f"cannot parse: {exc}", file=str(path),
                                   fix="fix the line (ssh -G HOST shows how OpenSSH reads the file)") from None
+            self._index = _HostIndex.build(getattr(self._config, "_config", None))
 
     def lookup(self, name: str) -> HostEntry:
         if self._config is None:
-            return HostEntry()
+            return _NOTHING
+        if self._index is None:
+            return self._lookup_by_name(name)
+        blocks = self._index.matching(name)
+        found = self._entries.get(blocks)
+        if found is not None:
+            return found
+        options, named = self._index.merge(blocks)
+        if "proxycommand" in options and options["proxycommand"] is not None:
+            raise self._error(name, "ProxyCommand is not supported", "use ProxyJump [user@]host[:port] instead")
+        options.setdefault("hostname", name)
+        if self._index.tokens(blocks):  # %h, ~ … as paramiko's lookup expands them (costly: only if there)
+            options = self._config._expand_variables(options, name)
+        itself = options["hostname"] == name  # `HostName` naming the server itself is no HostName
+        entry = self._entry(name, options, named and not itself)
+        if not (self._index.names(blocks) or (named and itself)):  # the answer of every name matching these
+            self._entries[blocks] = entry
+        return entry
+
+    def _lookup_by_name(self, name: str) -> HostEntry:
+        """paramiko's own lookup (Match, canonicalisation), once per name, bounded in total work."""
+        if name in self._by_name:
+            return self._by_name[name]
+        self._work += len(self._config._config) if hasattr(self._config, "_config") else 1
+        if self._work > MAX_LOOKUP_WORK:
+            raise self._error(name, "looking the servers up in this ssh config takes too long (its Match blocks "
+                                    "make every server a lookup through every block)",
+                              "use Host blocks rather than Match for these servers, or point ssh.config_file "
+                              f"(or {CONFIG_ENV}) at a smaller file")
         try:
             found = self._config.lookup(name)
         except ImportError:  # paramiko reached a `Match exec` line (invoke is hidden on purpose)
@@ -143,15 +195,36 @@ class UserConfig:
                                     f"(or {CONFIG_ENV}) at a file without Match exec") from None
         if found.get("proxycommand"):
             raise self._error(name, "ProxyCommand is not supported", "use ProxyJump [user@]host[:port] instead")
+        entry = self._by_name[name] = self._entry(name, found, found.get("hostname") not in (None, name))
+        return entry
+
+    def _entry(self, name: str, found: Mapping[str, Any], named: bool) -> HostEntry:
+        """The settings ascend-run reads; `named`: the file sets HostName (else it is `name` itself). Each is
+        one line of text (`inputs.text`): they reach messages and the dry runs' comments."""
+        for key in _READ:
+            values = found.get(key)
+            for value in values if isinstance(values, list) else [values]:
+                try:
+                    if isinstance(value, str):
+                        text.one_line(value)
+                except text.Invalid as exc:
+                    raise self._error(name, f"{_READ[key]} {exc}", exc.fix or "") from None
         return HostEntry(
-            hostname=found["hostname"] if found.get("hostname") not in (None, name) else None,
+            hostname=found["hostname"] if named else None,
             user=found.get("user"),
             port=self._number(name, "Port", found.get("port"), int),
-            identity_files=tuple(os.path.expanduser(p) for p in found.get("identityfile", []) if p.lower() != "none"),
+            identity_files=tuple(self._home(p) for p in found.get("identityfile", []) if p.lower() != "none"),
             proxy_jump=found.get("proxyjump"),
-            known_hosts=tuple(os.path.expanduser(p) for p in (found.get("userknownhostsfile") or "").split()),
+            known_hosts=tuple(self._home(p) for p in (found.get("userknownhostsfile") or "").split()),
             strict=(found.get("stricthostkeychecking") or "").lower() or None,
             connect_timeout=self._number(name, "ConnectTimeout", found.get("connecttimeout"), float))
+
+    def _home(self, path: str) -> str:
+        """`os.path.expanduser`, once per distinct path (the same few for every server)."""
+        expanded = self._expanded.get(path)
+        if expanded is None:
+            expanded = self._expanded[path] = os.path.expanduser(path)
+        return expanded
 
     def _number(self, name: str, key: str, value: str | None, kind: type) -> Any:
         if value is None:
@@ -166,6 +239,125 @@ class UserConfig:
 
     def _error(self, name: str, message: str, fix: str) -> ConfigError:
         return ConfigError(f"{message} (looking up {name!r})", file=str(self.path), fix=fix)
+
+
+_NOTHING = HostEntry()
+_READ = {"hostname": "HostName", "user": "User", "port": "Port", "identityfile": "IdentityFile",
+         "proxyjump": "ProxyJump", "userknownhostsfile": "UserKnownHostsFile",
+         "stricthostkeychecking": "StrictHostKeyChecking", "connecttimeout": "ConnectTimeout"}
+_WILDCARDS = re.compile(r"[*?\[]")
+
+
+class _HostIndex:
+    """Which `Host` blocks of a parsed config match a name, without trying every pattern of the file.
+
+    paramiko's rule per block: a name matches when one of its patterns matches and none of its `!`
+    patterns does. Literal patterns (most of a cluster's config: one block per server) are found in a
+    dict; `*` alone matches everything; the other wildcard patterns are tried only when one regular
+    expression made of all of them matches. The matching blocks, in file order, are the key under which
+    a lookup's answer is kept."""
+
+    def __init__(self, blocks: list[dict]) -> None:
+        self.blocks = blocks
+        self.literal: dict[str, list[int]] = {}
+        self.wild: list[tuple[int, Any]] = []   # (block, compiled pattern) for wildcard patterns but `*`
+        self.everything: list[int] = []         # blocks with a plain `*`
+        # per block: whether its values hold tokens paramiko expands (`~` is the same for every name, `%` not)
+        self._names = [any("%" in v for v in _values(b["config"])) for b in blocks]
+        self._tokens = [named or any("~" in v for v in b["config"].get("identityfile") or ())
+                        for named, b in zip(self._names, blocks)]
+        self.patterns: list[list[tuple[bool, Any]]] = []  # per block: (negated, literal str or compiled)
+        for number, block in enumerate(blocks):
+            mine = []
+            for pattern in block["host"]:
+                bare = pattern.removeprefix("!")
+                if pattern == "*":
+                    self.everything.append(number)
+                    matcher: Any = re.compile(fnmatch.translate(bare))
+                elif _WILDCARDS.search(bare):
+                    matcher = re.compile(fnmatch.translate(bare))
+                    self.wild.append((number, matcher))
+                else:
+                    matcher = bare
+                    self.literal.setdefault(bare, []).append(number)
+                mine.append((pattern.startswith("!"), matcher))
+            self.patterns.append(mine)
+        self.any_wild = re.compile("|".join(f"(?:{p.pattern})" for _, p in self.wild)) if self.wild else None
+        self._by_hits: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+    @classmethod
+    def build(cls, blocks: Any) -> _HostIndex | None:
+        """The index, or None where only paramiko's own lookup is right: Match blocks, canonicalisation,
+        or a paramiko whose parsed form is not the one this reads."""
+        try:
+            for block in blocks:
+                if "matches" in block or not isinstance(block["host"], list) or not isinstance(block["config"], dict):
+                    return None
+                if str(block["config"].get("canonicalizehostname", "no")).lower() in ("yes", "always"):
+                    return None
+        except (TypeError, KeyError):
+            return None
+        return cls(blocks)
+
+    def matching(self, name: str) -> tuple[int, ...]:
+        """The blocks that match `name`, in file order. Without a literal pattern equal to `name`, that depends
+        only on which wildcard patterns match it: remembered per such set (`10.*` matches 51,200 servers)."""
+        hits: tuple[int, ...] = ()
+        if self.any_wild is not None and self.any_wild.match(name):
+            hits = tuple([index for index, (_, pattern) in enumerate(self.wild) if pattern.match(name)])
+        literal = self.literal.get(name)
+        if literal is None:
+            found = self._by_hits.get(hits)
+            if found is None:
+                found = self._by_hits[hits] = self._matching(name, [self.wild[i][0] for i in hits])
+            return found
+        return self._matching(name, [*literal, *(self.wild[i][0] for i in hits)])
+
+    def _matching(self, name: str, candidates: list[int]) -> tuple[int, ...]:
+        """The blocks that match `name`: `candidates` (blocks with a pattern that matches it) checked with
+        their negations, and the blocks with a plain `*` that are not candidates."""
+        if not candidates:
+            return tuple(self.everything)
+        chosen = set(candidates)
+        found = {n for n in self.everything if n not in chosen}
+        found.update(n for n in chosen if self._matches(self.patterns[n], name))
+        return tuple(sorted(found))
+
+    @staticmethod
+    def _matches(patterns: list[tuple[bool, Any]], name: str) -> bool:
+        """paramiko's `_pattern_matches` (a `!` pattern that matches wins), with the patterns prepared."""
+        hit = False
+        for negated, matcher in patterns:
+            if matcher == name if isinstance(matcher, str) else matcher.match(name):
+                if negated:
+                    return False
+                hit = True
+        return hit
+
+    def merge(self, numbers: tuple[int, ...]) -> tuple[dict[str, Any], bool]:
+        """The options of these blocks as paramiko merges them (the first value wins, IdentityFiles add up),
+        and whether one of them sets HostName."""
+        options: dict[str, Any] = {}
+        for number in numbers:
+            for key, value in self.blocks[number]["config"].items():
+                if key not in options:
+                    options[key] = value[:] if isinstance(value, list) else value
+                elif key == "identityfile":
+                    options[key].extend(x for x in value if x not in options[key])
+        return options, "hostname" in options
+
+    def tokens(self, numbers: tuple[int, ...]) -> bool:
+        """Whether these blocks hold something paramiko expands (`%h`, `~` in IdentityFile)."""
+        return any(self._tokens[n] for n in numbers)
+
+    def names(self, numbers: tuple[int, ...]) -> bool:
+        """Whether these blocks hold a %-token: then each name has its own answer."""
+        return any(self._names[n] for n in numbers)
+
+
+def _values(config: dict) -> list[str]:
+    return [v for value in config.values() for v in (value if isinstance(value, list) else [value])
+            if isinstance(v, str)]
 
 
 _parsed: dict[tuple[str, float], UserConfig] = {}
@@ -204,15 +396,50 @@ def config_path(explicit: str | None, is_explicit: bool, base: Path) -> Path | N
     return path
 
 
-def _inline_includes(path: Path, text: str, depth: int) -> str:
+class _Budget:
+    """Bytes and files still allowed for the ssh config and everything it includes."""
+
+    def __init__(self, left: int, files: int) -> None:
+        self.left, self.files = left, files
+
+
+def _read_bounded(path: Path, budget: _Budget, included_by: Path | None = None) -> str:
+    """A config file's text, read no further than the budget: `Include /dev/zero`, a FIFO or a file that
+    includes itself twice end with an error instead of filling memory or waiting forever."""
+    name = f"ssh config {path}" + (f" (an Include of {included_by})" if included_by else "")
+    if not path.is_file():  # a FIFO would block, /dev/zero never ends
+        raise ConfigError(f"{name} is not a regular file", fix="include only ssh config files")
+    budget.files -= 1
+    if budget.files < 0:
+        raise ConfigError(f"the ssh config includes more than {MAX_CONFIG_FILES} files (at {name}; an Include "
+                          "loop?)", fix="include each file once")
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(budget.left + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {name}: {exc.strerror}", fix="check the file's permissions") from None
+    if len(data) > budget.left:
+        raise ConfigError(f"the ssh config with the files it includes is larger than {MAX_CONFIG_BYTES:,} bytes "
+                          f"(at {name}; an Include loop?)", fix="include each file once, or point "
+                          f"ssh.config_file (or {CONFIG_ENV}) at a smaller file")
+    budget.left -= len(data)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name} is not UTF-8 text (byte {exc.start})",
+                          fix="save it as UTF-8, or set ssh.config_file: none") from None
+
+
+def _inline_includes(path: Path, content: str, depth: int, budget: _Budget) -> str:
     """`Include` lines replaced by the files they name (paramiko's reader ignores them): globs, relative paths
     from ~/.ssh as ssh has them. Inside a Host/Match block the block's line is repeated after the included
-    text, so the lines that follow still belong to it."""
+    text, so the lines that follow still belong to it. Bounded: depth, and the bytes of all files read."""
     if depth > MAX_INCLUDE_DEPTH:
-        raise ConfigError(f"Include nested more than {MAX_INCLUDE_DEPTH} deep (a loop?)", file=str(path))
+        raise ConfigError(f"Include nested more than {MAX_INCLUDE_DEPTH} deep (a loop?)", file=str(path),
+                          fix="include each file once")
     out: list[str] = []
     block: str | None = None
-    for line in text.splitlines():
+    for line in content.split("\n"):  # as paramiko reads it (StringIO): \u2028 or \x85 end no line
         match = re.match(r"\s*(\w+)(?:\s*=\s*|\s+)(.*)$", line)
         key = match.group(1).lower() if match else ""
         if key in ("host", "match"):
@@ -225,7 +452,8 @@ def _inline_includes(path: Path, text: str, depth: int) -> str:
             if not os.path.isabs(pattern):
                 pattern = os.path.join(os.path.expanduser("~/.ssh"), pattern)
             for name in sorted(glob.glob(pattern)):
-                out.append(_inline_includes(Path(name), Path(name).read_text(), depth + 1))
+                included = _read_bounded(Path(name), budget, included_by=path)
+                out.append(_inline_includes(Path(name), included, depth + 1, budget))
         if block is not None:
             out.append(block)
     return "\n".join(out) + "\n"
@@ -234,22 +462,19 @@ def _inline_includes(path: Path, text: str, depth: int) -> str:
 # --- resolving a node ---------------------------------------------------------------------------------
 
 
-def node_hop(address: str, explicit: Mapping[str, Any], config: UserConfig, where: str) -> SSHHop:
+def node_hop(address: str, explicit: Mapping[str, Any], config: UserConfig, where: str,
+             jumps: dict | None = None) -> SSHHop:
     """How to reach the server written as `address`. `explicit` holds only what the deployment file sets
     (`user`, `port`, `identity_file`, `known_hosts`, `connect_timeout`, `proxy_jump`): it wins over the
-    ssh config, which wins over the defaults. `where` names the deployment file in errors."""
+    ssh config, which wins over the defaults. `where` names the deployment file in errors. `jumps` keeps
+    resolved jump chains between calls (servers behind one jump host share its hop)."""
     entry = config.lookup(address)
     if "known_hosts" in explicit:
         known = (os.path.expanduser(explicit["known_hosts"]),)
     else:
         known = entry.known_hosts or (os.path.expanduser(DEFAULT_KNOWN_HOSTS),)
     timeout = explicit.get("connect_timeout") or entry.connect_timeout or DEFAULT_TIMEOUT
-    if explicit.get("identity_file"):
-        identity, source = (os.path.expanduser(explicit["identity_file"]),), f"ssh.identity_file in {where}"
-    elif entry.identity_files:
-        identity, source = entry.identity_files, f"IdentityFile for {address} in {config.path}"
-    else:
-        identity, source = (), ""
+    identity, source = _identity(address, explicit, entry, config, where)
     mine = bool(explicit.get("identity_file"))  # jump hosts are offered the file's key, not the config's
     inherit = _Inherit(known, timeout, identity if mine else (), source if mine else "")
     jump_source = where if "proxy_jump" in explicit else str(config.path)
@@ -257,7 +482,62 @@ def node_hop(address: str, explicit: Mapping[str, Any], config: UserConfig, wher
     return SSHHop(name=address, hostname=entry.hostname or address, port=explicit.get("port") or entry.port or 22,
                   user=explicit.get("user") or entry.user or DEFAULT_USER, identity_files=identity,
                   known_hosts=known, accept_new=entry.strict == "accept-new", connect_timeout=timeout,
-                  via=_jumps(jump, config, inherit, (address,), jump_source), identity_source=source)
+                  via=_jump_chain(address, jump, config, inherit, jump_source, jumps), identity_source=source)
+
+
+def _jump_chain(address: str, spec: str | None, config: UserConfig, inherit: _Inherit, where: str,
+                jumps: dict | None) -> SSHHop | None:
+    """`_jumps` from `address`, from `jumps` when that chain was resolved before and does not pass
+    through `address` itself (then `_jumps` resolves it again, and reports the loop)."""
+    if jumps is None:
+        return _jumps(spec, config, inherit, (address,), where)
+    key = (spec, inherit, where)
+    known = jumps.get(key)
+    if known is not None and address not in known[1]:
+        return known[0]
+    via = _jumps(spec, config, inherit, (address,), where)
+    jumps[key] = (via, frozenset(hop.name for hop in via.chain()) if via else frozenset())
+    return via
+
+
+def _identity(address: str, explicit: Mapping[str, Any], entry: HostEntry, config: UserConfig,
+              where: str) -> tuple[tuple[str, ...], str]:
+    """The keys to offer `address`, and where they were named (for errors)."""
+    if explicit.get("identity_file"):
+        return (os.path.expanduser(explicit["identity_file"]),), f"ssh.identity_file in {where}"
+    if entry.identity_files:
+        return entry.identity_files, f"IdentityFile for {address} in {config.path}"
+    return (), ""
+
+
+class HopResolver:
+    """`node_hop` for every server of one deployment file, in time linear in their number.
+
+    Servers whose ssh config answers (`HostEntry`, HostName aside) and explicit settings are the same differ
+    only in their name and host name, so the hop, jump hosts included, is resolved once per such group and
+    copied with each server's own names: 51,200 servers of one `nodes:` entry cost one resolution, not 51,200."""
+
+    def __init__(self, config: UserConfig, where: str) -> None:
+        self.config, self.where = config, where
+        self._resolved: dict[tuple, tuple[SSHHop, frozenset[str]]] = {}
+        self._jumps: dict = {}
+
+    def hop(self, address: str, explicit: Mapping[str, Any], key: Any = None) -> SSHHop:
+        """`key`: a hashable form of `explicit` when the caller has one (computed once per entry)."""
+        entry = self.config.lookup(address)
+        group = (entry.but_hostname(), key if key is not None else tuple(sorted(explicit.items())))
+        known = self._resolved.get(group)
+        if known is None:
+            hop = node_hop(address, explicit, self.config, self.where, self._jumps)
+            via = hop.via.chain() if hop.via else []
+            self._resolved[group] = (hop, frozenset(h.name for h in via))
+            return hop
+        first, jump_names = known
+        if address in jump_names:  # the server is one of its own jump hosts: node_hop reports the loop
+            return node_hop(address, explicit, self.config, self.where)
+        identity, source = _identity(address, explicit, entry, self.config, self.where)
+        return SSHHop(address, entry.hostname or address, first.port, first.user, identity, first.known_hosts,
+                      first.accept_new, first.connect_timeout, first.via, source)
 
 
 @dataclass(frozen=True)
@@ -289,11 +569,17 @@ def _jumps(spec: str | None, config: UserConfig, inherit: _Inherit, seen: tuple[
         identity = entry.identity_files or inherit.identity
         source = f"IdentityFile for {host} in {config.path}" if entry.identity_files else inherit.source
         via = SSHHop(name=host, hostname=entry.hostname or host, port=port or entry.port or 22,
-                     user=user or entry.user or getpass.getuser(), identity_files=identity,
+                     user=user or entry.user or _local_user(), identity_files=identity,
                      known_hosts=entry.known_hosts or inherit.known_hosts, accept_new=entry.strict == "accept-new",
                      connect_timeout=entry.connect_timeout or inherit.timeout, via=via, identity_source=source)
         seen = (*seen, host)
     return via
+
+
+@functools.cache
+def _local_user() -> str:
+    """ssh's default user for a jump host the ssh config names no user for (looked up once)."""
+    return getpass.getuser()
 
 
 _JUMP = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:@\s\[\]]+))"

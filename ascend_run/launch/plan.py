@@ -17,9 +17,10 @@ import posixpath
 import shlex
 from dataclasses import dataclass, field
 
+from ascend_run.inputs.common import Mount, no_cycle_collection
 from ascend_run.inputs.deployment import Deployment, Node
-from ascend_run.inputs.common import Mount
-from ascend_run.render.docker_run import docker_run_argv
+from ascend_run.inputs.text import shell_join, shell_quote
+from ascend_run.render.docker_run import RANK_LABEL, docker_run_argv
 
 SYNC_ROOT = "/var/lib/ascend-run"
 
@@ -55,6 +56,35 @@ class NodePlan:
     job_argv: list[str]
     docker_argv: list[str]
     sync_dirs: list[tuple[str, str]]  # (local source, remote dir on the node)
+    model: _Model | None = field(default=None, compare=False, repr=False)  # the plan this one copies
+
+    def shell_line(self) -> str:
+        """`docker_argv` as one shell command line, `shlex.join`'s: what a dry run prints. A copy of another
+        node's plan (`launch_plan`) quotes only the words that differ from it."""
+        if self.model is None:
+            return shell_join(self.docker_argv)
+        return self.model.line(self)
+
+
+@dataclass
+class _Model:
+    """A node's plan that others copy with their hostname, rank label and job arguments (`launch_plan`);
+    its words before the job's arguments are quoted once, for all of them."""
+
+    plan: NodePlan
+    host_at: int
+    rank_at: int
+    quoted: list[str] | None = None
+
+    def line(self, copy: NodePlan) -> str:
+        if self.quoted is None:
+            model = self.plan.docker_argv
+            self.quoted = [shell_quote(w) for w in model[:len(model) - len(self.plan.job_argv)]]
+        words = self.quoted[:]
+        words[self.host_at] = shell_quote(copy.docker_argv[self.host_at])
+        words[self.rank_at] = shell_quote(copy.docker_argv[self.rank_at])
+        words += map(shell_quote, copy.job_argv)
+        return " ".join(words)
 
 
 def worker_num(dep: Deployment) -> int:
@@ -139,10 +169,7 @@ def node_plan(dep: Deployment, node: Node, workers: int | None = None, shared: J
     """`workers` and `shared` are the same for every node; `launch_plan` computes them once."""
     job = dep.require_job()
     values = msrun_values(dep, node, workers)
-    if job.launcher == "msrun_launcher":
-        job_argv = msrun_launcher_argv(job.launcher_script, job.command, values)
-    else:
-        job_argv = msrun_argv(job.command, values)
+    job_argv = _job_argv(job, values)
     shared = shared or job_mounts(dep, overrides)
     # --rm: a finished or stopped job leaves no container behind; its logs stay in host_log_dir.
     docker_argv = docker_run_argv(dep, node, job_argv, extra_mounts=shared.mounts, workdir=job.workdir,
@@ -151,7 +178,62 @@ def node_plan(dep: Deployment, node: Node, workers: int | None = None, shared: J
                     sync_dirs=list(shared.sync_dirs))
 
 
+def _job_argv(job, values: MsrunValues) -> list[str]:
+    if job.launcher == "msrun_launcher":
+        return msrun_launcher_argv(job.launcher_script, job.command, values)
+    return msrun_argv(job.command, values)
+
+
 def launch_plan(dep: Deployment, overrides: Overrides | None = None) -> list[NodePlan]:
-    """Every node's plan, in time linear in the node count; `overrides` for a supervised relaunch."""
+    """Every node's plan, in time linear in the node count; `overrides` for a supervised relaunch.
+
+    Nodes with the same NPUs and the same `env:` entry get the same `docker run` but for the hostname, the
+    rank label and the job's own arguments: the first such node's plan is built in full, the others copy
+    it with those three changed (`node_plan` for every node took most of a 50,000-node dry run's time;
+    tests/test_plan.py checks both give the same plans)."""
     workers, shared = worker_num(dep), job_mounts(dep, overrides)
-    return [node_plan(dep, node, workers, shared) for node in dep.nodes]
+    plans = []
+    firsts: dict[tuple, _Model | None] = {}
+    with no_cycle_collection():
+        for node in dep.nodes:
+            plans.append(_plan(dep, node, firsts, workers, shared))
+    return plans
+
+
+def _plan(dep: Deployment, node: Node, firsts: dict[tuple, _Model | None], workers: int,
+          shared: JobMounts) -> NodePlan:
+    """The node's plan, from the first one of its group when there is one."""
+    group = (node.npus, id(node.env))  # the nodes outlive the plan: their env dicts' ids stay distinct
+    if group not in firsts:
+        plan = node_plan(dep, node, workers, shared)
+        firsts[group] = _slots(plan)
+        return plan
+    if firsts[group] is None:
+        return node_plan(dep, node, workers, shared)
+    return _like(dep, node, firsts[group], workers, shared)
+
+
+def _slots(plan: NodePlan) -> _Model | None:
+    """Where the hostname and the rank label sit in `plan`'s docker argv (None: not found, build in full)."""
+    argv = plan.docker_argv
+    end = len(argv) - len(plan.job_argv)
+    label = f"{RANK_LABEL}={plan.node.rank}"
+    try:
+        host_at = argv.index("--hostname") + 1
+        rank_at = next(i + 1 for i in range(end - 1) if argv[i] == "--label" and argv[i + 1] == label)
+    except (ValueError, StopIteration):
+        return None
+    return _Model(plan, host_at, rank_at) if argv[host_at] == plan.node.hostname else None
+
+
+def _like(dep: Deployment, node: Node, model: _Model, workers: int, shared: JobMounts) -> NodePlan:
+    """`node_plan` for a node whose NPUs and env are those of `model`'s node."""
+    first = model.plan
+    values = msrun_values(dep, node, workers)
+    job_argv = _job_argv(dep.require_job(), values)
+    argv = first.docker_argv[:len(first.docker_argv) - len(first.job_argv)]
+    argv[model.host_at] = node.hostname
+    argv[model.rank_at] = f"{RANK_LABEL}={node.rank}"
+    argv += job_argv
+    return NodePlan(node=node, values=values, job_argv=job_argv, docker_argv=argv, sync_dirs=list(shared.sync_dirs),
+                    model=model)
