@@ -40,7 +40,23 @@ STAGE = "/var/tmp/ascend-run-bench-{kind}-{node}.bin"
 SOURCE_DIR = "/var/tmp/ascend-run-bench-source"
 
 
-def pipelined_local(transports, nodes, payload: bytes) -> None:
+class Finishes:
+    """When each server had the whole payload (progress callbacks, ~0.2 s apart): the spread between
+    the first and the last is what the chain adds on top of one server's time."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+
+    def __call__(self, progress) -> None:
+        for state in progress.nodes:
+            if state.phase in ("verifying", "done") and state.name not in self.at:
+                self.at[state.name] = time.perf_counter()
+
+    def spread(self) -> float:
+        return max(self.at.values()) - min(self.at.values()) if self.at else 0.0
+
+
+def pipelined_local(transports, nodes, payload: bytes, finishes: Finishes) -> None:
     from ascend_run.transport.broadcast import LocalStream, Member, StagedFile, broadcast, raise_unserved
 
     def chunks():
@@ -48,7 +64,7 @@ def pipelined_local(transports, nodes, payload: bytes) -> None:
             yield payload[at:at + (1 << 20)]
 
     members = [Member(n, transports[n.name], StagedFile(STAGE.format(kind="p", node=n.name))) for n in nodes]
-    raise_unserved(broadcast(members, LocalStream(chunks, len(payload))), "benchmark")
+    raise_unserved(broadcast(members, LocalStream(chunks, len(payload)), on_progress=finishes), "benchmark")
 
 
 def star_local(transports, nodes, payload: bytes) -> None:
@@ -62,13 +78,13 @@ def star_local(transports, nodes, payload: bytes) -> None:
     assert not failed, failed
 
 
-def pipelined_node(transports, source, nodes, size: int, digest: str) -> None:
+def pipelined_node(transports, source, nodes, size: int, digest: str, finishes: Finishes) -> None:
     from ascend_run.transport.broadcast import FileEntry, FileSet, Member, broadcast, raise_unserved
 
     files = (FileEntry("payload.bin", size, digest),)
     members = [Member(n, transports[n.name], FileSet(STAGE.format(kind="d", node=n.name), files)) for n in nodes]
     origin = Member(source, transports[source.name], FileSet(SOURCE_DIR, files, source=True))
-    raise_unserved(broadcast(members, origin), "benchmark")
+    raise_unserved(broadcast(members, origin, on_progress=finishes), "benchmark")
 
 
 def star_node(transports, source, nodes) -> None:
@@ -132,15 +148,18 @@ def main() -> None:
                     for count in counts:
                         nodes = servers[:count]
                         runs = []
+                        finishes = Finishes()
                         if "local" in scenarios:
                             runs += [("from this machine", "pipelined",
-                                      lambda: pipelined_local(transports, nodes, payload)),
+                                      lambda: pipelined_local(transports, nodes, payload, finishes)),
                                      ("from this machine", "star", lambda: star_local(transports, nodes, payload))]
                         if "node" in scenarios:
                             runs += [("from node 0", "pipelined",
-                                      lambda: pipelined_node(transports, source, nodes, len(payload), digest)),
+                                      lambda: pipelined_node(transports, source, nodes, len(payload), digest,
+                                                             finishes)),
                                      ("from node 0", "star", lambda: star_node(transports, source, nodes))]
                         for scenario, how, run in runs:
+                            finishes.at.clear()
                             before = cluster.bridge_bytes()["sent"]
                             started = time.perf_counter()
                             run()
@@ -148,14 +167,18 @@ def main() -> None:
                             sent = cluster.bridge_bytes()["sent"] - before
                             rows.setdefault((scenario, how, count), []).append((seconds, sent))
                             clean(transports, nodes)
+                            tail = f", last done {finishes.spread():.2f} s after the first" if how == "pipelined" else ""
                             print(f"{scenario:18} {how:9} {count} servers: {seconds:6.2f} s, sent "
-                                  f"{sent / len(payload):.3f} x payload", file=sys.stderr)
+                                  f"{sent / len(payload):.3f} x payload{tail} (load {os.getloadavg()[0]:.1f})",
+                                  file=sys.stderr)
             finally:
                 transports[source.name].run(["rm", "-rf", SOURCE_DIR], timeout=60)
                 close_all(transports)
         finally:
             cluster.down()
     report(rows, counts, args)
+    print(f"\nload average (1 min) at the end: {os.getloadavg()[0]:.1f}; {args.repeat} run(s) each, median time, "
+          "largest byte count", file=sys.stderr)
 
 
 def report(rows: dict, counts: list[int], args) -> None:

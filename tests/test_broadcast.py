@@ -268,7 +268,7 @@ def test_a_server_without_python3_is_named_and_the_chain_goes_around_it(tmp_path
 def start_agent(tmp_path: Path, python: str = sys.executable) -> subprocess.Popen:
     config = {"transfer": "t1", "secret": "ab" * 32, "node": "n1", "listen": "127.0.0.1", "tls": None,
               "store": {"kind": "file", "path": str(tmp_path / "staged")}}
-    proc = subprocess.Popen([python, "-I", "-c", relay.BOOT.format(n=len(relay.agent_source()))],
+    proc = subprocess.Popen([python, *relay.relay_argv(relay.agent_source())[1:]],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     proc.stdin.write(relay.agent_source() + json.dumps(config).encode() + b"\n")
     proc.stdin.flush()

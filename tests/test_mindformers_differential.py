@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 
 from ascend_run.mfconfig import JobContext, check_config
+from ascend_run.sim import mindformers as mf
 from tests.mfconfig_support import needs_reference
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKER = ROOT / "examples" / "mindformers-cpu" / "check_config.py"
+CHECKER = mf.EXAMPLE_DIR / "check_config.py"  # found as the kit finds it (ascend_run.shipped)
 
 _COUNT = ("the kit requires data_parallel × model_parallel × pipeline_stage = the NPU count in every run mode; "
           "MindFormers' check_rules compares them only under semi_auto_parallel, and the predict files run "

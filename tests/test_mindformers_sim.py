@@ -25,11 +25,12 @@ from pathlib import Path
 import pytest
 
 from ascend_run.sim import mindformers as mf
+from ascend_run.sim.demo import cpu_job_dir
 from tests.conftest_e2e import needs_root_tools, run_cli
 
 pytestmark = pytest.mark.slow
 
-STANDIN_WRITER = Path(__file__).resolve().parents[1] / "examples" / "cpu-job" / "wikitext_to_bin.py"
+STANDIN_WRITER = cpu_job_dir() / "wikitext_to_bin.py"  # the demo's converter, found as the kit finds it
 WORDS = [f"w{i:03d}" for i in range(400)]  # ids 1..400 in the tokenizer below: all under vocab_size 512
 STEPS = 8  # 16 samples / (batch 1 x data parallel 2)
 

@@ -197,6 +197,7 @@ class _Transfer:
         self.errors: dict[str, str] = {}                  # by node: what its relay said before it ended
         self.pull_errors: dict[tuple[str, str], str] = {}  # (server, upstream): why pulling failed
         self.truth: tuple[int, str] | None = None
+        self.damaged: dict[str, str] = {}                 # by node: why its copy failed verification
         self.fatal: Exception | None = None
         self.wired = False
         self._last_progress = 0.0
@@ -231,6 +232,7 @@ class _Transfer:
                     continue
                 self._handle(name, event)
                 self._progress()
+            self._name_culprits()
             self._progress(force=True)
             return [self.states[name] for name in self.order if name in self.states]
         finally:
@@ -359,8 +361,7 @@ class _Transfer:
         state, store = self.states[name], self.members[name].store
         if isinstance(store, FileSet):
             if state.bad:
-                self._fail(name, self._damaged(name, f"sha256 mismatch in {len(state.bad)} file(s): "
-                                                     f"{', '.join(state.bad[:3])}"))
+                self._damaged(name, f"sha256 mismatch in {len(state.bad)} file(s): {', '.join(state.bad[:3])}")
             else:
                 state.phase = "done"
             return
@@ -370,16 +371,23 @@ class _Transfer:
         if state.bytes == total and hmac.compare_digest(state.sha256 or "", digest):
             state.phase = "done"
         else:
-            self._fail(name, self._damaged(name, f"received {state.bytes} bytes with sha256 "
-                                                 f"{(state.sha256 or '?')[:16]}…, sent {total} bytes with "
-                                                 f"sha256 {digest[:16]}…"))
+            self._damaged(name, f"received {state.bytes} bytes with sha256 {(state.sha256 or '?')[:16]}…, "
+                                f"sent {total} bytes with sha256 {digest[:16]}…")
 
-    def _damaged(self, name: str, detail: str) -> str:
-        """Name the likely culprit: the upstream whose own copy verified while this one's did not."""
-        upstream = self.states[name].upstream
-        if upstream in self.states and self.states[upstream].ok:
-            return f"{detail} (data from {upstream}, whose own copy verified: its relay or the link altered it)"
-        return detail
+    def _damaged(self, name: str, detail: str) -> None:
+        self.damaged[name] = detail
+        self._fail(name, detail)
+
+    def _name_culprits(self) -> None:
+        """At the end, name the likely culprit of each damaged copy: the upstream whose own copy verified.
+        Not when the damage is found: the upstream's own verdict may still be on its way (its relay's
+        "complete" event can reach the kit after the one of the server behind it)."""
+        for name, detail in self.damaged.items():
+            state = self.states[name]
+            upstream = state.upstream
+            if state.error == detail and upstream in self.states and self.states[upstream].ok:
+                state.error = (f"{detail} (data from {upstream}, whose own copy verified: its relay or the "
+                               "link altered it)")
 
     # --- feeding from this machine ------------------------------------------------------------------------
 

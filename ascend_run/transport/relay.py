@@ -2,7 +2,7 @@
 heard through the events on its stdout (the protocol is described at the top of relay_agent.py).
 
 Nothing is installed on the server: the relay's program text travels on stdin in front of the messages
-(`python3 -I -c BOOT`, BOOT reading exactly that many bytes), so it needs python3 and nothing else, and
+(`python3 -I -S -c BOOT`, BOOT reading exactly that many bytes), so it needs python3 and nothing else, and
 leaves no file. Its one-time secret travels the same way, never in argv (other users see argv in `ps`).
 """
 
@@ -32,8 +32,9 @@ def agent_source() -> bytes:
 
 
 def relay_argv(agent: bytes) -> list[str]:
-    """`-I`: no user site-packages, no PYTHON* variables; the relay is the standard library alone."""
-    return ["python3", "-I", "-c", BOOT.format(n=len(agent))]
+    """`-I`: no user site-packages, no PYTHON* variables; `-S`: no `site` at all (a server with many packages
+    spends tens of ms of CPU on their .pth files at every start). The relay is the standard library alone."""
+    return ["python3", "-I", "-S", "-c", BOOT.format(n=len(agent))]
 
 
 def python_probe_argv() -> list[str]:

@@ -1,6 +1,6 @@
 # ascend-run broadcast relay: stores a stream and forwards it to other servers while it still arrives.
 #
-# Runs on a server, started by the kit over its own SSH connection as `python3 -I -c BOOT`, where BOOT
+# Runs on a server, started by the kit over its own SSH connection as `python3 -I -S -c BOOT`, where BOOT
 # reads this file's text from stdin (so nothing is installed and nothing stays behind). Python >= 3.6,
 # standard library only. After the program text, stdin carries the kit's messages, one JSON line each
 # (a "data" message is followed by "n" raw bytes); stdout carries events, one JSON line each.
@@ -377,6 +377,7 @@ class Relay(object):
             sock.settimeout(None)
             emit("upstream", name=upstream, state="connected", offset=offset)
             buf = bytearray(RECV)
+            view = memoryview(buf)  # the store writes (and hashes) each piece before the next recv: no copy
             flags = 0 if self.client_tls is not None else socket.MSG_WAITALL  # TLS sockets take no flags
             while True:
                 n = FRAME.unpack(recv_exact(sock, FRAME.size))[0]
@@ -388,7 +389,7 @@ class Relay(object):
                     got = sock.recv_into(buf, min(n, RECV), flags)
                     if not got:
                         raise EOFError("connection closed mid-frame")
-                    if not self.store.write(token, offset, bytes(buf[:got])):
+                    if not self.store.write(token, offset, view[:got]):
                         return  # another feeder took over, or everything is here
                     offset, n = offset + got, n - got
                 if self.store.total is not None and self.store.have == self.store.total:
