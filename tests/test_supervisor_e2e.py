@@ -216,6 +216,9 @@ def test_a_lost_server_is_replaced_by_the_spare(e2e_cluster):
         stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
         found = events(job)
+        failure = next(e for e in found if e["kind"] == "failure")
+        assert (failure["node"], failure["cause"]) == ("sim-node-1", "unreachable"), failure  # not "exited with -1"
+        assert "unreachable for" in failure["detail"]
         spare = next(e for e in found if e["kind"] == "spare")
         assert spare["detail"].startswith("sim-node-3 takes sim-node-1's place (rank 1)"), spare
         assert any(e["kind"] == "ranktable" for e in found)
