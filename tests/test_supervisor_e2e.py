@@ -202,7 +202,7 @@ def print_breakdown(stdout: str, found: list[dict]) -> None:
 def test_a_lost_server_is_replaced_by_the_spare(e2e_cluster):
     cluster, base = e2e_cluster
     table = Path(f"/srv/ascend-run-test-{cluster.net.third_octet}/sv-spare-hccl.json")
-    job, out = supervised(cluster, base, "sv-spare", "--steps 40 --step-sleep 0.3", restarts=1,
+    job, out = supervised(cluster, base, "sv-spare", "--steps 40 --step-sleep 0.15", restarts=1,
                           unreachable_timeout=3, rank_table=str(table))
     made = run_cli("ranktable", "-f", str(job), "-o", str(table))
     assert made.returncode == 0, made.stderr
@@ -307,7 +307,8 @@ def test_the_supervisor_killed_then_taken_over_still_handles_a_crash(e2e_cluster
 
 def test_restarts_used_up_end_with_the_node_the_reason_and_nothing_left(e2e_cluster):
     cluster, base = e2e_cluster
-    job, _ = supervised(cluster, base, "sv-exhausted", "--steps 40 --crash-rank 2 --crash-at-step 3 --crash-attempt 0",
+    # rank 2 exits before it joins the cluster, on every attempt: each attempt fails in seconds
+    job, _ = supervised(cluster, base, "sv-exhausted", "--steps 40 --crash-rank 2 --crash-before-init --crash-attempt 0",
                         restarts=1)
     try:
         result = run_cli("launch", "-f", str(job), "--skip-preflight", timeout=300)
