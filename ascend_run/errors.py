@@ -70,7 +70,14 @@ class TransportError(AscendRunError):
 
     def __init__(self, message: str, *, host: str | None = None, fix: str | None = None) -> None:
         self.host = host
+        self.reason = message  # without the host: for texts that name the host already
         super().__init__(f"{host}: {message}" if host else message, fix=fix)
+
+
+def reason_of(exc: BaseException) -> str:
+    """What went wrong, without the host a TransportError puts first and without the fix: one line for an
+    event or a message that names the server already."""
+    return getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc)
 
 
 class HostKeyError(TransportError):

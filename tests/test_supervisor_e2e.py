@@ -28,6 +28,11 @@ pytestmark = pytest.mark.slow
 TRAIN = "python /opt/ascend-run/cpu-job/train_dp.py"
 
 
+# Short timeouts: a job that never starts, or hangs where no test expects it, fails its test in minutes with
+# the supervisor's events in the message, not after the defaults' half hour.
+TEST_TIMEOUTS = {"start_timeout": 180, "hang_timeout": 60}
+
+
 def supervised(cluster, base: Path, name: str, args: str, **job) -> tuple[Path, Path]:
     """A job file saving checkpoints to shared storage (/srv, which every simulated server sees as its own).
     Returns (job file, the output directory)."""
@@ -37,7 +42,7 @@ def supervised(cluster, base: Path, name: str, args: str, **job) -> tuple[Path, 
     out.chmod(0o777)  # the image's user (uid 1000) writes the checkpoints
     command = f"{TRAIN} --output-dir {out} --save-steps 5 {args}"
     path = variant(base, name, mounts=[f"{out}:{out}"],
-                   job={"command": command, "output_dir": str(out), "restart_gap": 0, **job})
+                   job={"command": command, "output_dir": str(out), "restart_gap": 0, **TEST_TIMEOUTS, **job})
     return path, out
 
 
@@ -66,15 +71,31 @@ def output_lines(job: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")] if path.exists() else []
 
 
-def wait_for(what, condition, timeout: float = 180, every: float = 0.2):
+def wait_for(what, condition, timeout: float = 180, every: float = 0.2, job: Path | None = None):
+    """`condition()` once it is true; after `timeout`, the test fails with what the supervisor saw (`job`)."""
     deadline = time.monotonic() + timeout
     while True:
         found = condition()
         if found:
             return found
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}" + (diagnosis(job) if job else ""))
         time.sleep(every)
+
+
+def diagnosis(job: Path) -> str:
+    """The supervisor's events, the job's last output lines and the supervisor's log: why a wait failed."""
+    found = "\n".join(f"  {e['time'][11:]} {e['kind']}: {e['detail'][:300]}" for e in events(job))
+    lines = "\n".join(f"  [{r['node']}/{r['rank']}] {r['line'][:200]}" for r in output_lines(job)[-15:])
+    log = state_dir(job) / "supervisor.log"
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    return f"\nevents:\n{found}\nlast output lines:\n{lines}\nsupervisor.log ends:\n{tail}"
+
+
+def lifecycle(found: list[dict]) -> list[str]:
+    """The kinds of the events that make a run's story (notices and warnings, e.g. job.sync's, left out)."""
+    return [e["kind"] for e in found if e["kind"] not in ("notice", "warning", "config", "unreachable",
+                                                             "reconnected")]
 
 
 def step_reached(job: Path, step: int):
@@ -112,12 +133,12 @@ def test_detached_fail_fast_with_the_cli_gone(e2e_cluster):
         pid = supervisor_pid(job)
         assert process_alive(pid)
         crash = wait_for("the crash", lambda: next((r for r in output_lines(job) if "crashing at step" in r["line"]),
-                                                   None), timeout=120, every=0.05)
+                                                   None), timeout=180, every=0.05, job=job)
         crashed_at = float(re.search(r"t=([0-9.]+)", crash["line"]).group(1))
         while job_leftovers(cluster, "sv-failfast") and time.time() - crashed_at < 30:
             time.sleep(0.05)
         latency = time.time() - crashed_at
-        wait_for("the supervisor to end", lambda: not process_alive(pid), timeout=30)
+        wait_for("the supervisor to end", lambda: not process_alive(pid), timeout=30, job=job)
         found = events_cli(job)
         failure, stop = found[-3], found[-2]
         print(f"detached fail-fast: no job container on any server {latency:.2f} s after the crash (detection "
@@ -145,10 +166,10 @@ def test_resume_after_a_crash_continues_at_the_step_after_the_checkpoint(e2e_clu
         done = re.findall(r"rank (\d): done, world size 3, weights sha256 (\w+)", result.stdout)
         assert sorted(int(r) for r, _ in done) == [0, 1, 2] and len({d for _, d in done}) == 1
         found = events_cli(job)
-        kinds = [e["kind"] for e in found]
+        kinds = lifecycle(found)
         at = kinds.index("failure")
         assert kinds[at:at + 4] == ["failure", "stop", "preflight", "resume"], kinds
-        resume = found[at + 3]
+        resume = next(e for e in found if e["kind"] == "resume")
         assert resume["step"] == 10 and resume["detail"].startswith("from step 10 (standin_rank_0-1_10.ckpt)")
         assert kinds[-2:] == ["first-step", "succeeded"] and kinds.count("started") == 2
         logs = tmp_path / "logs"
@@ -181,20 +202,23 @@ def print_breakdown(stdout: str, found: list[dict]) -> None:
 def test_a_lost_server_is_replaced_by_the_spare(e2e_cluster):
     cluster, base = e2e_cluster
     table = Path(f"/srv/ascend-run-test-{cluster.net.third_octet}/sv-spare-hccl.json")
-    job, out = supervised(cluster, base, "sv-spare", "--steps 40 --step-sleep 0.3", restarts=1,
+    job, out = supervised(cluster, base, "sv-spare", "--steps 40 --step-sleep 0.15", restarts=1,
                           unreachable_timeout=3, rank_table=str(table))
     made = run_cli("ranktable", "-f", str(job), "--out", str(table))
     assert made.returncode == 0, made.stderr
     proc = subprocess.Popen([*CLI, "launch", "-f", str(job), "--skip-preflight"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
-        wait_for("step 7 (past the step-5 checkpoint)", step_reached(job, 7), timeout=180)
+        wait_for("step 7 (past the step-5 checkpoint)", step_reached(job, 7), timeout=180, job=job)
         lost = cluster.node(1)
         cluster.kill_sshd(1)  # the server drops off: its sshd and its job container die
         subprocess.run(["docker", "-H", cluster.docker_host(1), "rm", "-f", "sv-spare"], capture_output=True)
         stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
         found = events(job)
+        failure = next(e for e in found if e["kind"] == "failure")
+        assert (failure["node"], failure["cause"]) == ("sim-node-1", "unreachable"), failure  # not "exited with -1"
+        assert "unreachable for" in failure["detail"]
         spare = next(e for e in found if e["kind"] == "spare")
         assert spare["detail"].startswith("sim-node-3 takes sim-node-1's place (rank 1)"), spare
         assert any(e["kind"] == "ranktable" for e in found)
@@ -221,16 +245,16 @@ def test_a_hang_is_detected_and_handled_as_a_failure(e2e_cluster):
     try:
         started = run_cli("launch", "-f", str(job), "--skip-preflight", "--detach")
         assert started.returncode == 0, started.stderr
-        wait_for("a few steps", step_reached(job, 5), timeout=120)
+        wait_for("a few steps", step_reached(job, 5), timeout=180, job=job)
         worker = worker_pid(cluster, 1, rank=1)
         os.kill(worker, signal.SIGSTOP)
         stopped_at = time.time()
-        hang = wait_for("the hang event", event_of(job, "hang"), timeout=hang_timeout + 30, every=0.2)
+        hang = wait_for("the hang event", event_of(job, "hang"), timeout=hang_timeout + 30, every=0.2, job=job)
         detected = hang["t"] - stopped_at
         print(f"hang: detected {detected:.1f} s after SIGSTOP (hang_timeout {hang_timeout} s)")
         assert detected <= hang_timeout + 10
         assert hang["ranks"] == [1] and hang["node"] == "sim-node-1", hang
-        wait_for("the end", event_of(job, "failed"), timeout=60)
+        wait_for("the end", event_of(job, "failed"), timeout=60, job=job)
         assert wait_no_leftovers(cluster, "sv-hang", timeout=10) < 10
     finally:
         cleanup(cluster, "sv-hang")
@@ -257,10 +281,10 @@ def test_the_supervisor_killed_then_taken_over_still_handles_a_crash(e2e_cluster
     try:
         started = run_cli("launch", "-f", str(job), "--skip-preflight", "--detach")
         assert started.returncode == 0, started.stderr
-        wait_for("step 5", step_reached(job, 5), timeout=120)
+        wait_for("step 5", step_reached(job, 5), timeout=180, job=job)
         pid = supervisor_pid(job)
         os.kill(pid, signal.SIGKILL)
-        wait_for("the supervisor to die", lambda: not process_alive(pid), timeout=10)
+        wait_for("the supervisor to die", lambda: not process_alive(pid), timeout=10, job=job)
         before = job_leftovers(cluster, "sv-takeover")
         assert sorted(before) == ["sim-node-0", "sim-node-1", "sim-node-2"], "the job runs on without it"
         status = json.loads(run_cli("status", "-f", str(job), "--output", "json").stdout)
@@ -272,8 +296,8 @@ def test_the_supervisor_killed_then_taken_over_still_handles_a_crash(e2e_cluster
             adopt["detail"]
         assert [e["kind"] for e in events(job)].count("started") == 1, "no restart at the takeover"
         assert job_leftovers(cluster, "sv-takeover") == before, "the same containers run on"
-        wait_for("the job's end", event_of(job, "succeeded"), timeout=300, every=0.5)
-        kinds = [e["kind"] for e in events(job)]
+        wait_for("the job's end", event_of(job, "succeeded"), timeout=300, every=0.5, job=job)
+        kinds = lifecycle(events(job))
         assert kinds[kinds.index("adopt"):] == ["adopt", "failure", "stop", "preflight", "resume", "started",
                                                 "first-step", "succeeded"], kinds
         assert next(e for e in events(job) if e["kind"] == "resume")["step"] == 45
@@ -283,7 +307,8 @@ def test_the_supervisor_killed_then_taken_over_still_handles_a_crash(e2e_cluster
 
 def test_restarts_used_up_end_with_the_node_the_reason_and_nothing_left(e2e_cluster):
     cluster, base = e2e_cluster
-    job, _ = supervised(cluster, base, "sv-exhausted", "--steps 40 --crash-rank 2 --crash-at-step 3 --crash-attempt 0",
+    # rank 2 exits before it joins the cluster, on every attempt: each attempt fails in seconds
+    job, _ = supervised(cluster, base, "sv-exhausted", "--steps 40 --crash-rank 2 --crash-before-init --crash-attempt 0",
                         restarts=1)
     try:
         result = run_cli("launch", "-f", str(job), "--skip-preflight", timeout=300)

@@ -170,6 +170,49 @@ def test_stream_can_be_stopped_and_the_remote_process_ends(any_transport):
     assert f"sleep {marker}" not in remote_processes(f"sleep {marker}")
 
 
+def _kill_session_of(marker: str, commands: list[int]) -> None:
+    """SIGKILL the sshd processes serving the command that runs `sleep MARKER` (not the listener): the server
+    side of its connection dies, as when a server drops off or its sshd is killed. The command's pid goes
+    to `commands`."""
+    deadline = time.monotonic() + 10
+    while not (found := subprocess.run(["pgrep", "-f", f"^sleep {marker}"], capture_output=True, text=True).stdout):
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    pid, chain = int(found.split()[0]), []
+    commands.append(pid)
+    while pid > 1:
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        if Path(f"/proc/{pid}/comm").read_text().strip().startswith("sshd"):
+            chain.append(pid)
+    for session in chain[:-1]:  # the last sshd up the chain is the listener: the fleet keeps serving
+        os.kill(session, 9)
+
+
+@pytest.mark.parametrize("how", ["run", "stream"])
+def test_a_connection_that_dies_under_a_command_is_an_error_not_an_exit_code(sshd_fleet, how):
+    """A dead connection says nothing about the command: `docker wait` over it must not read as the job's
+    exit (the supervisor took a lost server for "exited with code -1")."""
+    transport = ssh(sshd_fleet)
+    marker = f"{50 + uuid.uuid4().int % 1000 / 1000:.3f}"
+    argv, commands = ["sleep", marker], []
+    killer = threading.Timer(0.3, _kill_session_of, args=(marker, commands))
+    killer.start()
+    try:
+        with pytest.raises(TransportError, match="connection lost while a command was running"):
+            if how == "run":
+                transport.run(argv)
+            else:
+                transport.stream(argv, lambda line: None)
+    finally:
+        killer.join()
+        transport.close()
+        for pid in commands:  # orphaned by its session: ended here, by its pid
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+
 def test_put_and_get(node_ssh, tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(bytes(range(256)) * 100)

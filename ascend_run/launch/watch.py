@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ascend_run.errors import reason_of
 from ascend_run.inputs.deployment import Node
 from ascend_run.launch import nodeops
 from ascend_run.launch.losslog import LossPoint, parse_step_line
@@ -143,7 +144,7 @@ class JobWatch:
                 return not self.stopped.is_set()
             if not state.lost:
                 state.lost = True
-                self._put("lost", node, detail=f"{exc}")
+                self._put("lost", node, detail=reason_of(exc))
             if not self.probe_s:
                 return False  # nobody reconnects: the caller treats the node as lost
             while state.generation == generation and not self.stopped.is_set():

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import replace as dc_replace
 
-from ascend_run.errors import AscendRunError, ConfigError, JobFailed, TransportError
+from ascend_run.errors import AscendRunError, ConfigError, JobFailed, TransportError, reason_of
 from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.launch import nodeops
 from ascend_run.launch.job import LaunchOptions, Reporter, start_job
@@ -344,14 +344,14 @@ class Supervisor:
                 self.lost.pop(name, None)
             except AscendRunError as exc:
                 old = self.cluster.transports.get(name)
-                self.cluster.transports[name] = DeadTransport(name, exc.message)
+                self.cluster.transports[name] = DeadTransport(name, reason_of(exc))
                 if old is not None:
                     close_all([old])
 
     def _preflight_again(self, failure: decide.Failure) -> dict[str, str]:
         """Preflight on the servers in use and the free spares: {server: why it cannot run the job}."""
         spares = [s for s in self.file_dep.spares if s.name in self.state.spares]
-        unreachable = {name: str(err) for name, err in self.cluster.connect_more(spares).items()}
+        unreachable = {name: reason_of(err) for name, err in self.cluster.connect_more(spares).items()}
         candidates = [*self.dep.nodes, *(s for s in spares if s.name not in unreachable)]
         started = time.time()
         checks = self.preflight(self.cluster.using(self.file_dep.with_nodes(candidates)))
@@ -513,7 +513,7 @@ class Supervisor:
             raise first_error(failures, "unreachable")
         for node in self.dep.nodes:
             if isinstance(results.get(node.name), BaseException):
-                transports[node.name] = DeadTransport(node.name, str(results[node.name]))
+                transports[node.name] = DeadTransport(node.name, reason_of(results[node.name]))
         self.cluster = Cluster(self.file_dep, transports, self.parallelism, self.factory, self.accept_new)
 
     def _in_use(self) -> Cluster:

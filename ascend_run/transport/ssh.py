@@ -481,6 +481,8 @@ def _pump(chan: paramiko.Channel, take: Callable[[], None], deadline: float | No
 
     `select` on the channel wakes on data and on EOF (paramiko sets its pipe for both), so there is no
     polling while the command runs; the POLL_S cap only bounds how late a deadline or stop is noticed.
+    A channel closed without EOF and without an exit status is a connection that died under the command
+    (paramiko closes its channels before it marks the connection inactive): an error, not an exit code.
     """
     while True:
         take()
@@ -488,6 +490,9 @@ def _pump(chan: paramiko.Channel, take: Callable[[], None], deadline: float | No
             return True
         if chan.closed:
             take()
+            if not chan.eof_received and chan.exit_status < 0:
+                raise TransportError("SSH connection lost while a command was running", host=host,
+                                     fix="check that the node is up; the command's state on it is unknown")
             return True
         if stop is not None and stop.is_set():
             return False
