@@ -26,7 +26,8 @@ test-slow:  ## Only the slow end-to-end tests
 generate:  ## Re-render the committed images/ and charts/ from templates/ and the profiles
 	$(PYTHON) -m ascend_run.generate .
 
-lint:  ## hadolint on the generated Dockerfiles, helm lint on the charts
+lint:  ## ruff on the code, hadolint on the generated Dockerfiles, helm lint on the charts
+	$(PYTHON) -m ruff check ascend_run tests benchmarks
 	hadolint --failure-threshold warning images/*/Dockerfile
 	helm lint --strict charts/ascend-train charts/ascend-infer
 

@@ -23,7 +23,6 @@ before the clock starts).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import os
 import statistics
@@ -167,7 +166,8 @@ def main() -> None:
                             sent = cluster.bridge_bytes()["sent"] - before
                             rows.setdefault((scenario, how, count), []).append((seconds, sent))
                             clean(transports, nodes)
-                            tail = f", last done {finishes.spread():.2f} s after the first" if how == "pipelined" else ""
+                            tail = (f", last done {finishes.spread():.2f} s after the first"
+                                    if how == "pipelined" else "")
                             print(f"{scenario:18} {how:9} {count} servers: {seconds:6.2f} s, sent "
                                   f"{sent / len(payload):.3f} x payload{tail} (load {os.getloadavg()[0]:.1f})",
                                   file=sys.stderr)

@@ -203,7 +203,8 @@ def bench(sizes: tuple[int, ...], repeat: int, command: str) -> tuple[dict, dict
         fleet.stop()
         shutil.rmtree(work, ignore_errors=True)
     machine = {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
-               "load_min": min(loads), "load_max": max(loads), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+               "load_min": min(loads), "load_max": max(loads),
+               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     return results, machine
 
 
@@ -227,7 +228,8 @@ def ratios(results: dict) -> str:
            " in-process / parallel-ssh in-process |", "|---|---|---|---|---|---|"]
     for n, runs in results.items():
         cli, lib = med(runs["ascend-run CLI"], "total"), med(runs["ascend-run in-process"], "op")
-        out.append(f"| {n} | {cli / med(runs['pdsh'], 'total'):.2f} | {cli / med(runs['pdsh curve25519'], 'total'):.2f} "
+        out.append(f"| {n} | {cli / med(runs['pdsh'], 'total'):.2f} "
+                   f"| {cli / med(runs['pdsh curve25519'], 'total'):.2f} "
                    f"| {lib / med(runs['asyncssh'], 'op'):.2f} | {cli / med(runs['asyncssh'], 'total'):.2f} "
                    f"| {lib / med(runs['parallel-ssh'], 'op'):.2f} |")
     return "\n".join(out)

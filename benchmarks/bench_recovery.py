@@ -79,7 +79,8 @@ def phases(found: list[dict], failed_at: float) -> dict[str, float]:
 
 
 def crash_run(cluster: SimCluster, base: Path, index: int) -> dict[str, float]:
-    job = job_file(cluster, base, f"bench-crash-{index}", "--steps 40 --step-sleep 0.1 --crash-rank 1 --crash-at-step 12")
+    job = job_file(cluster, base, f"bench-crash-{index}",
+                   "--steps 40 --step-sleep 0.1 --crash-rank 1 --crash-at-step 12")
     result = cli("launch", "-f", str(job), "--skip-preflight")
     if result.returncode != 0:
         raise SystemExit(f"crash run failed:\n{result.stderr[-3000:]}")

@@ -41,8 +41,8 @@ def ascend_run(dep, size: int, relay: bool, defaults: bool) -> float:
     import paramiko
 
     from ascend_run.transport import ssh as ssh_module
-    from benchmarks.star import broadcast
     from ascend_run.transport.fanout import close_all, connect_all
+    from benchmarks.star import broadcast
 
     tuned = ssh_module._bulk_transport
     if defaults:

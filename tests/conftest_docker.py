@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ascend_run.errors import EngineError
 from ascend_run.engine.local import ensure_engine
+from ascend_run.errors import EngineError
 
 TEST_ROOT = Path("/var/lib/ascend-run-test")
 

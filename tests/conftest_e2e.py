@@ -52,8 +52,8 @@ def e2e_cluster(tmp_path_factory, docker_client, cpu_train_image):
     """(SimCluster, job file): 3 nodes (sim-node-0..2) and a spare (sim-node-3), all with the train image."""
     needs_root_tools()
     from ascend_run.inputs.deployment import load_deployment
-    from ascend_run.steps.ship_image import ship_image
     from ascend_run.sim.cluster import SimCluster
+    from ascend_run.steps.ship_image import ship_image
     from ascend_run.transport.cluster import connect
 
     cluster = SimCluster(tmp_path_factory.mktemp("e2e") / "cluster")

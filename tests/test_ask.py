@@ -14,11 +14,18 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from ascend_run.serving.ask import (ChatClient, ServiceError, ServiceUnreachable, iter_sse_data, leader_url, messages_for,
-                            normalize_url)
 from ascend_run.cli import cli
-from ascend_run.inputs.deployment import deployment_from_data
 from ascend_run.errors import AscendRunError
+from ascend_run.inputs.deployment import deployment_from_data
+from ascend_run.serving.ask import (
+    ChatClient,
+    ServiceError,
+    ServiceUnreachable,
+    iter_sse_data,
+    leader_url,
+    messages_for,
+    normalize_url,
+)
 from tests.openai_standin import DEFAULT_ANSWER, StandIn
 
 PROMPT = "生抽和老抽的区别是什么？"
@@ -155,8 +162,8 @@ def test_http_errors_carry_status_and_body():
 
 
 def test_not_an_openai_server():
-    from http.server import BaseHTTPRequestHandler, HTTPServer
     import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
 
     class Html(BaseHTTPRequestHandler):
         def do_GET(self):

@@ -25,8 +25,16 @@ from ascend_run.errors import TransportError
 from ascend_run.inputs.deployment import Node, SSHSettings
 from ascend_run.transport import relay
 from ascend_run.transport.base import Result
-from ascend_run.transport.broadcast import (BroadcastError, FileEntry, FileSet, LocalStream, Member, StagedFile,
-                                            broadcast, raise_unserved)
+from ascend_run.transport.broadcast import (
+    BroadcastError,
+    FileEntry,
+    FileSet,
+    LocalStream,
+    Member,
+    StagedFile,
+    broadcast,
+    raise_unserved,
+)
 from ascend_run.transport.chain import THIS_MACHINE, choose_upstream, describe, first_upstreams
 from ascend_run.transport.local import LocalTransport
 

@@ -17,7 +17,6 @@ import copy
 import csv
 import os
 import re
-import shlex
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -33,8 +32,7 @@ from ascend_run.cli import cli
 from ascend_run.errors import ConfigError
 from ascend_run.inputs.deployment import Deployment, deployment_from_data, load_deployment
 from ascend_run.launch.plan import launch_plan
-from tests.test_charts import (CRDS, K8S_VERSIONS, NS, ROOT, charts, expand, helm, needs_helm,  # noqa: F401
-                               notes, one, render)
+from tests.test_charts import CRDS, K8S_VERSIONS, NS, ROOT, charts, expand, helm, needs_helm, notes, one, render  # noqa: F401, F811
 
 EXAMPLES = ["pretrain-1b-single.yaml", "pretrain-671b-128nodes.yaml"]
 ASCEND = "huawei.com/Ascend910"

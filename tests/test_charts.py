@@ -31,8 +31,8 @@ from ascend_run.charts.naming import k8s_quantity, split_image, volume_name
 from ascend_run.charts.render import write_chart
 from ascend_run.charts.values import chart_values, values_yaml
 from ascend_run.cli import cli
-from ascend_run.inputs.deployment import deployment_from_data, load_deployment
 from ascend_run.errors import ConfigError
+from ascend_run.inputs.deployment import deployment_from_data, load_deployment
 from ascend_run.inputs.profiles import get_profile
 from tests.reference import REFERENCE
 

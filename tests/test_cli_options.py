@@ -26,8 +26,17 @@ import pytest
 from ascend_run.cli import main
 from ascend_run.cli.common import FILE_ENV, pick_nodes
 from ascend_run.inputs.deployment import load_deployment
-from tests.cli_support import (NO_REPORT, RECIPES, SLOW, CliWorld, has_report_format, leaf_commands, offline_yaml,
-                               parse_json, tiny_image_tar)
+from tests.cli_support import (
+    NO_REPORT,
+    RECIPES,
+    SLOW,
+    CliWorld,
+    has_report_format,
+    leaf_commands,
+    offline_yaml,
+    parse_json,
+    tiny_image_tar,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = leaf_commands()

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run.steps import dataprep
-from ascend_run.inputs.deployment import deployment_from_data
 from ascend_run.errors import AscendRunError, ConfigError, StepFailed
+from ascend_run.inputs.deployment import deployment_from_data
+from ascend_run.steps import dataprep
 from ascend_run.transport.local import LocalTransport
 from tests.conftest_e2e import needs_root_tools, run_cli
 from tests.mfconfig_support import R15_PRETRAIN, needs_reference

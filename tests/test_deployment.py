@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run.inputs.deployment import load_deployment
 from ascend_run.errors import ConfigError
+from ascend_run.inputs.deployment import load_deployment
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

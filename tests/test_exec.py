@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from ascend_run.cli import main
-from ascend_run.cli.exec import split_node_specs
 from ascend_run.cli.console import fold_names
+from ascend_run.cli.exec import split_node_specs
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run.errors import ConfigError
 from ascend_run.inputs import hostrange
 from ascend_run.inputs.deployment import load_deployment
 from ascend_run.launch.plan import launch_plan

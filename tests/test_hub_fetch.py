@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ascend_run.steps import weights_download
-from ascend_run.inputs.deployment import deployment_from_data
 from ascend_run.errors import AscendRunError, ConfigError, StepFailed
+from ascend_run.inputs.deployment import deployment_from_data
+from ascend_run.steps import weights_download
 from ascend_run.steps.spread import MARKER, check_against_marker
 from tests.conftest_e2e import run_cli
 from tests.hub_standin import COMMIT, StandinHub

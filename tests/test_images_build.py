@@ -12,9 +12,9 @@ import subprocess
 
 import pytest
 
-from ascend_run.sim.demo import CPU_MINDSPORE, build_cpu_image
 from ascend_run.inputs.deployment import load_deployment
 from ascend_run.render.docker_run import render_script
+from ascend_run.sim.demo import CPU_MINDSPORE, build_cpu_image
 from tests.conftest_docker import docker_client  # noqa: F401  (fixture)
 from tests.conftest_sim import ssh
 from tests.test_docker_run import ARTICLE_TRAIN_MOUNTS

@@ -12,8 +12,8 @@ import re
 import pytest
 from ruamel.yaml import YAML
 
-from ascend_run.sim.demo import cpu_job_dir
 from ascend_run.inputs.deployment import load_deployment
+from ascend_run.sim.demo import cpu_job_dir
 from ascend_run.steps.ship_image import ship_image
 from ascend_run.transport.cluster import connect
 from tests.conftest_e2e import job_leftovers, needs_root_tools, run_cli

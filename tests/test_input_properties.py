@@ -31,8 +31,7 @@ from ascend_run.inputs.images import get_image
 from ascend_run.launch.plan import launch_plan
 from ascend_run.render.docker_run import docker_run_argv
 from ascend_run.steps import dataprep, weights_download
-from tests.hostile_support import (SHELL_BUILTINS, STANDIN_PROGRAMS, make_standins, read_calls, run_bash_all,
-                                   run_cli)
+from tests.hostile_support import SHELL_BUILTINS, STANDIN_PROGRAMS, make_standins, read_calls, run_bash_all, run_cli
 
 KEY, VALUE = "<key>", "<value>"   # path parts for the one entry of a mapping field
 MARK = "ascend-run-pwned"         # what every payload tries to create in the working directory

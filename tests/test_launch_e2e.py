@@ -256,7 +256,7 @@ def test_a_second_launch_sends_no_unchanged_sync_contents(e2e_cluster, tmp_path)
         return [int(Path(f"/sys/class/net/{n['veth']}/statistics/tx_bytes").read_text()) for n in rec["nodes"]]
 
     sizes = []
-    for attempt in range(2):
+    for _attempt in range(2):
         before = received()
         result = run_cli("launch", "-f", str(resync), "--skip-preflight")
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -10,8 +10,16 @@ import pytest
 from click.testing import CliRunner
 
 from ascend_run.cli import cli, main
-from ascend_run.launch.losslog import (LossLogError, choose_rank, find_worker_logs, loss_report, parse_step_line,
-                                plot_loss, scan_file, scan_log)
+from ascend_run.launch.losslog import (
+    LossLogError,
+    choose_rank,
+    find_worker_logs,
+    loss_report,
+    parse_step_line,
+    plot_loss,
+    scan_file,
+    scan_log,
+)
 
 # What a legacy (MindFormers r1.x MFLossMonitor) worker log looks like around the loss lines.
 NOISE = """\

@@ -14,6 +14,7 @@ from ruamel.yaml import YAML
 
 from ascend_run.cli import main
 from ascend_run.errors import ConfigError
+from ascend_run.inputs.common import Mount
 from ascend_run.mfconfig import (
     ConfigCheckFailed,
     PathRef,
@@ -24,7 +25,6 @@ from ascend_run.mfconfig import (
 )
 from ascend_run.mfconfig.layout import ConfigView
 from ascend_run.mfconfig.memory import Architecture, estimate
-from ascend_run.inputs.common import Mount
 from ascend_run.mfconfig.paths import JobContext, collect, to_host
 from ascend_run.mfconfig.yamledit import Document, parse_key_path
 from ascend_run.transport.local import LocalTransport

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ascend_run.inputs.deployment import deployment_from_data
 from ascend_run.errors import TransportError
+from ascend_run.inputs.deployment import deployment_from_data
 from ascend_run.launch.preflight import NodeFacts, evaluate
 
 SMI_ROW = "| {i}     910B3               | {h:<13} | 93.5        41                0    / 0             |\n"

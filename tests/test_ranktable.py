@@ -9,11 +9,24 @@ from types import SimpleNamespace
 import pytest
 
 from ascend_run.errors import ConfigError, ConfigErrors
-from ascend_run.npu.ranktable import (DeviceAddressError, ExpectedServer, RankTableError, build_rank_table,
-                                      collect_device_ips, load_rank_table, rank_table_json, require_device_ips,
-                                      validate_rank_table)
-from ascend_run.npu.tools import (parse_hccn_conf, parse_hccn_conf_netmasks, parse_hccn_ip_output,
-                                  parse_hccn_netmask_output, parse_link_status)
+from ascend_run.npu.ranktable import (
+    DeviceAddressError,
+    ExpectedServer,
+    RankTableError,
+    build_rank_table,
+    collect_device_ips,
+    load_rank_table,
+    rank_table_json,
+    require_device_ips,
+    validate_rank_table,
+)
+from ascend_run.npu.tools import (
+    parse_hccn_conf,
+    parse_hccn_conf_netmasks,
+    parse_hccn_ip_output,
+    parse_hccn_netmask_output,
+    parse_link_status,
+)
 
 HCCN_CONF = """\
 # written by hccn_tool

@@ -19,10 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 from ascend_run.cli import cli
-from ascend_run.inputs.deployment import load_deployment
 from ascend_run.errors import SimError
-from ascend_run.npu.tools import parse_hccn_conf, parse_npu_smi_info
+from ascend_run.inputs.deployment import load_deployment
 from ascend_run.inputs.profiles import get_profile
+from ascend_run.npu.tools import parse_hccn_conf, parse_npu_smi_info
 from ascend_run.sim import network, tools
 from ascend_run.sim.cluster import SimCluster, descendants
 from ascend_run.sim.node import NodeLayout, write_node_files

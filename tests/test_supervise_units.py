@@ -18,8 +18,13 @@ from ascend_run.supervise import decide
 from ascend_run.supervise.checkpoints import Choice
 from ascend_run.supervise.client import Follower
 from ascend_run.supervise.decide import RankProgress
-from ascend_run.supervise.resume import (attempt_overrides, checkpoint_dir, pipeline_stages, resume_config,
-                                         saves_checkpoints)
+from ascend_run.supervise.resume import (
+    attempt_overrides,
+    checkpoint_dir,
+    pipeline_stages,
+    resume_config,
+    saves_checkpoints,
+)
 from ascend_run.supervise.state import JobState, StateStore, SupervisorBusy, job_dir, read_records
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from ascend_run.inputs.deployment import load_deployment
 from ascend_run.errors import ConfigError, HostKeyError, RemoteCommandError, TransportError
+from ascend_run.inputs.deployment import load_deployment
 from ascend_run.transport.base import RC_STOPPED, RC_TIMEOUT, Result, command_line
 from ascend_run.transport.fanout import connect_all, connect_each, fan_out, run_on_nodes
 from ascend_run.transport.local import LocalTransport

@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from ascend_run.serving.ask import DEFAULT_MAX_TOKENS, DEFAULT_TIMEOUT, ChatClient, leader_url, messages_for, pick_model
 from ascend_run.cli import colour
 from ascend_run.cli.common import echo_json, file_from_environment, file_option, output_option
+from ascend_run.serving.ask import DEFAULT_MAX_TOKENS, DEFAULT_TIMEOUT, ChatClient, leader_url, messages_for, pick_model
 
 URL_ENV, KEY_ENV = "OPENAI_BASE_URL", "OPENAI_API_KEY"
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import click
 
 from ascend_run.cli import colour
-from ascend_run.cli.common import (echo_json, file_from_environment, file_option, out_option, output_option,
-                                   renamed_option)
+from ascend_run.cli.common import (
+    echo_json,
+    file_from_environment,
+    file_option,
+    out_option,
+    output_option,
+    renamed_option,
+)
 from ascend_run.inputs.text import printable
 from ascend_run.mfconfig import (
     PRESETS,

@@ -7,10 +7,20 @@ import shlex
 
 import click
 
-from ascend_run.steps import dataprep
-from ascend_run.cli.common import (deployment_option, dry_run_option, echo_json, human_size, out_option,
-                                   output_option, pick_nodes, renamed_option, subset_given, subset_options)
+from ascend_run.cli.common import (
+    deployment_option,
+    dry_run_option,
+    echo_json,
+    human_size,
+    out_option,
+    output_option,
+    pick_nodes,
+    renamed_option,
+    subset_given,
+    subset_options,
+)
 from ascend_run.inputs.text import comment
+from ascend_run.steps import dataprep
 
 
 @click.group()

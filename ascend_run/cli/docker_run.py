@@ -7,8 +7,17 @@ from pathlib import Path
 
 import click
 
-from ascend_run.cli.common import (deployment_option, echo_json, out_option, output_option, pick_nodes,
-                                   renamed_option, subset_given, subset_options, writing)
+from ascend_run.cli.common import (
+    deployment_option,
+    echo_json,
+    out_option,
+    output_option,
+    pick_nodes,
+    renamed_option,
+    subset_given,
+    subset_options,
+    writing,
+)
 from ascend_run.inputs.deployment import load_deployment
 from ascend_run.render.docker_run import render_script, script_name
 

@@ -16,8 +16,14 @@ import time
 
 import click
 
-from ascend_run.cli.common import (deployment_option, echo_json, output_option, pick_nodes,  # noqa: F401
-                                   split_node_specs, subset_options)
+from ascend_run.cli.common import (  # noqa: F401
+    deployment_option,
+    echo_json,
+    output_option,
+    pick_nodes,
+    split_node_specs,
+    subset_options,
+)
 from ascend_run.errors import AscendRunError, TransportError
 
 UNREACHABLE_RC = TransportError.exit_code  # 4

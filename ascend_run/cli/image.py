@@ -8,8 +8,19 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ascend_run.cli.common import (accept_new_option, deployment_option, dry_run_option, echo_json, err_console,
-                                   out_option, output_option, pick_nodes, renamed_option, subset_options, writing)
+from ascend_run.cli.common import (
+    accept_new_option,
+    deployment_option,
+    dry_run_option,
+    echo_json,
+    err_console,
+    out_option,
+    output_option,
+    pick_nodes,
+    renamed_option,
+    subset_options,
+    writing,
+)
 from ascend_run.cli.transfer import encrypt_option, per_node_option
 from ascend_run.engine.build import BuildEvent, BuildRequest, build_image
 from ascend_run.engine.local import engine_client

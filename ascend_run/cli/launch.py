@@ -9,11 +9,22 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ascend_run.cli.common import (accept_new_option, connected, deployment_option, echo_json, err_console,
-                                   output_option, parallel_option, pick_nodes, refuse_subset, styled,
-                                   subset_given, subset_options)
-from ascend_run.errors import AscendRunError
+from ascend_run.cli.common import (
+    accept_new_option,
+    connected,
+    deployment_option,
+    echo_json,
+    err_console,
+    output_option,
+    parallel_option,
+    pick_nodes,
+    refuse_subset,
+    styled,
+    subset_given,
+    subset_options,
+)
 from ascend_run.cli.common import console as make_console
+from ascend_run.errors import AscendRunError
 from ascend_run.inputs.deployment import Deployment, load_deployment
 from ascend_run.inputs.text import comment
 from ascend_run.launch.plan import launch_plan

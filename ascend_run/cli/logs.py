@@ -12,8 +12,16 @@ from pathlib import Path
 
 import click
 
-from ascend_run.cli.common import (echo_json, file_option, out_option, output_option, pick_nodes, subset_given,
-                                   subset_options, writing)
+from ascend_run.cli.common import (
+    echo_json,
+    file_option,
+    out_option,
+    output_option,
+    pick_nodes,
+    subset_given,
+    subset_options,
+    writing,
+)
 from ascend_run.errors import JobFailed
 from ascend_run.launch.losslog import LossReport, loss_report, plot_loss
 
@@ -162,9 +170,9 @@ def follow_job(deployment_file: str, tail: int | None, all_lines: bool, accept_n
                exclude_specs=(), json_lines: bool = False) -> None:
     """`--follow`: the job's lines (those of -w/-x's nodes), with [node/rank] prefixes, until the job ends; with
     -o json, one JSON object per line instead ({"node", "rank", "line"}: JSON Lines, for scripts)."""
+    from ascend_run.cli.common import err_console
     from ascend_run.cli.console import PrefixPrinter, framework_noise
     from ascend_run.cli.launch import show_event, show_line
-    from ascend_run.cli.common import err_console
     from ascend_run.inputs.deployment import load_deployment
     from ascend_run.supervise.client import ending_error, follow_output
     from ascend_run.supervise.state import StateStore

@@ -7,8 +7,17 @@ from pathlib import Path
 
 import click
 
-from ascend_run.cli.common import (accept_new_option, deployment_option, dry_run_option, echo_json, out_option,
-                                   output_option, refuse_subset, subset_options, writing)
+from ascend_run.cli.common import (
+    accept_new_option,
+    deployment_option,
+    dry_run_option,
+    echo_json,
+    out_option,
+    output_option,
+    refuse_subset,
+    subset_options,
+    writing,
+)
 
 
 @click.command()

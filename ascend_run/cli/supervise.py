@@ -6,8 +6,15 @@ import sys
 
 import click
 
-from ascend_run.cli.common import (accept_new_option, deployment_option, echo_json, output_option, parallel_option,
-                                   refuse_subset, subset_options)
+from ascend_run.cli.common import (
+    accept_new_option,
+    deployment_option,
+    echo_json,
+    output_option,
+    parallel_option,
+    refuse_subset,
+    subset_options,
+)
 from ascend_run.inputs.deployment import load_deployment
 
 

@@ -24,8 +24,14 @@ class TransferProgress:
     """A context manager whose `update(progress)` is the broadcast's `on_progress`."""
 
     def __init__(self, console, description: str, per_node: bool = False) -> None:
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
 
         self.console, self.per_node = console, per_node
         self.bar = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), DownloadColumn(),

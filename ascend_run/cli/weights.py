@@ -7,8 +7,16 @@ import time
 
 import click
 
-from ascend_run.cli.common import (deployment_option, dry_run_option, echo_json, human_size, output_option,
-                                   pick_nodes, refuse_subset, subset_options)
+from ascend_run.cli.common import (
+    deployment_option,
+    dry_run_option,
+    echo_json,
+    human_size,
+    output_option,
+    pick_nodes,
+    refuse_subset,
+    subset_options,
+)
 from ascend_run.cli.transfer import encrypt_option, per_node_option
 from ascend_run.inputs.text import comment, printable
 

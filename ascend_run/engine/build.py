@@ -20,7 +20,8 @@ def connect(base_url: str | None = None, timeout: int = 600):
 
     where = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
-        client = docker.DockerClient(base_url=base_url, timeout=timeout) if base_url else docker.from_env(timeout=timeout)
+        client = (docker.DockerClient(base_url=base_url, timeout=timeout) if base_url
+                  else docker.from_env(timeout=timeout))
         client.ping()
     except Exception as exc:  # the SDK raises several unrelated types for "nobody home"
         raise EngineError(f"no Docker engine answers at {where}: {str(exc).splitlines()[0][:200]}",

@@ -29,9 +29,23 @@ from ascend_run.errors import ConfigError, ConfigErrors
 from ascend_run.inputs import hostrange, sshconfig, text
 from ascend_run.inputs.common import Mount, Strict, no_cycle_collection
 from ascend_run.inputs.profiles import HardwareProfile, get_profile
-from ascend_run.inputs.text import (CONTAINER_NAME, CONTAINER_USER, ENV_NAME, HOSTNAME, HUB_REPO, IMAGE_REF,
-                                    JOB_NAME, NODE_NAME, PLAIN_PATH, REVISION, SIZE, URL, USER_NAME, Invalid,
-                                    shown)
+from ascend_run.inputs.text import (
+    CONTAINER_NAME,
+    CONTAINER_USER,
+    ENV_NAME,
+    HOSTNAME,
+    HUB_REPO,
+    IMAGE_REF,
+    JOB_NAME,
+    NODE_NAME,
+    PLAIN_PATH,
+    REVISION,
+    SIZE,
+    URL,
+    USER_NAME,
+    Invalid,
+    shown,
+)
 from ascend_run.inputs.yamlio import MAX_VALUES, check_bounds, format_loc, line_of, load_yaml, measure
 
 DEFAULT_HOST_LOG_DIR = "/var/log/ascend-run/{name}"  # {name}: the deployment's name
@@ -600,7 +614,7 @@ def _expand_entry(entry: NodeEntry, index: int, section: str = "nodes") -> list[
     try:
         addresses = hostrange.expand(entry.address)
     except ValueError as exc:
-        raise _err(f"{exc}", (section, index, "address"))
+        raise _err(f"{exc}", (section, index, "address")) from None
     names: list[str | None]
     if entry.name is None:
         names = [None] * len(addresses)
@@ -608,7 +622,7 @@ def _expand_entry(entry: NodeEntry, index: int, section: str = "nodes") -> list[
         try:
             names = list(hostrange.expand(entry.name))
         except ValueError as exc:
-            raise _err(f"{exc}", (section, index, "name"))
+            raise _err(f"{exc}", (section, index, "name")) from None
         if len(names) != len(addresses):
             raise _err(f"names expand to {len(names)} entries but the address to {len(addresses)}",
                        (section, index, "name"), fix="give the name and the address ranges the same length")

@@ -89,7 +89,8 @@ class Launcher:
                           'mkdir -p "$1" && chmod 0777 "$1"')
                 argv = ["sh", "-c", script, "sh", self.dep.host_log_dir, stamp]
             t.run(argv, timeout=60).check(node.name)
-            return [sync.sync_dir(t, source, trees[source], remote) for source, remote in self.plans[node.name].sync_dirs]
+            return [sync.sync_dir(t, source, trees[source], remote)
+                    for source, remote in self.plans[node.name].sync_dirs]
         results = self.cluster.each_or_raise(work)
         if trees:
             self.notice(sync.summary(results))
@@ -100,7 +101,8 @@ class Launcher:
         """`docker run` on every node; if any node fails to start, remove what did start and raise."""
         def work(node: Node, t: Transport) -> None:
             # the error shows the command's head and the image, not its fifty flags
-            t.run(self.plans[node.name].docker_argv, timeout=300).check(node.name, ["docker", "run", "...", self.dep.image])
+            shown = ["docker", "run", "...", self.dep.image]
+            t.run(self.plans[node.name].docker_argv, timeout=300).check(node.name, shown)
         outcomes = self.cluster.each(work)
         if any(not o.ok for o in outcomes):
             self.stop_all("a node failed to start")

@@ -111,7 +111,8 @@ def msrun_values(dep: Deployment, node: Node, workers: int | None = None) -> Msr
 
 
 def msrun_launcher_argv(launcher_script: str, command: str, v: MsrunValues) -> list[str]:
-    """MindFormers' 9-argument form: "<cmd>" WORKER_NUM LOCAL_WORKER MASTER_ADDR MASTER_PORT NODE_RANK LOG_DIR JOIN TIMEOUT."""
+    """MindFormers' 9-argument form:
+    "<cmd>" WORKER_NUM LOCAL_WORKER MASTER_ADDR MASTER_PORT NODE_RANK LOG_DIR JOIN TIMEOUT."""
     return ["bash", launcher_script, command, str(v.worker_num), str(v.local_worker_num), v.master_addr,
             str(v.master_port), str(v.node_rank), v.log_dir, str(v.join), str(v.cluster_time_out)]
 

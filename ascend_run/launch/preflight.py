@@ -15,8 +15,13 @@ from dataclasses import asdict, dataclass, field
 from ascend_run.inputs.deployment import Deployment, Node, parse_size
 from ascend_run.inputs.images import all_images
 from ascend_run.launch import nodeops
-from ascend_run.npu.tools import (parse_driver_version, parse_hccn_ip_output, parse_link_status,
-                                  parse_npu_smi_info, version_family)
+from ascend_run.npu.tools import (
+    parse_driver_version,
+    parse_hccn_ip_output,
+    parse_link_status,
+    parse_npu_smi_info,
+    version_family,
+)
 from ascend_run.transport.base import Transport
 from ascend_run.transport.cluster import Cluster
 from ascend_run.transport.relay import MIN_PYTHON, RC_NO_PYTHON, python_probe_argv

@@ -193,8 +193,8 @@ class JobWatch:
             t, generation = self._current(node)
             split = RankLines(ranks)
 
-            def take(line: str) -> None:
-                found = split.feed(line)
+            def take(line: str) -> None:  # used within this iteration only
+                found = split.feed(line)  # noqa: B023
                 if found is not None:
                     point = parse_step_line(found[1])
                     if point is not None:

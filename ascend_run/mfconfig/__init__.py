@@ -14,8 +14,14 @@ Public API (used by the CLI and by the launcher before it starts a job):
 from ascend_run.mfconfig.derive import DeriveResult, derive_config, parse_assignment
 from ascend_run.mfconfig.layout import ConfigView, Layout, detect_layout
 from ascend_run.mfconfig.memory import MemoryEstimate, estimate
-from ascend_run.mfconfig.paths import (JobContext, PathChecker, PathRef, local_path_checker,
-                                       transport_path_checker, workdir_of)
+from ascend_run.mfconfig.paths import (
+                                       JobContext,
+                                       PathChecker,
+                                       PathRef,
+                                       local_path_checker,
+                                       transport_path_checker,
+                                       workdir_of,
+)
 from ascend_run.mfconfig.presets import PRESETS
 from ascend_run.mfconfig.report import CheckReport, ConfigCheckFailed, Issue
 from ascend_run.mfconfig.rules import check_config

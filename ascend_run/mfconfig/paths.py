@@ -120,7 +120,7 @@ def collect(view: ConfigView, *, workdir: str = DEFAULT_WORKDIR,
             if isinstance(data_path, list):
                 # Megatron blend: [weight, prefix, weight, prefix, …]; a lone list of prefixes also occurs.
                 pairs = len(data_path) % 2 == 0 and all(_is_weight(w) for w in data_path[0::2])
-                for index, item in enumerate(data_path):
+                for index, _item in enumerate(data_path):
                     if pairs and index % 2 == 0:
                         continue
                     add(loader_path + ("config", "data_path", index), "megatron")

@@ -328,11 +328,13 @@ class _Rules(MindFormersRules):
         flat = value if isinstance(value, list) and all(stages.is_number(x) for x in value) else None
         if flat is None or len(flat) not in (pp, pp * interleave):
             self.add("error", setting, f"must list the layers of each of the {pp} stages, got {value!r}",
-                     f"set {setting.key}: {stages.full_recompute(num_layers, pp, 1, stages.balanced_offset(num_layers, pp, 1))}")
+                     f"set {setting.key}: "
+                     f"{stages.full_recompute(num_layers, pp, 1, stages.balanced_offset(num_layers, pp, 1))}")
         elif sum(flat) != num_layers or min(flat) < 1:
             self.add("error", setting, f"sums to {sum(flat)} with smallest {min(flat)}, but the model has "
                      f"{num_layers} layers and every stage needs at least one",
-                     f"set {setting.key}: {stages.full_recompute(num_layers, pp, 1, stages.balanced_offset(num_layers, pp, 1))}")
+                     f"set {setting.key}: "
+                     f"{stages.full_recompute(num_layers, pp, 1, stages.balanced_offset(num_layers, pp, 1))}")
 
     def model_shape(self) -> None:
         if self.ok("hidden_size", "num_heads") and self.v("hidden_size") % self.v("num_heads"):

@@ -19,8 +19,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from ascend_run.errors import ConfigError, ConfigErrors
-from ascend_run.npu.tools import (parse_hccn_conf, parse_hccn_conf_netmasks, parse_hccn_ip_output,
-                                  parse_hccn_netmask_output, parse_link_status)
+from ascend_run.npu.tools import (
+    parse_hccn_conf,
+    parse_hccn_conf_netmasks,
+    parse_hccn_ip_output,
+    parse_hccn_netmask_output,
+    parse_link_status,
+)
 
 VERSION = "1.0"
 HCCN_TOOL = "hccn_tool"
@@ -271,8 +276,9 @@ def _compare_expected(servers: list, expected: Sequence[ExpectedServer], where, 
     if got != want:
         missing = [sid for sid in want if sid not in got]
         extra = [sid for sid in got if sid not in want]
-        detail = (f"missing {', '.join(map(where, missing))}" if missing else "") + \
-            ("; " if missing and extra else "") + (f"not in the deployment: {', '.join(map(str, extra))}" if extra else "")
+        detail = ((f"missing {', '.join(map(where, missing))}" if missing else "")
+                  + ("; " if missing and extra else "")
+                  + (f"not in the deployment: {', '.join(map(str, extra))}" if extra else ""))
         bad(f"servers differ from the deployment ({detail or 'order differs'})", "server_list",
             "servers must appear in deployment-file order (node k holds ranks k*n…): regenerate the table")
         return

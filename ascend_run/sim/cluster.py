@@ -25,13 +25,19 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from ascend_run.inputs.deployment import parse_size
 from ascend_run.errors import SimError
+from ascend_run.inputs.deployment import parse_size
 from ascend_run.inputs.profiles import get_profile
 from ascend_run.sim import network, tools
 from ascend_run.sim.network import SimNet
-from ascend_run.sim.node import (DISK_SIZES, NodeLayout, public_host_key, start_command, write_bastion_files,
-                                  write_node_files)
+from ascend_run.sim.node import (
+    DISK_SIZES,
+    NodeLayout,
+    public_host_key,
+    start_command,
+    write_bastion_files,
+    write_node_files,
+)
 
 REQUIRED = {"ip": "iproute2", "sshd": "openssh-server", "ssh-keygen": "openssh-client", "unshare": "util-linux",
             "nsenter": "util-linux"}

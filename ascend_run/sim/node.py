@@ -168,7 +168,8 @@ def node_script(layout: NodeLayout, name: str, profile: HardwareProfile, docker:
               'cp -a -x /dev/. "$dev"/', 'mkdir -p "$dev/pts" "$dev/shm" "$dev/mqueue"',
               'mount --bind /dev/pts "$dev/pts"', 'mount -t tmpfs -o mode=1777 shm "$dev/shm"']
     for path in profile.device_paths():
-        lines.append(f'rm -f "$dev/{path.removeprefix("/dev/")}"; mknod -m 666 "$dev/{path.removeprefix("/dev/")}" c 1 3')
+        name = path.removeprefix("/dev/")
+        lines.append(f'rm -f "$dev/{name}"; mknod -m 666 "$dev/{name}" c 1 3')
     lines += ['mount --rbind "$dev" /dev',
               # the NPU state inside the driver tree: containers that mount the driver see it too
               f"mount --bind {q(str(layout.state.parent))} {q(state_mountpoint(profile))}"]
@@ -180,7 +181,8 @@ def node_script(layout: NodeLayout, name: str, profile: HardwareProfile, docker:
         lines.append(
             f"dockerd --data-root={q(str(root / 'docker'))} --exec-root=/run/docker-exec "
             f"--pidfile=/run/dockerd.pid -H unix://{q(str(layout.docker_socket))} --iptables=false "
-            f"--bridge=none --storage-driver={storage_driver} --log-level=error > {q(str(root / 'dockerd.log'))} 2>&1 &")
+            f"--bridge=none --storage-driver={storage_driver} --log-level=error "
+            f"> {q(str(root / 'dockerd.log'))} 2>&1 &")
     lines.append(f"exec /usr/sbin/sshd -D -e -f {q(str(layout.sshd_config))}")
     return "\n".join(lines) + "\n"
 

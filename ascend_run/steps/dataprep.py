@@ -28,10 +28,10 @@ from typing import Any
 from ascend_run.errors import AscendRunError, ConfigError, StepFailed
 from ascend_run.inputs import text
 from ascend_run.inputs.deployment import Deployment, Node, check_image, check_option
-from ascend_run.steps.task import run_task, task_commands
-from ascend_run.transport.base import Transport
 from ascend_run.mfconfig.paths import to_host
 from ascend_run.render.docker_run import task_run_argv
+from ascend_run.steps.task import run_task, task_commands
+from ascend_run.transport.base import Transport
 
 DEFAULT_INPUT = "/home/work/dataset/wiki.train.tokens"
 DEFAULT_VOCAB = "/home/work/dataset/tokenizer.json"

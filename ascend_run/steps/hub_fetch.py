@@ -136,7 +136,7 @@ class Progress:
 
 def normalise_modes(root: str) -> None:
     """openmind_hub writes 0640 files; the job may run as another user (HwHiAiUser) and must read them."""
-    for folder, dirs, names in os.walk(root):
+    for folder, _dirs, names in os.walk(root):
         os.chmod(folder, 0o755)
         for name in names:
             os.chmod(os.path.join(folder, name), 0o644)

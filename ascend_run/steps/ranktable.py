@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from ascend_run.errors import ConfigError, ConfigErrors
 from ascend_run.inputs.deployment import Deployment, Node
-from ascend_run.npu.ranktable import (build_rank_table, collect_device_ips, expected_from_deployment,
-                                      require_device_ips, validate_rank_table)
+from ascend_run.npu.ranktable import (
+    build_rank_table,
+    collect_device_ips,
+    expected_from_deployment,
+    require_device_ips,
+    validate_rank_table,
+)
 from ascend_run.transport.base import Transport
 from ascend_run.transport.cluster import Cluster
 

@@ -19,8 +19,15 @@ from ascend_run.errors import AscendRunError, RemoteCommandError, TransportError
 from ascend_run.inputs.deployment import Node
 from ascend_run.launch import nodeops
 from ascend_run.steps.spread import free_bytes
-from ascend_run.transport.broadcast import (LocalStream, Member, NodeState, Progress, StagedFile, broadcast,
-                                            raise_unserved)
+from ascend_run.transport.broadcast import (
+    LocalStream,
+    Member,
+    NodeState,
+    Progress,
+    StagedFile,
+    broadcast,
+    raise_unserved,
+)
 from ascend_run.transport.cluster import Cluster
 
 CHUNK = 1 << 20

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from ascend_run.errors import ConfigError, StepFailed
 from ascend_run.inputs import text
+from ascend_run.inputs.common import Mount
 from ascend_run.inputs.deployment import Deployment, Node, check_image, check_option
 from ascend_run.inputs.text import HUB_REPO, REVISION
 from ascend_run.launch.plan import SYNC_ROOT
+from ascend_run.render.docker_run import task_run_argv
 from ascend_run.steps.task import Command, Upload, run_task, task_commands
 from ascend_run.transport.base import Transport
-from ascend_run.inputs.common import Mount
-from ascend_run.render.docker_run import task_run_argv
 
 SCRIPT = Path(__file__).parent / "hub_fetch.py"
 IN_CONTAINER = "/opt/ascend-run/hub_fetch.py"

@@ -134,7 +134,7 @@ def complete_steps(rank: int, rank_dir: RankDir) -> tuple[dict[tuple[int, int], 
             found[(int(match.group("epoch")), int(match.group("step")))] = (name, size, match.group("ext"))
     notes: list[str] = []
     largest: dict[str, int] = {}
-    for name, size, ext in found.values():
+    for _name, size, ext in found.values():
         largest[ext] = max(largest.get(ext, 0), size)
     good = {}
     for key, (name, size, ext) in found.items():

@@ -36,9 +36,9 @@ def resume_warnings(cluster: Cluster, config_text: str | None) -> list[str]:
         return out
     apart = not_sharing(cluster, ckpt.host)
     if apart:
-        out.append(f"the checkpoint directory {ckpt.host} is not on storage every server shares ({', '.join(apart[:5])}"
-                   f"{' …' if len(apart) > 5 else ''} do(es) not see {cluster.nodes[0].name}'s): a spare could not take "
-                   "a failed server's ranks")
+        out.append(f"the checkpoint directory {ckpt.host} is not on storage every server shares "
+                   f"({', '.join(apart[:5])}{' …' if len(apart) > 5 else ''} do(es) not see "
+                   f"{cluster.nodes[0].name}'s): a spare could not take a failed server's ranks")
     return out
 
 

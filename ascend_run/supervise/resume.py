@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 from ascend_run.inputs.common import Mount
 from ascend_run.inputs.deployment import Deployment
-from ascend_run.launch.plan import SYNC_ROOT
-from ascend_run.launch.plan import Overrides
+from ascend_run.launch.plan import SYNC_ROOT, Overrides
 from ascend_run.supervise.checkpoints import Choice
 
 DEFAULT_OUTPUT_DIR = "./output"   # MindFormers' default, relative to the working directory

@@ -37,8 +37,14 @@ from ascend_run.launch.plan import SYNC_ROOT, msrun_values
 from ascend_run.launch.preflight import Check, as_json, run_preflight
 from ascend_run.launch.watch import JobWatch, WatchEvent
 from ascend_run.supervise import checkpoints, decide
-from ascend_run.supervise.resume import (CheckpointDir, attempt_overrides, checkpoint_dir, pipeline_stages,
-                                         resume_config, resume_config_server_path)
+from ascend_run.supervise.resume import (
+    CheckpointDir,
+    attempt_overrides,
+    checkpoint_dir,
+    pipeline_stages,
+    resume_config,
+    resume_config_server_path,
+)
 from ascend_run.supervise.state import JobState, StateStore, servers_in_use
 from ascend_run.transport.base import Result
 from ascend_run.transport.cluster import Cluster
@@ -146,8 +152,8 @@ class Supervisor:
             try:
                 self._connect(strict=False)
                 self._read_config(required=False)
-                states = {o.node.name: (o.value if o.ok else None)
-                          for o in self._in_use().each(lambda n, t: nodeops.container_state(t, self.dep.container_name))}
+                outcomes = self._in_use().each(lambda n, t: nodeops.container_state(t, self.dep.container_name))
+                states = {o.node.name: (o.value if o.ok else None) for o in outcomes}
             except BaseException as exc:  # noqa: BLE001
                 return self._crashed(exc)
             not_running = [name for name, st in states.items() if st != "running"]
@@ -297,7 +303,8 @@ class Supervisor:
         else:
             why = notes[0] if notes else ("no output_dir known (job.output_dir, job.config)" if self.ckpt is None
                                           else "the checkpoints are inside the container")
-            self.store.event("resume", f"from step 1: no checkpoint every rank has ({why})", step=None, notes=notes[:10])
+            self.store.event("resume", f"from step 1: no checkpoint every rank has ({why})", step=None,
+                             notes=notes[:10])
         config_uploaded = self._upload_resume_config(choice)
         self._wait_gap(stopped_at)
         self.state.attempt = attempt + 1
@@ -363,7 +370,8 @@ class Supervisor:
         self.store.event("preflight", f"{len(candidates)} server(s) checked in {time.time() - started:.1f} s: "
                          + ("all healthy" if not unhealthy else
                             "; ".join(f"{n}: {why}" for n, why in list(unhealthy.items())[:5])),
-                         ok=not unhealthy, unhealthy=unhealthy, failed=as_json(failed), seconds=round(time.time() - started, 3))
+                         ok=not unhealthy, unhealthy=unhealthy, failed=as_json(failed),
+                         seconds=round(time.time() - started, 3))
         return unhealthy
 
     def _choose_checkpoint(self) -> tuple[checkpoints.Choice | None, list[str]]:

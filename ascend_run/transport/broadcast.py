@@ -260,7 +260,8 @@ class _Transfer:
         self.retrying.discard(name)
         upstream = choose_upstream(self.order, name, self.lost | self.avoid[name])
         if upstream is None:
-            why = [f"{n} lost" if n in self.lost else f"{n} failed it {MAX_TRIES} times: {self.pull_errors.get((name, n))}"
+            why = [f"{n} lost" if n in self.lost
+                   else f"{n} failed it {MAX_TRIES} times: {self.pull_errors.get((name, n))}"
                    for n in self.order[:self.order.index(name)]]
             self._fail(name, f"no server before it in the chain can feed it ({'; '.join(why)})")
             return

@@ -16,11 +16,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ascend_run.errors import AscendRunError
 from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.transport.base import Transport
-from ascend_run.errors import AscendRunError
-from ascend_run.transport.fanout import (DEFAULT_PARALLELISM, Factory, Outcome, Progress, close_all, connect_all,
-                                         connect_each, fan_out, ssh_factory, values_or_raise)
+from ascend_run.transport.fanout import (
+    DEFAULT_PARALLELISM,
+    Factory,
+    Outcome,
+    Progress,
+    close_all,
+    connect_all,
+    connect_each,
+    fan_out,
+    values_or_raise,
+)
 
 T = TypeVar("T")
 

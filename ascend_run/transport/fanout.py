@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.errors import AscendRunError, TransportError
+from ascend_run.inputs.deployment import Deployment, Node
 from ascend_run.transport.base import Result, Transport, command_line
 from ascend_run.transport.connector import Connector
 

@@ -103,7 +103,7 @@ class Store(object):
                 try:
                     self.put(data)  # advances self.have
                 except OSError as exc:
-                    raise StoreError(str(exc))
+                    raise StoreError(str(exc)) from None
                 self.cond.notify_all()
             return True
 
@@ -180,12 +180,12 @@ class FileSet(Store):
         self.partials = {}
         self.index, self.fd, self.digest, self.bad = 0, None, None, []
         if spec.get("source"):
-            for path, (name, size, _sha, _write) in zip(self.paths, self.files):
+            for path, (_name, size, _sha, _write) in zip(self.paths, self.files):
                 if os.stat(path).st_size != size:  # changed since the kit read the manifest
                     raise ValueError("%s is %d bytes, not %d" % (path, os.stat(path).st_size, size))
             self.have, self.ended, self.index = self.total, True, len(self.files)
         else:
-            for i, (name, _size, _sha, write) in enumerate(self.files):
+            for i, (_name, _size, _sha, write) in enumerate(self.files):
                 if write:
                     self.partials[i] = os.path.join(os.path.dirname(self.paths[i]),
                                                     ".ascend-run-partial-%s-%d" % (spec["tag"], i))

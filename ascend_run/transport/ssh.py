@@ -31,7 +31,8 @@ from ascend_run.inputs.sshconfig import import_paramiko
 
 paramiko = import_paramiko()  # without `invoke` (paramiko.config's `Match exec`): CLI start-up stays fast
 from paramiko.hostkeys import HostKeyEntry  # noqa: E402
-from ascend_run.transport.base import (
+
+from ascend_run.transport.base import (  # noqa: E402
     RC_KILLED,
     RC_STOPPED,
     RC_TIMEOUT,
@@ -266,8 +267,8 @@ class SSHTransport:
             except paramiko.AuthenticationException as exc:
                 self._client.close()
                 raise TransportError(f"authentication as {self.user}@{self.address} failed: {exc}", host=self.host,
-                                     fix="check ssh.user and ssh.identity_file (or User and IdentityFile in the ssh config), and the "
-                                         "server's authorized_keys") from None
+                                     fix="check ssh.user and ssh.identity_file (or User and IdentityFile in the "
+                                         "ssh config), and the server's authorized_keys") from None
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 self._client.close()
                 if attempt == retries:
