@@ -132,8 +132,10 @@ def main() -> None:
     peer = [sys.executable, "-c", ("import sys; from ruamel.yaml import YAML; "
                                    "YAML(typ='rt').load(open(sys.argv[1], encoding='utf-8').read()); "
                                    "sys.argv[2:] and __import__('paramiko').SSHConfig.from_path(sys.argv[2])")]
+    reference = run([sys.executable, "-c", "sum(range(10**8))"], 600, dict(os.environ), "/")
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"{args.nodes} nodes, median wall (median CPU) of {args.repeat}, the trees' runs interleaved\n")
+        print(f"{args.nodes} nodes, median wall (median CPU) of {args.repeat}, the trees' runs interleaved; "
+              f"this machine's speed: `python -c 'sum(range(10**8))'` {reference[0]:.2f} s (CPU {reference[1]:.2f})\n")
         print("| file | ssh config | tree | peer: ruamel (+ paramiko) | validate | ratio | launch --dry-run | ratio |")
         print("|---|---|---|---|---|---|---|---|")
         for shape in args.shapes.split(","):
