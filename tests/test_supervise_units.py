@@ -280,3 +280,13 @@ def test_config_check_warns_when_checkpoints_stay_in_the_container():
     assert not [i for i in mounted.warnings if i.key == "output_dir"]
     no_mounts_known = check_config(train, JobContext(), memory=False)
     assert not [i for i in no_mounts_known.warnings if i.key == "output_dir"]
+
+
+def test_msruns_line_for_a_failed_worker_gives_its_exit_code():
+    from ascend_run.launch.watch import worker_failure
+
+    line = ("[ERROR] ME(1:1405,MainProcess):2026-12-01-02:32:35.810.000 [mindspore/parallel/cluster/process_entity/"
+            "_api.py:365] Worker process 11 exit with exception. Error code: {}.")
+    assert worker_failure(line.format(1)) == 1 and worker_failure(line.format(-9)) == -9
+    assert worker_failure("RuntimeError: Distributed job exited with exception. Please check logs") is None
+    assert worker_failure("{ step:[    3/   40], loss:   7.283331 }") is None

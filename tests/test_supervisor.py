@@ -178,6 +178,23 @@ def test_a_failure_relaunches_from_the_newest_checkpoint_every_rank_has(tmp_path
     assert (state.state, state.attempt, state.attempts) == ("succeeded", 2, 3)
 
 
+MSRUN_WORKER_FAILED = ("[ERROR] ME(1:140552863613184,MainProcess):2026-12-01-02:32:35.810.000 [mindspore/parallel/"
+                       "cluster/process_entity/_api.py:365] Worker process 11 exit with exception. Error code: {rc}.")
+
+
+def test_msruns_report_of_a_dead_worker_is_the_failure_before_msrun_exits(tmp_path):
+    """msrun logs the dead worker, then takes its time to exit (seconds on a busy machine): the line is enough."""
+    rig = Rig(tmp_path, restarts=1).start()
+    rig.attempt_started(1)
+    rig.servers["n1"].say("fake", MSRUN_WORKER_FAILED.format(rc=-9))
+    rig.attempt_started(2)  # n1's container never exited by itself: the supervisor removed it
+    failure = rig.event("failure")
+    assert (failure["detail"], failure["rc"]) == ("n1: a worker was killed by signal 9", None)
+    rig.servers["n2"].say("fake", MSRUN_WORKER_FAILED.format(rc=3))
+    assert rig.wait() == 3
+    assert rig.event("failed")["detail"].startswith("the job failed on n2: a worker exited with code 3; all 1 restart")
+
+
 def test_restarts_used_up_stop_everything_and_name_the_node(tmp_path):
     rig = Rig(tmp_path, restarts=1).start()
     rig.attempt_started(1)
@@ -298,9 +315,14 @@ def test_takeover_of_a_running_job_restarts_nothing(tmp_path):
         rig.servers[name].run(["docker", "run", "--detach", "--name", "fake", "--label", "io.ascend-run.job=fake"])
     rig.store.write(JobState(job="fake", deployment=str(rig.dep.path), state="running", attempt=2, attempts=3,
                              nodes=[{"name": f"n{i}", "address": "x", "rank": i, "spare": False} for i in range(3)]))
+    rig.store.line("n0", 0, "a line the dead supervisor recorded")
+    recorded = rig.store.last_line_time()
     rig.adopt()
     rig.until(lambda: "adopt" in rig.kinds(), what="the takeover")
     assert rig.event("adopt")["detail"].startswith("took over the running job: attempt 2 of 3 on n0, n1, n2")
+    rig.until(lambda: any(argv[:2] == ["docker", "logs"] for kind, argv in rig.servers["n0"].calls), what="logs")
+    logs = next(argv for kind, argv in rig.servers["n0"].calls if argv[:2] == ["docker", "logs"])
+    assert logs == ["docker", "logs", "--follow", "--since", f"{recorded:.3f}", "fake"], "no line recorded twice"
     rig.servers["n2"].exit("fake", 1)  # a later crash is handled as before
     rig.attempt_started(3)
     rig.finish()

@@ -46,9 +46,10 @@ def wait_argv(name: str) -> list[str]:
     return [DOCKER, "wait", name]
 
 
-def logs_argv(name: str, follow: bool = True, tail: int | None = None) -> list[str]:
+def logs_argv(name: str, follow: bool = True, tail: int | None = None, since: float | None = None) -> list[str]:
+    """`docker logs`: all of it, the last `tail` lines, or what came after `since` (a Unix time)."""
     return [DOCKER, "logs", *(["--follow"] if follow else []), *(["--tail", str(tail)] if tail is not None else []),
-            name]
+            *(["--since", f"{since:.3f}"] if since is not None else []), name]
 
 
 # --- running them -----------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ PROBE_TIMEOUT_S = 10.0   # a node that takes longer to run `true` is not answeri
 
 @dataclass(frozen=True)
 class WatchEvent:
-    """exit (rc; None: unknown), lost (detail), back, step (rank, point). `at` is time.time()."""
+    """exit (rc; None: unknown), worker-failed (rc: the worker's, detail: msrun's line), lost (detail), back,
+    step (rank, point). `at` is time.time()."""
 
     kind: str
     node: str
@@ -41,6 +42,22 @@ class WatchEvent:
     detail: str = ""
     rank: int | None = None
     point: LossPoint | None = None
+
+
+# --- msrun's verdict on a worker (pure) -------------------------------------------------------------------
+
+# msrun polls its workers every second; when one exits non-zero it logs this, kills the node's other workers
+# and exits 1. Its own exit (interpreter and MindSpore teardown, the container's end, `docker wait` answering
+# over SSH) takes 1 s on an idle machine and was seen to take 8 s on a busy one: the line is the earlier news.
+_WORKER_FAILED = re.compile(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)")
+
+
+def worker_failure(line: str) -> int | None:
+    """The exit code msrun reports for a failed worker in this output line, or None."""
+    if "exit with exception" not in line:
+        return None
+    match = _WORKER_FAILED.search(line)
+    return int(match.group(2)) if match else None
 
 
 # --- tail -F output: which rank a line belongs to (pure) ---------------------------------------------------
@@ -85,7 +102,8 @@ class JobWatch:
 
     def __init__(self, cluster: Cluster, container: str, *, on_line: Callable[[Node, str], None] = lambda n, s: None,
                  ranks: Mapping[str, Sequence[int]] | None = None, log_dir: str | None = None,
-                 probe_s: float | None = None, tail_last: int | None = None) -> None:
+                 probe_s: float | None = None, tail_last: int | None = None,
+                 output_since: float | None = None) -> None:
         self.cluster = cluster
         self.container = container
         self.on_line = on_line
@@ -93,6 +111,7 @@ class JobWatch:
         self.log_dir = log_dir
         self.probe_s = probe_s
         self.tail_last = tail_last
+        self.output_since = output_since  # a takeover: the output lines already recorded are not read again
         self.events: queue.Queue[WatchEvent] = queue.Queue()
         self.stopped = threading.Event()
         self.nodes = list(cluster.nodes)
@@ -175,11 +194,21 @@ class JobWatch:
             return
 
     def _output(self, node: Node) -> None:
-        argv = nodeops.logs_argv(self.container)
+        argv = nodeops.logs_argv(self.container, since=self.output_since)
+        reported = False
+
+        def take(line: str) -> None:
+            nonlocal reported
+            self.on_line(node, line)
+            rc = worker_failure(line)
+            if rc is not None and not reported:
+                reported = True
+                self._put("worker-failed", node, rc=rc, detail=line.strip())
+
         while not self.stopped.is_set():
             t, generation = self._current(node)
             try:
-                t.stream(argv, lambda line: self.on_line(node, line), stop=self.stopped)
+                t.stream(argv, take, stop=self.stopped)
                 return
             except Exception as exc:  # noqa: BLE001 - resumed after a reconnection, without the old lines
                 if not self._broke(node, generation, exc):

@@ -126,6 +126,23 @@ class StateStore:
             self.echo(record)
         return record
 
+    def last_line_time(self) -> float | None:
+        """When the newest recorded output line arrived (a takeover reads the job's output from there on)."""
+        try:
+            with self.output_file.open("rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - 65536))
+                tail = fh.read().decode(errors="replace")
+        except FileNotFoundError:
+            return None
+        for line in reversed(tail.splitlines()):
+            if line.endswith("}"):
+                try:
+                    return float(json.loads(line)["t"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return None
+
     def line(self, node: str, rank: int, text: str) -> None:
         self._append(self.output_file, {"t": round(time.time(), 3), "node": node, "rank": rank, "line": text})
 

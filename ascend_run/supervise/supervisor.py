@@ -201,8 +201,8 @@ class Supervisor:
         """Until the attempt ends: None when every server's job exited 0, else the first failure."""
         ranks = {n.name: self._ranks_of(n) for n in self.dep.nodes}
         watch = JobWatch(self._in_use(), self.dep.container_name, on_line=self._line, ranks=ranks,
-                         log_dir=self.dep.host_log_dir, probe_s=self.probe_s,
-                         tail_last=50 if adopted else None).start()
+                         log_dir=self.dep.host_log_dir, probe_s=self.probe_s, tail_last=50 if adopted else None,
+                         output_since=self.store.last_line_time() if adopted else None).start()
         self.progress, self.lost = {}, {}
         self._first_step_seen = adopted  # lines read back at a takeover are not the attempt's first step
         pending = {n.name for n in self.dep.nodes}
@@ -235,6 +235,10 @@ class Supervisor:
                                  attempt=self.state.attempt, seconds=round(since, 3))
             self.progress[event.rank] = decide.RankProgress(event.point.step, event.at, event.point.loss,
                                                             event.point.per_step_time_ms)
+        elif event.kind == "worker-failed":  # msrun is stopping this node's job: no need to wait for its exit
+            reason = f"a worker exited with code {event.rc}" if event.rc >= 0 else \
+                f"a worker was killed by signal {-event.rc}"
+            return decide.Failure(event.node, "exit", reason, event.at, rc=event.rc if event.rc > 0 else None)
         elif event.kind == "exit":
             if event.rc == 0:
                 pending.discard(event.node)
