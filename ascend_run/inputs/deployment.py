@@ -46,7 +46,7 @@ from ascend_run.inputs.text import (
     Invalid,
     shown,
 )
-from ascend_run.inputs.yamlio import MAX_VALUES, check_bounds, format_loc, line_of, load_yaml, measure
+from ascend_run.inputs.yamlio import MAX_VALUES, check_bounds, format_loc, line_of, load_yaml_sized
 
 DEFAULT_HOST_LOG_DIR = "/var/log/ascend-run/{name}"  # {name}: the deployment's name
 MAX_EXTENDS = 16       # files in one `extends:` chain
@@ -568,11 +568,11 @@ def _read_with_extends(path: Path) -> dict:
     budget = MAX_VALUES
     current = path
     while True:
-        data = load_yaml(current)
+        data, size = load_yaml_sized(current)
         if not isinstance(data, dict):
             raise ConfigError("the file must be a mapping (name:, profile:, nodes:, …)", file=str(current),
                               fix="start from one of the files in examples/")
-        budget -= measure(data)
+        budget -= size
         if budget < 0:
             raise ConfigError(f"the files of the extends: chain hold more than {MAX_VALUES:,} values together "
                               "once their aliases are expanded", file=str(current), key="extends",
@@ -666,13 +666,14 @@ def _count_nodes(spec: DeploymentFile) -> list[_LocError]:
     return []
 
 
-def _explicit_ssh(spec: DeploymentFile, entry: NodeEntry) -> dict[str, Any]:
-    """The ssh settings the file itself sets (file-wide, then the node's): only these win over the ssh config."""
+def _explicit_ssh(spec: DeploymentFile, entry: NodeEntry | None) -> tuple[dict[str, Any], tuple]:
+    """The ssh settings the file itself sets (file-wide, then the entry's): only these win over the ssh
+    config. With a hashable form of them (`HopResolver.hop`'s key)."""
     keys = ("user", "port", "identity_file", "known_hosts", "connect_timeout", "proxy_jump")
     explicit = {k: getattr(spec.ssh, k) for k in keys if k in spec.ssh.model_fields_set}
-    if entry.ssh is not None:
+    if entry is not None and entry.ssh is not None:
         explicit.update({k: v for k, v in entry.ssh.model_dump().items() if v is not None})
-    return explicit
+    return explicit, tuple(sorted(explicit.items()))
 
 
 def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, ssh_config: sshconfig.UserConfig
@@ -687,6 +688,8 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
     seen_endpoints: dict[tuple, str] = {}
     hops = sshconfig.HopResolver(ssh_config, str(path))
     checked_hostnames: set[str] = set()
+    all_npus = tuple(range(profile.npu_count))
+    file_wide = _explicit_ssh(spec, None)  # for every entry without its own ssh: (a generated file has 51,200)
     for section, entries, out in (("nodes", spec.nodes, nodes), ("spares", spec.spares, spares)):
         for index, entry in enumerate(entries):
             try:
@@ -694,14 +697,14 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
             except _LocError as exc:
                 problems.append(exc)
                 continue
-            npus = tuple(entry.npus) if entry.npus is not None else tuple(range(profile.npu_count))
+            npus = tuple(entry.npus) if entry.npus is not None else all_npus
             for pos, npu in enumerate(npus):
                 if npu >= profile.npu_count:
                     problems.append(_err(f"NPU index {npu} is out of range for {profile.name} "
                                          f"(0-{profile.npu_count - 1})", (section, index, "npus", pos)))
-            explicit = _explicit_ssh(spec, entry)
-            explicit_key = tuple(sorted(explicit.items()))
+            explicit, explicit_key = file_wide if entry.ssh is None else _explicit_ssh(spec, entry)
             env = dict(entry.env)
+            where = f"{section}[{index}]"
             for name, address in pairs:
                 try:
                     address = check_address(address)
@@ -729,7 +732,7 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
                     problems.append(_err(f"duplicate node name {shown(name)} (also {seen_names[name]})",
                                          (section, index, "name"), fix="every server needs a distinct name"))
                     continue
-                seen_names[name] = seen_endpoints[endpoint] = f"{section}[{index}]"
+                seen_names[name] = seen_endpoints[endpoint] = where
                 out.append(Node(rank=len(out) if section == "nodes" else -1, name=name, address=address,
                                 npus=npus, cluster_address=entry.cluster_address or ssh.hostname, ssh=ssh,
                                 env=env))
