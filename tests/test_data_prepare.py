@@ -328,7 +328,7 @@ def test_prepare_on_a_simulated_server(sim_cluster, cpu_train_image, tmp_path):
 
     derive = []
     if R15_PRETRAIN.exists():
-        derive = ["--derive", str(R15_PRETRAIN), "-o", str(tmp_path / "pretrain_deepseek3_1b.yaml")]
+        derive = ["--derive", str(R15_PRETRAIN), "--out", str(tmp_path / "pretrain_deepseek3_1b.yaml")]
     done = run_cli(*args, *derive, "--spread")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 paragraphs, 50 tokens" in done.stderr  # the script's own output, streamed
