@@ -336,7 +336,7 @@ def test_prepare_on_a_simulated_server(sim_cluster, cpu_train_image, tmp_path):
             "tokens, 5 documents, int32") in done.stdout
     assert f"data_path in the container: {DATASET}/wiki_4096_text_document" in done.stdout
     assert (f"ascend-run config derive {derive[1] if derive else 'pretrain_deepseek3_671b.yaml'} --preset "
-            f"article-1b --data-path {DATASET}/wiki_4096_text_document -f {job} -o") in done.stdout
+            f"article-1b --data-path {DATASET}/wiki_4096_text_document -f {job} --out") in done.stdout
     if derive:
         assert f"{DATASET}/wiki_4096_text_document" in Path(derive[3]).read_text()
     magic = ssh(cluster, node, "head -c 9 /data/dataset/wiki_4096_text_document.idx | od -An -c").stdout
