@@ -50,7 +50,7 @@ def test_inference_launch_form_on_4_servers(docker_client, cpu_train_image, tmp_
                            result.stdout)
         assert sorted(ranks) == [(str(r), "4", "AIV", "off") for r in range(4)]
         assert "生抽和老抽的区别是什么？" in result.stdout
-        assert "finished on all 4 nodes" in result.stderr
+        assert "finished on all 4 servers" in result.stderr
         assert not job_leftovers(cluster, "infer")
     finally:
         cluster.down()

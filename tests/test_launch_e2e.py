@@ -252,8 +252,12 @@ def test_a_second_launch_sends_no_unchanged_sync_contents(e2e_cluster, tmp_path)
         "sync": [cpu_job.model_dump(), {"source": str(data), "target": "/opt/data"}]})
     rec = cluster.record()
 
+    in_use = {node.name for node in load_deployment(resync).nodes}  # not the spare
+    servers = [n for n in rec["nodes"] if n["name"] in in_use]
+    assert len(servers) == 3
+
     def received() -> list[int]:  # the host side of each server's veth transmits what the server receives
-        return [int(Path(f"/sys/class/net/{n['veth']}/statistics/tx_bytes").read_text()) for n in rec["nodes"]]
+        return [int(Path(f"/sys/class/net/{n['veth']}/statistics/tx_bytes").read_text()) for n in servers]
 
     sizes = []
     for _attempt in range(2):

@@ -47,20 +47,21 @@ def write_inputs(shared: Path) -> None:
     shutil.copy(STANDIN_WRITER, shared / "wikitext_to_bin.py")
 
 
-def loss_points(logs: Path, rank: int) -> dict[int, dict]:
-    """`logs --loss --rank R` over collected logs: {step: point} with loss and global_norm."""
+def loss_points(logs: Path, rank: int, crashed: bool = False) -> dict[int, dict]:
+    """`logs --loss --rank R` over collected logs: {step: point} with loss and global_norm. A rank that
+    crashed anywhere in those logs makes it exit 6 after the points (the crash is the error)."""
     result = run_cli("logs", "--loss", "--from", str(logs), "--rank", str(rank), "--output", "json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == (6 if crashed else 0), result.stderr
     return {p["step"]: p for p in json.loads(result.stdout)["points"]}
 
 
-def launch_and_collect(job: Path, logs: Path) -> tuple:
+def launch_and_collect(job: Path, logs: Path, crashed: bool = False) -> tuple:
     started = time.monotonic()
     result = run_cli("launch", "-f", str(job), timeout=1200)
     print(f"{logs.name}: launch took {time.monotonic() - started:.1f} s")
     collected = run_cli("logs", "-f", str(job), "--collect", "--out", str(logs))
     assert collected.returncode == 0, collected.stderr
-    return result, [loss_points(logs, rank) for rank in (0, 1)]
+    return result, [loss_points(logs, rank, crashed) for rank in (0, 1)]
 
 
 def assert_same_global_norm(ranks: list[dict[int, dict]]) -> None:
@@ -93,7 +94,7 @@ def test_real_mindformers_checkpoints_crash_and_resume_on_two_servers(sim_cluste
         assert "with MindFormers' IndexedDatasetBuilder" in data.stderr
 
         # 2. crash on rank 1 (server 1) after step 5: checkpoints of steps 2 and 4 on the shared storage
-        first, ranks = launch_and_collect(job, tmp_path / "crashed")
+        first, ranks = launch_and_collect(job, tmp_path / "crashed", crashed=True)
         assert first.returncode not in (0, 130), first.stdout[-3000:]
         assert "injected crash on rank 1 after step 5" in first.stdout
         assert "cpu shim: Barrier -> AllReduce" in first.stdout

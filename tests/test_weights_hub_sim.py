@@ -111,7 +111,7 @@ def test_download_in_the_image_on_node0_then_spread(sim_cluster, cpu_infer_image
         lost.wait()
         assert leftovers(cluster, nodes[0]) == "ascend-run-sim-weights"
         status = run_cli("status", "-f", str(job), "--output", "json")
-        steps = {row["node"]: row["steps"] for row in json.loads(status.stdout)}
+        steps = {row["node"]: row["steps"] for row in json.loads(status.stdout)["nodes"]}
         assert steps[nodes[0].name][0].startswith("ascend-run-sim-weights (Up") and steps[nodes[1].name] == []
         followed = run_cli("weights", "fetch", "-f", str(job))
         assert followed.returncode == 0, followed.stdout + followed.stderr
