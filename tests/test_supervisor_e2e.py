@@ -309,13 +309,13 @@ def test_the_supervisor_killed_then_taken_over_still_handles_a_crash(e2e_cluster
 def test_restarts_used_up_end_with_the_node_the_reason_and_nothing_left(e2e_cluster):
     cluster, base = e2e_cluster
     # rank 2 exits before it joins the cluster, on every attempt: each attempt fails in seconds
-    job, _ = supervised(cluster, base, "sv-exhausted", "--steps 40 --crash-rank 2 --crash-before-init --crash-attempt 0",
-                        restarts=1)
+    job, _ = supervised(cluster, base, "sv-exhausted",
+                        "--steps 40 --crash-rank 2 --crash-before-init --crash-attempt 0", restarts=1)
     try:
         result = run_cli("launch", "-f", str(job), "--skip-preflight", timeout=300)
         # the worker's own exit code (3) from msrun's report of it, or msrun's (1) if its exit came first
-        said = re.search(r"error: the job failed on sim-node-2: (a worker exited with code 3|exited with code 1); all 1 "
-                         r"restart\(s\) used up \(attempt 2 of 2\); stopped on every node", result.stderr)
+        said = re.search(r"error: the job failed on sim-node-2: (a worker exited with code 3|exited with code 1); "
+                         r"all 1 restart\(s\) used up \(attempt 2 of 2\); stopped on every node", result.stderr)
         assert said, result.stderr[-2000:]
         assert result.returncode == (3 if said.group(1).startswith("a worker") else 1)
         assert wait_no_leftovers(cluster, "sv-exhausted", timeout=5) < 5
