@@ -47,23 +47,26 @@ def mindformers_image(docker_client):
     return build_image(docker_client)
 
 
+# What `ascend-run image ship` printed and the bytes this machine sent while e2e_cluster shipped its image:
+# test_broadcast_sim.py checks them rather than shipping the 1.8 GB image to four more servers.
+E2E_SHIP: dict = {}
+
+
 @pytest.fixture(scope="session")
-def e2e_cluster(tmp_path_factory, docker_client, cpu_train_image):
-    """(SimCluster, job file): 3 nodes (sim-node-0..2) and a spare (sim-node-3), all with the train image."""
+def e2e_cluster(tmp_path_factory, docker_engine, docker_client, cpu_train_image):
+    """(SimCluster, job file): 3 nodes (sim-node-0..2) and a spare (sim-node-3), all with the train image,
+    shipped with the `ascend-run image ship` command line (its output in E2E_SHIP)."""
     needs_root_tools()
-    from ascend_run.inputs.deployment import load_deployment
     from ascend_run.sim.cluster import SimCluster
-    from ascend_run.steps.ship_image import ship_image
-    from ascend_run.transport.cluster import connect
 
     cluster = SimCluster(tmp_path_factory.mktemp("e2e") / "cluster")
     cluster.up(4, "atlas-800t-a2", spares=1)
     try:
         job = demo_job_file(cluster.dir, cpu_train_image, steps=12)
-        dep = load_deployment(job)
-        everyone = dep.with_nodes([*dep.nodes, *dep.spares])
-        with connect(everyone) as live:
-            ship_image(live, docker_client, cpu_train_image)
+        before = cluster.bridge_bytes()["sent"]
+        shipped = run_cli("image", "ship", "train", "-f", str(job), "--docker-host", docker_engine, timeout=1800)
+        assert shipped.returncode == 0, shipped.stdout + shipped.stderr[-3000:]
+        E2E_SHIP.update(result=shipped, sent=cluster.bridge_bytes()["sent"] - before)
         yield cluster, job
     finally:
         cluster.down()
