@@ -215,7 +215,7 @@ def print_launch_plan(plans, output_format: str, job: str) -> None:
     if output_format == "json":
         echo_json({"dry_run": True, "job": job, "nodes": [
             {"node": p.node.name, "rank": p.node.rank, "ssh": p.node.ssh.describe(), "argv": p.docker_argv,
-             "line": shlex.join(p.docker_argv), "sync": [list(pair) for pair in p.sync_dirs]} for p in plans]})
+             "line": p.shell_line(), "sync": [list(pair) for pair in p.sync_dirs]} for p in plans]})
         return
     lines: list[str] = []
     for plan in plans:  # written in blocks: one echo per line was a third of 50,000 nodes' time
