@@ -290,11 +290,13 @@ class _Text:
         job = [shell_quote(w) for w in plan.job_argv]
         words = [docker[:model.host_at], docker[model.host_at + 1:model.rank_at],
                  docker[model.rank_at + 1:] + job[:at], job[at + 1:]]
+        if not all(words[:3]):  # `line` puts a space between the parts: only the last may be empty
+            return None
         return cls(tuple(" ".join(w) for w in words), (before, after))
 
     def line(self, node: Node) -> str:
         head, middle, tail, last = self.parts
         before, after = self.rank_word
-        pieces = (head, shlex.quote(node.hostname), middle, shlex.quote(f"{RANK_LABEL}={node.rank}"), tail,
-                  shlex.quote(f"{before}{node.rank}{after}"), last)
-        return " ".join(piece for piece in pieces if piece)
+        line = (f"{head} {shlex.quote(node.hostname)} {middle} {shlex.quote(f'{RANK_LABEL}={node.rank}')} {tail} "
+                f"{shlex.quote(f'{before}{node.rank}{after}')}")
+        return f"{line} {last}" if last else line
