@@ -78,7 +78,7 @@ def test_rank_table_is_mounted_read_only_and_named_in_the_env():
 def test_the_plan_for_many_nodes_is_each_nodes_own_plan(launcher):
     """launch_plan copies the first plan of nodes alike (same NPUs and env entry); each copy must be exactly
     what node_plan builds for that node, whatever differs between the entries."""
-    from ascend_run.launch.plan import Overrides, job_mounts, node_plan, worker_num
+    from ascend_run.launch.plan import Overrides, job_mounts, node_plan, shell_lines, worker_num
     data = {"name": "many", "profile": "atlas-800t-a2", "image": "img:1", "env": {"A": "1"},
             "nodes": [{"address": "10.0.0.[1-3]", "name": "a[1-3]"},
                       {"address": "10.0.1.[1-3]", "npus": [0, 1, 2, 3, 4, 5, 6, 7], "env": {"B": "2"}},
@@ -92,4 +92,7 @@ def test_the_plan_for_many_nodes_is_each_nodes_own_plan(launcher):
     plans = launch_plan(dep)
     assert [p.docker_argv[p.docker_argv.index("--hostname") + 1] for p in plans] == [n.name for n in dep.nodes]
     assert [p.shell_line() for p in plans] == [shlex.join(p.docker_argv) for p in plans]
+    assert list(shell_lines(dep)) == [(p.node, shlex.join(p.docker_argv)) for p in plans]
+    subset = [dep.nodes[i] for i in (4, 2, 7, 3)]  # what -w/-x leave, in any order: the same lines
+    assert list(shell_lines(dep, subset)) == [(n, shlex.join(plans[n.rank].docker_argv)) for n in subset]
     assert sum(p.model is not None for p in plans) == 5, "the copies (a2, a3, 10-0-1-2, 10-0-1-3, c2)"

@@ -283,3 +283,16 @@ def test_match_blocks_are_looked_up_name_by_name_within_a_bound(tmp_path, monkey
     monkeypatch.setattr(sshconfig, "MAX_LOOKUP_WORK", 20)
     with pytest.raises(ConfigError, match="takes too long"):
         deployment(tmp_path, config=config + "# changed\n", nodes="  - address: n[1-30]\n")
+
+
+def test_thousands_of_wildcard_patterns_are_refused_not_tried_for_every_server(tmp_path, monkeypatch):
+    from ascend_run.inputs import sshconfig
+    many = "Host " + " ".join(f"rack{i}-*" for i in range(5000)) + "\n  User x\n"
+    with pytest.raises(ConfigError, match="5,000 Host or Match patterns with wildcards"):
+        deployment(tmp_path, config=many, nodes="  - address: n1\n")
+    monkeypatch.setattr(sshconfig, "MAX_LOOKUP_WORK", 100)  # the same bound as Match blocks have
+    few = "Host a* b* c* d*\n  User x\n"
+    for _ in range(3):  # the bound is per deployment loaded, not for the process (a supervisor reloads)
+        assert deployment(tmp_path, config=few, nodes="  - address: n[1-10]\n").nodes[9].ssh.user == "root"
+    with pytest.raises(ConfigError, match="takes too long"):
+        deployment(tmp_path, config=few + "# changed\n", nodes="  - address: n[1-30]\n")

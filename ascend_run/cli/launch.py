@@ -27,7 +27,7 @@ from ascend_run.cli.common import console as make_console
 from ascend_run.errors import AscendRunError
 from ascend_run.inputs.deployment import Deployment, load_deployment
 from ascend_run.inputs.text import comment
-from ascend_run.launch.plan import launch_plan
+from ascend_run.launch.plan import launch_plan, shell_lines
 
 
 def print_checks(checks, console: Console) -> None:
@@ -160,7 +160,7 @@ def launch(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tup
         dep = dep.with_master_address(master_addr)
     if dry_run:
         shown = {n.name for n in pick_nodes(dep, node_specs, exclude_specs)}
-        print_launch_plan([p for p in launch_plan(dep) if p.node.name in shown], output_format, dep.name)
+        print_launch_plan(dep, [n for n in dep.nodes if n.name in shown], output_format)
         return
     refuse_subset(node_specs, exclude_specs, WHOLE_JOB + " (with --dry-run they choose which nodes are shown)")
     json_out = output_format == "json"
@@ -210,17 +210,18 @@ def launch(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tup
                    f"(also status, events, stop)")
 
 
-def print_launch_plan(plans, output_format: str, job: str) -> None:
+def print_launch_plan(dep: Deployment, nodes: list, output_format: str) -> None:
     """`launch --dry-run`: per node, the docker command line it would run (over SSH, as printed)."""
     if output_format == "json":
-        echo_json({"dry_run": True, "job": job, "nodes": [
+        chosen = {n.name for n in nodes}
+        echo_json({"dry_run": True, "job": dep.name, "nodes": [
             {"node": p.node.name, "rank": p.node.rank, "ssh": p.node.ssh.describe(), "argv": p.docker_argv,
-             "line": shlex.join(p.docker_argv), "sync": [list(pair) for pair in p.sync_dirs]} for p in plans]})
+             "line": p.shell_line(), "sync": [list(pair) for pair in p.sync_dirs]}
+            for p in launch_plan(dep) if p.node.name in chosen]})
         return
     lines: list[str] = []
-    for plan in plans:  # written in blocks: one echo per line was a third of 50,000 nodes' time
-        lines += (comment(f"{plan.node.name} (rank {plan.node.rank}) via ssh {plan.node.ssh.describe()}"),
-                  plan.shell_line())
+    for node, line in shell_lines(dep, nodes):  # in blocks: one echo per line was a third of 50,000 nodes' time
+        lines += (comment(f"{node.name} (rank {node.rank}) via ssh {node.ssh.describe()}"), line)
         if len(lines) >= 2048:
             click.echo("\n".join(lines))
             lines.clear()

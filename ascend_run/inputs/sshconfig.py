@@ -49,7 +49,8 @@ MAX_HOPS = 8           # jump hosts on the way to one server (OpenSSH has no lim
 MAX_INCLUDE_DEPTH = 16  # as OpenSSH's READCONF_MAX_DEPTH
 MAX_CONFIG_BYTES = 8 << 20  # the ssh config and every file it includes, all together
 MAX_CONFIG_FILES = 1000     # files read for it (itself and its Includes, each time it is included)
-MAX_LOOKUP_WORK = 20_000_000  # blocks tried by name-by-name lookups (configs with Match blocks), all servers
+MAX_LOOKUP_WORK = 20_000_000  # patterns the lookups of all servers together may try (see UserConfig._charge)
+MAX_WILDCARDS = 4096         # Host/Match patterns with wildcards in one ssh config (a cluster's has a few)
 
 
 def import_paramiko():
@@ -129,6 +130,13 @@ class HostEntry:
                 self.connect_timeout)
 
 
+class Meter:
+    """The patterns the lookups of one deployment's servers may have tried (`UserConfig._charge`)."""
+
+    def __init__(self) -> None:
+        self.work = 0
+
+
 class UserConfig:
     """One ssh_config file, parsed once; `lookup(name)` as ssh resolves `ssh name`.
 
@@ -143,7 +151,7 @@ class UserConfig:
         self._index: _HostIndex | None = None
         self._entries: dict[tuple[int, ...], HostEntry] = {}   # per set of matching blocks (index)
         self._by_name: dict[str, HostEntry] = {}               # per name (no index)
-        self._work = 0                                         # patterns tried by name-by-name lookups
+        self._cost = (0, 0)                                    # (wildcard patterns, all patterns) of the file
         self._expanded: dict[str, str] = {}
         if path is not None:
             paramiko = import_paramiko()
@@ -154,13 +162,23 @@ class UserConfig:
             except paramiko.ssh_exception.ConfigParseError as exc:
                 raise ConfigError(f"cannot parse: {exc}", file=str(path),
                                   fix="fix the line (ssh -G HOST shows how OpenSSH reads the file)") from None
-            self._index = _HostIndex.build(getattr(self._config, "_config", None))
+            blocks = getattr(self._config, "_config", None)
+            self._cost = _patterns(blocks)
+            if self._cost[0] > MAX_WILDCARDS:
+                raise ConfigError(f"{self._cost[0]:,} Host or Match patterns with wildcards (at most "
+                                  f"{MAX_WILDCARDS:,}): every server would be tried against each of them",
+                                  file=str(path), fix="a cluster's ssh config needs a few; point ssh.config_file "
+                                  f"(or {CONFIG_ENV}) at a file with fewer")
+            self._index = _HostIndex.build(blocks)
 
-    def lookup(self, name: str) -> HostEntry:
+    def lookup(self, name: str, meter: Meter | None = None) -> HostEntry:
+        """What the file says about `name`; `meter` counts the work of many lookups (one deployment's)."""
         if self._config is None:
             return _NOTHING
+        meter = meter or Meter()
         if self._index is None:
-            return self._lookup_by_name(name)
+            return self._lookup_by_name(name, meter)
+        self._charge(name, 1 + len(self._index.wild), meter)  # an expression of all wildcards, for every name
         blocks = self._index.matching(name)
         found = self._entries.get(blocks)
         if found is not None:
@@ -177,16 +195,11 @@ class UserConfig:
             self._entries[blocks] = entry
         return entry
 
-    def _lookup_by_name(self, name: str) -> HostEntry:
+    def _lookup_by_name(self, name: str, meter: Meter) -> HostEntry:
         """paramiko's own lookup (Match, canonicalisation), once per name, bounded in total work."""
         if name in self._by_name:
             return self._by_name[name]
-        self._work += len(self._config._config) if hasattr(self._config, "_config") else 1
-        if self._work > MAX_LOOKUP_WORK:
-            raise self._error(name, "looking the servers up in this ssh config takes too long (its Match blocks "
-                                    "make every server a lookup through every block)",
-                              "use Host blocks rather than Match for these servers, or point ssh.config_file "
-                              f"(or {CONFIG_ENV}) at a smaller file")
+        self._charge(name, self._cost[1], meter)  # every pattern of every block
         try:
             found = self._config.lookup(name)
         except ImportError:  # paramiko reached a `Match exec` line (invoke is hidden on purpose)
@@ -197,6 +210,17 @@ class UserConfig:
             raise self._error(name, "ProxyCommand is not supported", "use ProxyJump [user@]host[:port] instead")
         entry = self._by_name[name] = self._entry(name, found, found.get("hostname") not in (None, name))
         return entry
+
+    def _charge(self, name: str, patterns: int, meter: Meter) -> None:
+        """Count the patterns a lookup may try; past MAX_LOOKUP_WORK for all servers of a deployment
+        together, an error instead of minutes (thousands of wildcard patterns, or Match blocks, times
+        51,200 servers)."""
+        meter.work += patterns
+        if meter.work > MAX_LOOKUP_WORK:
+            raise self._error(name, f"looking the servers up in this ssh config takes too long ({self._cost[1]:,} "
+                                    f"Host/Match patterns, {self._cost[0]:,} with wildcards, tried for every server)",
+                              "write Host blocks with few wildcard patterns (Match blocks are tried in full for "
+                              f"every server), or point ssh.config_file (or {CONFIG_ENV}) at a smaller file")
 
     def _entry(self, name: str, found: Mapping[str, Any], named: bool) -> HostEntry:
         """The settings ascend-run reads; `named`: the file sets HostName (else it is `name` itself). Each is
@@ -239,6 +263,19 @@ class UserConfig:
 
     def _error(self, name: str, message: str, fix: str) -> ConfigError:
         return ConfigError(f"{message} (looking up {name!r})", file=str(self.path), fix=fix)
+
+
+def _patterns(blocks: Any) -> tuple[int, int]:
+    """(patterns with wildcards, all patterns) of paramiko's parsed blocks: what a lookup may try."""
+    wild = total = 0
+    for block in blocks if isinstance(blocks, list) else ():
+        items = list(block.get("host") or []) if isinstance(block, dict) else []
+        for match in (block.get("matches") or []) if isinstance(block, dict) else []:
+            param = match.get("param") if isinstance(match, dict) else None
+            items += str(param).split(",") if param else [""]
+        total += max(len(items), 1)
+        wild += sum(1 for item in items if _WILDCARDS.search(item) and item not in ("*", "!*"))
+    return wild, total
 
 
 _NOTHING = HostEntry()
@@ -463,12 +500,14 @@ def _inline_includes(path: Path, content: str, depth: int, budget: _Budget) -> s
 
 
 def node_hop(address: str, explicit: Mapping[str, Any], config: UserConfig, where: str,
-             jumps: dict | None = None) -> SSHHop:
+             jumps: dict | None = None, meter: Meter | None = None) -> SSHHop:
     """How to reach the server written as `address`. `explicit` holds only what the deployment file sets
     (`user`, `port`, `identity_file`, `known_hosts`, `connect_timeout`, `proxy_jump`): it wins over the
     ssh config, which wins over the defaults. `where` names the deployment file in errors. `jumps` keeps
-    resolved jump chains between calls (servers behind one jump host share its hop)."""
-    entry = config.lookup(address)
+    resolved jump chains between calls (servers behind one jump host share its hop); `meter` counts the
+    lookups' work across them."""
+    meter = meter or Meter()
+    entry = config.lookup(address, meter)
     if "known_hosts" in explicit:
         known = (os.path.expanduser(explicit["known_hosts"]),)
     else:
@@ -482,20 +521,21 @@ def node_hop(address: str, explicit: Mapping[str, Any], config: UserConfig, wher
     return SSHHop(name=address, hostname=entry.hostname or address, port=explicit.get("port") or entry.port or 22,
                   user=explicit.get("user") or entry.user or DEFAULT_USER, identity_files=identity,
                   known_hosts=known, accept_new=entry.strict == "accept-new", connect_timeout=timeout,
-                  via=_jump_chain(address, jump, config, inherit, jump_source, jumps), identity_source=source)
+                  via=_jump_chain(address, jump, config, inherit, jump_source, jumps, meter),
+                  identity_source=source)
 
 
 def _jump_chain(address: str, spec: str | None, config: UserConfig, inherit: _Inherit, where: str,
-                jumps: dict | None) -> SSHHop | None:
+                jumps: dict | None, meter: Meter) -> SSHHop | None:
     """`_jumps` from `address`, from `jumps` when that chain was resolved before and does not pass
     through `address` itself (then `_jumps` resolves it again, and reports the loop)."""
     if jumps is None:
-        return _jumps(spec, config, inherit, (address,), where)
+        return _jumps(spec, config, inherit, (address,), where, meter)
     key = (spec, inherit, where)
     known = jumps.get(key)
     if known is not None and address not in known[1]:
         return known[0]
-    via = _jumps(spec, config, inherit, (address,), where)
+    via = _jumps(spec, config, inherit, (address,), where, meter)
     jumps[key] = (via, frozenset(hop.name for hop in via.chain()) if via else frozenset())
     return via
 
@@ -521,20 +561,21 @@ class HopResolver:
         self.config, self.where = config, where
         self._resolved: dict[tuple, tuple[SSHHop, frozenset[str]]] = {}
         self._jumps: dict = {}
+        self.meter = Meter()
 
     def hop(self, address: str, explicit: Mapping[str, Any], key: Any = None) -> SSHHop:
         """`key`: a hashable form of `explicit` when the caller has one (computed once per entry)."""
-        entry = self.config.lookup(address)
+        entry = self.config.lookup(address, self.meter)
         group = (entry.but_hostname(), key if key is not None else tuple(sorted(explicit.items())))
         known = self._resolved.get(group)
         if known is None:
-            hop = node_hop(address, explicit, self.config, self.where, self._jumps)
+            hop = node_hop(address, explicit, self.config, self.where, self._jumps, self.meter)
             via = hop.via.chain() if hop.via else []
             self._resolved[group] = (hop, frozenset(h.name for h in via))
             return hop
         first, jump_names = known
         if address in jump_names:  # the server is one of its own jump hosts: node_hop reports the loop
-            return node_hop(address, explicit, self.config, self.where)
+            return node_hop(address, explicit, self.config, self.where, meter=self.meter)
         identity, source = _identity(address, explicit, entry, self.config, self.where)
         return SSHHop(address, entry.hostname or address, first.port, first.user, identity, first.known_hosts,
                       first.accept_new, first.connect_timeout, first.via, source)
@@ -551,7 +592,7 @@ class _Inherit:
 
 
 def _jumps(spec: str | None, config: UserConfig, inherit: _Inherit, seen: tuple[str, ...],
-           where: str) -> SSHHop | None:
+           where: str, meter: Meter | None = None) -> SSHHop | None:
     """The last hop of a `ProxyJump` list (`a,b`: through a, then b), each looked up in the ssh config;
     the first one's own ProxyJump is followed, as ssh does. `where` is the file the list was read from."""
     if spec is None or spec.strip().lower() in ("", "none"):
@@ -563,9 +604,9 @@ def _jumps(spec: str | None, config: UserConfig, inherit: _Inherit, seen: tuple[
             raise ConfigError(f"ProxyJump {spec!r}: {' -> '.join((*seen, host))} "
                               + ("loops" if host in seen else f"is more than {MAX_HOPS} hops"),
                               file=where, fix="break the ProxyJump loop")
-        entry = config.lookup(host)
+        entry = config.lookup(host, meter)
         if index == 0:
-            via = _jumps(entry.proxy_jump, config, inherit, (*seen, host), str(config.path))
+            via = _jumps(entry.proxy_jump, config, inherit, (*seen, host), str(config.path), meter)
         identity = entry.identity_files or inherit.identity
         source = f"IdentityFile for {host} in {config.path}" if entry.identity_files else inherit.source
         via = SSHHop(name=host, hostname=entry.hostname or host, port=port or entry.port or 22,
