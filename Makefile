@@ -2,6 +2,10 @@
 PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 SIM_DIR ?= .sim
+# Test workers (pytest-xdist): the slow end-to-end tests mostly wait on jobs, links and timeouts, so more
+# workers than the CI machine's 2 cores pay; each slow file stays on one worker (tests/conftest.py).
+TEST_JOBS ?= 4
+XDIST = -n $(TEST_JOBS) --dist loadgroup
 
 .PHONY: help install demo test test-fast test-slow generate lint bench clean
 
@@ -14,14 +18,14 @@ install:  ## Install the kit and its test tools (apt, pip, helm): what .ci/run d
 demo:  ## The main job on the embedded default: a 2-node simulated Ascend cluster
 	$(PYTHON) -m ascend_run demo --dir $(SIM_DIR)
 
-test:  ## Every test, the slow end-to-end ones included
-	$(PYTEST) -q
+test:  ## Every test, the slow end-to-end ones included (TEST_JOBS workers; the 30 slowest are listed)
+	$(PYTEST) -q $(XDIST) --durations=30
 
 test-fast:  ## Unit tests only (no Docker engine, namespaces or MindSpore job)
-	$(PYTEST) -q -m "not slow"
+	$(PYTEST) -q $(XDIST) -m "not slow"
 
 test-slow:  ## Only the slow end-to-end tests
-	$(PYTEST) -q -m slow
+	$(PYTEST) -q $(XDIST) -m slow --durations=30
 
 generate:  ## Re-render the committed images/ and charts/ from templates/ and the profiles
 	$(PYTHON) -m ascend_run.generate .

@@ -20,8 +20,26 @@ def supervisor_state_dir(tmp_path_factory):
     os.environ["ASCEND_RUN_STATE_DIR"] = str(tmp_path_factory.mktemp("ascend-run-state"))
 
 
+# Under pytest-xdist (`make test` runs with `-n`, `--dist loadgroup`), each slow file runs on one worker (its
+# module-scoped simulated clusters are made once), and the tests on the shared end-to-end cluster (3 servers
+# and a spare, with the 1.8 GB train image shipped) share a worker: a worker makes that cluster once. The
+# supervisor's tests get a cluster of their own on another worker: they are the longest file.
+E2E_GROUPS = {"test_supervisor_e2e.py": "e2e-supervisor"}
+
+
+def xdist_group(item) -> str | None:
+    if item.get_closest_marker("slow") is None:
+        return None  # the fast tests go wherever a worker is free
+    if "e2e_cluster" in getattr(item, "fixturenames", ()):
+        return E2E_GROUPS.get(item.path.name, "e2e")
+    return item.path.name
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         ssh_half = getattr(item, "callspec", None) and item.callspec.params.get("any_transport") == "ssh"
         if ssh_half or ROOT_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.root)
+        group = xdist_group(item)
+        if group and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -6,6 +6,8 @@ made Debian base) are reused across runs; it is stopped at the end of the sessio
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +18,44 @@ from ascend_run.engine.local import ensure_engine
 from ascend_run.errors import EngineError
 
 TEST_ROOT = Path("/var/lib/ascend-run-test")
+
+
+def _xdist_controller(config) -> bool:
+    return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs `-n`), the controller starts the engine once and names it in
+    DOCKER_HOST for every worker: workers sharing one engine must not each start (and stop) their own."""
+    if not _xdist_controller(config) or os.geteuid() != 0 or shutil.which("dockerd") is None:
+        return
+    try:
+        engine = ensure_engine(TEST_ROOT)
+    except EngineError:
+        return  # the workers' fixture skips with the reason
+    os.environ["DOCKER_HOST"] = engine.base_url
+    config.stash[ENGINE_KEY] = engine
+
+
+def pytest_unconfigure(config):
+    engine = config.stash.get(ENGINE_KEY, None)
+    if engine is not None:
+        engine.stop()
+
+
+ENGINE_KEY = pytest.StashKey()
+
+
+@contextlib.contextmanager
+def one_builder(name: str):
+    """Held while an image is built: xdist workers wait for each other's builds (then find the layers cached)
+    instead of building side by side on a machine of two cores."""
+    with open(f"/tmp/ascend-run-test-build-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ascend_run.sim.demo import build_cpu_image, demo_job_file
+from tests.conftest_docker import one_builder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,13 +31,15 @@ def needs_root_tools():
 
 @pytest.fixture(scope="session")
 def cpu_train_image(docker_client):
-    return build_cpu_image(docker_client, "train")
+    with one_builder("images"):
+        return build_cpu_image(docker_client, "train")
 
 
 @pytest.fixture(scope="session")
 def cpu_infer_image(docker_client):
     """The infer image (it pins openmind-hub) built the same way: the weights download runs in it."""
-    return build_cpu_image(docker_client, "infer")
+    with one_builder("images"):
+        return build_cpu_image(docker_client, "infer")
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +47,8 @@ def mindformers_image(docker_client):
     """The real MindFormers 1.9.0 + MindSpore 2.9.0 CPU image (ascend_run/sim/mindformers.py)."""
     from ascend_run.sim.mindformers import build_image
 
-    return build_image(docker_client)
+    with one_builder("images"):
+        return build_image(docker_client)
 
 
 # What `ascend-run image ship` printed and the bytes this machine sent while e2e_cluster shipped its image:
@@ -103,13 +107,15 @@ def job_leftovers(cluster, job_name: str) -> dict[str, list[str]]:
     return left
 
 
-def wait_no_leftovers(cluster, job_name: str, timeout: float) -> float:
-    """Seconds until nothing of the job is left anywhere; fails after `timeout`."""
+def wait_no_leftovers(cluster, job_name: str, timeout: float, job_file: Path | None = None) -> float:
+    """Seconds until nothing of the job is left anywhere; fails after `timeout` (with the supervisor's events
+    when `job_file` is given: what it did to stop the job)."""
     start = time.monotonic()
     while True:
         left = job_leftovers(cluster, job_name)
         if not left:
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
-            pytest.fail(f"left behind after {timeout:.0f} s: {left}")
+            events = run_cli("events", "-f", str(job_file)).stdout[-3000:] if job_file else ""
+            pytest.fail(f"left behind after {timeout:.0f} s: {left}\n{events}")
         time.sleep(0.5)

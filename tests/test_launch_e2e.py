@@ -108,7 +108,7 @@ def test_sigint_stops_the_job_everywhere(e2e_cluster):
     proc.send_signal(signal.SIGINT)
     rc = proc.wait(timeout=60)
     assert rc == 130
-    assert wait_no_leftovers(cluster, "interrupted", timeout=5) < 5
+    assert wait_no_leftovers(cluster, "interrupted", timeout=5, job_file=long) < 5
 
 
 def test_sshd_killed_mid_run(e2e_cluster):

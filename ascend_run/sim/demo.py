@@ -9,6 +9,7 @@ down. Every step is the kit's own code path; only the NPUs are simulated.
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,9 +38,12 @@ def ensure_wheelhouse(path: Path = WHEELHOUSE, requirements: list[str] | None = 
 
     requirements = requirements or cpu_requirements()
     marker = path / ".requirements"
-    if not marker.is_file() or marker.read_text() != "\n".join(requirements):
-        download(requirements, path, build_sdists=build_sdists)
-        marker.write_text("\n".join(requirements))
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two builds at once (two demos, parallel tests) download once
+        if not marker.is_file() or marker.read_text() != "\n".join(requirements):
+            download(requirements, path, build_sdists=build_sdists)
+            marker.write_text("\n".join(requirements))
     return path
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import threading
 import time
 import traceback
@@ -115,6 +116,7 @@ class Supervisor:
         self.lost: dict[str, float] = {}
         self._saved_at = 0.0
         self._first_step_seen = False
+        self.not_stopped: dict[str, str] = {}  # {server: why} of the last stop
 
     # --- entry points ------------------------------------------------------------------------------------
 
@@ -331,6 +333,13 @@ class Supervisor:
         self._mark_dead()
         alive = [n for n in self.dep.nodes if not isinstance(self.cluster.transports.get(n.name), DeadTransport)]
         problems = stop_job(self.cluster.using(self.dep.with_nodes(alive)), attempts=2, pause_s=0.3)
+        if problems:  # a connection that broke without being noticed: one fresh connection each, one more try
+            retry = [n for n in alive if n.name in problems and self._reconnected(n)]
+            if retry:
+                again = stop_job(self.cluster.using(self.dep.with_nodes(retry)), attempts=2, pause_s=0.3)
+                problems = {n: why for n, why in problems.items() if n in again or n not in {r.name for r in retry}}
+                problems.update(again)
+        self.not_stopped = problems
         for node in self.dep.nodes:
             if node not in alive:
                 problems[node.name] = f"not stopped, unreachable: {self.cluster.transports[node.name].reason}"
@@ -343,6 +352,13 @@ class Supervisor:
             detail = f"stopped the job on all {total} servers in {took:.1f} s ({reason})"
         self.store.event("stop", detail, seconds=round(took, 3), not_stopped=problems)
         return time.time()
+
+    def _reconnected(self, node) -> bool:
+        try:
+            self.cluster.reconnect(node)
+            return True
+        except AscendRunError:
+            return False
 
     def _mark_dead(self) -> None:
         """Servers lost during the attempt get one reconnection try; the ones that fail it are dead for now."""
@@ -488,7 +504,12 @@ class Supervisor:
         if self.cluster is not None:
             self._stop_job("stop requested")
         self._save("stopped")
-        self.store.event("stopped", f"job {self.dep.name} stopped on request; nothing left running")
+        if self.not_stopped:
+            where = "; ".join(f"{n}: {why}" for n, why in self.not_stopped.items())
+            self.store.event("stopped", f"job {self.dep.name} stopped on request, except on {where}",
+                             not_stopped=self.not_stopped, fix=f"ascend-run stop -f {shlex.quote(str(self.dep.path))}")
+        else:
+            self.store.event("stopped", f"job {self.dep.name} stopped on request; nothing left running")
         return 0
 
     def _crashed(self, exc: BaseException) -> int:
