@@ -4,8 +4,8 @@ PYTEST ?= $(PYTHON) -m pytest
 SIM_DIR ?= .sim
 # Test workers (pytest-xdist): the slow end-to-end tests mostly wait on jobs, links and timeouts, so more
 # workers than the CI machine's 2 cores pay; each slow file stays on one worker (tests/conftest.py).
-TEST_JOBS ?= 4
-XDIST = -n $(TEST_JOBS) --dist loadgroup
+TEST_JOBS ?= 3
+XDIST = -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
 
 .PHONY: help install demo test test-fast test-slow generate lint bench clean
 

@@ -20,21 +20,37 @@ def supervisor_state_dir(tmp_path_factory):
     os.environ["ASCEND_RUN_STATE_DIR"] = str(tmp_path_factory.mktemp("ascend-run-state"))
 
 
-# Under pytest-xdist (`make test` runs with `-n`, `--dist loadgroup`), each slow file runs on one worker (its
-# module-scoped simulated clusters are made once), and the tests on the shared end-to-end cluster (3 servers
-# and a spare, with the 1.8 GB train image shipped) share a worker: a worker makes that cluster once. The
-# supervisor's tests get a cluster of their own on another worker: they are the longest file.
-E2E_GROUPS = {"test_supervisor_e2e.py": "e2e-supervisor"}
+# Under pytest-xdist (`make test`: `-n`, `--dist loadgroup --no-loadscope-reorder`), each slow file runs on one
+# worker (its module-scoped simulated clusters are made once); the tests on the shared end-to-end cluster (3
+# servers and a spare, with the 1.8 GB train image shipped) share a worker, so that cluster is made once per
+# group; the supervisor's tests get a cluster of their own (they are the second-longest group; the data
+# preparation test runs on theirs), and both
+# MindFormers files share the worker that builds its image. The groups are handed out longest first (their
+# order below, from the durations `make test` prints), then the other slow files, then the fast tests:
+# a long group started last would be the run's tail.
+GROUP_OF_FILE = {"test_supervisor_e2e.py": "e2e-supervisor", "test_data_prepare.py": "e2e-supervisor",
+                 "test_mindformers_sim.py": "mindformers", "test_mindformers_differential.py": "mindformers"}
+LONGEST_FIRST = ["e2e", "e2e-supervisor", "mindformers", "test_bastion_e2e.py", "test_infer_e2e.py",
+                 "test_wheel.py", "test_weights_hub_sim.py", "test_images_build.py"]
 
 
 def xdist_group(item) -> str | None:
     if item.get_closest_marker("slow") is None:
         return None  # the fast tests go wherever a worker is free
+    if item.path.name in GROUP_OF_FILE:
+        return GROUP_OF_FILE[item.path.name]
     if "e2e_cluster" in getattr(item, "fixturenames", ()):
-        return E2E_GROUPS.get(item.path.name, "e2e")
+        return "e2e"
     return item.path.name
 
 
+def schedule_rank(group: str | None) -> int:
+    if group is None:
+        return len(LONGEST_FIRST) + 1
+    return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
         ssh_half = getattr(item, "callspec", None) and item.callspec.params.get("any_transport") == "ssh"
@@ -43,3 +59,4 @@ def pytest_collection_modifyitems(config, items):
         group = xdist_group(item)
         if group and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: schedule_rank(xdist_group(item)))  # stable: file order within a rank

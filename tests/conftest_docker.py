@@ -48,8 +48,8 @@ ENGINE_KEY = pytest.StashKey()
 
 @contextlib.contextmanager
 def one_builder(name: str):
-    """Held while an image is built: xdist workers wait for each other's builds (then find the layers cached)
-    instead of building side by side on a machine of two cores."""
+    """Held while the image `name` is built: xdist workers wanting the same image wait for the first build
+    (then find its layers cached) instead of building it side by side."""
     with open(f"/tmp/ascend-run-test-build-{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

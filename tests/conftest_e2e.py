@@ -31,14 +31,14 @@ def needs_root_tools():
 
 @pytest.fixture(scope="session")
 def cpu_train_image(docker_client):
-    with one_builder("images"):
+    with one_builder("train"):
         return build_cpu_image(docker_client, "train")
 
 
 @pytest.fixture(scope="session")
 def cpu_infer_image(docker_client):
     """The infer image (it pins openmind-hub) built the same way: the weights download runs in it."""
-    with one_builder("images"):
+    with one_builder("infer"):
         return build_cpu_image(docker_client, "infer")
 
 
@@ -47,7 +47,7 @@ def mindformers_image(docker_client):
     """The real MindFormers 1.9.0 + MindSpore 2.9.0 CPU image (ascend_run/sim/mindformers.py)."""
     from ascend_run.sim.mindformers import build_image
 
-    with one_builder("images"):
+    with one_builder("mindformers"):
         return build_image(docker_client)
 
 

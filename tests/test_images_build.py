@@ -14,7 +14,7 @@ import pytest
 
 from ascend_run.inputs.deployment import load_deployment
 from ascend_run.render.docker_run import render_script
-from ascend_run.sim.demo import CPU_MINDSPORE, build_cpu_image
+from ascend_run.sim.demo import CPU_MINDSPORE
 from tests.conftest_docker import docker_client  # noqa: F401  (fixture)
 from tests.conftest_sim import ssh
 from tests.test_docker_run import ARTICLE_TRAIN_MOUNTS
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("kind", ["train", "infer"])
-def test_generated_dockerfile_builds_and_imports_mindspore(docker_client, cpu_train_image, kind):  # noqa: F811
-    tag = cpu_train_image if kind == "train" else build_cpu_image(docker_client, kind)
+def test_generated_dockerfile_builds_and_imports_mindspore(docker_client, request, kind):  # noqa: F811
+    tag = request.getfixturevalue(f"cpu_{kind}_image")  # built by the kit's build path (tests/conftest_e2e.py)
     image = docker_client.images.get(tag)
     assert image.attrs["Config"]["User"] == "1000:1000", "the image runs as the driver's HwHiAiUser, not root"
     assert image.labels["io.ascend-run.kind"] == kind
