@@ -76,6 +76,22 @@ def e2e_cluster(tmp_path_factory, docker_engine, docker_client, cpu_train_image)
         cluster.down()
 
 
+@pytest.fixture(scope="session")
+def supervisor_cluster(tmp_path_factory, docker_engine, docker_client, cpu_train_image):
+    """The same shape as e2e_cluster for the supervisor's tests, which run on another worker under xdist: the
+    image is loaded by `sim up` (one `docker save`, loaded into the four daemons) rather than shipped again,
+    as `image ship` is proven on e2e_cluster."""
+    needs_root_tools()
+    from ascend_run.sim.cluster import SimCluster
+
+    cluster = SimCluster(tmp_path_factory.mktemp("e2e") / "cluster")
+    cluster.up(4, "atlas-800t-a2", spares=1, image=cpu_train_image, image_engine=docker_engine)
+    try:
+        yield cluster, demo_job_file(cluster.dir, cpu_train_image, steps=12)
+    finally:
+        cluster.down()
+
+
 # The real command line, run from this checkout's package (not whichever `ascend-run` is installed).
 CLI = [sys.executable, "-m", "ascend_run"]
 

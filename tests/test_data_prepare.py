@@ -291,20 +291,21 @@ def node_docker(cluster, node, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_prepare_on_a_simulated_server(e2e_cluster, cpu_train_image, tmp_path):
-    """On two servers of the end-to-end cluster (the train image is on them already)."""
+def test_prepare_on_a_simulated_server(supervisor_cluster, cpu_train_image, tmp_path):
+    """On two servers of the supervisor tests' cluster (the train image is on them already)."""
     needs_root_tools()
     from ascend_run.inputs.deployment import load_deployment
     from ascend_run.transport.fanout import close_all, connect_all
     from tests.conftest_sim import ssh
 
-    cluster, _ = e2e_cluster
+    cluster, _ = supervisor_cluster
     node, other = cluster.nodes()[:2]
     job = cluster.dir / "data-job.yaml"
     with job.open("w") as fh:
         # 4 NPUs a server: the article's 1B config (--derive) is laid out for 8 NPUs in all
         nodes = [{**n, "npus": [0, 1, 2, 3]} for n in YAML().load(cluster.deployment_file)["nodes"][:2]]
         YAML().dump({"extends": "cluster.yaml", "name": "dataprep", "image": cpu_train_image, "nodes": nodes,
+                     "spares": [],
                      "mounts": [{"source": "/data/dataset", "target": DATASET}]}, fh)
     ssh(cluster, node, "mkdir -p /data/dataset")
     local = tmp_path / "inputs"

@@ -123,8 +123,8 @@ def cleanup(cluster, name: str) -> None:
 
 # --- the tests ------------------------------------------------------------------------------------------------
 
-def test_detached_fail_fast_with_the_cli_gone(e2e_cluster):
-    cluster, base = e2e_cluster
+def test_detached_fail_fast_with_the_cli_gone(supervisor_cluster):
+    cluster, base = supervisor_cluster
     job, _ = supervised(cluster, base, "sv-failfast", "--steps 400 --step-sleep 0.05 --crash-rank 1 --crash-at-step 10")
     try:
         started = run_cli("launch", "-f", str(job), "--skip-preflight", "--detach")
@@ -155,8 +155,8 @@ def test_detached_fail_fast_with_the_cli_gone(e2e_cluster):
         cleanup(cluster, "sv-failfast")
 
 
-def test_resume_after_a_crash_continues_at_the_step_after_the_checkpoint(e2e_cluster, tmp_path):
-    cluster, base = e2e_cluster
+def test_resume_after_a_crash_continues_at_the_step_after_the_checkpoint(supervisor_cluster, tmp_path):
+    cluster, base = supervisor_cluster
     job, out = supervised(cluster, base, "sv-resume", "--steps 40 --step-sleep 0.1 --crash-rank 1 --crash-at-step 12",
                           restarts=2)
     try:
@@ -200,8 +200,8 @@ def print_breakdown(stdout: str, found: list[dict]) -> None:
           f"(kit's share {started - crashed:.2f} s); job start-up until the first new step {first - started:.2f} s")
 
 
-def test_a_lost_server_is_replaced_by_the_spare(e2e_cluster):
-    cluster, base = e2e_cluster
+def test_a_lost_server_is_replaced_by_the_spare(supervisor_cluster):
+    cluster, base = supervisor_cluster
     table = Path(f"/srv/ascend-run-test-{cluster.net.third_octet}/sv-spare-hccl.json")
     job, out = supervised(cluster, base, "sv-spare", "--steps 40 --step-sleep 0.15", restarts=1,
                           unreachable_timeout=3, rank_table=str(table))
@@ -239,8 +239,8 @@ def test_a_lost_server_is_replaced_by_the_spare(e2e_cluster):
     assert wait_no_leftovers(cluster, "sv-spare", timeout=30) < 30
 
 
-def test_a_hang_is_detected_and_handled_as_a_failure(e2e_cluster):
-    cluster, base = e2e_cluster
+def test_a_hang_is_detected_and_handled_as_a_failure(supervisor_cluster):
+    cluster, base = supervisor_cluster
     hang_timeout = 6
     job, _ = supervised(cluster, base, "sv-hang", "--steps 2000 --step-sleep 0.1", hang_timeout=hang_timeout)
     try:
@@ -275,8 +275,8 @@ def worker_pid(cluster, index: int, rank: int) -> int:
     pytest.fail(f"no worker of rank {rank} on {cluster.node(index).name}")
 
 
-def test_the_supervisor_killed_then_taken_over_still_handles_a_crash(e2e_cluster):
-    cluster, base = e2e_cluster
+def test_the_supervisor_killed_then_taken_over_still_handles_a_crash(supervisor_cluster):
+    cluster, base = supervisor_cluster
     job, _ = supervised(cluster, base, "sv-takeover", "--steps 60 --step-sleep 0.2 --crash-rank 2 --crash-at-step 45",
                         restarts=1)
     try:
@@ -306,8 +306,8 @@ def test_the_supervisor_killed_then_taken_over_still_handles_a_crash(e2e_cluster
         cleanup(cluster, "sv-takeover")
 
 
-def test_restarts_used_up_end_with_the_node_the_reason_and_nothing_left(e2e_cluster):
-    cluster, base = e2e_cluster
+def test_restarts_used_up_end_with_the_node_the_reason_and_nothing_left(supervisor_cluster):
+    cluster, base = supervisor_cluster
     # rank 2 exits before it joins the cluster, on every attempt: each attempt fails in seconds
     job, _ = supervised(cluster, base, "sv-exhausted",
                         "--steps 40 --crash-rank 2 --crash-before-init --crash-attempt 0", restarts=1)
