@@ -35,29 +35,6 @@ def pytest_configure(config):
         return  # the workers' fixture skips with the reason
     os.environ["DOCKER_HOST"] = engine.base_url
     config.stash[ENGINE_KEY] = engine
-    if engine.process is not None:  # the image builds run under it: below the timed tests (tests/conftest.py)
-        renice_tree(engine.process.pid, 10)
-
-
-def renice_tree(pid: int, nice: int) -> None:
-    """`pid` and every process under it (dockerd's containerd), and so whatever they start later."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            os.setpriority(os.PRIO_PROCESS, current, nice)
-        except OSError:
-            pass
-        todo.extend(children.get(current, []))
 
 
 def pytest_unconfigure(config):
