@@ -123,38 +123,6 @@ def cleanup(cluster, name: str) -> None:
 
 # --- the tests ------------------------------------------------------------------------------------------------
 
-def test_detached_fail_fast_with_the_cli_gone(supervisor_cluster):
-    cluster, base = supervisor_cluster
-    job, _ = supervised(cluster, base, "sv-failfast", "--steps 400 --step-sleep 0.05 --crash-rank 1 --crash-at-step 10")
-    try:
-        started = run_cli("launch", "-f", str(job), "--skip-preflight", "--detach")
-        assert started.returncode == 0, started.stderr  # run_cli waited for it: the CLI process is gone
-        assert "detached (supervisor pid" in started.stdout
-        pid = supervisor_pid(job)
-        assert process_alive(pid)
-        crash = wait_for("the crash", lambda: next((r for r in output_lines(job) if "crashing at step" in r["line"]),
-                                                   None), timeout=180, every=0.05, job=job)
-        crashed_at = float(re.search(r"t=([0-9.]+)", crash["line"]).group(1))
-        while job_leftovers(cluster, "sv-failfast") and time.time() - crashed_at < 30:
-            time.sleep(0.05)
-        latency = time.time() - crashed_at
-        wait_for("the supervisor to end", lambda: not process_alive(pid), timeout=30, job=job)
-        found = events_cli(job)
-        failure, stop = found[-3], found[-2]
-        print(f"detached fail-fast: no job container on any server {latency:.2f} s after the crash (detection "
-              f"{failure['t'] - crashed_at:.2f} s, stop {stop['seconds']:.2f} s)")
-        assert latency <= 10, "every server's job is gone within 10 s of the crash, with nobody attached"
-        assert not job_leftovers(cluster, "sv-failfast")
-        assert [e["kind"] for e in found][-3:] == ["failure", "stop", "failed"]
-        failed = found[-1]
-        # msrun's report of the dead worker, or (if its exit came first) msrun's exit code
-        assert re.match(r"the job failed on sim-node-1: (a worker )?exited with code 1;", failed["detail"]), failed
-        status = json.loads(run_cli("status", "-f", str(job), "--output", "json").stdout)
-        assert status["supervisor"]["state"] == "failed" and status["supervisor"]["supervisor_pid"] is None
-    finally:
-        cleanup(cluster, "sv-failfast")
-
-
 def test_resume_after_a_crash_continues_at_the_step_after_the_checkpoint(supervisor_cluster, tmp_path):
     cluster, base = supervisor_cluster
     job, out = supervised(cluster, base, "sv-resume", "--steps 40 --step-sleep 0.1 --crash-rank 1 --crash-at-step 12",
@@ -322,3 +290,37 @@ def test_restarts_used_up_end_with_the_node_the_reason_and_nothing_left(supervis
         assert not process_alive(supervisor_pid(job)), "the supervisor is gone too"
     finally:
         cleanup(cluster, "sv-exhausted")
+
+
+# Last in the file: under xdist the group's first tests share the disk with the image loads of the other groups'
+# clusters, and this one bounds the whole crash-to-no-container time (docs/benchmarks.md, the test suite).
+def test_detached_fail_fast_with_the_cli_gone(supervisor_cluster):
+    cluster, base = supervisor_cluster
+    job, _ = supervised(cluster, base, "sv-failfast", "--steps 400 --step-sleep 0.05 --crash-rank 1 --crash-at-step 10")
+    try:
+        started = run_cli("launch", "-f", str(job), "--skip-preflight", "--detach")
+        assert started.returncode == 0, started.stderr  # run_cli waited for it: the CLI process is gone
+        assert "detached (supervisor pid" in started.stdout
+        pid = supervisor_pid(job)
+        assert process_alive(pid)
+        crash = wait_for("the crash", lambda: next((r for r in output_lines(job) if "crashing at step" in r["line"]),
+                                                   None), timeout=180, every=0.05, job=job)
+        crashed_at = float(re.search(r"t=([0-9.]+)", crash["line"]).group(1))
+        while job_leftovers(cluster, "sv-failfast") and time.time() - crashed_at < 30:
+            time.sleep(0.05)
+        latency = time.time() - crashed_at
+        wait_for("the supervisor to end", lambda: not process_alive(pid), timeout=30, job=job)
+        found = events_cli(job)
+        failure, stop = found[-3], found[-2]
+        print(f"detached fail-fast: no job container on any server {latency:.2f} s after the crash (detection "
+              f"{failure['t'] - crashed_at:.2f} s, stop {stop['seconds']:.2f} s)")
+        assert latency <= 10, "every server's job is gone within 10 s of the crash, with nobody attached"
+        assert not job_leftovers(cluster, "sv-failfast")
+        assert [e["kind"] for e in found][-3:] == ["failure", "stop", "failed"]
+        failed = found[-1]
+        # msrun's report of the dead worker, or (if its exit came first) msrun's exit code
+        assert re.match(r"the job failed on sim-node-1: (a worker )?exited with code 1;", failed["detail"]), failed
+        status = json.loads(run_cli("status", "-f", str(job), "--output", "json").stdout)
+        assert status["supervisor"]["state"] == "failed" and status["supervisor"]["supervisor_pid"] is None
+    finally:
+        cleanup(cluster, "sv-failfast")
