@@ -10,8 +10,8 @@ pytest_plugins = ["tests.conftest_docker", "tests.conftest_e2e", "tests.conftest
 
 # Fixtures that need root: network namespaces, sshd servers, dockerd. A test using one carries the `root`
 # marker (added here, so nobody has to remember it), and `-m "not root"` runs everything else.
-ROOT_FIXTURES = {"sshd_fleet", "sim_cluster", "e2e_cluster", "supervisor_cluster", "docker_engine", "docker_client", "cpu_train_image",
-                 "cpu_infer_image", "mindformers_image"}
+ROOT_FIXTURES = {"sshd_fleet", "sim_cluster", "e2e_cluster", "supervisor_cluster", "docker_engine", "docker_client",
+                 "cpu_train_image", "cpu_infer_image", "mindformers_image"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -60,6 +60,7 @@ def pytest_runtest_setup(item):
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
+    rank = {}
     for item in items:
         ssh_half = getattr(item, "callspec", None) and item.callspec.params.get("any_transport") == "ssh"
         if ssh_half or ROOT_FIXTURES & set(getattr(item, "fixturenames", ())):
@@ -67,4 +68,5 @@ def pytest_collection_modifyitems(config, items):
         group = xdist_group(item)
         if group and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: schedule_rank(xdist_group(item)))  # stable: file order within a rank
+        rank[item.nodeid] = schedule_rank(group)
+    items.sort(key=lambda item: rank[item.nodeid])  # stable: file order within a rank

@@ -6,8 +6,6 @@ made Debian base) are reused across runs; it is stopped at the end of the sessio
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shutil
 from pathlib import Path
@@ -16,8 +14,10 @@ import pytest
 
 from ascend_run.engine.local import ensure_engine
 from ascend_run.errors import EngineError
+from ascend_run.sim.filelock import held
 
 TEST_ROOT = Path("/var/lib/ascend-run-test")
+ENGINE_KEY = pytest.StashKey()  # the engine the xdist controller started (stopped at its end)
 
 
 def _xdist_controller(config) -> bool:
@@ -43,19 +43,10 @@ def pytest_unconfigure(config):
         engine.stop()
 
 
-ENGINE_KEY = pytest.StashKey()
-
-
-@contextlib.contextmanager
 def one_builder(name: str):
     """Held while the image `name` is built: xdist workers wanting the same image wait for the first build
     (then find its layers cached) instead of building it side by side."""
-    with open(f"/tmp/ascend-run-test-build-{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return held(f"/tmp/ascend-run-test-build-{name}.lock")
 
 
 @pytest.fixture(scope="session")

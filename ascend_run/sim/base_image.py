@@ -6,12 +6,12 @@ simulated nodes run. It carries Python 3 with venv and pip, as the CANN images d
 
 from __future__ import annotations
 
-import fcntl
 import subprocess
 import tempfile
 from pathlib import Path
 
 from ascend_run.errors import SimError
+from ascend_run.sim.filelock import held
 
 TAG = "ascend-run/debian-base:bookworm"
 # libgomp1: MindSpore needs it, and the CANN images carry it (the GCC runtime).
@@ -24,8 +24,7 @@ def rootfs_tarball() -> Path:
     """The debootstrapped root filesystem as a tarball, built once per machine (~30 s, ~150 MB)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     tarball = CACHE / "debian-bookworm-base.tar"
-    with open(CACHE / "debian-base.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two builders at once wait for one debootstrap
+    with held(CACHE / "debian-base.lock"):  # two builders at once wait for one debootstrap
         if tarball.is_file():
             return tarball
         with tempfile.TemporaryDirectory(prefix="ascend-run-rootfs-", dir=CACHE) as tmp:

@@ -6,8 +6,6 @@ exactly what this cluster made, from any process: node processes, network namesp
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -29,6 +27,7 @@ from ascend_run.errors import SimError
 from ascend_run.inputs.deployment import parse_size
 from ascend_run.inputs.profiles import get_profile
 from ascend_run.sim import network, tools
+from ascend_run.sim.filelock import held
 from ascend_run.sim.network import SimNet
 from ascend_run.sim.node import (
     DISK_SIZES,
@@ -164,7 +163,7 @@ class SimCluster:
             raise SimError(f"{longest} is longer than a Unix socket path may be ({MAX_SOCKET_PATH} bytes)",
                            fix="use a shorter --dir")
         storage = _storage_driver(self.dir)  # also decides where the nodes' /etc and /usr/local layers live
-        with _network_lock():  # two `sim up` at once must not pick the same /24
+        with held(LOCK_FILE):  # two `sim up` at once must not pick the same /24 (nor make its bridge twice)
             net = network.pick_net(str(self.dir), _used_octets())
             record = {"tag": net.tag, "third_octet": net.third_octet, "profile": profile.name, "docker": docker,
                       "storage_driver": storage, "bridge": net.bridge, "nodes": [], "pids": {}, "spares": spares}
@@ -323,8 +322,7 @@ class SimCluster:
     def edit_state(self, ref, change: Callable[[dict], object]) -> None:
         """Apply `change` to a node's state.json (read by its npu-smi and hccn_tool at every call)."""
         node = self.node(ref)
-        with open(node.layout.state.parent / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent edits of one node must not lose each other
+        with held(node.layout.state.parent / ".lock"):  # concurrent edits of one node must not lose each other
             state = json.loads(node.layout.state.read_text())
             change(state)
             tools.write_state(node.layout.state, state)
@@ -548,14 +546,6 @@ MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the trailing NUL
 LOCK_FILE = Path("/run/ascend-run-sim.lock")
 
 
-@contextlib.contextmanager
-def _network_lock():
-    """Serialises choosing a /24 and creating its bridge across processes."""
-    with open(LOCK_FILE, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
 def _storage_driver(directory: Path) -> str:
     """overlay2 when the node daemons' data-root (under `directory`) can hold overlay layers, else vfs.
 
@@ -585,8 +575,7 @@ def _saved_image(base_url: str, image: str) -> Path:
                        fix="build it first (ascend-run image build), or use --base-image")
     IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
     tar = IMAGE_CACHE / f"{inspect.stdout.strip().removeprefix('sha256:')[:24]}.tar"
-    with open(IMAGE_CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with held(IMAGE_CACHE / ".lock"):
         if not tar.is_file():
             partial = tar.with_suffix(".partial")
             with partial.open("wb") as fh:

@@ -9,7 +9,6 @@ down. Every step is the kit's own code path; only the NPUs are simulated.
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ascend_run import require_shipped
 from ascend_run.errors import SimError
 from ascend_run.inputs.images import get_image
 from ascend_run.render.dockerfile import render_build_context
+from ascend_run.sim.filelock import held
 
 CPU_MINDSPORE = "2.10.0"   # PyPI has 2.7-2.10 for Python 3.11 (the Debian base); 2.4.10 is not on PyPI
 CPU_TAG = "ascend-run/deepseek-v3-{kind}:cpu-demo"
@@ -39,8 +39,7 @@ def ensure_wheelhouse(path: Path = WHEELHOUSE, requirements: list[str] | None = 
     requirements = requirements or cpu_requirements()
     marker = path / ".requirements"
     path.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two builds at once (two demos, parallel tests) download once
+    with held(path.parent / f".{path.name}.lock"):  # two builds at once (two demos, parallel tests) download once
         if not marker.is_file() or marker.read_text() != "\n".join(requirements):
             download(requirements, path, build_sdists=build_sdists)
             marker.write_text("\n".join(requirements))

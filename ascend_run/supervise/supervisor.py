@@ -333,16 +333,16 @@ class Supervisor:
         self._mark_dead()
         alive = [n for n in self.dep.nodes if not isinstance(self.cluster.transports.get(n.name), DeadTransport)]
         problems = stop_job(self.cluster.using(self.dep.with_nodes(alive)), attempts=2, pause_s=0.3)
-        if problems:  # a connection that broke without being noticed: one fresh connection each, one more try
-            retry = [n for n in alive if n.name in problems and self._reconnected(n)]
-            if retry:
-                again = stop_job(self.cluster.using(self.dep.with_nodes(retry)), attempts=2, pause_s=0.3)
-                problems = {n: why for n, why in problems.items() if n in again or n not in {r.name for r in retry}}
-                problems.update(again)
-        self.not_stopped = problems
+        # a connection that broke without being noticed: one fresh connection each, one more try
+        retry = [n for n in alive if n.name in problems and self._reconnected(n)]
+        if retry:
+            for node in retry:
+                del problems[node.name]
+            problems.update(stop_job(self.cluster.using(self.dep.with_nodes(retry)), attempts=2, pause_s=0.3))
         for node in self.dep.nodes:
             if node not in alive:
                 problems[node.name] = f"not stopped, unreachable: {self.cluster.transports[node.name].reason}"
+        self.not_stopped = problems
         took = time.time() - started
         total = len(self.dep.nodes)
         if problems:
