@@ -19,12 +19,14 @@ demo:  ## The main job on the embedded default: a 2-node simulated Ascend cluste
 	$(PYTHON) -m ascend_run demo --dir $(SIM_DIR)
 
 test:  ## Every test, the slow end-to-end ones included (TEST_JOBS workers; the 30 slowest are listed)
+	bash scripts/install-kubernetes.sh
 	$(PYTEST) -q $(XDIST) --durations=30
 
 test-fast:  ## Unit tests only (no Docker engine, namespaces or MindSpore job)
 	$(PYTEST) -q $(XDIST) -m "not slow"
 
 test-slow:  ## Only the slow end-to-end tests
+	bash scripts/install-kubernetes.sh
 	$(PYTEST) -q $(XDIST) -m slow --durations=30
 
 generate:  ## Re-render the committed images/ and charts/ from templates/ and the profiles

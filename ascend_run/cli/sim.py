@@ -38,10 +38,14 @@ def sim() -> None:
 @click.option("--link-rate", metavar="RATE",
               help="Give every server, and this machine, a network link of RATE both ways (tc), e.g. 200mbit, "
                    "1gbit: transfers then measure the topology, not memory copies.")
+@click.option("--kubernetes", is_flag=True,
+              help="Also run Kubernetes on the servers: the control plane here, a kubelet, containerd and the "
+                   "Ascend device plugin on each (built from Go modules into a cache the first time); writes "
+                   "DIR/kubeconfig.")
 @dir_option
 @output_option
 def up(nodes: int, profile: str, spares: int, no_docker: bool, image: str | None, base_image: bool, bastion: bool,
-       link_rate: str | None, directory: str, output_format: str) -> None:
+       link_rate: str | None, kubernetes: bool, directory: str, output_format: str) -> None:
     """Bring up N simulated servers (-n) and write DIR/cluster.yaml for every other command.
 
     Each server is a network namespace on a private bridge (10.233.X.0/24, X from a hash of DIR) with its
@@ -51,8 +55,8 @@ def up(nodes: int, profile: str, spares: int, no_docker: bool, image: str | None
     """
     from ascend_run.sim.cluster import SimCluster
 
-    if (image or base_image) and no_docker:
-        raise click.UsageError("--image/--base-image need the nodes' Docker daemons (drop --no-docker)")
+    if (image or base_image or kubernetes) and no_docker:
+        raise click.UsageError("--image/--base-image/--kubernetes need the nodes' runtimes (drop --no-docker)")
     cluster = SimCluster(directory)
     started = time.monotonic()
     err = make_console(stderr=True)
@@ -72,35 +76,45 @@ def up(nodes: int, profile: str, spares: int, no_docker: bool, image: str | None
                 status.update(message)
 
             cluster.up(nodes, profile, docker=not no_docker, image=image, progress=progress, bastion=bastion,
-                       link_rate=link_rate, spares=spares,
+                       link_rate=link_rate, spares=spares, kubernetes=kubernetes,
                        image_engine=engine.base_url if engine else None)
     seconds = time.monotonic() - started
     if output_format == "json":
         echo_json({"dir": str(directory), "nodes": nodes, "seconds": round(seconds, 1),
                    "deployment_file": str(cluster.deployment_file),
-                   "ssh_config": str(cluster.ssh_config) if bastion else None})
+                   "ssh_config": str(cluster.ssh_config) if bastion else None,
+                   "kubeconfig": str(cluster.kubeconfig) if kubernetes else None})
         return
     click.echo(f"{nodes} nodes up in {seconds:.1f} s; deployment file: {cluster.deployment_file}")
     if bastion:
         click.echo(f"the nodes are reachable only through sim-bastion: see {cluster.ssh_config}")
     click.echo(f"try: ascend-run exec -f {cluster.deployment_file} -- npu-smi info")
+    if kubernetes:
+        click.echo(f"     kubectl --kubeconfig {cluster.kubeconfig} get nodes")
 
 
 @sim.command()
 @dir_option
 @output_option
 def status(directory: str, output_format: str) -> None:
-    """Show the simulated servers and whether their sshd and dockerd answer."""
+    """Show the simulated servers, whether their sshd and dockerd answer, and (with --kubernetes) whether
+    each is a Ready Kubernetes node and how many NPUs it offers."""
     from ascend_run.sim.cluster import SimCluster
 
     rows = SimCluster(directory).status()
     if output_format == "json":
         echo_json(rows)
         return
-    table = Table("name", "address", "sshd", "dockerd", box=None)
+    kube = any("node_ready" in row for row in rows)
+    table = Table("name", "address", "sshd", "dockerd", *(["node", "npus"] if kube else []), box=None)
     for row in rows:
-        table.add_row(row["name"], row["address"], "up" if row["sshd"] else styled(("down", "red")),
-                      "up" if row["docker"] else "-")
+        cells = [row["name"], row["address"], "up" if row["sshd"] else styled(("down", "red")),
+                 "up" if row["docker"] else "-"]
+        if kube:
+            ready = row.get("node_ready")
+            cells += ["Ready" if ready else styled(("NotReady" if ready is False else "absent", "red")),
+                      str(row.get("npus", "-"))]
+        table.add_row(*cells)
     make_console().print(table)
 
 

@@ -28,6 +28,7 @@ from ascend_run.inputs.deployment import parse_size
 from ascend_run.inputs.profiles import get_profile
 from ascend_run.sim import network, tools
 from ascend_run.sim.filelock import held
+from ascend_run.sim.kube.cluster import remove_cgroups
 from ascend_run.sim.network import SimNet
 from ascend_run.sim.node import (
     DISK_SIZES,
@@ -117,6 +118,17 @@ class SimCluster:
         """With a bastion: `Host` aliases for the servers and the bastion, and the ProxyJump between them."""
         return self.dir / "ssh_config"
 
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin's kubeconfig of the cluster's Kubernetes (sim up --kubernetes)."""
+        return self.dir / "kubeconfig"
+
+    @property
+    def kube(self):
+        from ascend_run.sim.kube.cluster import KubeSim
+
+        return KubeSim(self)
+
     def bastion(self) -> SimNode | None:
         """The login node in front of the servers, if the cluster has one (index -1: not a server)."""
         found = self.record().get("bastion")
@@ -127,7 +139,8 @@ class SimCluster:
     def up(self, nodes: int, profile_name: str = "atlas-800t-a2", docker: bool = True,
            image: str | None = None, fail_at: int | None = None,
            progress: Callable[[str], None] | None = None, image_engine: str | None = None,
-           bastion: bool = False, link_rate: str | int | None = None, spares: int = 0) -> None:
+           bastion: bool = False, link_rate: str | int | None = None, spares: int = 0,
+           kubernetes: bool = False) -> None:
         """Bring the cluster up; on any failure, tear down what was made and raise.
 
         `spares` of the `nodes` servers (the last ones) are written under `spares:` in cluster.yaml: standby
@@ -137,6 +150,8 @@ class SimCluster:
         (`sim-bastion`, see network.py); DIR/ssh_config then describes the way (a ProxyJump and `Host`
         aliases) and DIR/cluster.yaml names the servers by those aliases. `link_rate` (e.g. "200mbit") gives
         every server and this machine a NIC of that rate (`set_link_rate`), after the image is loaded.
+        `kubernetes` also runs a Kubernetes cluster on the servers (sim/kube/cluster.py) and writes DIR/kubeconfig;
+        `image` is then in every server's containerd too.
         `fail_at` is a test hook: node `fail_at` raises right after its processes started, so tests can
         check that a failed bring-up leaves nothing behind. `progress` receives one line per step.
         """
@@ -188,6 +203,11 @@ class SimCluster:
         say(f"bridge {net.bridge} {net.gateway}/24")
         try:
             self._up(record, net, profile, docker, image, fail_at, say, image_engine)
+            if kubernetes:
+                self.kube.up(say)
+                if image:
+                    say(f"importing {image} into {nodes} servers' containerd")
+                    self.kube.import_image(self.saved_image(image, image_engine))
             if link_rate is not None:
                 self.set_link_rate(link_rate)
                 say(f"links shaped to {network.parse_rate(link_rate) / 1e6:g} Mbit/s each way")
@@ -282,19 +302,22 @@ class SimCluster:
         `docker save` runs once per image id (the tarball is cached under ~/.cache/ascend-run/images:
         saving the 300 MB base image takes ~4 s); the loads into the node daemons run in parallel.
         """
-        from ascend_run.engine.local import engine_client
-
-        if source_engine is None:
-            with engine_client() as (engine, _):
-                tar = _saved_image(engine.base_url, image)
-        else:
-            tar = _saved_image(source_engine, image)
+        tar = self.saved_image(image, source_engine)
 
         def load(node: SimNode) -> None:
             _run(["docker", "-H", f"unix://{node.layout.docker_socket}", "load", "-q", "-i", str(tar)])
 
         with ThreadPoolExecutor(max_workers=len(self.nodes())) as pool:
             list(pool.map(load, self.nodes()))
+
+    def saved_image(self, image: str, source_engine: str | None = None) -> Path:
+        """`docker save` of `image` from an engine (default: the one `image build` uses), cached."""
+        from ascend_run.engine.local import engine_client
+
+        if source_engine is not None:
+            return _saved_image(source_engine, image)
+        with engine_client() as (engine, _):
+            return _saved_image(engine.base_url, image)
 
     # --- state changes for tests ---------------------------------------------------------------------
 
@@ -376,12 +399,12 @@ class SimCluster:
 
     def node_exec(self, ref, argv: list[str]) -> subprocess.CompletedProcess:
         """Run a command inside a node's namespaces (mount, UTS, network) from the root namespace."""
-        node = self.node(ref)
-        return _run(["nsenter", "-t", str(self._node_pid(node)), "-m", "-u", "-n", *argv])
+        return _run(["nsenter", "-t", str(self.node_pid(ref)), "-m", "-u", "-n", *argv])
 
-    def _node_pid(self, node: SimNode) -> int:
+    def node_pid(self, ref) -> int:
         """A live process in the node's namespaces: its first process (sshd), or after `kill_sshd` its
         dockerd/containerd (same mount and UTS namespaces), or an sshd restarted with `node_exec`."""
+        node = self.node(ref)
         rec = self.record()
         first = rec["pids"].get(node.name)
         if first and _alive(first) and str(self.dir) in _cmdline(first):
@@ -418,6 +441,11 @@ class SimCluster:
 
         with ThreadPoolExecutor(max_workers=min(32, len(rec["nodes"]))) as pool:
             rows = list(pool.map(row, rec["nodes"]))
+        if rec.get("kubernetes"):
+            nodes = {n["name"]: n for n in self.kube.status()}
+            for r in rows:
+                found = nodes.get(r["name"])
+                r.update(node_ready=found["ready"] if found else None, npus=found["npus"] if found else 0)
         if via:
             b = rec["bastion"]
             rows.append({"name": b["name"], "address": b["address"], "netns": b["netns"],
@@ -483,8 +511,10 @@ class SimCluster:
         if left:
             raise SimError(f"processes {left} of the simulated cluster in {self.dir} did not die",
                            fix=f"kill them, then run: ascend-run sim down --dir {self.dir}")
+        remove_cgroups(rec)  # the kubelets' cgroup trees (sim up --kubernetes) outlive their processes
         for node in rec["nodes"]:  # the nodes' image stores: gigabytes each once an image is shipped
-            shutil.rmtree(Path(node["root"]) / "docker", ignore_errors=True)
+            for store in ("docker", "containerd"):
+                shutil.rmtree(Path(node["root"]) / store, ignore_errors=True)
         self.record_path.unlink()
 
     def _processes(self, rec: dict) -> set[int]:
