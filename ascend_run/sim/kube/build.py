@@ -7,8 +7,9 @@ go/ pin them (go.mod and go.sum hold every version and checksum):
   k8s.io/kubernetes (its staging modules pinned with `replace`), etcd's own server, CoreDNS with the plugins
   cluster DNS needs, the pod sandbox's `pause`, and `ascend-device-plugin` (this kit's stand-in for
   MindCluster's Ascend Device Plugin, on the kubelet's real device-plugin API);
-- go/runtime: containerd with its CRI plugin and shim, runc, the CNI plugins, crictl. A module of its own,
-  because containerd pins other k8s.io versions than Kubernetes does.
+- go/runtime: containerd with its CRI plugin and shim, the CNI plugins, crictl. A module of its own,
+  because containerd pins other k8s.io versions than Kubernetes does;
+- go/runc: runc, alone, because containerd needs a newer runtime-spec than runc compiles against.
 
 The binaries go to CACHE_ROOT/kubernetes-<version>-<digest of go/>/bin with a SHA256SUMS file: a warm run
 only checks the sums (seconds); changing anything under go/ gives a new folder. Go's own module and build
@@ -48,7 +49,7 @@ _VERSION_FLAGS = " ".join(f"-X k8s.io/{pkg}.{name}={value}" for pkg in ("compone
                           for name, value in (("gitVersion", KUBERNETES_VERSION), ("gitMajor", "1"),
                                               ("gitMinor", _MINOR), ("gitTreeState", "clean")))
 
-# One `go build` per (module, cgo): binary name -> Go package.
+# One `go build` per (module, cgo, ldflags, tags): binary name -> Go package.
 BUILDS: list[tuple[str, bool, str, dict[str, str]]] = [
     ("components", False, _VERSION_FLAGS, {
         "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
@@ -72,15 +73,18 @@ BUILDS: list[tuple[str, bool, str, dict[str, str]]] = [
         "loopback": "github.com/containernetworking/plugins/plugins/main/loopback",
         "portmap": "github.com/containernetworking/plugins/plugins/meta/portmap",
     }),
-    ("runtime", True, "", {"runc": "github.com/opencontainers/runc"}),  # nsenter is C: cgo
+    # nsenter is C (cgo); containerd gives pod sandboxes the RuntimeDefault seccomp profile, which a runc built
+    # without the seccomp tag (and libseccomp-dev) refuses
+    ("runc", True, "", {"runc": "github.com/opencontainers/runc"}),
 ]
 BINARIES = [name for _, _, _, names in BUILDS for name in names]
 CNI_PLUGINS = list(BUILDS[2][3])
 
 
 def inputs_digest() -> str:
-    """sha256 of every build input under go/ (paths and contents): the cache folder's name carries it."""
-    digest = hashlib.sha256()
+    """sha256 of every build input (go/: paths and contents; the build list and flags): the cache folder's
+    name carries it."""
+    digest = hashlib.sha256(repr(BUILDS).encode())
     for path in sorted(p for p in GO_DIR.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(GO_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
@@ -129,8 +133,10 @@ def go_command() -> str:
 
 def _go_build(go: str, module: str, cgo: bool, ldflags: str, names: dict[str, str], out: Path) -> None:
     env = {**os.environ, "CGO_ENABLED": "1" if cgo else "0", "GOFLAGS": "-buildvcs=false", "GOTOOLCHAIN": "local"}
+    tags = ["-tags", "seccomp"] if cgo else []  # runc: see BUILDS
     for name, package in names.items():  # one at a time: `go build -o DIR` names binaries after packages
-        argv = [go, "build", "-trimpath", "-ldflags", f"-s -w {ldflags}".strip(), "-o", str(out / name), package]
+        argv = [go, "build", "-trimpath", *tags, "-ldflags", f"-s -w {ldflags}".strip(), "-o", str(out / name),
+                package]
         result = subprocess.run(argv, cwd=GO_DIR / module, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             raise SimError(f"building {name} ({package}) failed:\n{result.stderr.strip()[-3000:]}",
@@ -188,6 +194,8 @@ def ensure(progress: Callable[[str], None] = lambda _m: None, force: bool = Fals
         (staging / "SHA256SUMS").write_text("\n".join(sums) + "\n")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
+        for stale in CACHE_ROOT.glob("kubernetes-*.partial"):  # builds of other inputs that were cut short
+            shutil.rmtree(stale, ignore_errors=True)
     return target
 
 

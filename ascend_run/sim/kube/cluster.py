@@ -32,6 +32,7 @@ class KubeSim:
     def __init__(self, cluster) -> None:
         self.cluster = cluster
         self.folder = cluster.dir / "kubernetes"
+        self.kubelets: dict[str, subprocess.Popen] = {}  # started by this process (up), watched until Ready
 
     @property
     def kubeconfig(self) -> Path:
@@ -169,13 +170,15 @@ class KubeSim:
             write_private(folder / f"kubelet.{suffix}", pki.path(f"kubelet-{n.name}.{suffix}").read_bytes())
         write_private(folder / "kubelet.kubeconfig",
                  control.kubeconfig_text(cp.server, pki.ca_cert, n.name, tokens[f"kubelet-{n.name}"].value))
+        make_cgroup_root(n.cgroup_root)
         pid = self.cluster.node_pid(n.name)
         self._in_node(pid, ["sh", "-c", node.prepare_script(n)])
         env = {"PATH": f"{n.bin}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
         self._spawn(f"containerd@{n.name}", node.containerd_argv(n), n.log("containerd"), pid, env)
         self._wait_containerd(pid, n)
         self.import_image(n.bin / "pause.tar", [n.name])
-        self._spawn(f"kubelet@{n.name}", node.kubelet_argv(n, profile), n.log("kubelet"), pid, env)
+        self.kubelets[n.name] = self._spawn(f"kubelet@{n.name}", node.kubelet_argv(n, profile), n.log("kubelet"),
+                                            pid, env)
         self._spawn(f"device-plugin@{n.name}", node.device_plugin_argv(n, profile), n.log("device-plugin"), pid)
 
     def _wait_containerd(self, pid: int, n: node.KubeNode, timeout_s: float = 60) -> None:
@@ -203,6 +206,12 @@ class KubeSim:
             if len(done) == count:
                 say(f"{count} nodes Ready, each with {want} {profile.kubernetes.resource_name}")
                 return
+            for name, proc in self.kubelets.items():
+                if proc.poll() is not None:
+                    log = self.cluster.node(name).layout.root / "kube" / "kubelet.log"
+                    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                    raise SimError(f"the kubelet of {name} exited ({proc.returncode}): " + " | ".join(tail),
+                                   fix=f"read {log}")
             if time.monotonic() > deadline:
                 raise SimError(f"{count - len(done)} of {count} nodes not Ready with {want} "
                                f"{profile.kubernetes.resource_name} after {READY_TIMEOUT_S} s: {rows}",
@@ -241,12 +250,31 @@ def record_netns(record: dict, name: str) -> str:
     return next(n["netns"] for n in record["nodes"] if n["name"] == name)
 
 
+def _cgroup_controllers() -> list[Path]:
+    """This machine's cgroup v1 hierarchies (/sys/fs/cgroup/<controller>), or the v2 mount itself."""
+    top = Path("/sys/fs/cgroup")
+    if (top / "cgroup.controllers").exists():
+        return [top]
+    return [p for p in top.iterdir() if p.is_dir() and not p.name.startswith("unified")]
+
+
+def make_cgroup_root(root: str) -> None:
+    """A kubelet's cgroupRoot must exist in every hierarchy before it starts; cpuset needs its CPUs and
+    memory nodes set (copied from the parent) before anything can join it."""
+    for controller in _cgroup_controllers():
+        folder = controller / root.lstrip("/")
+        folder.mkdir(exist_ok=True)
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if (folder / name).exists() and not (folder / name).read_text().strip():
+                (folder / name).write_text((controller / name).read_text())
+
+
 def remove_cgroups(record: dict) -> None:
     """The kubelets' cgroup trees (one root per server, under every controller): they outlive the processes."""
     roots = (record.get("kubernetes") or {}).get("cgroup_roots", [])
     if not roots:
         return
-    for controller in Path("/sys/fs/cgroup").iterdir():
+    for controller in _cgroup_controllers():
         for root in roots:
             top = controller / root.lstrip("/")
             if top.is_dir():

@@ -96,7 +96,9 @@ def apiserver_argv(cp: ControlPlane) -> list[str]:
 def controller_manager_argv(cp: ControlPlane) -> list[str]:
     return [str(cp.bin / "kube-controller-manager"), f"--kubeconfig={cp.kubeconfig('controller-manager')}",
             f"--service-account-private-key-file={cp.pki / 'sa.key'}", f"--root-ca-file={cp.pki / 'ca.crt'}",
-            "--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false",
+            "--leader-elect=false", "--secure-port=0",
+            # each controller with its own service account and bootstrap role, as kubeadm runs it
+            "--use-service-account-credentials=true",
             "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
             "--profiling=false", "--v=0"]
 

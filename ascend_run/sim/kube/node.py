@@ -80,6 +80,9 @@ def containerd_config(node: KubeNode, snapshotter: str) -> str:
         "[grpc]", f"  address = {q(CONTAINERD_SOCKET)}",
         f"[{cri}.images']", f"  snapshotter = {q(snapshotter)}",
         f"[{cri}.images'.pinned_images]", f"  sandbox = {q(PAUSE_IMAGE)}",
+        # this machine's processes lack CAP_SYS_RESOURCE: no oom_score_adj below containerd's own (the
+        # sandbox's default -998 fails with EACCES)
+        f"[{cri}.runtime']", "  restrict_oom_score_adj = true",
         f"[{cri}.runtime'.containerd]", "  default_runtime_name = \"runc\"",
         f"[{cri}.runtime'.containerd.runtimes.runc]", "  runtime_type = \"io.containerd.runc.v2\"",
         f"[{cri}.runtime'.containerd.runtimes.runc.options]",
@@ -120,6 +123,7 @@ def kubelet_config(node: KubeNode, dns: str, pki: Path) -> str:
         "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
         "localStorageCapacityIsolation": False, "serializeImagePulls": False,
         "nodeStatusUpdateFrequency": "4s", "syncFrequency": "10s",
+        "oomScoreAdj": 0,  # its default -999 needs CAP_SYS_RESOURCE, which this machine's root lacks
     }, indent=2) + "\n"
 
 

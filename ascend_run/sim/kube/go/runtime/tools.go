@@ -11,6 +11,5 @@ import (
 	_ "github.com/containernetworking/plugins/plugins/main/bridge"
 	_ "github.com/containernetworking/plugins/plugins/main/loopback"
 	_ "github.com/containernetworking/plugins/plugins/meta/portmap"
-	_ "github.com/opencontainers/runc"
 	_ "sigs.k8s.io/cri-tools/cmd/crictl"
 )

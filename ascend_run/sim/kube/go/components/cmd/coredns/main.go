@@ -1,9 +1,11 @@
 // Command coredns is CoreDNS with only the plugins cluster DNS needs on the simulated cluster: the
-// kubernetes plugin (Services, headless Services and their pods' names), and the usual health, readiness,
-// cache and logging. No upstream forwarding: the simulated cluster has no outside network.
+// kubernetes plugin (Services, headless Services and their pods' names), bind (one address: two simulated
+// clusters side by side), and the usual health, readiness, cache and logging. No upstream forwarding: the
+// simulated cluster has no outside network.
 package main
 
 import (
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/health"
