@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import io
+import ipaddress
 import json
 import tarfile
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from ascend_run.inputs.profiles import get_profile
 from ascend_run.sim.kube import build, control, node

@@ -68,7 +68,7 @@ def install(cluster, job_file: Path, tmp_path: Path) -> str:
     made = run_cli("chart", "values", "train", "-f", str(job_file), "--out", str(values))
     assert made.returncode == 0, made.stderr
     name = re.search(r"^name: (\S+)", job_file.read_text(), re.M).group(1)
-    helm("install", name, str(CHART), "-f", str(values), "--namespace", "default")
+    helm(cluster, "install", name, str(CHART), "-f", str(values), "--namespace", "default")
     return name
 
 
@@ -142,7 +142,7 @@ def test_training_chart_runs_msrun_across_two_servers_with_the_loss_of_the_ssh_r
             entries = checkpoint["Data"]["PodDeviceEntries"] or []
             assert any(e["ResourceName"] == "huawei.com/Ascend910" for e in entries), checkpoint
     finally:
-        helm("uninstall", job, "--namespace", "default", "--wait")
+        helm(cluster, "uninstall", job, "--namespace", "default", "--wait")
     # the same job over SSH on the same servers: the same loss lines from the last rank
     ssh_job = demo_job_file(cluster.dir, image, steps=12)  # the SSH demo's file: job.sync, not a volume
     launched = run_cli("launch", "-f", str(ssh_job), timeout=600)
@@ -177,7 +177,7 @@ def test_a_rank_crash_fails_the_whole_job_within_10s_with_no_pod_left_running(ku
             time.sleep(1)
         assert not running, f"pods still Running after the Job failed: {running}"
     finally:
-        helm("uninstall", job, "--namespace", "default", "--wait")
+        helm(cluster, "uninstall", job, "--namespace", "default", "--wait")
     assert not job_leftovers(cluster, job)
     wait_no_leftovers(cluster, job, 30)
 

@@ -140,6 +140,8 @@ def _common(profile: HardwareProfile, nodes_description: str) -> dict[str, dict]
         "resources": _obj({"requests": _quantities("Requests (cpu, memory)."),
                            "limits": _quantities("Limits (cpu, memory).")},
                           description="CPU/memory; the NPU request is added from npusPerNode."),
+        "terminationGracePeriodSeconds": _int("Seconds between SIGTERM and SIGKILL when a pod is stopped.",
+                                              minimum=0, maximum=3600),
         "hostNetwork": _bool("Use the host's network namespace."),
         "securityContext": _free("object", "Container securityContext."),
         "podSecurityContext": _free("object", "Pod securityContext."),

@@ -139,7 +139,8 @@ def _demo_kubernetes(root: Path, nodes: int, steps: int, keep: bool) -> None:
         hosts = [f"{k.RELEASE}-{i}" for i in range(nodes)]  # pod k's hostname: node rank k, global rank k
         printer = PrefixPrinter(hosts, {h: i for i, h in enumerate(hosts)}, hide=framework_noise)
         outcome = follow_job(cluster.kube.api(), k.NAMESPACE, k.RELEASE, 1,
-                             lambda pod, line: printer.line(f"{k.RELEASE}-{pod.index}", line))
+                             lambda pod, line: printer.line(f"{k.RELEASE}-{pod.index}", line), timeout_s=900,
+                             on_warning=lambda text: console.print(styled(("warning: ", "yellow"), text)))
         logs = root / "logs-k8s"
         save_logs(outcome, logs, 1)
         _step(console, f"job {outcome.condition} after {outcome.seconds:.0f} s ({outcome.reason or 'no reason'}); "

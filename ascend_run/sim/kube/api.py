@@ -54,8 +54,8 @@ class Api:
             self.call("POST", f"/apis/rbac.authorization.k8s.io/v1/{plural}", obj)
         except urllib.error.HTTPError as exc:
             if exc.code != 409:
-                detail = exc.read()[:300]
-                raise SimError(f"creating {obj['kind']} {obj['metadata']['name']}: HTTP {exc.code} {detail!r}") from None
+                what = f"{obj['kind']} {obj['metadata']['name']}"
+                raise SimError(f"creating {what}: HTTP {exc.code} {exc.read()[:300]!r}") from None
 
     def nodes(self) -> list[dict]:
         return self.call("GET", "/api/v1/nodes").get("items", [])

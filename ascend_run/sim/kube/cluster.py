@@ -251,11 +251,12 @@ def record_netns(record: dict, name: str) -> str:
 
 
 def _cgroup_controllers() -> list[Path]:
-    """This machine's cgroup v1 hierarchies (/sys/fs/cgroup/<controller>), or the v2 mount itself."""
+    """This machine's cgroup hierarchies: the v1 ones (/sys/fs/cgroup/<controller>, and the v2 `unified` one of
+    a hybrid layout, where runc makes a folder too), or the v2 mount itself."""
     top = Path("/sys/fs/cgroup")
     if (top / "cgroup.controllers").exists():
         return [top]
-    return [p for p in top.iterdir() if p.is_dir() and not p.name.startswith("unified")]
+    return [p for p in top.iterdir() if p.is_dir()]
 
 
 def make_cgroup_root(root: str) -> None:

@@ -81,10 +81,27 @@ def _stream_log(api: Api, namespace: str, pod: PodLog, on_line: Callable[[PodLog
         time.sleep(0.5)
 
 
+def warnings(api: Api, namespace: str, pods: set[str], seen: set[tuple]) -> list[str]:
+    """New Warning events of the job's pods (a sandbox that cannot start, an image not found): the reason a
+    pod waits, which its log cannot show."""
+    selector = urllib.parse.urlencode({"fieldSelector": "type=Warning,involvedObject.kind=Pod"})
+    found = []
+    for event in api.call("GET", f"/api/v1/namespaces/{namespace}/events?{selector}").get("items", []):
+        pod = event.get("involvedObject", {}).get("name")
+        key = (event["metadata"]["uid"], event.get("count"))
+        if pod in pods and key not in seen:
+            seen.add(key)
+            found.append(f"{pod}: {event.get('reason')}: {event.get('message', '').strip()}")
+    return found
+
+
 def follow_job(api: Api, namespace: str, job_name: str, local_workers: int,
-               on_line: Callable[[PodLog, str], None], timeout_s: float = 1800) -> JobOutcome:
-    """Stream every pod's log until the Job is Complete or Failed; the logs are complete when it returns."""
+               on_line: Callable[[PodLog, str], None], timeout_s: float = 1800,
+               on_warning: Callable[[str], None] = lambda _w: None) -> JobOutcome:
+    """Stream every pod's log until the Job is Complete or Failed; the logs are complete when it returns.
+    The pods' Warning events go to `on_warning` as they come."""
     started = time.monotonic()
+    seen: set[tuple] = set()
     pods: dict[str, PodLog] = {}
     threads: list[threading.Thread] = []
     stop = threading.Event()
@@ -100,12 +117,15 @@ def follow_job(api: Api, namespace: str, job_name: str, local_workers: int,
                                           daemon=True)
                 thread.start()
                 threads.append(thread)
+        for warning in warnings(api, namespace, set(pods), seen):
+            on_warning(warning)
         job = api.call("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}")
         ended = job_condition(job)
         if ended:
             break
         if time.monotonic() - started > timeout_s:
-            raise AscendRunError(f"job {job_name} did not end within {timeout_s:.0f} s")
+            raise AscendRunError(f"job {job_name} did not end within {timeout_s:.0f} s",
+                                 fix=f"kubectl describe job -n {namespace} {job_name}")
         time.sleep(0.5)
     for thread in threads:  # the log streams end with their containers
         thread.join(timeout=30)

@@ -314,6 +314,7 @@ Pod-level passthrough: pull secrets, service account, priority, host network, se
 placement (nodeSelector, affinity, tolerations).
 */}}
 {{- define "ascend-train.podScheduling" -}}
+terminationGracePeriodSeconds: {{ int .Values.terminationGracePeriodSeconds }}
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
