@@ -24,7 +24,9 @@ from click.core import ParameterSource
 from ascend_run.errors import ConfigError
 
 FILE_ENV = "ASCEND_RUN_FILE"
-FORMATS = ("text", "json")
+FORMATS = ("text", "json", "yaml")
+YAML_META = "ascend_run.yaml"  # ctx.meta flag: -o yaml was asked (the command builds its JSON report; echo_json writes YAML)
+REPORTED = {"done": False}     # a structured report went to stdout in this run (main then prints no error object)
 
 
 # --- -f/--file ---------------------------------------------------------------------------------------------
@@ -74,15 +76,24 @@ def file_from_environment(ctx: click.Context | None = None) -> bool:
 # --- -o/--output: the format; --out: the path -----------------------------------------------------------------
 
 class ReportFormat(click.Choice):
-    """text|json, and for anything else the message that -o is no longer a path (it used to be on some
-    commands), with the spelling that writes there now."""
+    """text|json|yaml (and wide where a table has more columns to show), and for anything else the message that
+    -o is no longer a path (it used to be on some commands), with the spelling that writes there now.
 
-    def __init__(self) -> None:
-        super().__init__(FORMATS)
+    yaml is json for the command (it builds the same report) and YAML for the printer (echo_json)."""
+
+    def __init__(self, wide: bool = False) -> None:
+        super().__init__((*FORMATS, "wide") if wide else FORMATS)
+        self.wide = wide
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if value in FORMATS:
+        if value == "yaml":
+            if ctx is not None:
+                ctx.meta[YAML_META] = True
+            return "json"
+        if value in self.choices:
             return value
+        if value == "wide":
+            self.fail("'wide' is for the tables of `status` and `jobs`; here use text, json or yaml", param, ctx)
         writes = ctx is not None and any(p.name == "out" for p in ctx.command.params)
         hint = (f"; to write {value} use --out {shlex.quote(str(value))}" if writes else
                 "; this command writes no file")
@@ -91,8 +102,13 @@ class ReportFormat(click.Choice):
 
 
 output_option = click.option(
-    "-o", "--output", "output_format", type=ReportFormat(), default="text", show_default=True, metavar="text|json",
-    help="Report format; json is for scripts.")
+    "-o", "--output", "output_format", type=ReportFormat(), default="text", show_default=True,
+    metavar="text|json|yaml", help="Report format; json and yaml are for scripts.")
+
+wide_output_option = click.option(
+    "-o", "--output", "output_format", type=ReportFormat(wide=True), default="text", show_default=True,
+    metavar="text|wide|json|yaml", help="Report format: wide is the table with more columns; json and yaml are "
+                                        "for scripts.")
 
 
 def out_option(what: str, required: bool = False, directory: bool = False):
@@ -193,6 +209,56 @@ def refuse_subset(node_specs, exclude_specs, why: str) -> None:
         raise click.UsageError(f"-w/--nodes and -x/--exclude do not apply here: {why}")
 
 
+# --- an option's value that is itself an option ------------------------------------------------------------
+
+def option_names(command: click.Command) -> set[str]:
+    """Every spelling of the command's options (and --help), for the check below."""
+    names = {"-h", "--help"}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            names.update(param.opts)
+            names.update(param.secondary_opts)
+    return names
+
+
+def _refuse_option_as_value(original):
+    """An option callback that first refuses a value that is another option of the same command: `logs -f --tail
+    50` would read `--tail` as the file and fail later with a message about `50`. Names both options."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        names = option_names(ctx.command) | (option_names(ctx.find_root().command) if ctx.parent else set())
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, str) and item.split("=", 1)[0] in names:
+                opts = "/".join(param.opts)
+                kubectl = (" (here -f is the deployment file; kubectl's `logs -f` is --follow)"
+                           if param.name == "deployment_file" else "")
+                raise click.UsageError(f"{opts} got {item!r} as its value, and {item.split('=', 1)[0]} is an option: "
+                                       f"give {opts} its {param.metavar or 'value'} first, e.g. "
+                                       f"{param.opts[0]} {param.metavar or 'VALUE'} {item}{kubectl}", ctx)
+        return original(ctx, param, value) if original is not None else value
+
+    return callback
+
+
+def refuse_options_as_values(command: click.Command) -> click.Command:
+    """Give every value-taking option of `command` (and of its subcommands) the check above, and every command
+    --color (accepted after the command too); once per command."""
+    if getattr(command, "_ascend_run_guarded", False):
+        return command
+    command._ascend_run_guarded = True  # type: ignore[attr-defined]
+    if not isinstance(command, click.Group) and not any(p.name == "color" for p in command.params):
+        from ascend_run.cli import colour
+
+        colour.colour_option(after_command=True)(command)  # --color after the command, too
+    for param in command.params:
+        if isinstance(param, click.Option) and not param.is_flag and not param.count:
+            param.callback = _refuse_option_as_value(param.callback)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            refuse_options_as_values(sub)
+    return command
+
+
 # --- connections and output ---------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -224,8 +290,33 @@ def human_size(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size < 1e8 else f"{size / 1e9:.2f} GB"
 
 
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+def yaml_asked() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(YAML_META))
+
+
+def to_yaml(data: Any) -> str:
+    """Plain YAML of a JSON-able report (values that are not JSON become strings, as in JSON)."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML()  # round-trip dumper: keys in the report's order, as JSON prints them
+    yaml.default_flow_style = False
+    yaml.allow_unicode = True
+    yaml.width = 1 << 16  # a value stays on its line
+    stream = io.StringIO()
+    yaml.dump(json.loads(json.dumps(data, default=str)), stream)
+    return stream.getvalue()
+
+
+def echo_json(data: Any, yaml: bool | None = None) -> None:
+    """The report on stdout: JSON, or YAML under -o yaml."""
+    REPORTED["done"] = True
+    if yaml_asked() if yaml is None else yaml:
+        click.echo(to_yaml(data), nl=False)
+    else:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 def console(stderr: bool = False):

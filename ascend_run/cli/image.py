@@ -176,7 +176,7 @@ def ship_cmd(kind: str, deployment_file: str, node_specs: tuple[str, ...], exclu
     dep = dep.with_nodes([*dep.nodes, *dep.spares])
     nodes = pick_nodes(dep, node_specs, exclude_specs)
     with engine_client(docker_host) as (engine, client):
-        local = _local_image(client, engine.base_url, dep.image, deployment_file)
+        local = _local_image(client, engine.base_url, dep.image, deployment_file, kind)
         with connected(dep, accept_new_host_keys, nodes=nodes) as cluster:
             if dry_run:
                 print_ship_plan(cluster, nodes, dep.image, local, engine.base_url, encrypt, output_format)
@@ -226,7 +226,7 @@ def print_ship_plan(cluster, nodes, image: str, local, engine_url: str, encrypt:
         click.echo(f"# chain: {describe(chain)}" + (" (TLS between servers)" if encrypt else ""))
 
 
-def _local_image(client, where: str, image: str, deployment_file: str):
+def _local_image(client, where: str, image: str, deployment_file: str, kind: str):
     """The image in the local engine, or an error saying which engine was asked and how to get it there."""
     import docker
 
@@ -234,7 +234,7 @@ def _local_image(client, where: str, image: str, deployment_file: str):
         return client.images.get(image)  # the image object: its id and size
     except docker.errors.ImageNotFound:
         raise EngineError(f"{image} (the `image` of {deployment_file}) is not in the Docker engine at "
-                          f"{where}", fix="build it (ascend-run image build), pull or tag it there, "
+                          f"{where}", fix=f"build it (ascend-run image build {kind}), pull or tag it there, "
                           "or point --docker-host at the engine that has it") from None
 
 

@@ -53,6 +53,13 @@ def _log_source(deployment_file: str | None, from_dir: str | None, scratch: Path
                            "or -f FILE to read the nodes' logs")
 
 
+def _refuse_collect_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The old spelling `--collect DIR` is refused by the parser itself (so a hint that prints it fails its test)."""
+    if value:
+        raise click.UsageError(f"--collect takes no directory now: --collect --out {value}", ctx)
+    return value
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -104,6 +111,7 @@ def show_loss(source: Path, rank: int | None, plot: str | None, output_format: s
 @click.option("--from", "from_dir", type=click.Path(exists=True),
               help="Read logs collected here: DIR/worker_N.log or DIR/<node>/worker_N.log (or one log file).")
 @click.option("--collect", "collect", is_flag=False, flag_value="", default=None, metavar="",
+              callback=_refuse_collect_dir,
               help="Copy output/msrun_log/* of every node (scheduler.log from the master) into --out DIR/<node>/.")
 @out_option("With --collect: the local directory the logs go to.", directory=True)
 @subset_options
@@ -129,8 +137,6 @@ def logs(deployment_file: str | None, from_dir: str | None, collect: str | None,
     A rank that crashed makes --loss exit 6 (after the table), naming the rank and its exception.
     -w/-x choose the nodes to follow or collect from.
     """
-    if collect:  # the old spelling `--collect DIR`
-        raise click.UsageError(f"--collect takes no directory now: --collect --out {collect}")
     if out and collect is None:
         raise click.UsageError("--out goes with --collect (where the collected logs go)")
     if follow:
