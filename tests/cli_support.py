@@ -148,6 +148,7 @@ RECIPES: dict[str, list[Callable[[CliWorld], list[str]]]] = {
     "status": [lambda w: ["status", "-f", str(w.nodes)]],
     "stop": [lambda w: ["stop", "-f", str(w.nodes), "--dry-run"], lambda w: ["stop", "-f", str(w.nodes)]],
     "events": [lambda w: ["events", "-f", str(w.offline)]],
+    "jobs": [lambda w: ["jobs"]],
     "logs": [lambda w: ["logs", "--loss", "--from", str(w.worker_logs)],
              lambda w: ["logs", "-f", str(w.nodes), "--collect", "--out", str(w.root / "collected")]],
     "exec": [lambda w: ["exec", "-f", str(w.offline), "--dry-run", "--", "echo", "3"],

@@ -2,9 +2,10 @@
 
 Each command group lives in its own module, named in COMMANDS here and imported when it runs. Commands raise
 `AscendRunError`s; `main` turns them into a red message and the error's exit code.
-Exit codes: 0 ok, 1 generic failure, 2 bad input file, 3 Docker engine, 4 node unreachable/remote
-command failed, 5 preflight failed, 6 job failed, 7 simulated cluster, 8 a step around the job (weights
-download, data conversion) failed, 130 interrupted.
+Exit codes (the README's table): 0 ok, 1 generic failure, 2 bad input (a bad file, or a usage error: click's
+own code), 3 Docker engine, 4 node unreachable/remote command failed, 5 preflight failed, 6 job failed, 7
+simulated cluster, 8 a step around the job (weights download, data conversion) failed, 130 interrupted.
+With -o json|yaml a failure also prints {"error", "fix", "exit_code"} on stdout (unless a report was printed).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ COMMANDS = {
     "stop": "launch",
     "supervise": "supervise",
     "events": "supervise",
+    "jobs": "supervise",
     "logs": "logs",
     "exec": "exec",
     "chart": "chart",
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         _fail(exc.format_message(), "see --help" if exc.exit_code == 2 else None, exc.exit_code, fmt, exc.show)
     except AscendRunError as exc:
-        _fail(exc.message, exc.fix, exc.exit_code, fmt, lambda: _error(f"error: {exc}"))
+        text = f"error: {exc}"
+        _fail(exc.message, exc.fix, exc.exit_code, fmt, lambda: _error(text))
     except KeyboardInterrupt:
         _fail("interrupted", None, 130, fmt, lambda: _error("interrupted"))
     sys.exit(0)

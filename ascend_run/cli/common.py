@@ -24,8 +24,9 @@ from click.core import ParameterSource
 from ascend_run.errors import ConfigError
 
 FILE_ENV = "ASCEND_RUN_FILE"
+JOB_META = "ascend_run.job"  # ctx.meta: the job --job NAME chose (a supervise.joblist.JobEntry)
 FORMATS = ("text", "json", "yaml")
-YAML_META = "ascend_run.yaml"  # ctx.meta flag: -o yaml was asked (the command builds its JSON report; echo_json writes YAML)
+YAML_META = "ascend_run.yaml"  # ctx.meta: -o yaml was asked (the command builds its JSON report; echo_json writes YAML)
 REPORTED = {"done": False}     # a structured report went to stdout in this run (main then prints no error object)
 
 
@@ -36,6 +37,12 @@ def _resolve_file(required: bool):
     Records where the value came from (ctx.meta) for commands where another option competes with it."""
 
     def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        job = ctx.meta.get(JOB_META)
+        if job is not None:
+            if value is not None:
+                raise click.UsageError("give the job by -f FILE or by --job NAME, not both", ctx)
+            ctx.meta["ascend_run.file_source"] = "job"
+            return job.deployment
         source = "option"
         if value is None:
             root = ctx.find_root()
@@ -65,6 +72,33 @@ def file_option(required: bool = True, help: str = "The deployment file (YAML) d
 
 
 deployment_option = file_option()
+
+
+def _choose_job(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        from ascend_run.supervise.joblist import find_job
+
+        ctx.meta[JOB_META] = find_job(value)
+    return value
+
+
+job_option = click.option(
+    "--job", "job_name", metavar="NAME", is_eager=True, expose_value=False, callback=_choose_job,
+    help="The job by its name (or its key, as `ascend-run jobs` lists them) instead of -f: for a job launched "
+         "from another folder, by a teammate sharing ASCEND_RUN_STATE_DIR, or whose file has moved.")
+
+
+def load_chosen(deployment_file: str):
+    """The deployment of -f FILE, or of --job NAME (its file, or the copy taken at launch if the file moved)."""
+    from ascend_run.inputs.deployment import load_deployment
+
+    ctx = click.get_current_context(silent=True)
+    job = ctx.meta.get(JOB_META) if ctx is not None else None
+    if job is not None:
+        from ascend_run.supervise.joblist import deployment_of
+
+        return deployment_of(job)
+    return load_deployment(deployment_file)
 
 
 def file_from_environment(ctx: click.Context | None = None) -> bool:
@@ -269,6 +303,15 @@ def connected(dep, accept_new: bool = False, parallel: int = 256, nodes: list | 
 
     with connect(dep, accept_new=accept_new, parallelism=parallel, nodes=nodes) as cluster:
         yield cluster
+
+
+def no_server_reached(names: list[str], what: str):
+    """The error (exit 4, as everywhere a node cannot be reached) for a report that reached none of its servers:
+    printed after the report, so a script gets both the per-server reasons and a code it can trust."""
+    from ascend_run.errors import TransportError
+
+    return TransportError(f"{what}: no server answered ({', '.join(names)})",
+                          fix="check the servers are up and reachable over SSH (ascend-run exec -f FILE -- true)")
 
 
 @contextlib.contextmanager
