@@ -131,6 +131,7 @@ class CliWorld:
 # How to make each command print its report: one or more argument lists (without -o json) per command.
 RECIPES: dict[str, list[Callable[[CliWorld], list[str]]]] = {
     "validate": [lambda w: ["validate", "-f", str(w.offline)]],
+    "init": [lambda w: ["init", "train"], lambda w: ["init", "sim", "--out", str(w.root / f"sim-{uuid.uuid4().hex}.yaml")]],
     "config derive": [lambda w: ["config", "derive", str(w.mf_config), "--npus", "4", "--set",
                                  "parallel_config.data_parallel=4", "--out", str(w.root / "derived.yaml")]],
     "config check": [lambda w: ["config", "check", str(w.mf_config), "--npus", "8"]],

@@ -24,6 +24,7 @@ from ascend_run.errors import AscendRunError
 # is imported only when one of its commands runs (or for --help), so `ascend-run exec` does not pay for
 # the chart renderer or the config checker; tests check this table against the modules.
 COMMANDS = {
+    "init": "init",
     "validate": "validate",
     "config": "config",
     "image": "image",

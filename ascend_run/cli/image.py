@@ -101,12 +101,15 @@ def build_cmd(kind: str, base: str | None, tag: str | None, build_args: tuple[st
             request = request.with_index(f"http://127.0.0.1:{INDEX_PORT}/simple/")
             note = (f"serve {shlex.quote(wheelhouse)} as a package index on 127.0.0.1:{INDEX_PORT} (another free "
                     "port if that one is taken) while the build runs")
-        argv = request.cli_argv(f"images/{kind}")
+        context = dry_run_context(kind)
+        render = ["ascend-run", "image", "render", kind, "--out", context]
+        argv = request.cli_argv(context)
         if output_format == "json":
-            echo_json({"dry_run": True, "tag": request.tag, "argv": argv, "wheelhouse": note})
+            echo_json({"dry_run": True, "tag": request.tag, "render": render, "argv": argv, "wheelhouse": note})
             return
         if note:
             click.echo(f"# {note}")
+        click.echo(f"{shlex.join(render)}  # the build context, rendered from the kit's templates")
         click.echo(shlex.join(argv))
         return
     with engine_client(docker_host) as (engine, client):
@@ -224,6 +227,13 @@ def print_ship_plan(cluster, nodes, image: str, local, engine_url: str, encrypt:
         click.echo(shlex.join(entry["load"]))
     if targets:
         click.echo(f"# chain: {describe(chain)}" + (" (TLS between servers)" if encrypt else ""))
+
+
+def dry_run_context(kind: str) -> str:
+    """Where `image build --dry-run` says the context goes: the build sends the context it renders in memory
+    (the templates ship in the wheel), so the equivalent by hand renders it first, to a folder of the working
+    directory; never a path of the kit's checkout (`images/train` exists only there)."""
+    return f"ascend-run-{kind}-context"
 
 
 def _local_image(client, where: str, image: str, deployment_file: str, kind: str):
