@@ -22,8 +22,8 @@ from ascend_run.errors import ConfigError
 PACKAGE = Path(ascend_run.__file__).parent
 PLACEHOLDER = "VALUE"
 # A hint ends at the end of its string, or at what ends a command in prose: a backtick, a closing parenthesis,
-# a `;`, a `, ` or ` (` going on in prose, ` | ` (alternatives in a docstring), or two spaces.
-END = re.compile(r"`|\)|;|, | \(| \| |  |\n|$")
+# a `;`, a `, ` or ` (` going on in prose, ` | ` (alternatives in a docstring), ` && `, or two spaces.
+END = re.compile(r"`|\)|;|, | \(| \| | && |  |\n|$")
 START = re.compile(r"ascend-run ((?:-[-\w]+ \S+ )*)([a-z][a-z-]*)(?=[ `)]|$)")
 # Strings that say `ascend-run` and a command word without being a command line (the simulated npu-smi's usage).
 NOT_HINTS = {"ascend-run sim stand-in: only 'info' is simulated"}
