@@ -26,6 +26,8 @@ from ascend_run.cli import cli
 NO_REPORT = {
     "demo": "a walkthrough for people: it runs the other commands (each of which has -o json) and narrates",
     "supervise": "a long-running process whose record is `events -o json` and `status -o json`",
+    "completion": "prints a shell script, for the shell to read",
+    "man": "prints (or writes with --out) a man page, for man(1) to read",
 }
 
 TINY_MF = ("run_mode: train\nparallel_config: {data_parallel: 8, model_parallel: 1, pipeline_stage: 1}\n"
@@ -131,7 +133,7 @@ class CliWorld:
 # How to make each command print its report: one or more argument lists (without -o json) per command.
 RECIPES: dict[str, list[Callable[[CliWorld], list[str]]]] = {
     "validate": [lambda w: ["validate", "-f", str(w.offline)]],
-    "init": [lambda w: ["init", "train"], lambda w: ["init", "sim", "--out", str(w.root / f"sim-{uuid.uuid4().hex}.yaml")]],
+    "init": [lambda w: ["init", "train"], lambda w: ["init", "sim", "--force", "--out", str(w.root / "sim-job.yaml")]],
     "config derive": [lambda w: ["config", "derive", str(w.mf_config), "--npus", "4", "--set",
                                  "parallel_config.data_parallel=4", "--out", str(w.root / "derived.yaml")]],
     "config check": [lambda w: ["config", "check", str(w.mf_config), "--npus", "8"]],

@@ -45,6 +45,8 @@ COMMANDS = {
     "ask": "ask",
     "sim": "sim",
     "demo": "demo",
+    "completion": "help",
+    "man": "help",
 }
 
 
@@ -71,12 +73,12 @@ class LazyGroup(click.Group):
 def cli(deployment_file: str | None) -> None:
     """Train and serve DeepSeek-V3 with MindSpore on Ascend servers, from one deployment file.
 
-    Every report takes -o/--output text|json; files and directories a command writes go to --out PATH;
+    Every report takes -o/--output text|json|yaml; files and directories a command writes go to --out PATH;
     -w/--nodes and -x/--exclude choose nodes; --dry-run prints exactly what would run.
     """
 
 
-refuse_options_as_values(cli)
+refuse_options_as_values(cli, "")
 
 
 def _error(text: str) -> None:

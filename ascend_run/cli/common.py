@@ -177,12 +177,34 @@ parallel_option = click.option(
 
 # --- -w/--nodes and -x/--exclude ----------------------------------------------------------------------------
 
+def complete_nodes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """Shell completion of -w/-x: the names of the deployment file's nodes and spares (-f on the command line,
+    before the command, or $ASCEND_RUN_FILE), after the last comma of what is typed so far."""
+    from click.shell_completion import CompletionItem
+
+    path = ctx.params.get("deployment_file") or ctx.find_root().params.get("deployment_file") or \
+        os.environ.get(FILE_ENV)
+    if not path:
+        return []
+    try:
+        from ascend_run.inputs.deployment import load_deployment
+
+        dep = load_deployment(path)
+    except Exception:  # noqa: BLE001 - a file being edited completes nothing, and says nothing
+        return []
+    done, _, typed = incomplete.rpartition(",")
+    head = f"{done}," if done else ""
+    chosen = set(done.split(","))
+    return [CompletionItem(head + n.name) for n in (*dep.nodes, *dep.spares)
+            if n.name.startswith(typed) and n.name not in chosen]
+
+
 nodes_option = click.option(
-    "-w", "--nodes", "node_specs", multiple=True, metavar="HOSTS",
+    "-w", "--nodes", "node_specs", multiple=True, metavar="HOSTS", shell_complete=complete_nodes,
     help="Only these nodes: names, addresses or ranks, comma-separated, pdsh ranges allowed "
          "(n[0-3,7],10.0.0.[9-12]). Repeatable.")
 exclude_option = click.option(
-    "-x", "--exclude", "exclude_specs", multiple=True, metavar="HOSTS",
+    "-x", "--exclude", "exclude_specs", multiple=True, metavar="HOSTS", shell_complete=complete_nodes,
     help="Not these nodes (same syntax as -w; names not in the file are ignored, as pdsh does). Repeatable.")
 
 
@@ -274,12 +296,17 @@ def _refuse_option_as_value(original):
     return callback
 
 
-def refuse_options_as_values(command: click.Command) -> click.Command:
-    """Give every value-taking option of `command` (and of its subcommands) the check above, and every command
-    --color (accepted after the command too); once per command."""
+def refuse_options_as_values(command: click.Command, path: str | None = None) -> click.Command:
+    """Give every value-taking option of `command` (and of its subcommands) the check above, every command
+    --color (accepted after the command too), and its examples at the end of --help (cli/examples.py); once
+    per command. `path`: its words after `ascend-run` ("image build")."""
     if getattr(command, "_ascend_run_guarded", False):
         return command
     command._ascend_run_guarded = True  # type: ignore[attr-defined]
+    from ascend_run.cli.examples import epilog
+
+    path = command.name if path is None else path
+    command.epilog = epilog(path or "") or command.epilog
     if not isinstance(command, click.Group) and not any(p.name == "color" for p in command.params):
         from ascend_run.cli import colour
 
@@ -288,8 +315,8 @@ def refuse_options_as_values(command: click.Command) -> click.Command:
         if isinstance(param, click.Option) and not param.is_flag and not param.count:
             param.callback = _refuse_option_as_value(param.callback)
     if isinstance(command, click.Group):
-        for sub in command.commands.values():
-            refuse_options_as_values(sub)
+        for name, sub in command.commands.items():
+            refuse_options_as_values(sub, f"{path} {name}".strip())
     return command
 
 

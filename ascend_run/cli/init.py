@@ -67,12 +67,6 @@ def sim_starter(out_name: str) -> str:
 def init(kind: str, out: str | None, force: bool, output_format: str) -> None:
     """A commented starter deployment file: train (one Atlas 800T A2, the article's 1B pre-training), infer (4 x
     Atlas 800I A2, the article's BF16 inference) or sim (a job for `ascend-run sim up`'s simulated cluster).
-
-    \b
-    Examples:
-      ascend-run init train --out job.yaml && ascend-run validate -f job.yaml
-      ascend-run init infer --out infer.yaml
-      ascend-run init sim --out sim-job.yaml
     """
     text = starter_text(kind, out or "FILE")
     if out is None:
