@@ -152,6 +152,8 @@ RECIPES: dict[str, list[Callable[[CliWorld], list[str]]]] = {
     "stop": [lambda w: ["stop", "-f", str(w.nodes), "--dry-run"], lambda w: ["stop", "-f", str(w.nodes)]],
     "events": [lambda w: ["events", "-f", str(w.offline)]],
     "jobs": [lambda w: ["jobs"]],
+    "push": [lambda w: ["push", "-f", str(w.nodes), "-w", "n1", "--dry-run", str(w.mf_config), "/tmp/x.yaml"],
+             lambda w: ["push", "-f", str(w.nodes), "-w", "n0", str(w.mf_config), str(w.root / "pushed" / "x.yaml")]],
     "logs": [lambda w: ["logs", "--loss", "--from", str(w.worker_logs)],
              lambda w: ["logs", "-f", str(w.nodes), "--collect", "--out", str(w.root / "collected")]],
     "exec": [lambda w: ["exec", "-f", str(w.offline), "--dry-run", "--", "echo", "3"],

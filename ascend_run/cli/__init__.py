@@ -38,6 +38,7 @@ COMMANDS = {
     "jobs": "supervise",
     "logs": "logs",
     "exec": "exec",
+    "push": "push",
     "chart": "chart",
     "ranktable": "ranktable",
     "weights": "weights",
