@@ -89,3 +89,31 @@ def test_events_follow_of_an_ended_run_prints_and_returns(folder, capsys):
     with pytest.raises(SystemExit) as info:
         main(["events", "--job", "pretrain", "--follow"])
     assert info.value.code == 0 and "succeeded    the job finished" in capsys.readouterr().out
+
+
+def test_status_watch_redraws_in_place_on_a_terminal(folder, supervised):
+    """On a terminal the view is redrawn (cleared, then drawn again) every --interval, not appended."""
+    import pty
+
+    store = launched(job_file(folder / "alice", "pretrain", 10), step=5)
+    supervised(store)
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ASCEND_RUN_STATE_DIR": str(folder / "state"), "TERM": "xterm"}
+    for name in ("NO_COLOR", "FORCE_COLOR", "ASCEND_RUN_FILE"):
+        env.pop(name, None)
+    proc = subprocess.Popen([sys.executable, "-m", "ascend_run", "status", "--job", "pretrain", "--watch",
+                             "--interval", "0.2"], env=env, stdout=follower, stderr=subprocess.DEVNULL)
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while seen.count(b"every 0.2 s: ascend-run status") < 2 and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1)
+            if ready:
+                seen += os.read(leader, 65536)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        os.close(leader)
+    assert seen.count(b"every 0.2 s: ascend-run status") >= 2, seen[-2000:]
+    assert seen.count(b"\x1b[2J") >= 2 and b"job pretrain: \x1b[1mrunning" in seen  # cleared, drawn again
