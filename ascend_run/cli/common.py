@@ -337,7 +337,7 @@ def no_server_reached(names: list[str], what: str):
     printed after the report, so a script gets both the per-server reasons and a code it can trust."""
     from ascend_run.errors import TransportError
 
-    return TransportError(f"{what}: no server answered ({', '.join(names)})",
+    return TransportError(f"{what}: no server could be asked ({', '.join(names)}; why, per server, above)",
                           fix="check the servers are up and reachable over SSH (ascend-run exec -f FILE -- true)")
 
 
