@@ -77,14 +77,15 @@ def test_prefix_streams_each_line_as_it_arrives(deploy, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "ascend_run", "exec", "-f", str(deploy), "-w", "n[0-1]", "--prefix",
-                             "--", "sh", "-c", "echo early; sleep 4; printf late"], stdout=subprocess.PIPE, text=True,
-                            env=env)
+                             "--", "sh", "-c", "echo early; echo warn >&2; sleep 4; printf late"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     seen = []
     while len(seen) < 2:
         ready, _, _ = select.select([proc.stdout], [], [], 30)
         assert ready, "no line in 30 s"
         seen.append((proc.stdout.readline().strip(), time.monotonic() - started))
-    rest, _ = proc.communicate(timeout=60)
+    rest, err = proc.communicate(timeout=60)
+    assert "[n0/0] warn" in err and "[n1/1] warn" in err  # stderr: prefixed too, on stderr
     ended = time.monotonic() - started
     assert sorted(line for line, _ in seen) == ["[n0/0] early", "[n1/1] early"]
     assert sorted(rest.splitlines()) == ["[n0/0] late", "[n1/1] late"] and proc.returncode == 0
