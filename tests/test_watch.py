@@ -117,3 +117,18 @@ def test_status_watch_redraws_in_place_on_a_terminal(folder, supervised):
         os.close(leader)
     assert seen.count(b"every 0.2 s: ascend-run status") >= 2, seen[-2000:]
     assert seen.count(b"\x1b[2J") >= 2 and b"job pretrain: \x1b[1mrunning" in seen  # cleared, drawn again
+
+
+def test_events_follow_as_yaml_is_one_document_per_event(folder, capsys):
+    from ruamel.yaml import YAML
+
+    from ascend_run.cli import main
+
+    store = launched(job_file(folder / "alice", "pretrain", 10), state="succeeded")
+    store.event("started", "the job runs")
+    store.event("succeeded", "the job finished")
+    with pytest.raises(SystemExit) as info:
+        main(["events", "--job", "pretrain", "--follow", "-o", "yaml"])
+    out = capsys.readouterr().out
+    docs = list(YAML(typ="safe").load_all(out))
+    assert info.value.code == 0 and [d["kind"] for d in docs] == ["started", "succeeded"] and out.startswith("---\n")

@@ -380,6 +380,18 @@ def to_yaml(data: Any) -> str:
     return stream.getvalue()
 
 
+def echo_record(data: Any) -> None:
+    """One record of a stream (`logs --follow`, `events --follow`): a JSON line, or under -o yaml one YAML
+    document (`---` first), flushed at once."""
+    if yaml_asked():
+        click.echo("---\n" + to_yaml(data), nl=False)
+    else:
+        click.echo(json.dumps(data, ensure_ascii=False, default=str))
+    import sys
+
+    sys.stdout.flush()
+
+
 def echo_json(data: Any, yaml: bool | None = None) -> None:
     """The report on stdout: JSON, or YAML under -o yaml."""
     REPORTED["done"] = True

@@ -6,7 +6,6 @@ nodes (`--collect --out DIR`) and the live mode (`--follow`) are further sources
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import click
 
 from ascend_run.cli.common import (
     echo_json,
+    echo_record,
     file_option,
     job_option,
     load_chosen,
@@ -197,7 +197,7 @@ def _line_view(dep, all_lines: bool, node_specs, exclude_specs, json_lines: bool
             return
         if json_lines:
             if all_lines or not framework_noise(record.get("line", "")):
-                click.echo(json.dumps({k: record.get(k) for k in ("node", "rank", "line")}, ensure_ascii=False))
+                echo_record({k: record.get(k) for k in ("node", "rank", "line")})
         else:
             show_line(record, printer, dep)
 

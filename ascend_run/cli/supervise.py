@@ -10,6 +10,7 @@ from ascend_run.cli.common import (
     accept_new_option,
     deployment_option,
     echo_json,
+    echo_record,
     job_option,
     load_chosen,
     output_option,
@@ -116,16 +117,14 @@ def event_line(record: dict) -> str:
 def follow_events(store, output_format: str) -> None:
     """`events --follow`: this run's events so far, then each as it comes, until the run's ending event (or the
     supervisor is gone); an ended run prints and returns at once."""
-    import json
-
     from ascend_run.supervise.client import Follower
 
     def show(record: dict) -> None:
         if output_format == "json":
-            click.echo(json.dumps(record, ensure_ascii=False, default=str))
+            echo_record(record)
         else:
             click.echo(event_line(record))
-        sys.stdout.flush()
+            sys.stdout.flush()
 
     Follower(store, on_event=show, lines=False).run(alive=store.owner_alive)
 
