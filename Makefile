@@ -7,7 +7,7 @@ SIM_DIR ?= .sim
 TEST_JOBS ?= 3
 XDIST = -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
 
-.PHONY: help install demo test test-fast test-slow generate lint bench clean
+.PHONY: help install demo test test-fast test-slow generate lint bench clean man
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,6 +36,9 @@ lint:  ## ruff on the code, hadolint on the generated Dockerfiles, helm lint on 
 	$(PYTHON) -m ruff check ascend_run tests benchmarks
 	hadolint --failure-threshold warning images/*/Dockerfile
 	helm lint --strict charts/ascend-train charts/ascend-infer
+
+man:  ## The man page ascend-run.1, made from the commands themselves (man -l ascend-run.1)
+	$(PYTHON) -m ascend_run man --out ascend-run.1
 
 bench:  ## Benchmarks; results go to docs/benchmarks.md
 	for b in benchmarks/bench_*.py; do $(PYTHON) $$b || exit 1; done

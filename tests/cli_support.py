@@ -26,6 +26,8 @@ from ascend_run.cli import cli
 NO_REPORT = {
     "demo": "a walkthrough for people: it runs the other commands (each of which has -o json) and narrates",
     "supervise": "a long-running process whose record is `events -o json` and `status -o json`",
+    "completion": "prints a shell script, for the shell to read",
+    "man": "prints (or writes with --out) a man page, for man(1) to read",
 }
 
 TINY_MF = ("run_mode: train\nparallel_config: {data_parallel: 8, model_parallel: 1, pipeline_stage: 1}\n"
@@ -131,6 +133,7 @@ class CliWorld:
 # How to make each command print its report: one or more argument lists (without -o json) per command.
 RECIPES: dict[str, list[Callable[[CliWorld], list[str]]]] = {
     "validate": [lambda w: ["validate", "-f", str(w.offline)]],
+    "init": [lambda w: ["init", "train"], lambda w: ["init", "sim", "--force", "--out", str(w.root / "sim-job.yaml")]],
     "config derive": [lambda w: ["config", "derive", str(w.mf_config), "--npus", "4", "--set",
                                  "parallel_config.data_parallel=4", "--out", str(w.root / "derived.yaml")]],
     "config check": [lambda w: ["config", "check", str(w.mf_config), "--npus", "8"]],
@@ -148,6 +151,9 @@ RECIPES: dict[str, list[Callable[[CliWorld], list[str]]]] = {
     "status": [lambda w: ["status", "-f", str(w.nodes)]],
     "stop": [lambda w: ["stop", "-f", str(w.nodes), "--dry-run"], lambda w: ["stop", "-f", str(w.nodes)]],
     "events": [lambda w: ["events", "-f", str(w.offline)]],
+    "jobs": [lambda w: ["jobs"]],
+    "push": [lambda w: ["push", "-f", str(w.nodes), "-w", "n1", "--dry-run", str(w.mf_config), "/tmp/x.yaml"],
+             lambda w: ["push", "-f", str(w.nodes), "-w", "n0", str(w.mf_config), str(w.root / "pushed" / "x.yaml")]],
     "logs": [lambda w: ["logs", "--loss", "--from", str(w.worker_logs)],
              lambda w: ["logs", "-f", str(w.nodes), "--collect", "--out", str(w.root / "collected")]],
     "exec": [lambda w: ["exec", "-f", str(w.offline), "--dry-run", "--", "echo", "3"],

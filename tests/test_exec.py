@@ -64,8 +64,34 @@ def test_prefix_layout_labels_every_line_with_node_and_rank(deploy, capsys):
     assert code == 0
     lines = out.splitlines()
     assert sorted(lines) == sorted(f"[n{i}/{i}] {x}" for i in range(4) for x in "ab")
-    assert lines.index("[n2/2] a") + 1 == lines.index("[n2/2] b")  # a node's lines stay together
+    assert lines.index("[n2/2] a") < lines.index("[n2/2] b")  # a node's lines in order (streamed: interleaved)
     assert "[n1/1] e" in err
+
+
+def test_prefix_streams_each_line_as_it_arrives(deploy, tmp_path):
+    """A line is printed when the node writes it, not when the node finishes: the first line shows seconds before
+    the command ends (and a last line without a newline still comes, with its prefix)."""
+    import os
+    import select
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "ascend_run", "exec", "-f", str(deploy), "-w", "n[0-1]", "--prefix",
+                             "--", "sh", "-c", "echo early; echo warn >&2; sleep 4; printf late"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    seen = []
+    while len(seen) < 2:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "no line in 30 s"
+        seen.append((proc.stdout.readline().strip(), time.monotonic() - started))
+    rest, err = proc.communicate(timeout=60)
+    assert "[n0/0] warn" in err and "[n1/1] warn" in err  # stderr: prefixed too, on stderr
+    ended = time.monotonic() - started
+    assert sorted(line for line, _ in seen) == ["[n0/0] early", "[n1/1] early"]
+    assert sorted(rest.splitlines()) == ["[n0/0] late", "[n1/1] late"] and proc.returncode == 0
+    early = max(t for _, t in seen)
+    print(f"first lines after {early:.2f} s, command done after {ended:.2f} s")
+    assert ended - early > 3  # printed before the 4 s sleep was over
 
 
 def test_hostile_argv_arrives_unchanged_through_the_cli(deploy, capsys):
@@ -175,6 +201,14 @@ def test_split_node_specs_keeps_commas_inside_brackets():
     (["a", "n3", "b"], "a,n3,b"),
     (["node-127-0-0-2", "node-127-0-0-3"], "node-127-0-0-[2-3]"),
     (["r1-gpu", "r2-gpu"], "r[1-2]-gpu"),
+    ([f"node{i:03d}" for i in range(1, 129)], "node[001-128]"),  # dshbak -c: one range across 099/100
+    (["node099", "node100", "node7"], "node[099-100],node7"),        # node7 is not node007
+    (["n8", "n9", "n10", "n11"], "n[8-11]"),
+    (["n01", "n02", "n1", "n2"], "n[01-02],n[1-2]"),
 ])
 def test_fold_names(names, folded):
+    from ascend_run.inputs import hostrange
+
     assert fold_names(names) == folded
+    expanded = [name for part in split_node_specs((folded,)) for name in hostrange.expand(part)]
+    assert sorted(expanded) == sorted(set(names))  # pasteable back into -w

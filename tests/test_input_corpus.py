@@ -160,6 +160,7 @@ DEPLOYMENT_COMMANDS = {
     "events": ["events", "-f", "{file}"],
     "logs": ["logs", "-f", "{file}", "--collect", "--out", "{out}/logs"],
     "exec": ["exec", "-f", "{file}", "--dry-run", "--", "true"],
+    "push": ["push", "-f", "{file}", "--dry-run", "{file}", "/tmp/ascend-run-push-test"],
     "chart values": ["chart", "values", "train", "-f", "{file}"],
     "ranktable": ["ranktable", "-f", "{file}"],
     "weights fetch": ["weights", "fetch", "-f", "{file}", "--dry-run"],

@@ -334,7 +334,8 @@ def test_image_build_dry_run_is_the_build_the_engine_gets(capsys, monkeypatch, t
     args = ["image", "build", "train", "--build-arg", "X=a b", "--tag", "t:1", "--wheelhouse", str(tmp_path)]
     with pytest.raises(SystemExit):
         main([*args, "--dry-run"])
-    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    lines = capsys.readouterr().out.strip().splitlines()
+    printed = lines[-1]
     received: dict = {}
 
     class Api:
@@ -350,7 +351,8 @@ def test_image_build_dry_run_is_the_build_the_engine_gets(capsys, monkeypatch, t
         main(args)
     built = BuildRequest(received["tag"], received["buildargs"], received["network_mode"] == "host")
     port = re.compile(r"127\.0\.0\.1:\d+")  # the index takes another port when its own is busy
-    assert port.sub("PORT", shlex.join(built.cli_argv("images/train"))) == port.sub("PORT", printed)
+    assert port.sub("PORT", shlex.join(built.cli_argv("ascend-run-train-context"))) == port.sub("PORT", printed)
+    assert lines[-2].startswith("ascend-run image render train --out ascend-run-train-context  #")
     assert "PIP_INDEX_URL=http://127.0.0.1:" in printed and "'X=a b'" in printed
 
 

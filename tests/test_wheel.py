@@ -18,7 +18,8 @@ import pytest
 from tests.conftest_e2e import needs_root_tools
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = ["examples/cpu-job", "templates"]  # force-included into ascend_run/ (pyproject.toml)
+SHIPPED = ["examples/cpu-job", "templates", "examples/pretrain-1b-single.yaml",  # force-included into ascend_run/
+           "examples/infer-671b-4nodes.yaml"]                                      # (pyproject.toml)
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,8 @@ def test_the_wheel_carries_one_copy_of_what_the_checkout_has(venv):
     _, wheel = venv
     names = set(zipfile.ZipFile(wheel).namelist())
     for directory in SHIPPED:
-        for path in sorted((REPO / directory).rglob("*")):
+        top = REPO / directory
+        for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
             if path.is_file():
                 inside = f"ascend_run/{path.relative_to(REPO)}"
                 assert inside in names, f"{inside} is missing from the wheel"
@@ -67,6 +69,21 @@ def test_installed_kit_finds_its_files_from_anywhere(venv, tmp_path):
     help_text = subprocess.run([str(env_dir / "bin" / "ascend-run"), "demo", "--help"], capture_output=True,
                                text=True, env=outside_env(), cwd=tmp_path)
     assert help_text.returncode == 0 and "simulated cluster" in help_text.stdout
+
+
+def test_init_then_validate_from_the_installed_wheel(venv, tmp_path):
+    """The Quick tour's first step after `pip install`: a starter file from the wheel's examples, valid as written;
+    and `image build --dry-run` prints nothing that only a checkout has."""
+    env_dir, _ = venv
+    script = (f"{env_dir / 'bin' / 'ascend-run'} init train --out t.yaml && "
+              f"{env_dir / 'bin' / 'ascend-run'} validate -f t.yaml && "
+              f"{env_dir / 'bin' / 'ascend-run'} init sim --out s.yaml && "
+              f"{env_dir / 'bin' / 'ascend-run'} image build train --dry-run")
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=outside_env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok t.yaml: job deepseek-v3-1b" in result.stdout
+    assert str(REPO) not in (tmp_path / "s.yaml").read_text() + result.stdout  # the wheel's cpu-job, not ours
+    assert "images/train" not in result.stdout and "ascend-run image render train --out" in result.stdout
 
 
 @pytest.mark.root

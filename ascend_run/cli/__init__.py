@@ -2,9 +2,10 @@
 
 Each command group lives in its own module, named in COMMANDS here and imported when it runs. Commands raise
 `AscendRunError`s; `main` turns them into a red message and the error's exit code.
-Exit codes: 0 ok, 1 generic failure, 2 bad input file, 3 Docker engine, 4 node unreachable/remote
-command failed, 5 preflight failed, 6 job failed, 7 simulated cluster, 8 a step around the job (weights
-download, data conversion) failed, 130 interrupted.
+Exit codes (the README's table): 0 ok, 1 generic failure, 2 bad input (a bad file, or a usage error: click's
+own code), 3 Docker engine, 4 node unreachable/remote command failed, 5 preflight failed, 6 job failed, 7
+simulated cluster, 8 a step around the job (weights download, data conversion) failed, 130 interrupted.
+With -o json|yaml a failure also prints {"error", "fix", "exit_code"} on stdout (unless a report was printed).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import sys
 import click
 
 from ascend_run import __version__
-from ascend_run.cli import colour
-from ascend_run.cli.common import FILE_ENV
+from ascend_run.cli import colour, common
+from ascend_run.cli.common import FILE_ENV, refuse_options_as_values
 from ascend_run.errors import AscendRunError
 
 # Every command, and the module under ascend_run.cli that defines it (in its `commands` list). A module
 # is imported only when one of its commands runs (or for --help), so `ascend-run exec` does not pay for
 # the chart renderer or the config checker; tests check this table against the modules.
 COMMANDS = {
+    "init": "init",
     "validate": "validate",
     "config": "config",
     "image": "image",
@@ -33,8 +35,10 @@ COMMANDS = {
     "stop": "launch",
     "supervise": "supervise",
     "events": "supervise",
+    "jobs": "supervise",
     "logs": "logs",
     "exec": "exec",
+    "push": "push",
     "chart": "chart",
     "ranktable": "ranktable",
     "weights": "weights",
@@ -42,6 +46,8 @@ COMMANDS = {
     "ask": "ask",
     "sim": "sim",
     "demo": "demo",
+    "completion": "help",
+    "man": "help",
 }
 
 
@@ -56,14 +62,7 @@ class LazyGroup(click.Group):
         if module is None:
             return None
         commands = importlib.import_module(f"ascend_run.cli.{module}").commands
-        return next(c for c in commands if c.name == name)
-
-
-def _set_colour(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """--color takes effect at once: for this run's click output (ctx.color) and every rich console."""
-    colour.set_choice(value)
-    ctx.color = colour.forced()
-    return value
+        return refuse_options_as_values(next(c for c in commands if c.name == name))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -71,16 +70,16 @@ def _set_colour(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("-f", "--file", "deployment_file", envvar=FILE_ENV, type=click.Path(dir_okay=False), metavar="FILE",
               help=f"The deployment file, for every command that reads one (default: ${FILE_ENV}). A -f after "
                    "the command wins; commands that read no deployment file ignore this one.")
-@click.option("--color", "--colour", "color", type=click.Choice(colour.CHOICES), default="auto", show_default=True,
-              is_eager=True, callback=_set_colour, expose_value=False,
-              help="Colour in everything printed. auto: off under NO_COLOR or TERM=dumb, on under FORCE_COLOR, "
-                   "else on for a terminal.")
+@colour.colour_option()
 def cli(deployment_file: str | None) -> None:
     """Train and serve DeepSeek-V3 with MindSpore on Ascend servers, from one deployment file.
 
-    Every report takes -o/--output text|json; files and directories a command writes go to --out PATH;
+    Every report takes -o/--output text|json|yaml; files and directories a command writes go to --out PATH;
     -w/--nodes and -x/--exclude choose nodes; --dry-run prints exactly what would run.
     """
+
+
+refuse_options_as_values(cli, "")
 
 
 def _error(text: str) -> None:
@@ -88,21 +87,45 @@ def _error(text: str) -> None:
     click.echo(colour.style(text, sys.stderr, fg="red"), err=True, color=colour.enabled(sys.stderr))
 
 
+def requested_format(argv: list[str]) -> str:
+    """The -o/--output the command line asks for (text when none), read from the words themselves: a usage error
+    stops click before it has parsed them. Words after `--` are exec's command, not options."""
+    words = argv[:argv.index("--")] if "--" in argv else argv
+    found = "text"
+    for i, word in enumerate(words):
+        if word in ("-o", "--output") and i + 1 < len(words):
+            found = words[i + 1]
+        elif word.startswith("--output="):
+            found = word.split("=", 1)[1]
+        elif word.startswith("-o") and not word.startswith("--") and len(word) > 2:
+            found = word[2:]
+    return found if found in ("json", "yaml") else "text"
+
+
+def _fail(message: str, fix: str | None, exit_code: int, fmt: str, show) -> None:
+    """A failure: the message for people (stderr), and with -o json|yaml an error object on stdout
+    ({"error", "fix", "exit_code"}) unless the command printed its own report already."""
+    show()
+    if fmt != "text" and not common.REPORTED["done"]:
+        common.echo_json({"error": message, "fix": fix, "exit_code": exit_code}, yaml=fmt == "yaml")
+    sys.exit(exit_code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: runs the CLI and maps package errors to exit codes."""
     colour.set_choice("auto")  # no --color of an earlier in-process run leaks into this one
+    common.REPORTED["done"] = False
+    words = list(sys.argv[1:] if argv is None else argv)
+    fmt = requested_format(words)
     try:
-        cli.main(args=argv, prog_name="ascend-run", standalone_mode=False)
+        cli.main(args=words, prog_name="ascend-run", standalone_mode=False)
     except click.exceptions.Abort:
-        _error("interrupted")
-        sys.exit(130)
+        _fail("interrupted", None, 130, fmt, lambda: _error("interrupted"))
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        _fail(exc.format_message(), "see --help" if exc.exit_code == 2 else None, exc.exit_code, fmt, exc.show)
     except AscendRunError as exc:
-        _error(f"error: {exc}")
-        sys.exit(exc.exit_code)
+        text = f"error: {exc}"
+        _fail(exc.message, exc.fix, exc.exit_code, fmt, lambda: _error(text))
     except KeyboardInterrupt:
-        _error("interrupted")
-        sys.exit(130)
+        _fail("interrupted", None, 130, fmt, lambda: _error("interrupted"))
     sys.exit(0)

@@ -62,9 +62,6 @@ def _progress(text: str) -> None:
 def ask(prompt: str, deployment_file: str | None, url: str | None, api_key: str | None, port: int | None,
         model: str | None, stream: bool, wait: float, max_tokens: int, timeout: float, output_format: str) -> None:
     """Ask the served model PROMPT through its OpenAI-compatible API ('-' reads the prompt from stdin).
-
-    \b
-    Example: ascend-run ask -f infer.yaml "生抽和老抽的区别是什么？" --wait 900 --stream
     """
     if prompt == "-":
         prompt = sys.stdin.read().strip()

@@ -42,7 +42,8 @@ def values(kind: str, deployment_file: str, out: str | None, output_format: str,
     chart = CHARTS[kind].name
     flag = f" --workload {workload}" if workload != "job" else ""
     header = (f"Values for charts/{chart}, made by `ascend-run chart values {kind} -f {deployment_file}{flag}`.\n"
-              f"helm install {dep.name} charts/{chart} -f THIS_FILE")
+              f"helm install {dep.name} charts/{chart} -f THIS_FILE\n"
+              f"(no charts/ here, as after pip install? ascend-run chart write {kind} --out charts/)")
     import json
 
     text = values_yaml(data, header) if output_format == "text" else \

@@ -73,3 +73,29 @@ def console(stderr: bool = False, width: int | None = None):
         width = shutil.get_terminal_size((200, 24)).columns if tty else 200
     return Console(stderr=stderr, soft_wrap=True, width=width, highlight=False, markup=False, emoji=False,
                    force_terminal=on, no_color=not on, color_system="auto" if on else None)
+
+
+def _set_choice_now(ctx, param, value: str | None) -> str | None:
+    """--color takes effect at once: for this run's click output (ctx.color) and every rich console. After the
+    command (`ascend-run status --color never`) it wins over the one before it; not given there, it changes
+    nothing."""
+    if value is None:
+        return value
+    set_choice(value)
+    ctx.color = forced()
+    if ctx.parent is not None:
+        ctx.find_root().color = ctx.color
+    return value
+
+
+def colour_option(after_command: bool = False):
+    """--color/--colour: a global option, and the same one on every command (kubectl and git habits put it
+    after the command)."""
+    import click
+
+    return click.option("--color", "--colour", "color", type=click.Choice(CHOICES),
+                        default=None if after_command else "auto", show_default=not after_command,
+                        is_eager=True, callback=_set_choice_now, expose_value=False,
+                        help="Colour in everything printed. auto: off under NO_COLOR or TERM=dumb, on under "
+                             "FORCE_COLOR, else on for a terminal." + (" Also accepted before the command."
+                                                                      if after_command else ""))

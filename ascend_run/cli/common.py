@@ -24,7 +24,10 @@ from click.core import ParameterSource
 from ascend_run.errors import ConfigError
 
 FILE_ENV = "ASCEND_RUN_FILE"
-FORMATS = ("text", "json")
+JOB_META = "ascend_run.job"  # ctx.meta: the job --job NAME chose (a supervise.joblist.JobEntry)
+FORMATS = ("text", "json", "yaml")
+YAML_META = "ascend_run.yaml"  # ctx.meta: -o yaml was asked (the command builds its JSON report; echo_json writes YAML)
+REPORTED = {"done": False}     # a structured report went to stdout in this run (main then prints no error object)
 
 
 # --- -f/--file ---------------------------------------------------------------------------------------------
@@ -34,6 +37,12 @@ def _resolve_file(required: bool):
     Records where the value came from (ctx.meta) for commands where another option competes with it."""
 
     def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        job = ctx.meta.get(JOB_META)
+        if job is not None:
+            if value is not None:
+                raise click.UsageError("give the job by -f FILE or by --job NAME, not both", ctx)
+            ctx.meta["ascend_run.file_source"] = "job"
+            return job.deployment
         source = "option"
         if value is None:
             root = ctx.find_root()
@@ -65,6 +74,33 @@ def file_option(required: bool = True, help: str = "The deployment file (YAML) d
 deployment_option = file_option()
 
 
+def _choose_job(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        from ascend_run.supervise.joblist import find_job
+
+        ctx.meta[JOB_META] = find_job(value)
+    return value
+
+
+job_option = click.option(
+    "--job", "job_name", metavar="NAME", is_eager=True, expose_value=False, callback=_choose_job,
+    help="The job by its name (or its key, as `ascend-run jobs` lists them) instead of -f: for a job launched "
+         "from another folder, by a teammate sharing ASCEND_RUN_STATE_DIR, or whose file has moved.")
+
+
+def load_chosen(deployment_file: str):
+    """The deployment of -f FILE, or of --job NAME (its file, or the copy taken at launch if the file moved)."""
+    from ascend_run.inputs.deployment import load_deployment
+
+    ctx = click.get_current_context(silent=True)
+    job = ctx.meta.get(JOB_META) if ctx is not None else None
+    if job is not None:
+        from ascend_run.supervise.joblist import deployment_of
+
+        return deployment_of(job)
+    return load_deployment(deployment_file)
+
+
 def file_from_environment(ctx: click.Context | None = None) -> bool:
     """Whether the deployment file of this command came from $ASCEND_RUN_FILE (not typed on this command line)."""
     ctx = ctx or click.get_current_context()
@@ -74,15 +110,24 @@ def file_from_environment(ctx: click.Context | None = None) -> bool:
 # --- -o/--output: the format; --out: the path -----------------------------------------------------------------
 
 class ReportFormat(click.Choice):
-    """text|json, and for anything else the message that -o is no longer a path (it used to be on some
-    commands), with the spelling that writes there now."""
+    """text|json|yaml (and wide where a table has more columns to show), and for anything else the message that
+    -o is no longer a path (it used to be on some commands), with the spelling that writes there now.
 
-    def __init__(self) -> None:
-        super().__init__(FORMATS)
+    yaml is json for the command (it builds the same report) and YAML for the printer (echo_json)."""
+
+    def __init__(self, wide: bool = False) -> None:
+        super().__init__((*FORMATS, "wide") if wide else FORMATS)
+        self.wide = wide
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if value in FORMATS:
+        if value == "yaml":
+            if ctx is not None:
+                ctx.meta[YAML_META] = True
+            return "json"
+        if value in self.choices:
             return value
+        if value == "wide":
+            self.fail("'wide' is for the tables of `status` and `jobs`; here use text, json or yaml", param, ctx)
         writes = ctx is not None and any(p.name == "out" for p in ctx.command.params)
         hint = (f"; to write {value} use --out {shlex.quote(str(value))}" if writes else
                 "; this command writes no file")
@@ -91,8 +136,13 @@ class ReportFormat(click.Choice):
 
 
 output_option = click.option(
-    "-o", "--output", "output_format", type=ReportFormat(), default="text", show_default=True, metavar="text|json",
-    help="Report format; json is for scripts.")
+    "-o", "--output", "output_format", type=ReportFormat(), default="text", show_default=True,
+    metavar="text|json|yaml", help="Report format; json and yaml are for scripts.")
+
+wide_output_option = click.option(
+    "-o", "--output", "output_format", type=ReportFormat(wide=True), default="text", show_default=True,
+    metavar="text|wide|json|yaml", help="Report format: wide is the table with more columns; json and yaml are "
+                                        "for scripts.")
 
 
 def out_option(what: str, required: bool = False, directory: bool = False):
@@ -127,12 +177,34 @@ parallel_option = click.option(
 
 # --- -w/--nodes and -x/--exclude ----------------------------------------------------------------------------
 
+def complete_nodes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """Shell completion of -w/-x: the names of the deployment file's nodes and spares (-f on the command line,
+    before the command, or $ASCEND_RUN_FILE), after the last comma of what is typed so far."""
+    from click.shell_completion import CompletionItem
+
+    path = ctx.params.get("deployment_file") or ctx.find_root().params.get("deployment_file") or \
+        os.environ.get(FILE_ENV)
+    if not path:
+        return []
+    try:
+        from ascend_run.inputs.deployment import load_deployment
+
+        dep = load_deployment(path)
+    except Exception:  # noqa: BLE001 - a file being edited completes nothing, and says nothing
+        return []
+    done, _, typed = incomplete.rpartition(",")
+    head = f"{done}," if done else ""
+    chosen = set(done.split(","))
+    return [CompletionItem(head + n.name) for n in (*dep.nodes, *dep.spares)
+            if n.name.startswith(typed) and n.name not in chosen]
+
+
 nodes_option = click.option(
-    "-w", "--nodes", "node_specs", multiple=True, metavar="HOSTS",
+    "-w", "--nodes", "node_specs", multiple=True, metavar="HOSTS", shell_complete=complete_nodes,
     help="Only these nodes: names, addresses or ranks, comma-separated, pdsh ranges allowed "
          "(n[0-3,7],10.0.0.[9-12]). Repeatable.")
 exclude_option = click.option(
-    "-x", "--exclude", "exclude_specs", multiple=True, metavar="HOSTS",
+    "-x", "--exclude", "exclude_specs", multiple=True, metavar="HOSTS", shell_complete=complete_nodes,
     help="Not these nodes (same syntax as -w; names not in the file are ignored, as pdsh does). Repeatable.")
 
 
@@ -193,6 +265,61 @@ def refuse_subset(node_specs, exclude_specs, why: str) -> None:
         raise click.UsageError(f"-w/--nodes and -x/--exclude do not apply here: {why}")
 
 
+# --- an option's value that is itself an option ------------------------------------------------------------
+
+def option_names(command: click.Command) -> set[str]:
+    """Every spelling of the command's options (and --help), for the check below."""
+    names = {"-h", "--help"}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            names.update(param.opts)
+            names.update(param.secondary_opts)
+    return names
+
+
+def _refuse_option_as_value(original):
+    """An option callback that first refuses a value that is another option of the same command: `logs -f --tail
+    50` would read `--tail` as the file and fail later with a message about `50`. Names both options."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        names = option_names(ctx.command) | (option_names(ctx.find_root().command) if ctx.parent else set())
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, str) and item.split("=", 1)[0] in names:
+                opts = "/".join(param.opts)
+                kubectl = (" (here -f is the deployment file; kubectl's `logs -f` is --follow)"
+                           if param.name == "deployment_file" else "")
+                raise click.UsageError(f"{opts} got {item!r} as its value, and {item.split('=', 1)[0]} is an option: "
+                                       f"give {opts} its {param.metavar or 'value'} first, e.g. "
+                                       f"{param.opts[0]} {param.metavar or 'VALUE'} {item}{kubectl}", ctx)
+        return original(ctx, param, value) if original is not None else value
+
+    return callback
+
+
+def refuse_options_as_values(command: click.Command, path: str | None = None) -> click.Command:
+    """Give every value-taking option of `command` (and of its subcommands) the check above, every command
+    --color (accepted after the command too), and its examples at the end of --help (cli/examples.py); once
+    per command. `path`: its words after `ascend-run` ("image build")."""
+    if getattr(command, "_ascend_run_guarded", False):
+        return command
+    command._ascend_run_guarded = True  # type: ignore[attr-defined]
+    from ascend_run.cli.examples import epilog
+
+    path = command.name if path is None else path
+    command.epilog = epilog(path or "") or command.epilog
+    if not isinstance(command, click.Group) and not any(p.name == "color" for p in command.params):
+        from ascend_run.cli import colour
+
+        colour.colour_option(after_command=True)(command)  # --color after the command, too
+    for param in command.params:
+        if isinstance(param, click.Option) and not param.is_flag and not param.count:
+            param.callback = _refuse_option_as_value(param.callback)
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            refuse_options_as_values(sub, f"{path} {name}".strip())
+    return command
+
+
 # --- connections and output ---------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -203,6 +330,15 @@ def connected(dep, accept_new: bool = False, parallel: int = 256, nodes: list | 
 
     with connect(dep, accept_new=accept_new, parallelism=parallel, nodes=nodes) as cluster:
         yield cluster
+
+
+def no_server_reached(names: list[str], what: str):
+    """The error (exit 4, as everywhere a node cannot be reached) for a report that reached none of its servers:
+    printed after the report, so a script gets both the per-server reasons and a code it can trust."""
+    from ascend_run.errors import TransportError
+
+    return TransportError(f"{what}: no server could be asked ({', '.join(names)}; why, per server, above)",
+                          fix="check the servers are up and reachable over SSH (ascend-run exec -f FILE -- true)")
 
 
 @contextlib.contextmanager
@@ -224,8 +360,45 @@ def human_size(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size < 1e8 else f"{size / 1e9:.2f} GB"
 
 
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+def yaml_asked() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(YAML_META))
+
+
+def to_yaml(data: Any) -> str:
+    """Plain YAML of a JSON-able report (values that are not JSON become strings, as in JSON)."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML()  # round-trip dumper: keys in the report's order, as JSON prints them
+    yaml.default_flow_style = False
+    yaml.allow_unicode = True
+    yaml.width = 1 << 16  # a value stays on its line
+    stream = io.StringIO()
+    yaml.dump(json.loads(json.dumps(data, default=str)), stream)
+    return stream.getvalue()
+
+
+def echo_record(data: Any) -> None:
+    """One record of a stream (`logs --follow`, `events --follow`): a JSON line, or under -o yaml one YAML
+    document (`---` first), flushed at once."""
+    if yaml_asked():
+        click.echo("---\n" + to_yaml(data), nl=False)
+    else:
+        click.echo(json.dumps(data, ensure_ascii=False, default=str))
+    import sys
+
+    sys.stdout.flush()
+
+
+def echo_json(data: Any, yaml: bool | None = None) -> None:
+    """The report on stdout: JSON, or YAML under -o yaml."""
+    REPORTED["done"] = True
+    if yaml_asked() if yaml is None else yaml:
+        click.echo(to_yaml(data), nl=False)
+    else:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 def console(stderr: bool = False):

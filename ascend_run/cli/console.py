@@ -63,6 +63,30 @@ class PrefixPrinter:
             out.flush()
 
 
+class LineSplitter:
+    """Bytes as they arrive (a chunk may end mid-line, or mid-character) → whole lines, to `on_line`; `close()`
+    hands over a last line without a newline."""
+
+    def __init__(self, on_line) -> None:
+        import codecs
+
+        self.on_line = on_line
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, chunk: bytes) -> None:
+        text = self._pending + self._decoder.decode(chunk)
+        *whole, self._pending = text.split("\n")
+        for line in whole:
+            self.on_line(line.removesuffix("\r"))
+
+    def close(self) -> None:
+        rest = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        if rest:
+            self.on_line(rest)
+
+
 def framework_noise(line: str) -> bool:
     """MindSpore's own [WARNING]/[INFO] log lines: thousands per run; hidden unless --all-lines."""
     return line.startswith(("[WARNING] ", "[INFO] ", "[DEBUG] "))
@@ -71,17 +95,25 @@ def framework_noise(line: str) -> bool:
 def fold_names(names: list[str]) -> str:
     """`n0 n1 n2 n5 gpu` → `n[0-2,5],gpu`: pdsh/dshbak-style node lists, pasteable back into --nodes.
 
-    Names are grouped by what surrounds their last number (and its zero padding); groups keep the order
-    in which they first appear, numbers inside a group are sorted.
+    Names are grouped by what surrounds their last number and its zero padding; groups keep the order in which
+    they first appear, numbers inside a group are sorted. As dshbak -c, the shortest ranges: a number without a
+    leading zero joins the padded group of its own width (`node099`, `node100` → `node[099-100]`, which expands
+    back to both), so node001…node128 is one range, node[001-128].
     """
-    groups: dict[tuple[str, str, int], list[int]] = {}
+    found: list[tuple[str, str, str]] = []
+    padded: set[tuple[str, str, int]] = set()
     for name in dict.fromkeys(names):
         match = _LAST_NUMBER.match(name)
-        if not match:
-            groups.setdefault((name, "", -1), [])
+        found.append(match.groups() if match else (name, "", ""))
+        if match and match.group(2).startswith("0") and len(match.group(2)) > 1:
+            padded.add((match.group(1), match.group(3), len(match.group(2))))
+    groups: dict[tuple[str, str, int], list[int]] = {}
+    for head, digits, tail in found:
+        if not digits:
+            groups.setdefault((head, "", -1), [])
             continue
-        head, digits, tail = match.groups()
-        width = len(digits) if digits.startswith("0") and len(digits) > 1 else 0
+        width = len(digits) if (digits.startswith("0") and len(digits) > 1) or \
+            (head, tail, len(digits)) in padded else 0
         groups.setdefault((head, tail, width), []).append(int(digits))
     parts = []
     for (head, tail, width), numbers in groups.items():

@@ -156,7 +156,7 @@ class Progress:
 @click.option("--group", "layout", flag_value=Layout.GROUP.value, default=True,
               help="Merge nodes with identical output under one node list (like dshbak -c). The default.")
 @click.option("--prefix", "layout", flag_value=Layout.PREFIX.value,
-              help="Print every line with a [node/rank] prefix, as each node finishes.")
+              help="Print every line with a [node/rank] prefix as it arrives (stdout to stdout, stderr to stderr).")
 @click.option("--accept-new-host-keys", is_flag=True,
               help="Record host keys of nodes not yet in known_hosts (a changed key is still an error).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
@@ -198,16 +198,25 @@ def exec_command(deployment_file: str, node_specs: tuple[str, ...], exclude_spec
     text = output_format == "text"
     progress = Progress(text and mode is Layout.GROUP and sys.stderr.isatty())
     printer = None
+    splitters: dict = {}
+    output_to = None
     if text and mode is Layout.PREFIX:
-        from ascend_run.cli.console import PrefixPrinter
+        from ascend_run.cli.console import LineSplitter, PrefixPrinter
 
         printer = PrefixPrinter([n.name for n in nodes], ranks={n.name: n.rank for n in nodes})
+
+        def output_to(node):  # each line printed as it arrives, with its node's prefix
+            out = LineSplitter(lambda line: printer.line(node.name, line))
+            err = LineSplitter(lambda line: printer.line(node.name, line, stream=sys.stderr))
+            splitters[node.name] = (out, err)
+            return out.feed, err.feed
 
     def on_done(outcome, done: int, total: int) -> None:
         progress(outcome, done, total)
         if printer is not None:
+            for splitter in splitters.get(outcome.node.name, ()):
+                splitter.close()  # a last line without a newline
             if outcome.ok:
-                printer.lines(outcome.node.name, outcome.value.stdout)
                 printer.lines(outcome.node.name, outcome.value.stderr, stream=sys.stderr)
             else:
                 printer.line(outcome.node.name, f"unreachable: {_error_text(outcome.error)[0]}", stream=sys.stderr)
@@ -215,7 +224,7 @@ def exec_command(deployment_file: str, node_specs: tuple[str, ...], exclude_spec
     started = time.monotonic()
     try:
         outcomes = run_on_nodes(nodes, argv, timeout=timeout, accept_new=accept_new_host_keys,
-                                parallelism=parallel, on_done=on_done)
+                                parallelism=parallel, on_done=on_done, output_to=output_to)
     finally:
         progress.clear()
     seconds = time.monotonic() - started

@@ -101,12 +101,15 @@ def build_cmd(kind: str, base: str | None, tag: str | None, build_args: tuple[st
             request = request.with_index(f"http://127.0.0.1:{INDEX_PORT}/simple/")
             note = (f"serve {shlex.quote(wheelhouse)} as a package index on 127.0.0.1:{INDEX_PORT} (another free "
                     "port if that one is taken) while the build runs")
-        argv = request.cli_argv(f"images/{kind}")
+        context = dry_run_context(kind)
+        render = ["ascend-run", "image", "render", kind, "--out", context]
+        argv = request.cli_argv(context)
         if output_format == "json":
-            echo_json({"dry_run": True, "tag": request.tag, "argv": argv, "wheelhouse": note})
+            echo_json({"dry_run": True, "tag": request.tag, "render": render, "argv": argv, "wheelhouse": note})
             return
         if note:
             click.echo(f"# {note}")
+        click.echo(f"{shlex.join(render)}  # the build context, rendered from the kit's templates")
         click.echo(shlex.join(argv))
         return
     with engine_client(docker_host) as (engine, client):
@@ -176,7 +179,7 @@ def ship_cmd(kind: str, deployment_file: str, node_specs: tuple[str, ...], exclu
     dep = dep.with_nodes([*dep.nodes, *dep.spares])
     nodes = pick_nodes(dep, node_specs, exclude_specs)
     with engine_client(docker_host) as (engine, client):
-        local = _local_image(client, engine.base_url, dep.image, deployment_file)
+        local = _local_image(client, engine.base_url, dep.image, deployment_file, kind)
         with connected(dep, accept_new_host_keys, nodes=nodes) as cluster:
             if dry_run:
                 print_ship_plan(cluster, nodes, dep.image, local, engine.base_url, encrypt, output_format)
@@ -226,7 +229,14 @@ def print_ship_plan(cluster, nodes, image: str, local, engine_url: str, encrypt:
         click.echo(f"# chain: {describe(chain)}" + (" (TLS between servers)" if encrypt else ""))
 
 
-def _local_image(client, where: str, image: str, deployment_file: str):
+def dry_run_context(kind: str) -> str:
+    """Where `image build --dry-run` says the context goes: the build sends the context it renders in memory
+    (the templates ship in the wheel), so the equivalent by hand renders it first, to a folder of the working
+    directory; never a path of the kit's checkout (`images/train` exists only there)."""
+    return f"ascend-run-{kind}-context"
+
+
+def _local_image(client, where: str, image: str, deployment_file: str, kind: str):
     """The image in the local engine, or an error saying which engine was asked and how to get it there."""
     import docker
 
@@ -234,7 +244,7 @@ def _local_image(client, where: str, image: str, deployment_file: str):
         return client.images.get(image)  # the image object: its id and size
     except docker.errors.ImageNotFound:
         raise EngineError(f"{image} (the `image` of {deployment_file}) is not in the Docker engine at "
-                          f"{where}", fix="build it (ascend-run image build), pull or tag it there, "
+                          f"{where}", fix=f"build it (ascend-run image build {kind}), pull or tag it there, "
                           "or point --docker-host at the engine that has it") from None
 
 

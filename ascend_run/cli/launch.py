@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
 import sys
 
@@ -15,6 +17,9 @@ from ascend_run.cli.common import (
     deployment_option,
     echo_json,
     err_console,
+    job_option,
+    load_chosen,
+    no_server_reached,
     output_option,
     parallel_option,
     pick_nodes,
@@ -22,6 +27,7 @@ from ascend_run.cli.common import (
     styled,
     subset_given,
     subset_options,
+    wide_output_option,
 )
 from ascend_run.cli.common import console as make_console
 from ascend_run.errors import AscendRunError
@@ -261,37 +267,99 @@ def show_line(record: dict, printer, dep: Deployment) -> None:
 
 
 @click.command()
+@job_option
 @deployment_option
 @subset_options
-@output_option
+@wide_output_option
 @accept_new_option
 @parallel_option
+@click.option("--watch", is_flag=True,
+              help="Keep watching until Ctrl-C: on a terminal the view is redrawn every --interval; otherwise (and "
+                   "with -o json: one JSON document per line) it is printed again each time it changes.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="SECONDS",
+              help="With --watch: how often to look.")
 def status(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tuple[str, ...], output_format: str,
-           accept_new_host_keys: bool, parallel: int) -> None:
+           accept_new_host_keys: bool, parallel: int, watch: bool, interval: float) -> None:
     """The supervisor's view (state, attempt k of N, servers and spares in use, last step and loss per
     pipeline stage, step time, seconds since the last progress, last checkpoint step), then per server
     (all in use, or -w/-x among them): the job's container, its last log line and loss, and the one-off
     steps running there."""
     from ascend_run.supervise.client import job_status
 
-    dep = load_deployment(deployment_file)
+    dep = load_chosen(deployment_file)
     select = (lambda in_use: pick_nodes(in_use, node_specs, exclude_specs)) \
         if subset_given(node_specs, exclude_specs) else None
+    if watch:
+        watch_status(lambda: job_status(dep, accept_new_host_keys, parallel, select=select), dep, output_format,
+                     interval)
+        return
     report = job_status(dep, accept_new_host_keys, parallel, select=select)
+    reached = [row for row in report["nodes"] if row["state"] != "unreachable"]
     if output_format == "json":
         echo_json(report)
-        return
+    else:
+        print_status(dep, report, make_console(), wide=output_format == "wide")
+    if report["nodes"] and not reached:
+        raise no_server_reached([row["node"] for row in report["nodes"]], f"status of {dep.name}")
+
+
+_DURATION = re.compile(r"\b(about )?(an?|\d+) (second|minute|hour|day|week)s?\b|\b\d+(\.\d+)? s ago\b")
+
+
+def _what_changed_means(report: dict) -> str:
+    """The report without what changes by itself as time passes (seconds since progress, `Up 5 minutes`): a
+    watch prints again when the job moved, not when the clock did."""
+    view = dict(report)
+    if view.get("supervisor"):
+        view["supervisor"] = {k: v for k, v in view["supervisor"].items() if k != "seconds_since_progress"}
+    return _DURATION.sub("", json.dumps(view, sort_keys=True, default=str))
+
+
+def watch_status(read, dep: Deployment, output_format: str, interval: float) -> None:
+    """`status --watch`: `read()` every `interval` s. A terminal gets the view redrawn in place; a pipe gets it
+    again (after a time line) each time it changes; -o json one compact document per line per change (-o yaml:
+    one YAML document each). Ends with Ctrl-C."""
+    import time
+
+    from ascend_run.cli.common import to_yaml, yaml_asked
+
     console = make_console()
+    redraw = output_format != "json" and sys.stdout.isatty()
+    last = None
+    while True:
+        report = read()
+        seen = _what_changed_means(report)
+        if redraw:
+            console.clear()
+            console.print(f"every {interval:g} s: ascend-run status  {time.strftime('%H:%M:%S')}  (Ctrl-C ends)")
+            print_status(dep, report, console, wide=output_format == "wide")
+        elif seen != last:
+            if output_format == "json":
+                click.echo("---\n" + to_yaml(report) if yaml_asked() else
+                           json.dumps(report, ensure_ascii=False, default=str), nl=not yaml_asked())
+            else:
+                click.echo(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}")
+                print_status(dep, report, console, wide=output_format == "wide")
+            sys.stdout.flush()
+        last = seen
+        time.sleep(interval)
+
+
+def print_status(dep: Deployment, report: dict, console: Console, wide: bool = False) -> None:
+    """The supervisor's view, then a row per server; wide: the server's address and whole last line too."""
     view = report["supervisor"]
     if view is not None:
         print_supervisor(dep.name, view, console)
     rows = report["nodes"]
-    steps = any(row["steps"] for row in rows)
-    table = Table("node", "rank", "container", "status", "last loss", "last line", *(["steps"] if steps else []),
-                  box=None)
+    steps = wide or any(row["steps"] for row in rows)
+    addresses = {n.name: n.address for n in (*dep.nodes, *dep.spares)}
+    table = Table("node", *(["address"] if wide else []), "rank", "container", "status", "last loss", "last line",
+                  *(["steps"] if steps else []), box=None)
     for row in rows:
-        table.add_row(row["node"], str(row["rank"]), row["state"], row["status"], row["last_loss"] or "",
-                      (row["last_line"] or "")[:80], *([", ".join(row["steps"])] if steps else []))
+        line = row["last_line"] or ""
+        table.add_row(row["node"], *([addresses.get(row["node"], "")] if wide else []), str(row["rank"]),
+                      row["state"], row["status"], row["last_loss"] or "", line if wide else line[:80],
+                      *([", ".join(row["steps"])] if steps else []))
     console.print(table)
 
 
@@ -315,6 +383,7 @@ def print_supervisor(name: str, view: dict, console: Console) -> None:
 
 
 @click.command()
+@job_option
 @deployment_option
 @subset_options
 @output_option
@@ -334,7 +403,7 @@ def stop(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tuple
     """
     from ascend_run.supervise.state import StateStore, servers_in_use
 
-    dep = load_deployment(deployment_file)
+    dep = load_chosen(deployment_file)
     store = StateStore.for_deployment(dep)
     pool = list({n.name: n for n in (*servers_in_use(dep, store.read()).nodes, *dep.nodes, *dep.spares)}.values())
     subset = subset_given(node_specs, exclude_specs)
@@ -354,6 +423,8 @@ def stop(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tuple
         servers_done, problems = stop_everywhere(dep, accept_new_host_keys, parallel)
     if output_format == "json":
         echo_json({"job": dep.name, "stopped_on": servers_done, "problems": problems, "ok": not problems})
+    if not servers_done:
+        raise no_server_reached(sorted(problems) or [n.name for n in servers], f"stop {dep.name}")
     if problems:
         raise AscendRunError("could not stop the job on: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
     if output_format == "text":
@@ -386,6 +457,10 @@ def print_stop_plan(dep, store, servers, pid: int | None, output_format: str, ac
     from ascend_run.transport.fanout import close_all, connect_each
 
     results = connect_each(dep, accept_new=accept_new, parallelism=parallel, nodes=servers)
+    if servers and all(isinstance(t, BaseException) for t in results.values()):
+        unreached = no_server_reached([n.name for n in servers], f"stop --dry-run {dep.name}")
+    else:
+        unreached = None
     entries = []
     try:
         for node in servers:
@@ -404,6 +479,8 @@ def print_stop_plan(dep, store, servers, pid: int | None, output_format: str, ac
     if output_format == "json":
         echo_json({"dry_run": True, "job": dep.name, "supervisor_pid": pid,
                    "signals": ["TERM", "KILL"] if pid else [], "servers": entries})
+        if unreached is not None:
+            raise unreached
         return
     if pid:
         click.echo(f"kill -TERM {pid}  # the supervisor; kill -KILL {pid} if it is alive after {STOP_WAIT_S:.0f} s")
@@ -418,6 +495,8 @@ def print_stop_plan(dep, store, servers, pid: int | None, output_format: str, ac
         for i, argv in enumerate(entry["commands"]):
             again = "  # again, until it lists nothing (up to 3 tries)" if i == 2 else ""
             click.echo(shlex.join(argv) + again)
+    if unreached is not None:
+        raise unreached
 
 
 commands = [preflight, launch, status, stop]

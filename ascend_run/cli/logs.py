@@ -6,7 +6,6 @@ nodes (`--collect --out DIR`) and the live mode (`--follow`) are further sources
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -14,7 +13,10 @@ import click
 
 from ascend_run.cli.common import (
     echo_json,
+    echo_record,
     file_option,
+    job_option,
+    load_chosen,
     out_option,
     output_option,
     pick_nodes,
@@ -30,11 +32,10 @@ def collect_from_nodes(deployment_file: str, dest: Path, accept_new: bool = Fals
                        exclude_specs=()) -> dict[str, list[str]]:
     """Copy every node's (or -w/-x's) msrun logs into DEST/<node>/ over SSH (all nodes at once)."""
     from ascend_run.cli.common import connected
-    from ascend_run.inputs.deployment import load_deployment
     from ascend_run.launch.collect import collect_logs
     from ascend_run.supervise.state import StateStore, servers_in_use
 
-    dep = load_deployment(deployment_file)
+    dep = load_chosen(deployment_file)
     dep = servers_in_use(dep, StateStore.for_deployment(dep).read())  # a supervised job's servers, spares in place
     nodes = pick_nodes(dep, node_specs, exclude_specs)
     with connected(dep, accept_new, nodes=nodes) as cluster:
@@ -51,6 +52,13 @@ def _log_source(deployment_file: str | None, from_dir: str | None, scratch: Path
         return scratch
     raise click.UsageError("give --from DIR (a directory of worker_N.log files, or DIR/<node>/worker_N.log), "
                            "or -f FILE to read the nodes' logs")
+
+
+def _refuse_collect_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The old spelling `--collect DIR` is refused by the parser itself (so a hint that prints it fails its test)."""
+    if value:
+        raise click.UsageError(f"--collect takes no directory now: --collect --out {value}", ctx)
+    return value
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -100,10 +108,12 @@ def show_loss(source: Path, rank: int | None, plot: str | None, output_format: s
 
 
 @click.command()
+@job_option
 @file_option(required=False, help="The deployment file: follow, collect or read the logs of its nodes.")
 @click.option("--from", "from_dir", type=click.Path(exists=True),
               help="Read logs collected here: DIR/worker_N.log or DIR/<node>/worker_N.log (or one log file).")
 @click.option("--collect", "collect", is_flag=False, flag_value="", default=None, metavar="",
+              callback=_refuse_collect_dir,
               help="Copy output/msrun_log/* of every node (scheduler.log from the master) into --out DIR/<node>/.")
 @out_option("With --collect: the local directory the logs go to.", directory=True)
 @subset_options
@@ -113,7 +123,8 @@ def show_loss(source: Path, rank: int | None, plot: str | None, output_format: s
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write the loss curve to this PNG (implies --loss).")
 @click.option("--follow", is_flag=True,
               help="Follow the job's output with [node/rank] prefixes from any shell, until the job ends.")
-@click.option("--tail", "tail_lines", type=click.IntRange(min=0), help="With --follow: begin with the last N lines.")
+@click.option("--tail", "tail_lines", type=click.IntRange(min=0),
+              help="The job's last N lines (as kubectl logs --tail); with --follow: begin with them.")
 @click.option("--all-lines", is_flag=True, help="With --follow: also MindSpore's own [WARNING]/[INFO] lines.")
 @click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
 @output_option
@@ -129,8 +140,6 @@ def logs(deployment_file: str | None, from_dir: str | None, collect: str | None,
     A rank that crashed makes --loss exit 6 (after the table), naming the rank and its exception.
     -w/-x choose the nodes to follow or collect from.
     """
-    if collect:  # the old spelling `--collect DIR`
-        raise click.UsageError(f"--collect takes no directory now: --collect --out {collect}")
     if out and collect is None:
         raise click.UsageError("--out goes with --collect (where the collected logs go)")
     if follow:
@@ -139,8 +148,14 @@ def logs(deployment_file: str | None, from_dir: str | None, collect: str | None,
         follow_job(deployment_file, tail_lines, all_lines, accept_new_host_keys, node_specs, exclude_specs,
                    json_lines=output_format == "json")
         return
+    if tail_lines is not None and collect is None and not (loss or plot):
+        if not deployment_file:
+            raise click.UsageError("--tail needs -f FILE (the job whose last lines to show)")
+        show_tail(deployment_file, tail_lines, all_lines, node_specs, exclude_specs,
+                  json_lines=output_format == "json")
+        return
     if tail_lines is not None:
-        raise click.UsageError("--tail goes with --follow")
+        raise click.UsageError("--tail goes with --follow, or alone (the last N lines)")
     if collect is not None:
         if not deployment_file:
             raise click.UsageError("--collect needs -f FILE (the nodes to collect from)")
@@ -166,21 +181,13 @@ def logs(deployment_file: str | None, from_dir: str | None, collect: str | None,
                   output_format)
 
 
-def follow_job(deployment_file: str, tail: int | None, all_lines: bool, accept_new: bool, node_specs=(),
-               exclude_specs=(), json_lines: bool = False) -> None:
-    """`--follow`: the job's lines (those of -w/-x's nodes), with [node/rank] prefixes, until the job ends; with
-    -o json, one JSON object per line instead ({"node", "rank", "line"}: JSON Lines, for scripts)."""
-    from ascend_run.cli.common import err_console
+def _line_view(dep, all_lines: bool, node_specs, exclude_specs, json_lines: bool):
+    """The function that prints one output record as --follow does: [node/rank] prefixed, or one JSON object."""
     from ascend_run.cli.console import PrefixPrinter, framework_noise
-    from ascend_run.cli.launch import show_event, show_line
-    from ascend_run.inputs.deployment import load_deployment
-    from ascend_run.supervise.client import ending_error, follow_output
-    from ascend_run.supervise.state import StateStore
+    from ascend_run.cli.launch import show_line
 
-    dep = load_deployment(deployment_file)
     printer = PrefixPrinter([n.name for n in (*dep.nodes, *dep.spares)], ranks={n.name: n.rank for n in dep.nodes},
                             hide=None if all_lines else framework_noise)
-    console = err_console()
     shown = None
     if subset_given(node_specs, exclude_specs):
         shown = {n.name for n in pick_nodes(dep, node_specs, exclude_specs, pool=[*dep.nodes, *dep.spares])}
@@ -190,10 +197,44 @@ def follow_job(deployment_file: str, tail: int | None, all_lines: bool, accept_n
             return
         if json_lines:
             if all_lines or not framework_noise(record.get("line", "")):
-                click.echo(json.dumps({k: record.get(k) for k in ("node", "rank", "line")}, ensure_ascii=False))
+                echo_record({k: record.get(k) for k in ("node", "rank", "line")})
         else:
             show_line(record, printer, dep)
 
+    return on_line
+
+
+def show_tail(deployment_file: str, tail: int, all_lines: bool, node_specs=(), exclude_specs=(),
+              json_lines: bool = False) -> None:
+    """`logs -f FILE --tail N`: the last N lines of the job's output (this run's, from the supervisor's record),
+    then return, as `kubectl logs --tail N` does; --follow keeps going."""
+    from ascend_run.errors import AscendRunError
+    from ascend_run.supervise.state import StateStore, read_records
+
+    dep = load_chosen(deployment_file)
+    store = StateStore.for_deployment(dep)
+    if not store.output_file.exists():
+        raise AscendRunError(f"no output of {dep.name} recorded on this machine ({store.dir})",
+                             fix="launch it (ascend-run launch -f FILE), or follow a job started elsewhere: "
+                                 "ascend-run logs -f FILE --follow")
+    on_line = _line_view(dep, all_lines, node_specs, exclude_specs, json_lines)
+    records = read_records(store.output_file, 0)[0]
+    for record in records[len(records) - tail:] if tail else []:
+        on_line(record)
+
+
+def follow_job(deployment_file: str, tail: int | None, all_lines: bool, accept_new: bool, node_specs=(),
+               exclude_specs=(), json_lines: bool = False) -> None:
+    """`--follow`: the job's lines (those of -w/-x's nodes), with [node/rank] prefixes, until the job ends; with
+    -o json, one JSON object per line instead ({"node", "rank", "line"}: JSON Lines, for scripts)."""
+    from ascend_run.cli.common import err_console
+    from ascend_run.cli.launch import show_event
+    from ascend_run.supervise.client import ending_error, follow_output
+    from ascend_run.supervise.state import StateStore
+
+    dep = load_chosen(deployment_file)
+    console = err_console()
+    on_line = _line_view(dep, all_lines, node_specs, exclude_specs, json_lines)
     record = follow_output(dep, on_line, lambda r: show_event(r, console), tail, accept_new)
     if record is not None:
         error = ending_error(record, StateStore.for_deployment(dep))

@@ -10,10 +10,14 @@ from ascend_run.cli.common import (
     accept_new_option,
     deployment_option,
     echo_json,
+    echo_record,
+    job_option,
+    load_chosen,
     output_option,
     parallel_option,
     refuse_subset,
     subset_options,
+    wide_output_option,
 )
 from ascend_run.inputs.deployment import load_deployment
 
@@ -77,15 +81,24 @@ def supervise(deployment_file: str, start_job: bool, detach: bool, replace: bool
 
 
 @click.command()
+@job_option
 @deployment_option
 @output_option
 @click.option("--previous", is_flag=True, help="The run before the last launch instead.")
-def events(deployment_file: str, output_format: str, previous: bool) -> None:
+@click.option("--follow", is_flag=True,
+              help="Then print each new event as the supervisor writes it, until the run ends (with -o json: one "
+                   "JSON object per line).")
+def events(deployment_file: str, output_format: str, previous: bool, follow: bool) -> None:
     """What the supervisor did and why, in order: launch, preflight, started, failure, stop, spare, resume …"""
     from ascend_run.supervise.state import StateStore, read_records
 
-    dep = load_deployment(deployment_file)
+    dep = load_chosen(deployment_file)
     store = StateStore.for_deployment(dep)
+    if follow:
+        if previous:
+            raise click.UsageError("--previous is a run that ended: there is nothing to follow")
+        follow_events(store, output_format)
+        return
     path = store.events_file.with_suffix(".jsonl.prev") if previous else store.events_file
     records = read_records(path, 0)[0]
     if output_format == "json":
@@ -94,7 +107,83 @@ def events(deployment_file: str, output_format: str, previous: bool) -> None:
     if not records:
         click.echo(f"no events for {dep.name} ({path})", err=True)
     for record in records:
-        click.echo(f"{record.get('time', '')[11:]} {record.get('kind', '?'):<12} {record.get('detail', '')}")
+        click.echo(event_line(record))
 
 
-commands = [supervise, events]
+def event_line(record: dict) -> str:
+    return f"{record.get('time', '')[11:]} {record.get('kind', '?'):<12} {record.get('detail', '')}"
+
+
+def follow_events(store, output_format: str) -> None:
+    """`events --follow`: this run's events so far, then each as it comes, until the run's ending event (or the
+    supervisor is gone); an ended run prints and returns at once."""
+    from ascend_run.supervise.client import Follower
+
+    def show(record: dict) -> None:
+        if output_format == "json":
+            echo_record(record)
+        else:
+            click.echo(event_line(record))
+            sys.stdout.flush()
+
+    Follower(store, on_event=show, lines=False).run(alive=store.owner_alive)
+
+
+def human_age(seconds: float | None) -> str:
+    """kubectl's ages: 45s, 12m, 3h, 2d."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+@click.command()
+@wide_output_option
+@click.option("--all", "show_all", is_flag=True, help="Also the jobs that ended (default: those a supervisor owns, "
+                                                        "or that it left running, and the last ended one per name).")
+def jobs(output_format: str, show_all: bool) -> None:
+    """Every job the supervisors of this machine own or owned: name, state, attempt, step, servers, age, file.
+
+    Read from the state folder ($ASCEND_RUN_STATE_DIR, else ~/.local/state/ascend-run): a team that shares one
+    folder sees each other's jobs, and names them with `--job NAME` on status, stop, events and logs (the key
+    tells apart two files naming one job; a job whose file moved is still found).
+    """
+    import time
+
+    from ascend_run.supervise.joblist import list_jobs
+    from ascend_run.supervise.state import state_root
+
+    now = time.time()
+    entries = list_jobs()
+    if not show_all:
+        seen: set[str] = set()
+        kept = []
+        for entry in entries:  # newest first: the live ones, and each name's latest
+            if entry.supervisor_pid or entry.name not in seen:
+                kept.append(entry)
+            seen.add(entry.name)
+        entries = kept
+    if output_format == "json":
+        echo_json({"state_dir": str(state_root()), "jobs": [e.as_json(now) for e in entries]})
+        return
+    from rich.table import Table
+
+    from ascend_run.cli.colour import console
+
+    wide = output_format == "wide"
+    table = Table("NAME", "STATE", "ATTEMPT", "STEP", "SERVERS", "AGE", "DEPLOYMENT",
+                  *(["KEY", "SUPERVISOR", "STATE DIR"] if wide else []), box=None)
+    for e in entries:
+        servers = ", ".join(e.servers) if wide or len(e.servers) <= 3 else f"{len(e.servers)} ({e.servers[0]}, …)"
+        table.add_row(e.name, e.state, f"{e.attempt}/{e.attempts}", "-" if e.step is None else str(e.step), servers,
+                      human_age(e.age_s(now)), e.deployment + ("" if e.file_exists else " (moved)"),
+                      *([e.key, str(e.supervisor_pid or "-"), str(e.dir)] if wide else []))
+    if not entries:
+        click.echo(f"no jobs in {state_root()}", err=True)
+        return
+    console(width=None if sys.stdout.isatty() else 10_000).print(table)  # a pipe gets whole paths
+
+
+commands = [supervise, events, jobs]

@@ -815,6 +815,11 @@ def load_deployment(path: str | Path) -> Deployment:
     return deployment_from_data(_read_with_extends(path), path)
 
 
+def read_merged(path: str | Path) -> dict:
+    """The file's data merged over its `extends:` chain, unvalidated (what `--job NAME` keeps of a launch)."""
+    return _read_with_extends(Path(path))
+
+
 def _raise_all(errors: list[ConfigError]) -> None:
     """One error, or all of them in one report; past MAX_ERRORS, the rest are counted, not listed."""
     if len(errors) > MAX_ERRORS:

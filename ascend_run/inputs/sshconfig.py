@@ -1,12 +1,14 @@
-"""The user's OpenSSH client configuration, read with paramiko's `SSHConfig`, and the resolved way to reach
-one server: an `SSHHop` (where to connect, as whom, with which key, checked against which known_hosts, and
+"""The user's OpenSSH client configuration, read as OpenSSH reads it (inputs/openssh_config.py: Include anywhere
+with its semantics, Match, a final pass, tokens; checked against `ssh -G`), and the resolved way to reach one
+server: an `SSHHop` (where to connect, as whom, with which key, checked against which known_hosts, and
 through which jump host).
 
 People who run clusters already describe them in `~/.ssh/config`: `Host` aliases, `User`, `Port`,
 `IdentityFile`, and a `ProxyJump` through the login node. A node's `address` in the deployment file is
 looked up there like `ssh ADDRESS` would look it up. What is read: `HostName`, `User`, `Port`,
 `IdentityFile`, `ProxyJump` (lists and chains: a jump host's own `ProxyJump` is followed),
-`UserKnownHostsFile`, `StrictHostKeyChecking`, `ConnectTimeout`; `Include` lines are inlined.
+`UserKnownHostsFile`, `StrictHostKeyChecking`, `ConnectTimeout`. Names it gives (User, HostName, ProxyJump
+hosts) are checked as the deployment file's are: a login name, an IP address or a DNS name.
 
 What wins: what the deployment file sets explicitly (`ssh:` and a node's `ssh:`), then the ssh config, then
 the kit's defaults (user root, port 22, ~/.ssh/known_hosts). Jump hosts take their settings from the ssh
@@ -17,17 +19,15 @@ Host keys are verified on every hop. `StrictHostKeyChecking accept-new` records 
 known_hosts (a changed key still fails), exactly as `--accept-new-host-keys`; `no`, `off` and `ask` never
 weaken anything and are treated as `yes`: ascend-run does not connect to a server whose key it cannot check.
 Refused with a clear error rather than ignored: `Match exec` (ascend-run never runs commands from an
-ssh_config; paramiko's reader would need `invoke` for it) and `ProxyCommand` (use `ProxyJump`).
+ssh_config), Match criteria it does not read, and `ProxyCommand` (use `ProxyJump`).
 
-paramiko is imported only when a config file is actually read: commands that never connect stay fast.
+No paramiko here: loading a deployment file never imports it; commands that never connect stay fast.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import getpass
-import glob
 import os
 import re
 import sys
@@ -39,6 +39,7 @@ from typing import Any
 
 from ascend_run.errors import ConfigError
 from ascend_run.inputs import text
+from ascend_run.inputs.openssh_config import glob_regex
 
 DEFAULT_CONFIG = "~/.ssh/config"
 CONFIG_ENV = "ASCEND_RUN_SSH_CONFIG"  # the config file when the deployment file names none; `none`: read none
@@ -154,22 +155,26 @@ class UserConfig:
         self._cost = (0, 0)                                    # (wildcard patterns, all patterns) of the file
         self._expanded: dict[str, str] = {}
         if path is not None:
-            paramiko = import_paramiko()
+            from ascend_run.inputs import openssh_config
+
             budget = _Budget(MAX_CONFIG_BYTES, MAX_CONFIG_FILES)
-            content = _inline_includes(path, _read_bounded(path, budget), 0, budget)
-            try:
-                self._config = paramiko.SSHConfig.from_text(content)
-            except paramiko.ssh_exception.ConfigParseError as exc:
-                raise ConfigError(f"cannot parse: {exc}", file=str(path),
-                                  fix="fix the line (ssh -G HOST shows how OpenSSH reads the file)") from None
-            blocks = getattr(self._config, "_config", None)
-            self._cost = _patterns(blocks)
+            self._config = openssh_config.parse_text(
+                _read_bounded(path, budget), str(path),
+                lambda included, by: _read_bounded(included, budget, included_by=Path(by)),
+                max_depth=MAX_INCLUDE_DEPTH)
+            blocks = openssh_config.host_blocks(self._config)
+            self._cost = openssh_config.count_patterns(self._config)
             if self._cost[0] > MAX_WILDCARDS:
                 raise ConfigError(f"{self._cost[0]:,} Host or Match patterns with wildcards (at most "
                                   f"{MAX_WILDCARDS:,}): every server would be tried against each of them",
                                   file=str(path), fix="a cluster's ssh config needs a few; point ssh.config_file "
                                   f"(or {CONFIG_ENV}) at a file with fewer")
-            self._index = _HostIndex.build(blocks)
+            self._index = _HostIndex.build(blocks) if blocks is not None else None
+
+    @property
+    def tree(self):
+        """The parsed file (inputs/openssh_config.Tree), None without one."""
+        return self._config
 
     def lookup(self, name: str, meter: Meter | None = None) -> HostEntry:
         """What the file says about `name`; `meter` counts the work of many lookups (one deployment's)."""
@@ -186,9 +191,11 @@ class UserConfig:
         options, named = self._index.merge(blocks)
         if "proxycommand" in options and options["proxycommand"] is not None:
             raise self._error(name, "ProxyCommand is not supported", "use ProxyJump [user@]host[:port] instead")
+        if "hostname" in options:
+            from ascend_run.inputs.openssh_config import expand_hostname
+
+            options["hostname"] = expand_hostname(options["hostname"], name)
         options.setdefault("hostname", name)
-        if self._index.tokens(blocks):  # %h, ~ … as paramiko's lookup expands them (costly: only if there)
-            options = self._config._expand_variables(options, name)
         itself = options["hostname"] == name  # `HostName` naming the server itself is no HostName
         entry = self._entry(name, options, named and not itself)
         if not (self._index.names(blocks) or (named and itself)):  # the answer of every name matching these
@@ -196,16 +203,14 @@ class UserConfig:
         return entry
 
     def _lookup_by_name(self, name: str, meter: Meter) -> HostEntry:
-        """paramiko's own lookup (Match, canonicalisation), once per name, bounded in total work."""
+        """OpenSSH's lookup (Match blocks, Includes inside blocks, a final pass), once per name, bounded in
+        total work (inputs/openssh_config.py)."""
+        from ascend_run.inputs.openssh_config import resolve
+
         if name in self._by_name:
             return self._by_name[name]
         self._charge(name, self._cost[1], meter)  # every pattern of every block
-        try:
-            found = self._config.lookup(name)
-        except ImportError:  # paramiko reached a `Match exec` line (invoke is hidden on purpose)
-            raise self._error(name, "`Match exec` is not supported: ascend-run does not run commands from an "
-                                    "ssh config", "use Host patterns for these servers, or point ssh.config_file "
-                                    f"(or {CONFIG_ENV}) at a file without Match exec") from None
+        found = resolve(self._config, name)
         if found.get("proxycommand"):
             raise self._error(name, "ProxyCommand is not supported", "use ProxyJump [user@]host[:port] instead")
         entry = self._by_name[name] = self._entry(name, found, found.get("hostname") not in (None, name))
@@ -233,18 +238,30 @@ class UserConfig:
                         text.one_line(value)
                 except text.Invalid as exc:
                     raise self._error(name, f"{_READ[key]} {exc}", exc.fix or "") from None
+        port = self._number(name, "Port", found.get("port"), int)
+        hostname = found.get("hostname") or name
+        paths = functools.partial(self._path, name, hostname, port or 22, found.get("user"))
+        known = found.get("userknownhostsfile") or []
         return HostEntry(
             hostname=found["hostname"] if named else None,
             user=found.get("user"),
-            port=self._number(name, "Port", found.get("port"), int),
-            identity_files=tuple(self._home(p) for p in found.get("identityfile", []) if p.lower() != "none"),
+            port=port,
+            identity_files=tuple(paths(p, "IdentityFile") for p in found.get("identityfile", [])
+                                 if p.lower() != "none"),
             proxy_jump=found.get("proxyjump"),
-            known_hosts=tuple(self._home(p) for p in (found.get("userknownhostsfile") or "").split()),
+            known_hosts=tuple(paths(p, "UserKnownHostsFile")
+                              for p in (known.split() if isinstance(known, str) else known) if p.lower() != "none"),
             strict=(found.get("stricthostkeychecking") or "").lower() or None,
             connect_timeout=self._number(name, "ConnectTimeout", found.get("connecttimeout"), float))
 
-    def _home(self, path: str) -> str:
-        """`os.path.expanduser`, once per distinct path (the same few for every server)."""
+    def _path(self, name: str, hostname: str, port: int, user: str | None, path: str, key: str) -> str:
+        """A path setting with `~` and its %-tokens expanded as ssh does (openssh_config.expand_tokens); those
+        without a token once per distinct path (the same few for every server)."""
+        if "%" in path:
+            from ascend_run.inputs.openssh_config import expand_tokens
+
+            return expand_tokens(path, original=name, hostname=hostname, port=port, user=user or _local_user(),
+                                 what=f"{key} {path} in {self.path}")
         expanded = self._expanded.get(path)
         if expanded is None:
             expanded = self._expanded[path] = os.path.expanduser(path)
@@ -265,24 +282,11 @@ class UserConfig:
         return ConfigError(f"{message} (looking up {name!r})", file=str(self.path), fix=fix)
 
 
-def _patterns(blocks: Any) -> tuple[int, int]:
-    """(patterns with wildcards, all patterns) of paramiko's parsed blocks: what a lookup may try."""
-    wild = total = 0
-    for block in blocks if isinstance(blocks, list) else ():
-        items = list(block.get("host") or []) if isinstance(block, dict) else []
-        for match in (block.get("matches") or []) if isinstance(block, dict) else []:
-            param = match.get("param") if isinstance(match, dict) else None
-            items += str(param).split(",") if param else [""]
-        total += max(len(items), 1)
-        wild += sum(1 for item in items if _WILDCARDS.search(item) and item not in ("*", "!*"))
-    return wild, total
-
-
 _NOTHING = HostEntry()
 _READ = {"hostname": "HostName", "user": "User", "port": "Port", "identityfile": "IdentityFile",
          "proxyjump": "ProxyJump", "userknownhostsfile": "UserKnownHostsFile",
          "stricthostkeychecking": "StrictHostKeyChecking", "connecttimeout": "ConnectTimeout"}
-_WILDCARDS = re.compile(r"[*?\[]")
+_WILDCARDS = re.compile(r"[*?]")  # OpenSSH's only wildcards (`[` is itself)
 
 
 class _HostIndex:
@@ -310,9 +314,9 @@ class _HostIndex:
                 bare = pattern.removeprefix("!")
                 if pattern == "*":
                     self.everything.append(number)
-                    matcher: Any = re.compile(fnmatch.translate(bare))
+                    matcher: Any = glob_regex(bare)
                 elif _WILDCARDS.search(bare):
-                    matcher = re.compile(fnmatch.translate(bare))
+                    matcher = glob_regex(bare)
                     self.wild.append((number, matcher))
                 else:
                     matcher = bare
@@ -467,35 +471,6 @@ def _read_bounded(path: Path, budget: _Budget, included_by: Path | None = None) 
                           fix="save it as UTF-8, or set ssh.config_file: none") from None
 
 
-def _inline_includes(path: Path, content: str, depth: int, budget: _Budget) -> str:
-    """`Include` lines replaced by the files they name (paramiko's reader ignores them): globs, relative paths
-    from ~/.ssh as ssh has them. Inside a Host/Match block the block's line is repeated after the included
-    text, so the lines that follow still belong to it. Bounded: depth, and the bytes of all files read."""
-    if depth > MAX_INCLUDE_DEPTH:
-        raise ConfigError(f"Include nested more than {MAX_INCLUDE_DEPTH} deep (a loop?)", file=str(path),
-                          fix="include each file once")
-    out: list[str] = []
-    block: str | None = None
-    for line in content.split("\n"):  # as paramiko reads it (StringIO): \u2028 or \x85 end no line
-        match = re.match(r"\s*(\w+)(?:\s*=\s*|\s+)(.*)$", line)
-        key = match.group(1).lower() if match else ""
-        if key in ("host", "match"):
-            block = line
-        if key != "include" or not match.group(2).strip():
-            out.append(line)
-            continue
-        for pattern in match.group(2).split():
-            pattern = os.path.expanduser(pattern)
-            if not os.path.isabs(pattern):
-                pattern = os.path.join(os.path.expanduser("~/.ssh"), pattern)
-            for name in sorted(glob.glob(pattern)):
-                included = _read_bounded(Path(name), budget, included_by=path)
-                out.append(_inline_includes(Path(name), included, depth + 1, budget))
-        if block is not None:
-            out.append(block)
-    return "\n".join(out) + "\n"
-
-
 # --- resolving a node ---------------------------------------------------------------------------------
 
 
@@ -518,6 +493,8 @@ def node_hop(address: str, explicit: Mapping[str, Any], config: UserConfig, wher
     inherit = _Inherit(known, timeout, identity if mine else (), source if mine else "")
     jump_source = where if "proxy_jump" in explicit else str(config.path)
     jump = explicit["proxy_jump"] if "proxy_jump" in explicit else entry.proxy_jump
+    if entry.user and not explicit.get("user"):
+        _checked_user(entry.user, address, config)
     return SSHHop(name=address, hostname=entry.hostname or address, port=explicit.get("port") or entry.port or 22,
                   user=explicit.get("user") or entry.user or DEFAULT_USER, identity_files=identity,
                   known_hosts=known, accept_new=entry.strict == "accept-new", connect_timeout=timeout,
@@ -604,7 +581,12 @@ def _jumps(spec: str | None, config: UserConfig, inherit: _Inherit, seen: tuple[
             raise ConfigError(f"ProxyJump {spec!r}: {' -> '.join((*seen, host))} "
                               + ("loops" if host in seen else f"is more than {MAX_HOPS} hops"),
                               file=where, fix="break the ProxyJump loop")
+        _checked_host(host, f"a ProxyJump host of {seen[0]}", where)
         entry = config.lookup(host, meter)
+        if entry.hostname:
+            _checked_host(entry.hostname, f"the HostName of jump host {host}", str(config.path))
+        if user or entry.user:
+            _checked_user(user or entry.user, host, config)
         if index == 0:
             via = _jumps(entry.proxy_jump, config, inherit, (*seen, host), str(config.path), meter)
         identity = entry.identity_files or inherit.identity
@@ -615,6 +597,26 @@ def _jumps(spec: str | None, config: UserConfig, inherit: _Inherit, seen: tuple[
                      connect_timeout=entry.connect_timeout or inherit.timeout, via=via, identity_source=source)
         seen = (*seen, host)
     return via
+
+
+def _checked_user(user: str, host: str, config: UserConfig) -> str:
+    """A User from the ssh config, checked as the deployment file's ssh.user is: a login name, nothing a shell or
+    ssh would read otherwise."""
+    if not text.USER_NAME.match(user):
+        raise ConfigError(f"User {user!r} for {host} is not a login name (letters, digits, _ . -)",
+                          file=str(config.path), fix="fix User in the ssh config")
+    return user
+
+
+def _checked_host(host: str, what: str, where: str | None) -> str:
+    """A host name from the ssh config (a ProxyJump host, its HostName), checked as an address of the deployment
+    file is: an IP address or a DNS name, no shell metacharacters."""
+    from ascend_run.inputs.deployment import check_address
+
+    try:
+        return check_address(host)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}", file=where, fix="fix the name in the ssh config") from None
 
 
 @functools.cache

@@ -1,5 +1,5 @@
-"""`logs --collect DIR`: every node's msrun logs (worker_*.log, and scheduler.log from the master) into DIR/<node>/,
-with the logs of a supervised job's earlier attempts (attempt-K/) in DIR/<node>/attempt-K/."""
+"""`logs --collect --out DIR`: every node's msrun logs (worker_*.log, and scheduler.log from the master) into
+DIR/<node>/, with the logs of a supervised job's earlier attempts (attempt-K/) in DIR/<node>/attempt-K/."""
 
 from __future__ import annotations
 

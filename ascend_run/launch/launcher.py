@@ -167,7 +167,7 @@ def stop_job(cluster: Cluster, attempts: int = 3, pause_s: float = 0.5) -> dict[
 def outcome_error(outcome: JobOutcome) -> JobFailed:
     rc = next((c for c in outcome.exit_codes.values() if c not in (None, 0)), None)
     error = JobFailed(f"the job failed on {outcome.failed_node}: {outcome.reason}; stopped on every node",
-                      fix="see the node's log above, or collect all logs: ascend-run logs -f FILE --collect DIR")
+                      fix="see the node's log above, or collect all logs: ascend-run logs -f FILE --collect --out DIR")
     if rc is not None and 0 < rc < 126:
         error.exit_code = rc
     return error

@@ -132,7 +132,8 @@ def _node_checks(dep: Deployment, node: Node, f: NodeFacts) -> list[Check]:
         f"engine {f.docker_version}" if f.docker_version else "no Docker engine answers (start dockerd)")
     if f.docker_version:
         add("image", f.image_id is not None,
-            f.image_id[:19] if f.image_id else f"{dep.image} is not on the node (ascend-run image ship)")
+            f.image_id[:19] if f.image_id else
+            f"{dep.image} is not on the node (ascend-run image ship train -f FILE, or infer)")
     bad = [p for p, kind in f.device_types.items() if kind != "character special file"]
     add("devices", not bad, f"{len(f.device_types)} character devices" if not bad
         else ", ".join(f"{p}: {f.device_types[p]}" for p in bad))

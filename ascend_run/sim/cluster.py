@@ -602,7 +602,7 @@ def _saved_image(base_url: str, image: str) -> Path:
     inspect = _run(["docker", "-H", base_url, "image", "inspect", "--format", "{{.Id}}", image], check=False)
     if inspect.returncode != 0:
         raise SimError(f"image {image} is not in the engine at {base_url}: {inspect.stderr.strip()}",
-                       fix="build it first (ascend-run image build), or use --base-image")
+                       fix="build it first (ascend-run image build train), or use --base-image")
     IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
     tar = IMAGE_CACHE / f"{inspect.stdout.strip().removeprefix('sha256:')[:24]}.tar"
     with held(IMAGE_CACHE / ".lock"):

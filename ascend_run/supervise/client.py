@@ -29,6 +29,10 @@ STOP_WAIT_S = 60.0
 def spawn(dep: Deployment, args: Sequence[str], store: StateStore) -> subprocess.Popen:
     """The supervisor for `dep`, detached from this process's terminal and session."""
     store.dir.mkdir(parents=True, exist_ok=True)
+    if Path(dep.path).is_file():
+        from ascend_run.supervise.joblist import save_snapshot
+
+        save_snapshot(store, dep)  # `--job NAME` finds the job after its file moved
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)

@@ -124,10 +124,11 @@ def restarts_left(attempt: int, restarts: int) -> bool:
 def exhausted(failure: Failure, attempt: int, restarts: int) -> GiveUp:
     if restarts == 0:
         return GiveUp(f"the job failed on {failure.describe()}; stopped on every node (job.restarts is 0)",
-                      failure.node, "see the node's log, or collect all logs: ascend-run logs -f FILE --collect DIR")
+                      failure.node,
+                      "see the node's log, or collect all logs: ascend-run logs -f FILE --collect --out DIR")
     return GiveUp(f"the job failed on {failure.describe()}; all {restarts} restart(s) used up "
                   f"(attempt {attempt} of {restarts + 1}); stopped on every node", failure.node,
-                  "see `ascend-run events -f FILE` and the logs (ascend-run logs -f FILE --collect DIR)")
+                  "see `ascend-run events -f FILE` and the logs (ascend-run logs -f FILE --collect --out DIR)")
 
 
 def plan_restart(in_use: Sequence[str], spares: Sequence[str], unhealthy: Mapping[str, str],

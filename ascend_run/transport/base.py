@@ -52,10 +52,12 @@ class Transport(Protocol):
     host: str
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
-            stdin: Stdin = None, on_stdout: Callable[[bytes], None] | None = None) -> Result:
+            stdin: Stdin = None, on_stdout: Callable[[bytes], None] | None = None,
+            on_stderr: Callable[[bytes], None] | None = None) -> Result:
         """Run to completion. On timeout the process is sent SIGTERM and rc is RC_TIMEOUT.
         With `on_stdout`, stdout goes to it chunk by chunk as raw bytes (a tar stream, say) instead of into
-        the result; the call blocks while `on_stdout` does, which slows the remote writer (flow control)."""
+        the result; the call blocks while `on_stdout` does, which slows the remote writer (flow control).
+        `on_stderr` likewise for stderr (`exec --prefix` prints each line as it comes)."""
 
     def stream(self, argv: Sequence[str], on_line: Callable[[str], None], *,
                env: Mapping[str, str] | None = None, stop: threading.Event | None = None) -> int:

@@ -168,11 +168,14 @@ def close_all(transports: Iterable[Transport] | Mapping[str, Transport]) -> None
 def run_on_nodes(nodes: Sequence[Node], argv: Sequence[str], *, env: Mapping[str, str] | None = None,
                  timeout: float | None = None, accept_new: bool = False,
                  parallelism: int = DEFAULT_PARALLELISM, factory: Factory | None = None,
-                 on_done: Progress | None = None) -> list[Outcome[Result]]:
+                 on_done: Progress | None = None,
+                 output_to: Callable[[Node], tuple[Callable[[bytes], None], Callable[[bytes], None]]] | None = None
+                 ) -> list[Outcome[Result]]:
     """Connect, run one command and disconnect on every node, all inside the parallel part (`exec`).
 
     A node's Outcome holds its Result (whatever the exit code) or the error that kept the command from
-    running there (unreachable, unknown host key, ...).
+    running there (unreachable, unknown host key, ...). With `output_to`, each node's stdout and stderr go as they
+    arrive to the two functions `output_to(node)` returns (`exec --prefix`), not into its Result.
     """
     command_line(argv, env)  # a bad command or env name fails here, before any node is contacted
     connector = _connector(nodes, accept_new, ssh=factory is None)
@@ -181,7 +184,10 @@ def run_on_nodes(nodes: Sequence[Node], argv: Sequence[str], *, env: Mapping[str
     def one(node: Node) -> Result:
         transport = factory(node, connector)
         try:
-            return transport.run(argv, env=env, timeout=timeout)
+            if output_to is None:
+                return transport.run(argv, env=env, timeout=timeout)
+            on_stdout, on_stderr = output_to(node)
+            return transport.run(argv, env=env, timeout=timeout, on_stdout=on_stdout, on_stderr=on_stderr)
         finally:
             transport.close()
 

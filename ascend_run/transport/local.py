@@ -28,12 +28,13 @@ class LocalTransport:
         return subprocess.Popen(list(argv), env={**os.environ, **check_env(env)}, start_new_session=True, **kw)
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
-            stdin: Stdin = None, on_stdout: Callable[[bytes], None] | None = None) -> Result:
+            stdin: Stdin = None, on_stdout: Callable[[bytes], None] | None = None,
+            on_stderr: Callable[[bytes], None] | None = None) -> Result:
         proc = self._start(argv, env, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = bytearray(), bytearray()
         threads = [threading.Thread(target=_drain, args=(proc.stdout, on_stdout or out.extend), daemon=True),
-                   threading.Thread(target=_drain, args=(proc.stderr, err.extend), daemon=True)]
+                   threading.Thread(target=_drain, args=(proc.stderr, on_stderr or err.extend), daemon=True)]
         if stdin is not None:
             threads.append(threading.Thread(target=_feed, args=(proc, stdin), daemon=True))
         for thread in threads:

@@ -292,7 +292,8 @@ class SSHTransport:
                                  fix="check that the node is up, then retry") from None
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
-            stdin: Stdin = None, on_stdout: Callable[[bytes], None] | None = None) -> Result:
+            stdin: Stdin = None, on_stdout: Callable[[bytes], None] | None = None,
+            on_stderr: Callable[[bytes], None] | None = None) -> Result:
         line = remote_command_line(argv, env, timeout)
         chan = self._session()
         try:
@@ -308,7 +309,11 @@ class SSHTransport:
                     elif chunk:
                         on_stdout(chunk)
                 while chan.recv_stderr_ready():
-                    err.extend(chan.recv_stderr(1 << 16))
+                    chunk = chan.recv_stderr(1 << 16)
+                    if on_stderr is None:
+                        err.extend(chunk)
+                    elif chunk:
+                        on_stderr(chunk)
 
             started = time.monotonic()
             backstop = None if timeout is None else timeout + KILL_AFTER_S + BACKSTOP_S
