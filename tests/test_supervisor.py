@@ -7,6 +7,7 @@ The same code runs against simulated servers and a real msrun job in tests/test_
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -320,9 +321,10 @@ def test_takeover_of_a_running_job_restarts_nothing(tmp_path):
     rig.adopt()
     rig.until(lambda: "adopt" in rig.kinds(), what="the takeover")
     assert rig.event("adopt")["detail"].startswith("took over the running job: attempt 2 of 3 on n0, n1, n2")
-    rig.until(lambda: any(argv[:2] == ["docker", "logs"] for kind, argv in rig.servers["n0"].calls), what="logs")
-    logs = next(argv for kind, argv in rig.servers["n0"].calls if argv[:2] == ["docker", "logs"])
-    assert logs == ["docker", "logs", "--follow", "--since", f"{recorded:.3f}", "fake"], "no line recorded twice"
+    rig.until(lambda: any(argv[:1] == ["python3"] for kind, argv in rig.servers["n0"].calls), what="the watcher")
+    watcher = next(argv for kind, argv in rig.servers["n0"].calls if argv[:1] == ["python3"])
+    config = json.loads(watcher[-1])  # the job watcher's `docker logs --follow` options
+    assert config["logs"] == ["--since", f"{recorded:.3f}"] and config["container"] == "fake", "no line recorded twice"
     rig.servers["n2"].exit("fake", 1)  # a later crash is handled as before
     rig.attempt_started(3)
     rig.finish()

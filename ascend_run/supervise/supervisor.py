@@ -51,7 +51,8 @@ from ascend_run.transport.base import Result
 from ascend_run.transport.cluster import Cluster
 from ascend_run.transport.fanout import Factory, close_all, connect_each, first_error, ssh_factory
 
-PROBE_S = 5.0             # how often every server is asked to answer
+PROBE_S = 1.0             # every server's watcher sends a heartbeat this often (no command is run for it)
+RECONNECT_WITHIN_S = 2.0  # at a stop, how long a lost server gets to answer again before it is left as dead
 TICK_S = 0.5              # how often the timeouts are looked at
 STATE_EVERY_S = 2.0       # state.json is rewritten at most this often while the job runs
 CHECKPOINT_POLL_S = 30.0  # how often the newest common checkpoint is looked for (for status)
@@ -361,19 +362,42 @@ class Supervisor:
             return False
 
     def _mark_dead(self) -> None:
-        """Servers lost during the attempt get one reconnection try; the ones that fail it are dead for now."""
-        for name in list(self.lost):
-            node = next((n for n in self.dep.nodes if n.name == name), None)
-            if node is None:
-                continue
-            try:
-                self.cluster.reconnect(node)
-                self.lost.pop(name, None)
-            except AscendRunError as exc:
-                old = self.cluster.transports.get(name)
-                self.cluster.transports[name] = DeadTransport(name, reason_of(exc))
-                if old is not None:
-                    close_all([old])
+        """Servers lost during the attempt get one reconnection try, all at once and for RECONNECT_WITHIN_S at
+        most (a partitioned server answers nothing: its connect would take the connect timeout, three times);
+        the ones not back by then are dead for now, and the stop of the others does not wait for them."""
+        lost = [n for n in self.dep.nodes if n.name in self.lost]
+        if not lost:
+            return
+        found: dict[str, object] = {}
+        done, late, lock = threading.Event(), threading.Event(), threading.Lock()
+
+        def connect() -> None:
+            results = connect_each(self.file_dep, accept_new=self.accept_new, parallelism=self.parallelism,
+                                   nodes=lost, factory=self.factory)
+            with lock:
+                if late.is_set():  # too late: nobody installs these
+                    close_all(v for v in results.values() if not isinstance(v, BaseException))
+                else:
+                    found.update(results)
+                    done.set()
+
+        threading.Thread(target=connect, daemon=True, name="reconnect-lost").start()
+        done.wait(RECONNECT_WITHIN_S)
+        with lock:
+            in_time = done.is_set()
+            late.set()
+        for node in lost:
+            fresh = found.get(node.name) if in_time else None
+            old = self.cluster.transports.get(node.name)
+            if fresh is not None and not isinstance(fresh, BaseException):
+                self.cluster.transports[node.name] = fresh
+                self.lost.pop(node.name, None)
+            else:
+                why = reason_of(fresh) if isinstance(fresh, BaseException) else \
+                    f"no answer since {time.strftime('%H:%M:%S', time.localtime(self.lost[node.name]))}"
+                self.cluster.transports[node.name] = DeadTransport(node.name, why)
+            if old is not None and old is not self.cluster.transports[node.name]:
+                close_all([old])
 
     def _preflight_again(self, failure: decide.Failure) -> dict[str, str]:
         """Preflight on the servers in use and the free spares: {server: why it cannot run the job}."""
