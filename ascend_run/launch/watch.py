@@ -19,6 +19,7 @@ for all servers looks at the heartbeats.
 
 from __future__ import annotations
 
+import functools
 import json
 import queue
 import re
@@ -112,8 +113,15 @@ def agent_config(container: str, log_dir: str | None, ranks: Sequence[int], beat
 
 
 def agent_argv(config: dict) -> list[str]:
-    """`python3 -I -S -c PROGRAM CONFIG`: isolated from the server's environment and site packages."""
-    return ["python3", "-I", "-S", "-c", AGENT.read_text(), json.dumps(config, separators=(",", ":"))]
+    """`python3 -I -S -c PROGRAM CONFIG`: isolated from the server's environment and site packages; the
+    program without its comment lines but the first (what `ps` shows on the server)."""
+    return ["python3", "-I", "-S", "-c", _agent_program(), json.dumps(config, separators=(",", ":"))]
+
+
+@functools.cache
+def _agent_program() -> str:
+    lines = AGENT.read_text().splitlines()
+    return "\n".join([lines[0], *(line for line in lines[1:] if not line.lstrip().startswith("#"))]) + "\n"
 
 
 # --- the watch ------------------------------------------------------------------------------------------------

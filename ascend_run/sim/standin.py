@@ -13,8 +13,9 @@ seconds of CPU), so for scale runs the container runs this instead, under the ki
 - the worker (`standin-worker STEPS STEPS_PER_S CHATTER`): per step, CHATTER lines of MindSpore-style INFO
   chatter and one MindFormers step line (`{ Epoch:[  1/  1], step:[  s/  N], loss: …, per_step_time: …ms, … }`),
   paced with `read -t` (no process per step). A file `crash_rank_<rank>` in the log dir makes that rank print
-  `crashing at step S, t=<epoch>` and exit 3; `hang_rank_<rank>` stops its output (`hanging at step S, t=…`)
-  while the file exists.
+  `crashing at step S, t=<epoch>` and exit 3; `hang_rank_<rank>` (`hang_all`: every rank of the server) stops
+  its output (`hanging at step S, t=…`) while the file exists. The stand-in's ranks do not wait for each other
+  (no collectives): a job-wide hang, as a stuck collective makes one, is `hang_all` on every server.
 
 What stays real: the servers' sshd and dockerd, the kit's launch (preflight, job.sync, docker run) and
 supervisor, the log directory mounted from the server, docker logs and the container's exit.
@@ -72,9 +73,9 @@ fifo=/tmp/.tick.$$; mkfifo "$fifo"; exec 3<>"$fifo"; rm -f "$fifo"
 echo "rank $RANK_ID: starting, $steps steps at $rate/s"
 for ((s = 1; s <= steps; s++)); do
   if [ -e "$D/crash_rank_$RANK_ID" ]; then echo "rank $RANK_ID: crashing at step $s, t=$EPOCHREALTIME"; exit 3; fi
-  if [ -e "$D/hang_rank_$RANK_ID" ]; then
+  if [ -e "$D/hang_rank_$RANK_ID" ] || [ -e "$D/hang_all" ]; then
     echo "rank $RANK_ID: hanging at step $s, t=$EPOCHREALTIME"
-    while [ -e "$D/hang_rank_$RANK_ID" ]; do read -t 1 -u 3; done
+    while [ -e "$D/hang_rank_$RANK_ID" ] || [ -e "$D/hang_all" ]; do read -t 1 -u 3; done
   fi
   for ((c = 0; c < chatter; c++)); do
     printf '[INFO] ME(%d:%d,MainProcess):%(%Y-%m-%d-%H:%M:%S)T.%03d [mindspore/train/model.py:%d] [%d] step %d: dataset batch %d sent\n' \
@@ -182,11 +183,12 @@ def job_file(cluster_dir: Path, name: str, *, nodes: int | None = None, local_wo
     return path
 
 
-def inject(cluster, ref, container: str, log_dir: str, what: str, rank: int, on: bool = True) -> float:
-    """Make `rank` crash (`what` "crash") or hang ("hang"; `on=False` ends the hang) by a file in its log dir,
-    made with `docker exec` in the rank's container (`log_dir` as the container sees it). Returns when."""
+def inject(cluster, ref, container: str, log_dir: str, what: str, rank: int | None, on: bool = True) -> float:
+    """Make `rank` (None: every rank of the server) crash (`what` "crash") or hang ("hang"; `on=False` ends the
+    hang) by a file in its log dir, made with `docker exec` in the rank's container (`log_dir` as the container
+    sees it). Returns when."""
     node = cluster.node(ref)
-    path = f"{log_dir.rstrip('/')}/{what}_rank_{rank}"
+    path = f"{log_dir.rstrip('/')}/{what}_{'all' if rank is None else f'rank_{rank}'}"
     script = ': > "$1"' if on else 'rm -f "$1"'
     subprocess.run(["docker", "-H", f"unix://{node.layout.docker_socket}", "exec", container, "bash", "-c", script,
                     "sh", path], capture_output=True, check=True)
