@@ -155,6 +155,9 @@ def proc_sample(pid: int) -> dict:
             "threads": int(status["Threads"])}
 
 
+SEEN_COMMANDS: dict[str, int] = {}  # what the channels ran, by command name (for the report)
+
+
 def channels(cluster: SimCluster, count: int) -> int:
     """Commands run for SSH sessions on the servers: processes whose parent is an sshd process (not sshd).
     A sample: a short command (a probe, a listing) counts while it runs."""
@@ -171,7 +174,10 @@ def channels(cluster: SimCluster, count: int) -> int:
                 parent[pid] = fields[1].split()[1]
             except OSError:
                 continue
-        total += sum(1 for pid in comm if comm[pid] != "sshd" and comm.get(parent[pid]) == "sshd")
+        for pid in comm:
+            if comm[pid] != "sshd" and comm.get(parent[pid]) == "sshd":
+                total += 1
+                SEEN_COMMANDS[comm[pid]] = SEEN_COMMANDS.get(comm[pid], 0) + 1
     return total
 
 
@@ -241,6 +247,7 @@ def detection_runs(cluster: SimCluster, kit: Path, n: int, rate: int) -> dict:
         out["lost"] = failure["t"] - cut
         stop_event = wait_event(job, "stop", 60)
         out["lost_stop"] = stop_event["seconds"]
+        out["lost_stop_total"] = stop_event.get("total_seconds", stop_event["seconds"])
         wait_event(job, "failed", 120)
     finally:
         cluster.partition(last, cut=False)
@@ -303,11 +310,15 @@ def main() -> None:
             print(f"{n} servers: launch {json.dumps(row)}", file=sys.stderr, flush=True)
             cost = cost_run(cluster, REPO, f"scale-cost-{n}", n, 8, args.window, args.rate)
             results["cost"].append(cost)
-            print(f"{n} servers: cost {json.dumps(cost)}", file=sys.stderr, flush=True)
+            print(f"{n} servers: cost {json.dumps(cost)}; channel commands seen {SEEN_COMMANDS}", file=sys.stderr,
+                  flush=True)
+            SEEN_COMMANDS.clear()
             if args.compare:
                 other = cost_run(cluster, args.compare, f"scale-old-{n}", n, 8, args.window, args.rate)
                 results["compare"].append(other)
-                print(f"{n} servers: cost of {args.compare} {json.dumps(other)}", file=sys.stderr, flush=True)
+                print(f"{n} servers: cost of {args.compare} {json.dumps(other)}; channel commands seen "
+                      f"{SEEN_COMMANDS}", file=sys.stderr, flush=True)
+                SEEN_COMMANDS.clear()
             if not args.no_detection:
                 results["detection"][n] = detection_runs(cluster, REPO, n, args.rate)
                 print(f"{n} servers: detection {json.dumps(results['detection'][n])}", file=sys.stderr, flush=True)

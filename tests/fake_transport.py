@@ -208,7 +208,7 @@ class FakeServer:
                 for line in lines:
                     found = split.feed(line)
                     if found is not None and config["log_dir"] and found[0] in config["ranks"]:
-                        say(f"@S {found[0]} {found[1]}")
+                        say(f"@S {found[0]} 0 {found[1]}")
                 ended.wait(min(config["beat"], 0.05))
         finally:
             ended.set()

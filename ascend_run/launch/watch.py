@@ -3,8 +3,9 @@
 One channel per server: the kit starts a small watcher there (`watch_agent.py`, run by the server's python3
 from the command line, nothing installed) that follows the container's output, waits for its exit and reads
 every rank's worker log itself, and sends back only what the kit acts on: the container's own output lines
-(msrun's, handed to `on_line`), each rank's newest step line at most once a second (the progress that tells a
-hang from a slow step; the ranks' INFO chatter stays on the server), the exit code, and a heartbeat every
+(msrun's, handed to `on_line`), each rank's newest step line (the progress that tells a
+hang from a slow step; its first at once, then every STEP_EVERY_S, dated by when the server read it; the
+ranks' INFO chatter stays on the server), the exit code, and a heartbeat every
 `probe_s` seconds. The heartbeat is the probe: no command is run to ask a server whether it answers, and a
 server whose link went down (no refusal, no reset: nothing arrives) is reported `lost` once it has been
 silent for `silent_s`, with `at` the time of its last answer, so that a caller's timeout counts from there.
@@ -42,6 +43,10 @@ AGENT_MARK = "ascend-run job watcher"   # the program's first line: how a fake s
 SILENT_BEATS = 3          # heartbeats missed before a server is lost …
 MIN_SILENT_S = 2.0        # … and never sooner than this (a busy launching machine reads late)
 RECONNECT_PAUSE_S = 1.0   # between reconnection attempts to a lost server
+# A rank's newest step line is sent at most this often (its first at once): parsing one costs ~0.1 ms here, so
+# 1,024 ranks at one a second would take 10% of a core; dated by when it was read, a hang is still timed from
+# the rank's real last step.
+STEP_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -105,11 +110,12 @@ class RankLines:
 # --- the watcher on the server (its command line, pure) ----------------------------------------------------
 
 def agent_config(container: str, log_dir: str | None, ranks: Sequence[int], beat_s: float,
-                 since: float | None = None, tail: int | None = None) -> dict:
-    """What the watcher is told: the container, the worker logs to read, the heartbeat, the output wanted."""
+                 since: float | None = None, tail: int | None = None, step_every_s: float = STEP_EVERY_S) -> dict:
+    """What the watcher is told: the container, the worker logs to read, the heartbeat, how often a rank's
+    newest step line is sent, the output wanted."""
     logs = nodeops.logs_argv(container, since=since, tail=tail)[3:-1]  # the options between --follow and the name
     return {"container": container, "log_dir": log_dir if ranks else None, "ranks": list(ranks),
-            "logs": logs, "beat": beat_s, "step": _START.pattern}
+            "logs": logs, "beat": beat_s, "step_every": step_every_s, "step": _START.pattern}
 
 
 def agent_argv(config: dict) -> list[str]:
@@ -309,10 +315,14 @@ class _Records:
                 self.reported = True
                 self.watch._put("worker-failed", self.node, rc=rc, detail=text.strip())
         elif kind == "S":
-            rank, _, step_line = text.partition(" ")
+            rank, age, step_line = (text.split(" ", 2) + ["", ""])[:3]
             point = parse_step_line(step_line)
             if point is not None and rank.isdigit():
-                self.watch._put("step", self.node, rank=int(rank), point=point)
+                try:
+                    at = time.time() - max(0.0, float(age))  # read on the server `age` s ago
+                except ValueError:
+                    at = None
+                self.watch._put("step", self.node, at=at, rank=int(rank), point=point)
         elif kind == "X":
             self.exited = True
             state = self.watch._state[self.node.name]

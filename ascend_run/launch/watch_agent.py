@@ -3,15 +3,17 @@
 # Started by the kit (launch/watch.py) as `python3 -I -S -c <this file's text> <config JSON>`, so nothing is
 # installed and nothing stays behind. Python >= 3.6, standard library only (as the broadcast relay).
 # config: {"container", "log_dir" (or null), "ranks": [..], "logs": [docker logs options], "beat": seconds,
-#          "step": a regex that marks a step line}
+#          "step_every": seconds, "step": a regex that marks a step line}
 #
 # It follows the container's output (`docker logs --follow`), waits for its exit (`docker wait`) and reads
 # every rank's worker log itself (no `tail` per rank), and writes one line per record on stdout:
 #   @H                 a heartbeat every `beat` seconds: the kit's probe (a server that stops sending them
 #                      is unreachable, with no command run for it)
 #   @O <text>          a line of the container's own output (msrun's, the launcher's), all of them
-#   @S <rank> <text>   the newest step line of a rank, at most once per beat and only when it changed: the
-#                      ranks' INFO chatter and the step lines in between never leave the server
+#   @S <rank> <age> <text>  the newest step line of a rank, read <age> seconds ago (the kit dates it from
+#                      its own clock: no skew); a rank's first at the next beat, then at most once per
+#                      `step_every` seconds and only when it changed: the ranks' INFO chatter and the step
+#                      lines in between never leave the server
 #   @X <rc>            the container ended with rc (-1: there was no such container); the last record
 #   @E <text>          something the watcher could not do (a docker command missing, say)
 # It exits after @X, or when its output goes nowhere (the channel closed: SIGHUP or EPIPE).
@@ -76,7 +78,7 @@ def wait_exit(cfg, output_done, steps):
     ok = child is not None and child.returncode == 0 and re.match(r"^-?\d+$", text)
     output_done.wait(1.0)  # the container's last lines before its exit, when docker logs has them
     steps.poll()
-    steps.flush()
+    steps.flush(everything=True)
     emit("X", text if ok else "-1")
     finish(0)
 
@@ -87,8 +89,10 @@ class Steps:
     def __init__(self, cfg):
         self.step = re.compile(cfg["step"])
         self.files = {r: "%s/worker_%d.log" % (cfg["log_dir"], r) for r in cfg["ranks"]} if cfg["log_dir"] else {}
+        self.every = float(cfg.get("step_every", 0))
         self.open = {}      # rank -> (file, inode, unfinished bytes)
-        self.newest = {}    # rank -> line not sent yet
+        self.newest = {}    # rank -> (line not sent yet, when it was read)
+        self.sent = {}      # rank -> when its last line was sent
         self.lock = threading.Lock()
 
     def poll(self):
@@ -129,14 +133,18 @@ class Steps:
                 if b"step" in raw:
                     line = raw.decode("utf-8", "replace").rstrip("\r")
                     if self.step.search(line):
-                        self.newest[rank] = line
+                        self.newest[rank] = (line, time.time())
                         break
 
-    def flush(self):
+    def flush(self, everything=False):
+        now = time.time()
         with self.lock:
-            found, self.newest = self.newest, {}
-        for rank in sorted(found):
-            emit("S", "%d %s" % (rank, found[rank]))
+            due = sorted(r for r in self.newest if everything or now - self.sent.get(r, 0) >= self.every)
+            found = [(r, self.newest.pop(r)) for r in due]
+            for rank in due:
+                self.sent[rank] = now
+        for rank, (line, read_at) in found:
+            emit("S", "%d %.3f %s" % (rank, now - read_at, line))
 
 
 def main():

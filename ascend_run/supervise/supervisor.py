@@ -52,7 +52,7 @@ from ascend_run.transport.cluster import Cluster
 from ascend_run.transport.fanout import Factory, close_all, connect_each, first_error, ssh_factory
 
 PROBE_S = 1.0             # every server's watcher sends a heartbeat this often (no command is run for it)
-RECONNECT_WITHIN_S = 2.0  # at a stop, how long a lost server gets to answer again before it is left as dead
+RECONNECT_WITHIN_S = 1.0  # at a stop, how long a lost server gets to answer again before it is left as dead
 TICK_S = 0.5              # how often the timeouts are looked at
 STATE_EVERY_S = 2.0       # state.json is rewritten at most this often while the job runs
 CHECKPOINT_POLL_S = 30.0  # how often the newest common checkpoint is looked for (for status)
@@ -329,30 +329,45 @@ class Supervisor:
     # --- the steps of a recovery -----------------------------------------------------------------------------
 
     def _stop_job(self, reason: str) -> float:
-        """Remove the job's containers on every server in use that answers; returns when it was done."""
+        """Remove the job's containers on every server in use that answers; returns when it was done. The
+        servers lost during the attempt are tried again meanwhile (`_reconnect_lost`): the stop of the others
+        never waits for them."""
         started = time.time()
-        self._mark_dead()
-        alive = [n for n in self.dep.nodes if not isinstance(self.cluster.transports.get(n.name), DeadTransport)]
-        problems = stop_job(self.cluster.using(self.dep.with_nodes(alive)), attempts=2, pause_s=0.3)
-        # a connection that broke without being noticed: one fresh connection each, one more try
-        retry = [n for n in alive if n.name in problems and self._reconnected(n)]
-        if retry:
-            for node in retry:
-                del problems[node.name]
-            problems.update(stop_job(self.cluster.using(self.dep.with_nodes(retry)), attempts=2, pause_s=0.3))
+        settle = self._reconnect_lost()
+        alive = [n for n in self.dep.nodes if n.name not in self.lost
+                 and not isinstance(self.cluster.transports.get(n.name), DeadTransport)]
+        problems = self._stop_on(alive)
+        reachable_s = time.time() - started
+        back = settle(started + RECONNECT_WITHIN_S)
+        if back:
+            problems.update(self._stop_on(back))
         for node in self.dep.nodes:
-            if node not in alive:
+            if isinstance(self.cluster.transports.get(node.name), DeadTransport):
                 problems[node.name] = f"not stopped, unreachable: {self.cluster.transports[node.name].reason}"
         self.not_stopped = problems
         took = time.time() - started
         total = len(self.dep.nodes)
         if problems:
-            detail = (f"stopped the job on {total - len(problems)} of {total} servers in {took:.1f} s ({reason}); "
-                      + "; ".join(f"{n}: {why}" for n, why in problems.items()))
+            detail = (f"stopped the job on {total - len(problems)} of {total} servers in {reachable_s:.1f} s "
+                      f"({reason}); " + "; ".join(f"{n}: {why}" for n, why in problems.items()))
         else:
             detail = f"stopped the job on all {total} servers in {took:.1f} s ({reason})"
-        self.store.event("stop", detail, seconds=round(took, 3), not_stopped=problems)
+        self.store.event("stop", detail, seconds=round(reachable_s, 3), total_seconds=round(took, 3),
+                         not_stopped=problems)
         return time.time()
+
+    def _stop_on(self, nodes: list[Node]) -> dict[str, str]:
+        """stop_job on `nodes`; a connection that broke without being noticed gets one fresh connection and
+        one more try. {server: problem}."""
+        if not nodes:
+            return {}
+        problems = stop_job(self.cluster.using(self.dep.with_nodes(nodes)), attempts=2, pause_s=0.3)
+        retry = [n for n in nodes if n.name in problems and self._reconnected(n)]
+        if retry:
+            for node in retry:
+                del problems[node.name]
+            problems.update(stop_job(self.cluster.using(self.dep.with_nodes(retry)), attempts=2, pause_s=0.3))
+        return problems
 
     def _reconnected(self, node) -> bool:
         try:
@@ -361,13 +376,14 @@ class Supervisor:
         except AscendRunError:
             return False
 
-    def _mark_dead(self) -> None:
-        """Servers lost during the attempt get one reconnection try, all at once and for RECONNECT_WITHIN_S at
-        most (a partitioned server answers nothing: its connect would take the connect timeout, three times);
-        the ones not back by then are dead for now, and the stop of the others does not wait for them."""
+    def _reconnect_lost(self) -> Callable[[float], list[Node]]:
+        """Servers lost during the attempt get one reconnection try, all at once, in the background. Returns
+        `settle(deadline)`: the servers that answered by then get their new connection (and are returned, to
+        be stopped too); the others (a partitioned server answers nothing: its connect would take the
+        connect timeout, three times) are dead for now."""
         lost = [n for n in self.dep.nodes if n.name in self.lost]
         if not lost:
-            return
+            return lambda deadline: []
         found: dict[str, object] = {}
         done, late, lock = threading.Event(), threading.Event(), threading.Lock()
 
@@ -382,22 +398,29 @@ class Supervisor:
                     done.set()
 
         threading.Thread(target=connect, daemon=True, name="reconnect-lost").start()
-        done.wait(RECONNECT_WITHIN_S)
-        with lock:
-            in_time = done.is_set()
-            late.set()
-        for node in lost:
-            fresh = found.get(node.name) if in_time else None
-            old = self.cluster.transports.get(node.name)
-            if fresh is not None and not isinstance(fresh, BaseException):
-                self.cluster.transports[node.name] = fresh
-                self.lost.pop(node.name, None)
-            else:
-                why = reason_of(fresh) if isinstance(fresh, BaseException) else \
-                    f"no answer since {time.strftime('%H:%M:%S', time.localtime(self.lost[node.name]))}"
-                self.cluster.transports[node.name] = DeadTransport(node.name, why)
-            if old is not None and old is not self.cluster.transports[node.name]:
-                close_all([old])
+
+        def settle(deadline: float) -> list[Node]:
+            done.wait(max(0.0, deadline - time.time()))
+            with lock:
+                in_time = done.is_set()
+                late.set()
+            back = []
+            for node in lost:
+                fresh = found.get(node.name) if in_time else None
+                old = self.cluster.transports.get(node.name)
+                if fresh is not None and not isinstance(fresh, BaseException):
+                    self.cluster.transports[node.name] = fresh
+                    self.lost.pop(node.name, None)
+                    back.append(node)
+                else:
+                    why = reason_of(fresh) if isinstance(fresh, BaseException) else \
+                        f"no answer since {time.strftime('%H:%M:%S', time.localtime(self.lost[node.name]))}"
+                    self.cluster.transports[node.name] = DeadTransport(node.name, why)
+                if old is not None and old is not self.cluster.transports[node.name]:
+                    close_all([old])
+            return back
+
+        return settle
 
     def _preflight_again(self, failure: decide.Failure) -> dict[str, str]:
         """Preflight on the servers in use and the free spares: {server: why it cannot run the job}."""
