@@ -3,7 +3,7 @@
 
     python benchmarks/bench_scale.py                          # 2, 4, 8, 16, 32 servers, markdown out
     python benchmarks/bench_scale.py --sizes 2,8 --window 30
-    python benchmarks/bench_scale.py --compare /work/main     # also the cost of another checkout's supervisor
+    python benchmarks/bench_scale.py --compare /work/main --compare-sizes 8,32  # and another checkout's cost
 
 One simulated cluster of the largest size (real sshd and dockerd per server), the stand-in job of
 `ascend_run/sim/standin.py` (8 bash workers per server writing MindFormers' step lines at `--rate` steps/s and
@@ -283,6 +283,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=40.0)
     parser.add_argument("--rate", type=int, default=2, help="steps per second per rank")
     parser.add_argument("--compare", type=Path, help="another checkout: its supervisor's cost at each size too")
+    parser.add_argument("--compare-sizes", default="", help="the sizes to measure --compare at (default: all)")
     parser.add_argument("--no-detection", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -313,7 +314,7 @@ def main() -> None:
             print(f"{n} servers: cost {json.dumps(cost)}; channel commands seen {SEEN_COMMANDS}", file=sys.stderr,
                   flush=True)
             SEEN_COMMANDS.clear()
-            if args.compare:
+            if args.compare and (not args.compare_sizes or str(n) in args.compare_sizes.split(",")):
                 other = cost_run(cluster, args.compare, f"scale-old-{n}", n, 8, args.window, args.rate)
                 results["compare"].append(other)
                 print(f"{n} servers: cost of {args.compare} {json.dumps(other)}; channel commands seen "
