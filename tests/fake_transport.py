@@ -75,6 +75,7 @@ class FakeServer:
         self.delay = delay
         self.answers = dict(answers or {})
         self.unreachable = 0          # the next N calls raise TransportError (a lost connection)
+        self.silent = False           # a partition: running watchers send nothing more, and do not fail
         self.containers: dict[str, Container] = {}
         self.worker_lines: list[str] = []   # what `tail -v -F …/worker_N.log` shows, headers included
         self.worker_changed = threading.Condition()
@@ -201,6 +202,9 @@ class FakeServer:
                     if self.unreachable:
                         self.unreachable -= 1
                         raise TransportError("SSH connection lost while a command was running", host=self.host)
+                if self.silent:
+                    ended.wait(0.05)
+                    continue
                 say("@H")
                 with self.worker_changed:
                     lines = self.worker_lines[sent:]
