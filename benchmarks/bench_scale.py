@@ -159,8 +159,9 @@ SEEN_COMMANDS: dict[str, int] = {}  # what the channels ran, by command name (fo
 
 
 def channels(cluster: SimCluster, count: int) -> int:
-    """Commands run for SSH sessions on the servers: processes whose parent is an sshd process (not sshd).
-    A sample: a short command (a probe, a listing) counts while it runs."""
+    """Commands run for SSH sessions on the servers: processes whose parent is an sshd process (not sshd, and
+    not the simulated server's dockerd, a child of its sshd listener). A sample: a short command (a probe, a
+    listing) counts while it runs."""
     total = 0
     record = cluster.record()
     for node in record["nodes"][:count]:
@@ -175,7 +176,7 @@ def channels(cluster: SimCluster, count: int) -> int:
             except OSError:
                 continue
         for pid in comm:
-            if comm[pid] != "sshd" and comm.get(parent[pid]) == "sshd":
+            if comm[pid] not in ("sshd", "dockerd") and comm.get(parent[pid]) == "sshd":
                 total += 1
                 SEEN_COMMANDS[comm[pid]] = SEEN_COMMANDS.get(comm[pid], 0) + 1
     return total
