@@ -45,7 +45,8 @@ MIN_SILENT_S = 2.0        # … and never sooner than this (a busy launching mac
 RECONNECT_PAUSE_S = 1.0   # between reconnection attempts to a lost server
 # A rank's newest step line is sent at most this often (its first at once): parsing one costs ~0.1 ms here, so
 # 1,024 ranks at one a second would take 10% of a core; dated by when it was read, a hang is still timed from
-# the rank's real last step.
+# the rank's real last step. (The supervisor sends them more often for a short hang_timeout: a hang is
+# decided on what arrived, so the lines must come well within it.)
 STEP_EVERY_S = 5.0
 
 
@@ -151,8 +152,9 @@ class JobWatch:
     def __init__(self, cluster: Cluster, container: str, *, on_line: Callable[[Node, str], None] = lambda n, s: None,
                  ranks: Mapping[str, Sequence[int]] | None = None, log_dir: str | None = None,
                  probe_s: float | None = None, tail_last: int | None = None,
-                 output_since: float | None = None) -> None:
+                 output_since: float | None = None, step_every_s: float = STEP_EVERY_S) -> None:
         self.cluster = cluster
+        self.step_every_s = step_every_s
         self.container = container
         self.on_line = on_line
         self.ranks = dict(ranks or {})
@@ -206,7 +208,7 @@ class JobWatch:
             t, generation = self._current(node)
             records = _Records(self, node)
             config = agent_config(self.container, self.log_dir, self.ranks.get(node.name, ()), self.beat_s,
-                                  since=since, tail=tail)
+                                  since=since, tail=tail, step_every_s=self.step_every_s)
             try:
                 rc = t.stream(agent_argv(config), records.take, stop=self.stopped)
                 if records.exited or self.stopped.is_set():

@@ -34,11 +34,17 @@ _out = threading.Lock()
 _children = []
 
 
-def emit(kind, text=""):
-    line = "@" + kind + (" " + text.replace("\r", " ").replace("\n", " ") if text else "") + "\n"
+def record(kind, text=""):
+    return "@" + kind + (" " + text.replace("\r", " ").replace("\n", " ") if text else "") + "\n"
+
+
+def emit(kind, text="", more=()):
+    """One write (one SSH packet, as far as the channel goes) for this record and `more` before it: the kit's
+    cost is per packet as much as per line."""
+    data = "".join(more) + record(kind, text)
     with _out:
         try:
-            sys.stdout.write(line)
+            sys.stdout.write(data)
             sys.stdout.flush()
         except (OSError, ValueError):
             finish(0)
@@ -78,8 +84,7 @@ def wait_exit(cfg, output_done, steps):
     ok = child is not None and child.returncode == 0 and re.match(r"^-?\d+$", text)
     output_done.wait(1.0)  # the container's last lines before its exit, when docker logs has them
     steps.poll()
-    steps.flush(everything=True)
-    emit("X", text if ok else "-1")
+    emit("X", text if ok else "-1", more=steps.due(everything=True))
     finish(0)
 
 
@@ -136,15 +141,15 @@ class Steps:
                         self.newest[rank] = (line, time.time())
                         break
 
-    def flush(self, everything=False):
+    def due(self, everything=False):
+        """The step records to send now."""
         now = time.time()
         with self.lock:
             due = sorted(r for r in self.newest if everything or now - self.sent.get(r, 0) >= self.every)
             found = [(r, self.newest.pop(r)) for r in due]
             for rank in due:
                 self.sent[rank] = now
-        for rank, (line, read_at) in found:
-            emit("S", "%d %.3f %s" % (rank, now - read_at, line))
+        return [record("S", "%d %.3f %s" % (rank, now - read_at, line)) for rank, (line, read_at) in found]
 
 
 def main():
@@ -162,8 +167,7 @@ def main():
         steps.poll()
         now = time.time()
         if now >= next_beat:
-            steps.flush()
-            emit("H")
+            emit("H", more=steps.due())  # the beat's step lines and the heartbeat in one write
             next_beat = now + beat
         time.sleep(max(0.0, min(POLL_S, next_beat - time.time())))
 

@@ -36,7 +36,7 @@ from ascend_run.launch.job import LaunchOptions, Reporter, start_job
 from ascend_run.launch.launcher import stop_job
 from ascend_run.launch.plan import SYNC_ROOT, msrun_values
 from ascend_run.launch.preflight import Check, as_json, run_preflight
-from ascend_run.launch.watch import JobWatch, WatchEvent
+from ascend_run.launch.watch import STEP_EVERY_S, JobWatch, WatchEvent
 from ascend_run.supervise import checkpoints, decide
 from ascend_run.supervise.resume import (
     CheckpointDir,
@@ -205,7 +205,8 @@ class Supervisor:
         ranks = {n.name: self._ranks_of(n) for n in self.dep.nodes}
         watch = JobWatch(self._in_use(), self.dep.container_name, on_line=self._line, ranks=ranks,
                          log_dir=self.dep.host_log_dir, probe_s=self.probe_s, tail_last=50 if adopted else None,
-                         output_since=self.store.last_line_time() if adopted else None).start()
+                         output_since=self.store.last_line_time() if adopted else None,
+                         step_every_s=min(STEP_EVERY_S, self.job.hang_timeout / 4)).start()
         self.progress, self.lost = {}, {}
         self._first_step_seen = adopted  # lines read back at a takeover are not the attempt's first step
         pending = {n.name for n in self.dep.nodes}
