@@ -284,7 +284,7 @@ class Supervisor:
         """After a failure: stop, then relaunch (None), give up (an exit code), or a Failure of the relaunch."""
         attempt, restarts = self.state.attempt, self.job.restarts
         self.store.event("failure", failure.describe(), node=failure.node, reason=failure.reason, cause=failure.kind,
-                         rc=failure.rc, ranks=list(failure.ranks), attempt=attempt)
+                         rc=failure.rc, ranks=list(failure.ranks), attempt=attempt, decided=round(failure.at, 3))
         stopped_at = self._stop_job(f"{failure.node} {failure.reason}")
         if not decide.restarts_left(attempt, restarts):
             give_up = decide.exhausted(failure, attempt, restarts)
