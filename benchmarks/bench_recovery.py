@@ -132,8 +132,9 @@ def lost_server_run(cluster: SimCluster, base: Path) -> dict[str, float]:
     return phases(events(job), lost_at)
 
 
-def partition_run(cluster: SimCluster, base: Path) -> dict[str, float]:
-    job = job_file(cluster, base, "bench-cut", "--steps 40 --step-sleep 0.3", unreachable_timeout=5)
+def partition_run(cluster: SimCluster, base: Path, index: int) -> dict[str, float]:
+    # a name per run: the previous run's output (its step 8 included) must not be read as this one's
+    job = job_file(cluster, base, f"bench-cut-{index}", "--steps 40 --step-sleep 0.3", unreachable_timeout=5)
     proc = subprocess.Popen([*CLI, "launch", "-f", str(job), "--skip-preflight"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
     from ascend_run.supervise.state import StateStore
@@ -198,7 +199,7 @@ def main() -> None:
             ship_image(live, client, image)
         crashes = [crash_run(cluster, base, i) for i in range(args.repeat)]
         lost = [lost_server_run(cluster, base)]
-        cut = [partition_run(cluster, base) for _ in range(args.partitions)]
+        cut = [partition_run(cluster, base, i) for i in range(args.partitions)]
     finally:
         cluster.down()
         shutil.rmtree(shared, ignore_errors=True)
