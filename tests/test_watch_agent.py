@@ -107,3 +107,30 @@ def test_a_watcher_that_cannot_run_is_an_exit_with_the_reason(tmp_path, monkeypa
     assert event is not None and event.kind == "exit" and event.rc is None
     assert event.detail == ("cannot watch the job there: the watcher (python3 on the server) ended with code 127: "
                             "sh: 1: python3: not found")
+
+
+def test_quiet_leaves_mindspores_log_lines_and_repeated_steps_on_the_server(tmp_path, monkeypatch):
+    """msrun --join tails every rank's log into the container's output: quiet forwards one line per step."""
+    state, bin_dir = tmp_path / "docker", tmp_path / "bin"
+    for d in (state, bin_dir):
+        d.mkdir()
+    (state / "out").write_text("Start worker process with rank id:0\n" + CHATTER + STEP.format(s=1) + CHATTER
+                               + STEP.format(s=1) + STEP.format(s=2) + "Traceback (most recent call last):\n")
+    (state / "rc").write_text("0\n")
+    docker = bin_dir / "docker"
+    docker.write_text(FAKE_DOCKER.format(python=sys.executable, state=str(state)))
+    docker.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin")
+    dep = deployment_from_data({"name": "w", "profile": "atlas-800t-a2", "image": "img:1",
+                                "nodes": [{"address": "10.9.0.1", "name": "n0"}]}, tmp_path / "w.yaml")
+    lines: list[str] = []
+    watch = JobWatch(Cluster(dep, {"n0": LocalTransport("n0")}), "w", on_line=lambda node, line: lines.append(line),
+                     quiet=True).start()
+    try:
+        event = watch.get(15)
+    finally:
+        watch.close()
+    assert event is not None and event.kind == "exit" and event.rc == 0
+    assert [line[-60:] for line in lines] == [
+        "Start worker process with rank id:0",
+        STEP.format(s=1).strip()[-60:], STEP.format(s=2).strip()[-60:], "Traceback (most recent call last):"]

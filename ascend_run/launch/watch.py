@@ -111,12 +111,13 @@ class RankLines:
 # --- the watcher on the server (its command line, pure) ----------------------------------------------------
 
 def agent_config(container: str, log_dir: str | None, ranks: Sequence[int], beat_s: float,
-                 since: float | None = None, tail: int | None = None, step_every_s: float = STEP_EVERY_S) -> dict:
+                 since: float | None = None, tail: int | None = None, step_every_s: float = STEP_EVERY_S,
+                 quiet: bool = False) -> dict:
     """What the watcher is told: the container, the worker logs to read, the heartbeat, how often a rank's
     newest step line is sent, the output wanted."""
     logs = nodeops.logs_argv(container, since=since, tail=tail)[3:-1]  # the options between --follow and the name
     return {"container": container, "log_dir": log_dir if ranks else None, "ranks": list(ranks),
-            "logs": logs, "beat": beat_s, "step_every": step_every_s, "step": _START.pattern}
+            "logs": logs, "beat": beat_s, "step_every": step_every_s, "step": _START.pattern, "quiet": quiet}
 
 
 def agent_argv(config: dict) -> list[str]:
@@ -152,9 +153,10 @@ class JobWatch:
     def __init__(self, cluster: Cluster, container: str, *, on_line: Callable[[Node, str], None] = lambda n, s: None,
                  ranks: Mapping[str, Sequence[int]] | None = None, log_dir: str | None = None,
                  probe_s: float | None = None, tail_last: int | None = None,
-                 output_since: float | None = None, step_every_s: float = STEP_EVERY_S) -> None:
+                 output_since: float | None = None, step_every_s: float = STEP_EVERY_S, quiet: bool = False) -> None:
         self.cluster = cluster
         self.step_every_s = step_every_s
+        self.quiet = quiet  # the container's output without MindSpore's log lines and with one line per step
         self.container = container
         self.on_line = on_line
         self.ranks = dict(ranks or {})
@@ -208,7 +210,7 @@ class JobWatch:
             t, generation = self._current(node)
             records = _Records(self, node)
             config = agent_config(self.container, self.log_dir, self.ranks.get(node.name, ()), self.beat_s,
-                                  since=since, tail=tail, step_every_s=self.step_every_s)
+                                  since=since, tail=tail, step_every_s=self.step_every_s, quiet=self.quiet)
             try:
                 rc = t.stream(agent_argv(config), records.take, stop=self.stopped)
                 if records.exited or self.stopped.is_set():

@@ -3,13 +3,16 @@
 # Started by the kit (launch/watch.py) as `python3 -I -S -c <this file's text> <config JSON>`, so nothing is
 # installed and nothing stays behind. Python >= 3.6, standard library only (as the broadcast relay).
 # config: {"container", "log_dir" (or null), "ranks": [..], "logs": [docker logs options], "beat": seconds,
-#          "step_every": seconds, "step": a regex that marks a step line}
+#          "step_every": seconds, "step": a regex that marks a step line, "quiet": bool}
 #
 # It follows the container's output (`docker logs --follow`), waits for its exit (`docker wait`) and reads
 # every rank's worker log itself (no `tail` per rank), and writes one line per record on stdout:
 #   @H                 a heartbeat every `beat` seconds: the kit's probe (a server that stops sending them
 #                      is unreachable, with no command run for it)
-#   @O <text>          a line of the container's own output (msrun's, the launcher's), all of them
+#   @O <text>          a line of the container's own output (msrun's, the launcher's); with "quiet", not
+#                      MindSpore's own [INFO]/[WARNING]/[DEBUG] lines, and of the step lines (msrun --join
+#                      tails every rank's log into it) only those of a new step: the rest are in the ranks'
+#                      worker logs, summarised by @S
 #   @S <rank> <age> <text>  the newest step line of a rank, read <age> seconds ago (the kit dates it from
 #                      its own clock: no skew); a rank's first at the next beat, then at most once per
 #                      `step_every` seconds and only when it changed: the ranks' INFO chatter and the step
@@ -69,10 +72,23 @@ def spawn(argv):
     return child
 
 
+NOISE = (b"[INFO] ", b"[WARNING] ", b"[DEBUG] ")
+STEP_NUMBER = re.compile(rb"step\s*:\s*\[\s*(\d+)")
+
+
 def follow_output(cfg, done):
     child = spawn(["docker", "logs", "--follow"] + cfg["logs"] + [cfg["container"]])
+    quiet, last_step = cfg.get("quiet"), None
     if child is not None:
         for raw in iter(child.stdout.readline, b""):
+            if quiet:
+                if raw.startswith(NOISE):
+                    continue
+                step = STEP_NUMBER.search(raw) if b"step" in raw else None
+                if step is not None:
+                    if step.group(1) == last_step:
+                        continue  # the same step from another rank
+                    last_step = step.group(1)
             emit("O", raw.decode("utf-8", "replace").rstrip("\r\n"))
         child.wait()
     done.set()

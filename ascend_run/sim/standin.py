@@ -7,7 +7,8 @@ seconds of CPU), so for scale runs the container runs this instead, under the ki
   registry), imported straight into every server's daemon;
 - `msrun`: a bash script taking msrun's options (`--worker_num`, `--local_worker_num`, `--node_rank`,
   `--log_dir`, the rest ignored) that starts `--local_worker_num` workers with `RANK_ID` set, each writing
-  `<log_dir>/worker_<rank>.log`, prints msrun's start lines and, when a worker exits non-zero, msrun's
+  `<log_dir>/worker_<rank>.log`, tails every worker's log to its own output as msrun --join=True does by
+  default (`--tail_worker_log -1`: all of them), prints msrun's start lines and, when a worker exits non-zero, msrun's
   `Worker process <pid> exit with exception. Error code: <rc>` line, kills the others and exits 1 (real msrun
   polls its workers every second; this one waits for the first to end);
 - the worker (`standin-worker STEPS STEPS_PER_S CHATTER`): per step, CHATTER lines of MindSpore-style INFO
@@ -47,7 +48,14 @@ for ((i = 0; i < L; i++)); do
   rank_of[$!]=$r
   echo "Start worker process with rank id:$r, log file:$D/worker_$r.log. Environment variable [RANK_ID=$r] is exported."
 done
-trap 'kill ${!rank_of[@]} 2>/dev/null; exit 143' TERM INT
+# msrun --join=True tails every worker's log to its own output (--tail_worker_log defaults to all): so does this
+tails=()
+for ((i = 0; i < L; i++)); do
+  r=$((N * L + i))
+  tail -n +1 -F "$D/worker_$r.log" 2>/dev/null &
+  tails+=($!)
+done
+trap 'kill ${!rank_of[@]} ${tails[@]} 2>/dev/null; exit 143' TERM INT
 while [ ${#rank_of[@]} -gt 0 ]; do
   wait -n -p pid
   rc=$?
@@ -56,11 +64,13 @@ while [ ${#rank_of[@]} -gt 0 ]; do
   if [ $rc -ne 0 ]; then
     echo "Worker process $pid exit with exception. Error code: $rc"
     kill ${!rank_of[@]} 2>/dev/null
-    wait
+    wait ${!rank_of[@]} 2>/dev/null
+    kill ${tails[@]} 2>/dev/null
     echo "Distributed job exited with exception. Please check logs in directory: $D."
     exit 1
   fi
 done
+kill ${tails[@]} 2>/dev/null
 echo "Worker process all exited normally."
 '''
 
@@ -90,8 +100,8 @@ echo "rank $RANK_ID: done"
 
 
 def _host_files() -> list[str]:
-    """bash, mkfifo, readlink, dirname and the libraries they load, from this machine."""
-    tools = ["/bin/bash", "/usr/bin/mkfifo", "/usr/bin/readlink", "/usr/bin/dirname"]
+    """bash, mkfifo, readlink, dirname, tail and the libraries they load, from this machine."""
+    tools = ["/bin/bash", "/usr/bin/mkfifo", "/usr/bin/readlink", "/usr/bin/dirname", "/usr/bin/tail"]
     found = set(tools)
     for tool in tools:
         out = subprocess.run(["ldd", tool], capture_output=True, text=True, check=True).stdout

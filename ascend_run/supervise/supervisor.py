@@ -206,7 +206,7 @@ class Supervisor:
         watch = JobWatch(self._in_use(), self.dep.container_name, on_line=self._line, ranks=ranks,
                          log_dir=self.dep.host_log_dir, probe_s=self.probe_s, tail_last=50 if adopted else None,
                          output_since=self.store.last_line_time() if adopted else None,
-                         step_every_s=min(STEP_EVERY_S, self.job.hang_timeout / 4)).start()
+                         step_every_s=min(STEP_EVERY_S, self.job.hang_timeout / 4), quiet=True).start()
         self.progress, self.lost = {}, {}
         self._first_step_seen = adopted  # lines read back at a takeover are not the attempt's first step
         pending = {n.name for n in self.dep.nodes}
