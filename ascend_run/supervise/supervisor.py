@@ -95,7 +95,7 @@ class Supervisor:
     def __init__(self, dep: Deployment, store: StateStore, *, accept_new: bool = False, parallelism: int = 256,
                  factory: Factory = ssh_factory, probe_s: float = PROBE_S, tick_s: float = TICK_S,
                  checkpoint_poll_s: float = CHECKPOINT_POLL_S,
-                 preflight: Callable[[Cluster], list[Check]] = run_preflight) -> None:
+                 preflight: Callable[[Cluster], list[Check]] = run_preflight, quiet: bool = True) -> None:
         if dep.job is None:
             raise ConfigError("the deployment file has no job: section", file=str(dep.path), key="job")
         self.file_dep = dep            # the servers as the file lists them
@@ -105,6 +105,7 @@ class Supervisor:
         self.accept_new, self.parallelism, self.factory = accept_new, parallelism, factory
         self.probe_s, self.tick_s, self.checkpoint_poll_s = probe_s, tick_s, checkpoint_poll_s
         self.preflight = preflight  # injected by tests, like the connection factory
+        self.quiet = quiet          # MindSpore's own lines of the job's output stay on the servers
         self.stop_requested = threading.Event()
         self.cluster: Cluster | None = None
         self.state = JobState(job=dep.name, deployment=str(dep.path), pid=os.getpid(), attempts=self.job.restarts + 1,
@@ -206,7 +207,7 @@ class Supervisor:
         watch = JobWatch(self._in_use(), self.dep.container_name, on_line=self._line, ranks=ranks,
                          log_dir=self.dep.host_log_dir, probe_s=self.probe_s, tail_last=50 if adopted else None,
                          output_since=self.store.last_line_time() if adopted else None,
-                         step_every_s=min(STEP_EVERY_S, self.job.hang_timeout / 4), quiet=True).start()
+                         step_every_s=min(STEP_EVERY_S, self.job.hang_timeout / 4), quiet=self.quiet).start()
         self.progress, self.lost = {}, {}
         self._first_step_seen = adopted  # lines read back at a takeover are not the attempt's first step
         pending = {n.name for n in self.dep.nodes}
@@ -732,7 +733,7 @@ def _exit_code(failure: decide.Failure) -> int:
 
 
 def run_supervisor(dep: Deployment, start: StartOptions | None, *, accept_new: bool = False,
-                   parallelism: int = 256) -> int:
+                   parallelism: int = 256, quiet: bool = True) -> int:
     """The supervisor process's main: SIGTERM/SIGINT stop the job and end it, SIGHUP is ignored (it has no
     terminal); start the job (`start`) or take the running one over. The exit code."""
     import signal
@@ -743,7 +744,7 @@ def run_supervisor(dep: Deployment, start: StartOptions | None, *, accept_new: b
 
     store = StateStore.for_deployment(dep)
     store.echo = echo
-    supervisor = Supervisor(dep, store, accept_new=accept_new, parallelism=parallelism)
+    supervisor = Supervisor(dep, store, accept_new=accept_new, parallelism=parallelism, quiet=quiet)
     signal.signal(signal.SIGTERM, lambda *_: supervisor.request_stop())
     signal.signal(signal.SIGINT, lambda *_: supervisor.request_stop())
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
