@@ -115,7 +115,8 @@ def test_quiet_leaves_mindspores_log_lines_and_repeated_steps_on_the_server(tmp_
     for d in (state, bin_dir):
         d.mkdir()
     (state / "out").write_text("Start worker process with rank id:0\n" + CHATTER + STEP.format(s=1) + CHATTER
-                               + STEP.format(s=1) + STEP.format(s=2) + "Traceback (most recent call last):\n")
+                               + STEP.format(s=1) + STEP.format(s=2) + STEP.format(s=1)  # a rank behind
+                               + "Traceback (most recent call last):\n")
     (state / "rc").write_text("0\n")
     docker = bin_dir / "docker"
     docker.write_text(FAKE_DOCKER.format(python=sys.executable, state=str(state)))
@@ -128,6 +129,8 @@ def test_quiet_leaves_mindspores_log_lines_and_repeated_steps_on_the_server(tmp_
                      quiet=True).start()
     try:
         event = watch.get(15)
+        until(lambda: len(lines) >= 4)  # the watcher gives the output 1 s to drain before the exit: on a busy
+        time.sleep(0.2)                 # machine the exit can come first
     finally:
         watch.close()
     assert event is not None and event.kind == "exit" and event.rc == 0

@@ -11,8 +11,8 @@
 #                      is unreachable, with no command run for it)
 #   @O <text>          a line of the container's own output (msrun's, the launcher's); with "quiet", not
 #                      MindSpore's own [INFO]/[WARNING]/[DEBUG] lines, and of the step lines (msrun --join
-#                      tails every rank's log into it) only those of a new step: the rest are in the ranks'
-#                      worker logs, summarised by @S
+#                      tails every rank's log into it) only the first of each new (epoch, step): the rest
+#                      are in the ranks' worker logs, summarised by @S
 #   @S <rank> <age> <text>  the newest step line of a rank, read <age> seconds ago (the kit dates it from
 #                      its own clock: no skew); a rank's first at the next beat, then at most once per
 #                      `step_every` seconds and only when it changed: the ranks' INFO chatter and the step
@@ -73,12 +73,12 @@ def spawn(argv):
 
 
 NOISE = (b"[INFO] ", b"[WARNING] ", b"[DEBUG] ")
-STEP_NUMBER = re.compile(rb"step\s*:\s*\[\s*(\d+)")
+STEP_NUMBER = re.compile(rb"(?:Epoch\s*:\s*\[\s*(\d+)[^\]]*\]\s*,\s*)?step\s*:\s*\[\s*(\d+)")
 
 
 def follow_output(cfg, done):
     child = spawn(["docker", "logs", "--follow"] + cfg["logs"] + [cfg["container"]])
-    quiet, last_step = cfg.get("quiet"), None
+    quiet, last_step = cfg.get("quiet"), (-1, -1)
     if child is not None:
         for raw in iter(child.stdout.readline, b""):
             if quiet:
@@ -86,9 +86,10 @@ def follow_output(cfg, done):
                     continue
                 step = STEP_NUMBER.search(raw) if b"step" in raw else None
                 if step is not None:
-                    if step.group(1) == last_step:
-                        continue  # the same step from another rank
-                    last_step = step.group(1)
+                    key = (int(step.group(1) or 0), int(step.group(2)))
+                    if key <= last_step:
+                        continue  # a step already shown, from another rank (or one behind it)
+                    last_step = key
             emit("O", raw.decode("utf-8", "replace").rstrip("\r\n"))
         child.wait()
     done.set()
