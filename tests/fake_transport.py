@@ -4,7 +4,9 @@
 --detach --name N … --label K=V` creates a running container, `docker wait N` blocks until the test ends
 it (`server.exit(N, rc)`) or it is removed, `docker rm -f` removes it, `docker ps -a --filter label=…`
 lists it as JSON, `docker logs --follow N` yields the lines the test feeds it until the container ends, and `tail -F` over
-worker logs yields the step lines the test writes with `server.worker_log(rank, line)` until it is stopped.
+worker logs yields the step lines the test writes with `server.worker_log(rank, line)` until it is stopped. The
+kit's job watcher (launch/watch_agent.py) is answered in its own protocol from the same model: heartbeats, the
+container's lines, the step lines, the exit; `unreachable` breaks a running watcher's channel too.
 Every call is recorded in order, and a shared `InFlight` counter tracks how many calls run at once across
 servers. Anything else answers rc 0 with empty output, unless a rule in `answers` says otherwise.
 
@@ -21,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ascend_run.errors import TransportError
+from ascend_run.launch.watch import AGENT_MARK, RankLines
 from ascend_run.transport.base import RC_STOPPED, Result
 
 
@@ -72,6 +75,7 @@ class FakeServer:
         self.delay = delay
         self.answers = dict(answers or {})
         self.unreachable = 0          # the next N calls raise TransportError (a lost connection)
+        self.silent = False           # a partition: running watchers send nothing more, and do not fail
         self.containers: dict[str, Container] = {}
         self.worker_lines: list[str] = []   # what `tail -v -F …/worker_N.log` shows, headers included
         self.worker_changed = threading.Condition()
@@ -132,6 +136,8 @@ class FakeServer:
     def stream(self, argv: Sequence[str], on_line: Callable[[str], None], *,
                env: Mapping[str, str] | None = None, stop: threading.Event | None = None) -> int:
         argv = self._enter("stream", argv)
+        if argv[:1] == ["python3"] and AGENT_MARK in argv[4]:
+            return self._watcher(json.loads(argv[5]), on_line, stop)
         if argv[:1] == ["tail"]:
             sent = 0 if "+1" in argv else len(self.worker_lines)
             while stop is None or not stop.is_set():
@@ -158,6 +164,59 @@ class FakeServer:
                 if done:
                     return 0
         return 0
+
+    def _watcher(self, config: dict, on_line: Callable[[str], None], stop: threading.Event | None) -> int:
+        """The job watcher's records, from the model: `@H` every beat, `@O`, `@S rank line`, `@X rc`."""
+        out = threading.Lock()
+        ended = threading.Event()
+
+        def say(record: str) -> None:
+            with out:
+                if not ended.is_set():
+                    on_line(record)
+
+        def output() -> None:
+            container, sent = self.containers.get(config["container"]), 0
+            while container is not None and not ended.is_set():
+                with container.changed:
+                    if sent == len(container.lines):
+                        container.changed.wait(0.05)
+                    lines = container.lines[sent:]
+                for line in lines:
+                    say(f"@O {line}")
+                sent += len(lines)
+
+        def wait() -> None:
+            result = self._docker(["wait", config["container"]])
+            text = result.stdout.strip() if result.rc == 0 else "-1"
+            time.sleep(0.05)  # the container's last lines first, as the real watcher lets them drain
+            say(f"@X {text}")
+            ended.set()
+
+        threading.Thread(target=output, daemon=True).start()
+        threading.Thread(target=wait, daemon=True).start()
+        split, sent = RankLines(config["ranks"] or [0]), 0
+        try:
+            while not ended.is_set() and not (stop is not None and stop.is_set()):
+                with self._lock:
+                    if self.unreachable:
+                        self.unreachable -= 1
+                        raise TransportError("SSH connection lost while a command was running", host=self.host)
+                if self.silent:
+                    ended.wait(0.05)
+                    continue
+                say("@H")
+                with self.worker_changed:
+                    lines = self.worker_lines[sent:]
+                sent += len(lines)
+                for line in lines:
+                    found = split.feed(line)
+                    if found is not None and config["log_dir"] and found[0] in config["ranks"]:
+                        say(f"@S {found[0]} 0 {found[1]}")
+                ended.wait(min(config["beat"], 0.05))
+        finally:
+            ended.set()
+        return 0 if not (stop is not None and stop.is_set()) else RC_STOPPED
 
     def put(self, src, dst: str) -> None:
         self._enter("put", [str(src), dst])

@@ -252,6 +252,27 @@ def test_events_and_lines_are_read_whole_and_followed_across_a_new_run(tmp_path)
     assert store.events_file.with_suffix(".jsonl.prev").exists()
 
 
+def test_output_and_events_are_bounded_and_followed_across_a_rotation(tmp_path, monkeypatch):
+    from ascend_run.supervise import state
+
+    monkeypatch.setitem(state.ROTATE_BYTES, "output.jsonl", 1000)
+    store = StateStore(tmp_path)
+    seen: list[str] = []
+    follower = Follower(store, on_line=lambda r: seen.append(r["line"]), on_event=lambda r: None)
+    for i in range(60):
+        store.line("n0", 0, f"line {i:02d} " + "x" * 40)
+        if i % 7 == 0:
+            follower.poll()
+    follower.poll()
+    kept = sorted(p.name for p in tmp_path.glob("output.jsonl*"))
+    assert kept in (["output.jsonl", "output.jsonl.1"], ["output.jsonl.1"]), kept  # two files at most…
+    assert all(p.stat().st_size < 1000 + 100 for p in tmp_path.glob("output.jsonl*"))  # … each bounded
+    assert store.last_line_time() is not None
+    assert [s[:7] for s in seen] == [f"line {i:02d}" for i in range(60)]  # followed across, no line lost
+    store.output_file.unlink(missing_ok=True)  # just rotated: the newest line is in .1
+    assert store.last_line_time() is not None
+
+
 # --- logs of several attempts ----------------------------------------------------------------------------------
 
 def test_logs_of_earlier_attempts_give_each_step_once(tmp_path):

@@ -7,6 +7,7 @@ The same code runs against simulated servers and a real msrun job in tests/test_
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -52,6 +53,7 @@ class Rig:
         self.servers = {n.name: FakeServer(n.name, answers={("sh", "-c"): self._sh})
                         for n in (*self.dep.nodes, *self.dep.spares)}
         self.down: set[str] = set()
+        self.partitioned: set[str] = set()   # connecting hangs until the connect timeout (3 s here)
         self.bad: dict[str, str] = {}        # preflight failures to report
         self.listing = ""                    # what the checkpoint listing shows (on every server: shared)
         self.not_shared: set[str] = set()    # servers that do not see the probe file
@@ -65,6 +67,9 @@ class Rig:
             server.answers[("test", "-e")] = (lambda argv, n=name: Result(1 if n in self.not_shared else 0, "", ""))
 
     def _connect(self, node, known):
+        if node.name in self.partitioned:
+            time.sleep(3)
+            raise TransportError("cannot connect: timed out", host=node.name)
         if node.name in self.down:
             raise TransportError("cannot connect: connection refused", host=node.name)
         return self.servers[node.name]
@@ -243,6 +248,25 @@ def test_a_lost_server_is_replaced_by_a_spare_with_its_rank(tmp_path):
     assert rig.wait() == 0
 
 
+def test_a_partitioned_server_fails_from_its_last_answer_and_the_stop_does_not_wait_for_it(tmp_path):
+    rig = Rig(tmp_path, spares=1, restarts=1).start()
+    rig.attempt_started(1)
+    rig.listing = listing({0: {5: 70}, 1: {5: 70}, 2: {5: 70}})
+    rig.partitioned.add("n1")
+    silenced = time.time()
+    rig.servers["n1"].silent = True  # its link is down: nothing arrives, nothing fails, connecting hangs
+    rig.attempt_started(2)
+    failure, stop = rig.event("failure"), rig.event("stop")
+    assert failure["node"] == "n1" and failure["cause"] == "unreachable", failure
+    # silent for 2 s (the watcher's heartbeats missed) and unreachable_timeout 1 s counted from the last one
+    assert failure["t"] - silenced < 2.0 + 1.0, failure["t"] - silenced
+    assert stop["seconds"] < 1.0 and stop["total_seconds"] < 1.5, stop  # not the 3 s connect
+    assert "n1: not stopped, unreachable: no answer since" in stop["detail"]
+    assert rig.running(["n0", "s0", "n2"])
+    rig.finish(["n0", "s0", "n2"])
+    assert rig.wait() == 0
+
+
 def test_no_spare_when_the_checkpoints_are_not_shared(tmp_path):
     rig = Rig(tmp_path, spares=1, restarts=1).start()
     rig.attempt_started(1)
@@ -320,9 +344,10 @@ def test_takeover_of_a_running_job_restarts_nothing(tmp_path):
     rig.adopt()
     rig.until(lambda: "adopt" in rig.kinds(), what="the takeover")
     assert rig.event("adopt")["detail"].startswith("took over the running job: attempt 2 of 3 on n0, n1, n2")
-    rig.until(lambda: any(argv[:2] == ["docker", "logs"] for kind, argv in rig.servers["n0"].calls), what="logs")
-    logs = next(argv for kind, argv in rig.servers["n0"].calls if argv[:2] == ["docker", "logs"])
-    assert logs == ["docker", "logs", "--follow", "--since", f"{recorded:.3f}", "fake"], "no line recorded twice"
+    rig.until(lambda: any(argv[:1] == ["python3"] for kind, argv in rig.servers["n0"].calls), what="the watcher")
+    watcher = next(argv for kind, argv in rig.servers["n0"].calls if argv[:1] == ["python3"])
+    config = json.loads(watcher[-1])  # the job watcher's `docker logs --follow` options
+    assert config["logs"] == ["--since", f"{recorded:.3f}"] and config["container"] == "fake", "no line recorded twice"
     rig.servers["n2"].exit("fake", 1)  # a later crash is handled as before
     rig.attempt_started(3)
     rig.finish()

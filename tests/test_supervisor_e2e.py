@@ -207,6 +207,43 @@ def test_a_lost_server_is_replaced_by_the_spare(supervisor_cluster):
     assert wait_no_leftovers(cluster, "sv-spare", timeout=30) < 30
 
 
+def test_a_partitioned_server_costs_no_more_than_a_refused_one(supervisor_cluster):
+    """Issue 24: the server's link goes down (nothing refuses, nothing resets). The failure comes
+    unreachable_timeout after its last answer, the stop of the reachable servers does not wait on it, and the
+    kit's share (the cut to the spare's attempt started) stays within 15 s at unreachable_timeout 5."""
+    cluster, base = supervisor_cluster
+    job, out = supervised(cluster, base, "sv-cut", "--steps 40 --step-sleep 0.3", restarts=1, unreachable_timeout=5)
+    proc = subprocess.Popen([*CLI, "launch", "-f", str(job), "--skip-preflight"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        wait_for("step 7 (past the step-5 checkpoint)", step_reached(job, 7), timeout=180, job=job)
+        cut_at = time.time()
+        cluster.partition(1)
+        wait_for("attempt 2 started", lambda: next((e for e in events(job) if e["kind"] == "started"
+                                                    and e.get("attempt") == 2), None), timeout=120, job=job)
+        cluster.partition(1, cut=False)
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+        found = events(job)
+        failure = next(e for e in found if e["kind"] == "failure")
+        assert (failure["node"], failure["cause"]) == ("sim-node-1", "unreachable"), failure
+        stop = next(e for e in found if e["kind"] == "stop")
+        started = next(e for e in found if e["kind"] == "started" and e.get("attempt") == 2)
+        shares = {"detection": failure["t"] - cut_at, "stop": stop["seconds"], "kit": started["t"] - cut_at}
+        print(f"\npartition: {shares}")
+        assert shares["detection"] <= 5 + 1.5, shares   # the last heartbeat was at most a second before the cut
+        assert shares["stop"] < 2, (shares, stop["detail"])
+        assert "sim-node-1: not stopped, unreachable" in stop["detail"]
+        assert shares["kit"] <= 15, shares
+        assert next(e for e in found if e["kind"] == "spare")["detail"].startswith("sim-node-3 takes sim-node-1's")
+        assert re.search(r"rank 1: done, world size 3", stdout)
+    finally:
+        cluster.partition(1, cut=False)
+        proc.kill()
+        cleanup(cluster, "sv-cut")
+    assert wait_no_leftovers(cluster, "sv-cut", timeout=60) < 60
+
+
 def test_a_hang_is_detected_and_handled_as_a_failure(supervisor_cluster):
     cluster, base = supervisor_cluster
     hang_timeout = 6

@@ -116,10 +116,11 @@ def _resume_warnings(cluster, accept_new: bool) -> list[str]:
 
 
 def supervisor_args(start: bool, replace: bool, skip_preflight: bool, skip_config_check: bool,
-                    master_addr: str | None, accept_new: bool, parallel: int) -> list[str]:
+                    master_addr: str | None, accept_new: bool, parallel: int, all_lines: bool = False) -> list[str]:
     """The `supervise` flags for what `launch` (or `supervise --detach`) was asked."""
     flags = {"--start": start, "--replace": replace, "--skip-preflight": skip_preflight,
-             "--skip-config-check": skip_config_check, "--accept-new-host-keys": accept_new}
+             "--skip-config-check": skip_config_check, "--accept-new-host-keys": accept_new,
+             "--all-lines": all_lines}
     return [f for f, on in flags.items() if on] + (["--master-addr", master_addr] if master_addr else []) + \
         ["--parallel", str(parallel)]
 
@@ -139,7 +140,8 @@ WHOLE_JOB = ("a launch starts the whole job, rank k on node k, sized by the file
 @click.option("--skip-preflight", is_flag=True, help="Start without the preflight checks.")
 @click.option("--skip-config-check", is_flag=True, help="Start without checking job.config (the MindFormers YAML).")
 @click.option("--master-addr", help="Override master_ip (default: node 0's cluster-facing address).")
-@click.option("--all-lines", is_flag=True, help="Also show MindSpore's own [WARNING]/[INFO] log lines.")
+@click.option("--all-lines", is_flag=True, help="Also show (and record) MindSpore's own [WARNING]/[INFO] log lines "
+              "and every rank's step lines (by default they stay in the ranks' logs on the servers).")
 @accept_new_option
 @parallel_option
 def launch(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tuple[str, ...], output_format: str,
@@ -189,7 +191,7 @@ def launch(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tup
                         lines=not detach)
     store.new_run()
     args = supervisor_args(True, replace, skip_preflight, skip_config_check, master_addr, accept_new_host_keys,
-                           parallel)
+                           parallel, all_lines)
     proc = spawn(dep, args, store)
     try:
         record = follower.run(alive=lambda: proc.poll() is None, until=("started",) if detach else ())

@@ -31,11 +31,13 @@ from ascend_run.inputs.deployment import load_deployment
 @click.option("--skip-preflight", is_flag=True, help="With --start: start without the preflight checks.")
 @click.option("--skip-config-check", is_flag=True, help="With --start: start without checking job.config.")
 @click.option("--master-addr", help="Override master_ip (default: node 0's cluster-facing address).")
+@click.option("--all-lines", is_flag=True, help="Also record MindSpore's own [WARNING]/[INFO] lines and every "
+              "rank's step lines of the job's output (by default they stay in the ranks' logs on the servers).")
 @subset_options
 @accept_new_option
 @parallel_option
 def supervise(deployment_file: str, start_job: bool, detach: bool, replace: bool, skip_preflight: bool,
-              skip_config_check: bool, master_addr: str | None, node_specs: tuple[str, ...],
+              skip_config_check: bool, master_addr: str | None, all_lines: bool, node_specs: tuple[str, ...],
               exclude_specs: tuple[str, ...], accept_new_host_keys: bool, parallel: int) -> None:
     """Own a job until it ends: stop it everywhere when any part fails, find hangs and lost servers, relaunch
     it from the newest checkpoint every rank has (job.restarts), with spares in failed servers' places.
@@ -67,7 +69,7 @@ def supervise(deployment_file: str, start_job: bool, detach: bool, replace: bool
         else:
             follower.skip_to_end(store.events_file)
         args = supervisor_args(start_job, replace, skip_preflight, skip_config_check, master_addr,
-                               accept_new_host_keys, parallel)
+                               accept_new_host_keys, parallel, all_lines)
         proc = spawn(dep, args, store)
         record = follower.run(alive=lambda: proc.poll() is None, until=("started", "adopt"))
         error = ending_error(record, store)
@@ -77,7 +79,8 @@ def supervise(deployment_file: str, start_job: bool, detach: bool, replace: bool
                    f"{deployment_file}")
         return
     options = StartOptions(replace, not skip_preflight, not skip_config_check) if start_job else None
-    sys.exit(run_supervisor(dep, options, accept_new=accept_new_host_keys, parallelism=parallel))
+    sys.exit(run_supervisor(dep, options, accept_new=accept_new_host_keys, parallelism=parallel,
+                            quiet=not all_lines))
 
 
 @click.command()

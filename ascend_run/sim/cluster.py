@@ -422,6 +422,12 @@ class SimCluster:
             if _comm(pid) == "sshd":
                 _kill(pid, signal.SIGKILL)
 
+    def partition(self, ref, cut: bool = True) -> None:
+        """The server's link goes away (the host side of its veth down) or comes back: unlike a killed sshd,
+        nothing refuses or resets, packets to and from it just vanish, as when a switch port or cable fails."""
+        node = self.node(ref)
+        _run(["ip", "link", "set", "dev", self.net.veth_host(node.index), "down" if cut else "up"])
+
     # --- status and down ------------------------------------------------------------------------------
 
     def status(self) -> list[dict]:

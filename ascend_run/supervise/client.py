@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ascend_run.errors import AscendRunError
 from ascend_run.inputs.deployment import Deployment
-from ascend_run.supervise.state import TERMINAL_EVENTS, StateStore, read_records, servers_in_use
+from ascend_run.supervise.state import TERMINAL_EVENTS, StateStore, read_records, rotated, servers_in_use
 
 POLL_S = 0.2
 STOP_WAIT_S = 60.0
@@ -65,13 +65,22 @@ class Follower:
         try:
             inode = path.stat().st_ino
         except FileNotFoundError:
-            return []
+            inode = None  # not written yet, or just rotated
         known, offset = self._offsets.get(path, (inode, 0))
-        if known != inode:
-            offset = 0  # the file was replaced (a new run): read the new one from its start
+        before: list[dict] = []
+        if known is not None and known != inode:
+            old = rotated(path)
+            if old.exists() and old.stat().st_ino == known:  # rotated (a bounded file): the rest of it first
+                before, at = read_records(old, offset)
+                if inode is None:
+                    self._offsets[path] = (known, at)
+                    return before
+            offset = 0  # the file was replaced (rotated, or a new run): read the new one from its start
+        if inode is None:
+            return before
         records, offset = read_records(path, offset)
         self._offsets[path] = (inode, offset)
-        return records
+        return before + records
 
     def poll(self, until: Sequence[str] = ()) -> dict | None:
         """Hand over what is new; the first event whose kind ends the run or is in `until`, else None."""

@@ -10,6 +10,10 @@
 
 Only the lock holder writes state.json (atomically, temp file + rename); lines are appended whole, so a
 reader never sees half a record, and a reader skips a last line that has no newline yet.
+
+events.jsonl and output.jsonl are bounded for jobs that run for weeks: past ROTATE_BYTES a file becomes
+`<name>.1` (the one before is dropped) and a new one starts, so a job keeps at most twice ROTATE_BYTES of each
+(`logs --follow` notices the new file by its inode and reads it from its start).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ STATE_DIR_ENV = "ASCEND_RUN_STATE_DIR"
 ACTIVE = ("starting", "running", "restarting")
 TERMINAL = ("failed", "succeeded", "stopped")
 TERMINAL_EVENTS = TERMINAL  # the last event of a run has the kind of its final state
+ROTATE_BYTES = {"events.jsonl": 16 << 20, "output.jsonl": 64 << 20}
 
 
 class SupervisorBusy(AscendRunError):
@@ -128,13 +133,17 @@ class StateStore:
 
     def last_line_time(self) -> float | None:
         """When the newest recorded output line arrived (a takeover reads the job's output from there on)."""
-        try:
-            with self.output_file.open("rb") as fh:
-                size = fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, size - 65536))
-                tail = fh.read().decode(errors="replace")
-        except FileNotFoundError:
-            return None
+        tail = ""
+        for path in (self.output_file, rotated(self.output_file)):  # just rotated: the newest is in .1
+            try:
+                with path.open("rb") as fh:
+                    size = fh.seek(0, os.SEEK_END)
+                    fh.seek(max(0, size - 65536))
+                    tail = fh.read().decode(errors="replace")
+            except FileNotFoundError:
+                continue
+            if tail.strip():
+                break
         for line in reversed(tail.splitlines()):
             if line.endswith("}"):
                 try:
@@ -153,8 +162,10 @@ class StateStore:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 os.write(fd, data)  # one write of a whole line with O_APPEND: readers never see half of it
+                size = os.fstat(fd).st_size
             finally:
                 os.close(fd)
+            rotate_if_full(path, size)
 
     def events(self) -> list[dict]:
         return read_records(self.events_file, 0)[0]
@@ -211,6 +222,20 @@ class StateStore:
             return None
         state = self.read()
         return state.pid if state else None
+
+
+def rotated(path: Path) -> Path:
+    return path.with_name(path.name + ".1")
+
+
+def rotate_if_full(path: Path, size: int) -> bool:
+    """(the writer's lock held) `path` past its ROTATE_BYTES becomes `path.1`, replacing the older one; the
+    next line starts a new file. True when it rotated."""
+    limit = ROTATE_BYTES.get(path.name)
+    if limit is None or size < limit:
+        return False
+    os.replace(path, rotated(path))
+    return True
 
 
 def servers_in_use(dep, state: JobState | None):

@@ -36,7 +36,7 @@ from ascend_run.launch.job import LaunchOptions, Reporter, start_job
 from ascend_run.launch.launcher import stop_job
 from ascend_run.launch.plan import SYNC_ROOT, msrun_values
 from ascend_run.launch.preflight import Check, as_json, run_preflight
-from ascend_run.launch.watch import JobWatch, WatchEvent
+from ascend_run.launch.watch import STEP_EVERY_S, JobWatch, WatchEvent
 from ascend_run.supervise import checkpoints, decide
 from ascend_run.supervise.resume import (
     CheckpointDir,
@@ -51,7 +51,8 @@ from ascend_run.transport.base import Result
 from ascend_run.transport.cluster import Cluster
 from ascend_run.transport.fanout import Factory, close_all, connect_each, first_error, ssh_factory
 
-PROBE_S = 5.0             # how often every server is asked to answer
+PROBE_S = 1.0             # every server's watcher sends a heartbeat this often (no command is run for it)
+RECONNECT_WITHIN_S = 1.0  # at a stop, how long a lost server gets to answer again before it is left as dead
 TICK_S = 0.5              # how often the timeouts are looked at
 STATE_EVERY_S = 2.0       # state.json is rewritten at most this often while the job runs
 CHECKPOINT_POLL_S = 30.0  # how often the newest common checkpoint is looked for (for status)
@@ -94,7 +95,7 @@ class Supervisor:
     def __init__(self, dep: Deployment, store: StateStore, *, accept_new: bool = False, parallelism: int = 256,
                  factory: Factory = ssh_factory, probe_s: float = PROBE_S, tick_s: float = TICK_S,
                  checkpoint_poll_s: float = CHECKPOINT_POLL_S,
-                 preflight: Callable[[Cluster], list[Check]] = run_preflight) -> None:
+                 preflight: Callable[[Cluster], list[Check]] = run_preflight, quiet: bool = True) -> None:
         if dep.job is None:
             raise ConfigError("the deployment file has no job: section", file=str(dep.path), key="job")
         self.file_dep = dep            # the servers as the file lists them
@@ -104,6 +105,7 @@ class Supervisor:
         self.accept_new, self.parallelism, self.factory = accept_new, parallelism, factory
         self.probe_s, self.tick_s, self.checkpoint_poll_s = probe_s, tick_s, checkpoint_poll_s
         self.preflight = preflight  # injected by tests, like the connection factory
+        self.quiet = quiet          # MindSpore's own lines of the job's output stay on the servers
         self.stop_requested = threading.Event()
         self.cluster: Cluster | None = None
         self.state = JobState(job=dep.name, deployment=str(dep.path), pid=os.getpid(), attempts=self.job.restarts + 1,
@@ -204,7 +206,8 @@ class Supervisor:
         ranks = {n.name: self._ranks_of(n) for n in self.dep.nodes}
         watch = JobWatch(self._in_use(), self.dep.container_name, on_line=self._line, ranks=ranks,
                          log_dir=self.dep.host_log_dir, probe_s=self.probe_s, tail_last=50 if adopted else None,
-                         output_since=self.store.last_line_time() if adopted else None).start()
+                         output_since=self.store.last_line_time() if adopted else None,
+                         step_every_s=min(STEP_EVERY_S, self.job.hang_timeout / 4), quiet=self.quiet).start()
         self.progress, self.lost = {}, {}
         self._first_step_seen = adopted  # lines read back at a takeover are not the attempt's first step
         pending = {n.name for n in self.dep.nodes}
@@ -282,7 +285,7 @@ class Supervisor:
         """After a failure: stop, then relaunch (None), give up (an exit code), or a Failure of the relaunch."""
         attempt, restarts = self.state.attempt, self.job.restarts
         self.store.event("failure", failure.describe(), node=failure.node, reason=failure.reason, cause=failure.kind,
-                         rc=failure.rc, ranks=list(failure.ranks), attempt=attempt)
+                         rc=failure.rc, ranks=list(failure.ranks), attempt=attempt, decided=round(failure.at, 3))
         stopped_at = self._stop_job(f"{failure.node} {failure.reason}")
         if not decide.restarts_left(attempt, restarts):
             give_up = decide.exhausted(failure, attempt, restarts)
@@ -328,30 +331,45 @@ class Supervisor:
     # --- the steps of a recovery -----------------------------------------------------------------------------
 
     def _stop_job(self, reason: str) -> float:
-        """Remove the job's containers on every server in use that answers; returns when it was done."""
+        """Remove the job's containers on every server in use that answers; returns when it was done. The
+        servers lost during the attempt are tried again meanwhile (`_reconnect_lost`): the stop of the others
+        never waits for them."""
         started = time.time()
-        self._mark_dead()
-        alive = [n for n in self.dep.nodes if not isinstance(self.cluster.transports.get(n.name), DeadTransport)]
-        problems = stop_job(self.cluster.using(self.dep.with_nodes(alive)), attempts=2, pause_s=0.3)
-        # a connection that broke without being noticed: one fresh connection each, one more try
-        retry = [n for n in alive if n.name in problems and self._reconnected(n)]
-        if retry:
-            for node in retry:
-                del problems[node.name]
-            problems.update(stop_job(self.cluster.using(self.dep.with_nodes(retry)), attempts=2, pause_s=0.3))
+        settle = self._reconnect_lost()
+        alive = [n for n in self.dep.nodes if n.name not in self.lost
+                 and not isinstance(self.cluster.transports.get(n.name), DeadTransport)]
+        problems = self._stop_on(alive)
+        reachable_s = time.time() - started
+        back = settle(started + RECONNECT_WITHIN_S)
+        if back:
+            problems.update(self._stop_on(back))
         for node in self.dep.nodes:
-            if node not in alive:
+            if isinstance(self.cluster.transports.get(node.name), DeadTransport):
                 problems[node.name] = f"not stopped, unreachable: {self.cluster.transports[node.name].reason}"
         self.not_stopped = problems
         took = time.time() - started
         total = len(self.dep.nodes)
         if problems:
-            detail = (f"stopped the job on {total - len(problems)} of {total} servers in {took:.1f} s ({reason}); "
-                      + "; ".join(f"{n}: {why}" for n, why in problems.items()))
+            detail = (f"stopped the job on {total - len(problems)} of {total} servers in {reachable_s:.1f} s "
+                      f"({reason}); " + "; ".join(f"{n}: {why}" for n, why in problems.items()))
         else:
             detail = f"stopped the job on all {total} servers in {took:.1f} s ({reason})"
-        self.store.event("stop", detail, seconds=round(took, 3), not_stopped=problems)
+        self.store.event("stop", detail, seconds=round(reachable_s, 3), total_seconds=round(took, 3),
+                         not_stopped=problems)
         return time.time()
+
+    def _stop_on(self, nodes: list[Node]) -> dict[str, str]:
+        """stop_job on `nodes`; a connection that broke without being noticed gets one fresh connection and
+        one more try. {server: problem}."""
+        if not nodes:
+            return {}
+        problems = stop_job(self.cluster.using(self.dep.with_nodes(nodes)), attempts=2, pause_s=0.3)
+        retry = [n for n in nodes if n.name in problems and self._reconnected(n)]
+        if retry:
+            for node in retry:
+                del problems[node.name]
+            problems.update(stop_job(self.cluster.using(self.dep.with_nodes(retry)), attempts=2, pause_s=0.3))
+        return problems
 
     def _reconnected(self, node) -> bool:
         try:
@@ -360,20 +378,51 @@ class Supervisor:
         except AscendRunError:
             return False
 
-    def _mark_dead(self) -> None:
-        """Servers lost during the attempt get one reconnection try; the ones that fail it are dead for now."""
-        for name in list(self.lost):
-            node = next((n for n in self.dep.nodes if n.name == name), None)
-            if node is None:
-                continue
-            try:
-                self.cluster.reconnect(node)
-                self.lost.pop(name, None)
-            except AscendRunError as exc:
-                old = self.cluster.transports.get(name)
-                self.cluster.transports[name] = DeadTransport(name, reason_of(exc))
-                if old is not None:
+    def _reconnect_lost(self) -> Callable[[float], list[Node]]:
+        """Servers lost during the attempt get one reconnection try, all at once, in the background. Returns
+        `settle(deadline)`: the servers that answered by then get their new connection (and are returned, to
+        be stopped too); the others (a partitioned server answers nothing: its connect would take the
+        connect timeout, three times) are dead for now."""
+        lost = [n for n in self.dep.nodes if n.name in self.lost]
+        if not lost:
+            return lambda deadline: []
+        found: dict[str, object] = {}
+        done, late, lock = threading.Event(), threading.Event(), threading.Lock()
+
+        def connect() -> None:
+            results = connect_each(self.file_dep, accept_new=self.accept_new, parallelism=self.parallelism,
+                                   nodes=lost, factory=self.factory)
+            with lock:
+                if late.is_set():  # too late: nobody installs these
+                    close_all(v for v in results.values() if not isinstance(v, BaseException))
+                else:
+                    found.update(results)
+                    done.set()
+
+        threading.Thread(target=connect, daemon=True, name="reconnect-lost").start()
+
+        def settle(deadline: float) -> list[Node]:
+            done.wait(max(0.0, deadline - time.time()))
+            with lock:
+                in_time = done.is_set()
+                late.set()
+            back = []
+            for node in lost:
+                fresh = found.get(node.name) if in_time else None
+                old = self.cluster.transports.get(node.name)
+                if fresh is not None and not isinstance(fresh, BaseException):
+                    self.cluster.transports[node.name] = fresh
+                    self.lost.pop(node.name, None)
+                    back.append(node)
+                else:
+                    why = reason_of(fresh) if isinstance(fresh, BaseException) else \
+                        f"no answer since {time.strftime('%H:%M:%S', time.localtime(self.lost[node.name]))}"
+                    self.cluster.transports[node.name] = DeadTransport(node.name, why)
+                if old is not None and old is not self.cluster.transports[node.name]:
                     close_all([old])
+            return back
+
+        return settle
 
     def _preflight_again(self, failure: decide.Failure) -> dict[str, str]:
         """Preflight on the servers in use and the free spares: {server: why it cannot run the job}."""
@@ -684,7 +733,7 @@ def _exit_code(failure: decide.Failure) -> int:
 
 
 def run_supervisor(dep: Deployment, start: StartOptions | None, *, accept_new: bool = False,
-                   parallelism: int = 256) -> int:
+                   parallelism: int = 256, quiet: bool = True) -> int:
     """The supervisor process's main: SIGTERM/SIGINT stop the job and end it, SIGHUP is ignored (it has no
     terminal); start the job (`start`) or take the running one over. The exit code."""
     import signal
@@ -695,7 +744,7 @@ def run_supervisor(dep: Deployment, start: StartOptions | None, *, accept_new: b
 
     store = StateStore.for_deployment(dep)
     store.echo = echo
-    supervisor = Supervisor(dep, store, accept_new=accept_new, parallelism=parallelism)
+    supervisor = Supervisor(dep, store, accept_new=accept_new, parallelism=parallelism, quiet=quiet)
     signal.signal(signal.SIGTERM, lambda *_: supervisor.request_stop())
     signal.signal(signal.SIGINT, lambda *_: supervisor.request_stop())
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
