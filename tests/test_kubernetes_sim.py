@@ -182,6 +182,44 @@ def test_a_rank_crash_fails_the_whole_job_within_10s_with_no_pod_left_running(ku
     wait_no_leftovers(cluster, job, 30)
 
 
+CRDS = REPO.parent / "shared" / "reference" / "crds"
+
+
+def test_the_api_server_stores_the_ascendjob_and_the_volcano_podgroup_against_their_real_crds(kube_cluster, tmp_path):
+    """No Ascend Operator or Volcano runs here (their modules are not served): the real API server still checks
+    the objects the chart renders against the real CRDs, as `helm install` on a MindCluster cluster would."""
+    if not CRDS.is_dir():
+        pytest.skip(f"{CRDS} missing (the shared reference data)")
+    cluster, image = kube_cluster
+    for crd in ("ascendjob-crd.yaml", "scheduling.volcano.sh_podgroups.yaml"):
+        kubectl(cluster, "apply", "--server-side", "-f", str(CRDS / crd))
+    kubectl(cluster, "wait", "--for=condition=established", "crd/ascendjobs.mindxdl.gitee.com",
+            "crd/podgroups.scheduling.volcano.sh", "--timeout=60s")
+    job = job_file(cluster, image, "k8s-ascendjob")
+    for workload, release in (("ascendjob", "k8s-ascendjob"), ("job", "k8s-volcano")):
+        values = tmp_path / f"{release}.yaml"
+        made = run_cli("chart", "values", "train", "-f", str(job), "--workload", workload, "--out", str(values))
+        assert made.returncode == 0, made.stderr
+        extra = ["--set", "volcano.enabled=true"] if workload == "job" else []
+        helm(cluster, "install", release, str(CHART), "-f", str(values), *extra, "--set",
+             f"fullnameOverride={release}", "--namespace", "default")
+    try:
+        stored = json.loads(kubectl(cluster, "get", "ascendjobs.mindxdl.gitee.com", "k8s-ascendjob", "-o",
+                                    "json").stdout)
+        assert stored["spec"]["replicaSpecs"]["Scheduler"]["replicas"] == 1
+        assert stored["spec"]["replicaSpecs"]["Worker"]["replicas"] == 1
+        group = json.loads(kubectl(cluster, "get", "podgroups.scheduling.volcano.sh", "k8s-volcano", "-o",
+                                   "json").stdout)
+        assert group["spec"]["minMember"] == 2
+        # a misspelt field is refused by the CRD's structural schema, as on a real cluster
+        bad = kubectl(cluster, "patch", "podgroups.scheduling.volcano.sh", "k8s-volcano", "--type=merge", "-p",
+                      '{"spec": {"minMember": "two"}}', check=False)
+        assert bad.returncode != 0 and "minMember" in bad.stderr
+    finally:
+        for release in ("k8s-ascendjob", "k8s-volcano"):
+            helm(cluster, "uninstall", release, "--namespace", "default", "--wait")
+
+
 def test_sim_down_leaves_no_namespace_process_mount_or_cgroup(kube_cluster):
     cluster, _ = kube_cluster
     record = cluster.record()
