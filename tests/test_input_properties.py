@@ -36,6 +36,7 @@ from tests.hostile_support import SHELL_BUILTINS, STANDIN_PROGRAMS, make_standin
 KEY, VALUE = "<key>", "<value>"   # path parts for the one entry of a mapping field
 MARK = "ascend-run-pwned"         # what every payload tries to create in the working directory
 
+SYNC_SOURCE = str(Path(__file__).resolve().parent)  # a directory that exists: launch checks it
 BASE = {
     "name": "ds3",
     "profile": "atlas-800t-a2",
@@ -54,7 +55,7 @@ BASE = {
     "job": {"launcher": "msrun_launcher", "command": "run_mindformer.py --config x.yaml", "workdir": "/home/work/mf",
             "launcher_script": "scripts/msrun_launcher.sh", "master_address": "127.0.0.2", "log_dir": "output/log",
             "config": "mf.yaml", "host_log_dir": "/var/log/ascend-run/{name}",
-            "sync": [{"source": "cpu-job", "target": "/opt/sync"}], "require_free": {"/data": "1G"},
+            "sync": [{"source": SYNC_SOURCE, "target": "/opt/sync"}], "require_free": {"/data": "1G"},
             "rank_table": "/etc/hccl.json", "output_dir": "/home/work/mf/output"},
     "weights": {"repo": "MindSpore-Lab/DeepSeek-V3", "revision": "main", "dir": "/data/weights/DeepSeek-V3",
                 "node": "n0", "image": "registry.local/ds3-infer:1", "endpoint": "https://hub.example",

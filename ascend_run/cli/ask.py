@@ -7,7 +7,7 @@ import sys
 import click
 
 from ascend_run.cli import colour
-from ascend_run.cli.common import echo_json, file_from_environment, file_option, output_option
+from ascend_run.cli.common import Seconds, echo_json, file_from_environment, file_option, output_option
 from ascend_run.serving.ask import DEFAULT_MAX_TOKENS, DEFAULT_TIMEOUT, ChatClient, leader_url, messages_for, pick_model
 
 URL_ENV, KEY_ENV = "OPENAI_BASE_URL", "OPENAI_API_KEY"
@@ -53,10 +53,10 @@ def _progress(text: str) -> None:
               help="The service's port on node 0 (default: job.serve_port, else 8000).")
 @click.option("--model", help="Model name (default: the one the service lists at /v1/models).")
 @click.option("--stream", is_flag=True, help="Print the answer as it is generated.")
-@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
+@click.option("--wait", type=Seconds(0, 86400), default=0, show_default=True, metavar="SECONDS",
               help="Wait up to this long for the service to be ready (it loads the weights first).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT, show_default=True,
+@click.option("--timeout", type=Seconds(1, 86400), default=DEFAULT_TIMEOUT, show_default=True,
               metavar="SECONDS", help="How long one answer may take.")
 @output_option
 def ask(prompt: str, deployment_file: str | None, url: str | None, api_key: str | None, port: int | None,

@@ -17,6 +17,7 @@ import time
 import click
 
 from ascend_run.cli.common import (  # noqa: F401
+    Seconds,
     deployment_option,
     echo_json,
     output_option,
@@ -159,7 +160,7 @@ class Progress:
               help="Print every line with a [node/rank] prefix, as each node finishes.")
 @click.option("--accept-new-host-keys", is_flag=True,
               help="Record host keys of nodes not yet in known_hosts (a changed key is still an error).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
+@click.option("--timeout", type=Seconds(0, 7 * 86400, low_open=True), metavar="S",
               help="Stop the command on a node after S seconds (exit 124 there).")
 @output_option
 @click.option("--dry-run", is_flag=True, help="Print, per node, the exact command line that would run; run nothing.")

@@ -18,6 +18,7 @@ from ascend_run.cli.common import (
     subset_options,
     writing,
 )
+from ascend_run.inputs.yamlio import read_text
 
 
 @click.command()
@@ -50,9 +51,10 @@ def ranktable(deployment_file: str, out: str | None, output_format: str, check_f
     if dry_run:
         print_plan(dep, output_format)
         return
+    check_text = read_text(check_file, "a rank table", fix="check the path given with --check") if check_file else None
     with connected(dep, accept_new_host_keys) as cluster:
         if check_file:
-            table = load_rank_table(Path(check_file).read_text(encoding="utf-8"), source=check_file)
+            table = load_rank_table(check_text, source=check_file)
             check_rank_table(cluster, table, check_file)
             if output_format == "json":
                 echo_json({"file": check_file, "ok": True, "servers": len(dep.nodes)})

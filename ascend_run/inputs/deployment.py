@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from ascend_run.errors import ConfigError, ConfigErrors
 from ascend_run.inputs import hostrange, sshconfig, text
-from ascend_run.inputs.common import Mount, Strict, no_cycle_collection
+from ascend_run.inputs.common import Mount, Strict, no_cycle_collection, seconds
 from ascend_run.inputs.profiles import HardwareProfile, get_profile
 from ascend_run.inputs.text import (
     CONTAINER_NAME,
@@ -52,6 +52,12 @@ DEFAULT_HOST_LOG_DIR = "/var/log/ascend-run/{name}"  # {name}: the deployment's 
 MAX_EXTENDS = 16       # files in one `extends:` chain
 MAX_NODES = 100_000    # servers in one file, all entries together
 MAX_ERRORS = 20        # problems listed in one report (the rest are counted)
+MAX_RESTARTS = 1000    # job.restarts
+MAX_CONNECT_TIMEOUT = 600  # s, ssh.connect_timeout (and -- timeout of a connection)
+WEEK = 7 * 86400
+# job.* durations in seconds: (lowest, highest); 0 as the lowest means "more than 0" except for restart_gap
+_DURATIONS = {"cluster_timeout": (0, WEEK), "hang_timeout": (0, WEEK), "start_timeout": (0, WEEK),
+              "unreachable_timeout": (0, 86400), "restart_gap": (0, 86400)}
 
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -139,9 +145,12 @@ class SSHSettings(Strict):
     port: int = Field(default=22, ge=1, le=65535)
     identity_file: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
-    connect_timeout: float = Field(default=10, gt=0, le=600)
+    connect_timeout: float = 10
     proxy_jump: str | None = None      # ssh's ProxyJump: [user@]host[:port][,…]; `none` ignores the ssh config's
     config_file: str | None = "~/.ssh/config"  # `none`: read no ssh config; relative to this file
+
+    _timeout = field_validator("connect_timeout")(
+        lambda cls, v: seconds(v, "ssh.connect_timeout", 0, MAX_CONNECT_TIMEOUT, low_open=True))
 
     _jump = field_validator("proxy_jump")(lambda cls, v: _proxy_jump(v))
 
@@ -255,7 +264,7 @@ class JobSettings(Strict):
     master_address: str | None = None
     local_workers: int | None = Field(default=None, gt=0)
     log_dir: str = "output/msrun_log"
-    cluster_timeout: int = Field(default=7200, gt=0)
+    cluster_timeout: int = 7200
     config: str | None = None
     host_log_dir: str = DEFAULT_HOST_LOG_DIR
     sync: list[SyncDir] = Field(default_factory=list)
@@ -264,12 +273,23 @@ class JobSettings(Strict):
     rank_table: str | None = None  # hccl.json on every server: mounted read-only, RANK_TABLE_FILE points at it
     # Keeping the job alive (docs/supervisor.md). restarts: 0 = stop everything on the first failure, as
     # before; N = up to N relaunches from the newest checkpoint every rank has, spares taking failed servers.
-    restarts: int = Field(default=0, ge=0)
-    hang_timeout: float = Field(default=600, gt=0)         # s without a new step line on any rank, after the first
-    start_timeout: float = Field(default=1800, gt=0)       # s until the first step line (init, compile, loading)
-    unreachable_timeout: float = Field(default=60, gt=0)   # s a server may stay unreachable before it is a failure
-    restart_gap: float = Field(default=10, ge=0)           # s between stop and relaunch (HCCL: EJ0001 within ~10 s)
+    restarts: int = Field(default=0, ge=0, le=MAX_RESTARTS)
+    hang_timeout: float = 600         # s without a new step line on any rank, after the first
+    start_timeout: float = 1800       # s until the first step line (init, compile, loading)
+    unreachable_timeout: float = 60   # s a server may stay unreachable before it is a failure
+    restart_gap: float = 10           # s between stop and relaunch (HCCL: EJ0001 within ~10 s)
     output_dir: str | None = None  # MindFormers' output_dir in the container; default: job.config's output_dir
+
+    @field_validator("cluster_timeout", "hang_timeout", "start_timeout", "unreachable_timeout", "restart_gap",
+                     mode="before")
+    @classmethod
+    def _durations(cls, value: Any, info: ValidationInfo) -> Any:
+        """Finite and in a range a job can use: `inf`, `nan` and 1e308 would never fire, or wait forever."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value  # a boolean is refused as such, a string is pydantic's to convert or refuse
+        low, high = _DURATIONS[info.field_name]
+        return seconds(value, f"job.{info.field_name}", low, high, low_open=low == 0 and
+                       info.field_name != "restart_gap")
 
     @field_validator("command")
     @classmethod
@@ -517,17 +537,32 @@ class Deployment:
         return replace(self, nodes=tuple(nodes))
 
     def sync_source(self, index: int) -> Path:
-        """Local path of `job.sync[index].source`, relative to the deployment file."""
-        return (self.path.parent / os.path.expanduser(self.spec.job.sync[index].source)).resolve()
+        """Local path of `job.sync[index].source`, relative to the deployment file: a directory that exists
+        (ConfigError naming the key otherwise, so a dry run fails as the launch would)."""
+        source = self.spec.job.sync[index].source
+        path = (self.path.parent / os.path.expanduser(source)).resolve()
+        if not path.is_dir():
+            what = "is not a directory" if path.exists() else "does not exist"
+            raise ConfigError(f"{shown(source)} {what} (looked at {text.printable(str(path))})", file=str(self.path),
+                              key=f"job.sync[{index}].source", fix="name a local directory; the path is relative "
+                              "to the deployment file")
+        return path
+
+    def check_sync_sources(self) -> None:
+        """Every `job.sync` source is a local directory (`sync_source`)."""
+        for index in range(len(self.spec.job.sync) if self.spec.job else 0):
+            self.sync_source(index)
 
     def node_env(self, node: Node) -> dict[str, str]:
         """Environment for the node's container: file-wide env, then the node's overrides."""
         return {**self.spec.env, **node.env}
 
     def select(self, names: list[str] | None) -> list[Node]:
-        """Nodes by name, address or rank (as given to --nodes); all nodes when `names` is empty.
-        Linear in the nodes and the names asked for, whatever the ranges in `names`."""
-        if not names:
+        """Nodes by name, address or rank (as given to --nodes); all nodes when `names` is None (an empty
+        list is the caller's error to report). Every name a token stands for must be a node. A token is
+        matched against the nodes, never expanded (`hostrange.Matcher`): the work is the nodes times the
+        tokens, whatever the ranges; only the name reported missing is built."""
+        if names is None:
             return list(self.nodes)
         index: dict[str, list[Node]] = {}
         for node in self.nodes:
@@ -536,16 +571,22 @@ class Deployment:
         wanted: dict[int, Node] = {}
         for token in names:
             try:
-                patterns = hostrange.expand(token)
+                matcher = hostrange.Matcher(token)
+                if matcher.size > hostrange.MAX_EXPANSION:  # every name it stands for must be a node: cannot be
+                    raise ValueError(f"{token!r} expands to {matcher.size:,} names, more than "
+                                     f"{hostrange.MAX_EXPANSION:,}")
             except ValueError as exc:
                 raise ConfigError(str(exc), key="--node(s)", fix="write a name, an address, a rank or a range "
                                   "such as node[001-004]") from None
-            for pattern in patterns:
-                match = index.get(pattern)
-                if not match:
-                    raise ConfigError(f"no node named {shown(pattern)}", file=str(self.path), key="nodes",
+            keys = [key for key in index if matcher(key)] if matcher.groups else \
+                ([token] if token in index else [])
+            if len(keys) < matcher.size:  # some name it stands for is not a node: say the first one
+                missing = next((name for name in hostrange.iter_expand(token) if name not in index), None)
+                if missing is not None:  # None: the range names some node twice (n[1,1])
+                    raise ConfigError(f"no node named {shown(missing)}", file=str(self.path), key="nodes",
                                       fix="use a node name, address or rank from the deployment file")
-                for node in match:
+            for key in keys:
+                for node in index[key]:
                     wanted.setdefault(node.rank, node)
         return list(wanted.values())
 
@@ -712,6 +753,12 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
                     problems.append(_err(str(exc), (section, index, "address"), getattr(exc, "fix", None)))
                     continue
                 ssh = hops.hop(address, explicit, explicit_key)
+                if not 0 < ssh.connect_timeout <= MAX_CONNECT_TIMEOUT:  # nan is neither: refused too
+                    problems.append(_err(f"ConnectTimeout {ssh.connect_timeout!r} (from {ssh_config.path} for "
+                                         f"{shown(address)}) is out of range: seconds, more than 0 and at most "
+                                         f"{MAX_CONNECT_TIMEOUT}", (section, index, "address"),
+                                         fix="fix ConnectTimeout in the ssh config, or set ssh.connect_timeout"))
+                    continue
                 if ssh.hostname != address and ssh.hostname not in checked_hostnames:
                     problem = _check_ssh_hostname(address, ssh.hostname, ssh_config)
                     if problem:  # it becomes the cluster address: msrun_launcher.sh evaluates it
@@ -784,6 +831,14 @@ def _check_job(spec: DeploymentFile, nodes: list[Node]) -> list[_LocError]:
     job = spec.job
     if job is None or not nodes:
         return problems
+    targets = {m.target: f"mounts[{i}]" for i, m in enumerate(spec.mounts)}
+    for index, item in enumerate(job.sync):  # docker refuses two mounts on one target
+        target = item.target.rstrip("/") or "/"
+        if target in targets:
+            problems.append(_err(f"target {shown(item.target)} is also the target of {targets[target]}",
+                                 ("job", "sync", index, "target"), fix="give the synced directory a target of its "
+                                 "own; docker refuses two mounts on one path"))
+        targets.setdefault(target, f"job.sync[{index}]")
     sizes = {len(n.npus) for n in nodes}
     if job.local_workers is not None:
         too_many = [n.name for n in nodes if job.local_workers > len(n.npus)]

@@ -143,10 +143,16 @@ def placeholders(template: str, allowed: Iterable[str]) -> str:
     allowed = set(allowed)
     names = ", ".join("{" + a + "}" for a in sorted(allowed)) or "no {…} fields"
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
         raise Invalid(f"{shown(template)} is not a valid template ({exc})",
                       fix=f"it may use {names}; write a literal brace as {{{{ or }}}}") from None
+    for name, spec, conversion in parsed:  # a width like {name:>99999999999} asks the formatter for 100 GB
+        if spec or conversion:
+            raise Invalid(f"{shown(template)}: {{{name}}} carries a format spec or conversion "
+                          f"({shown(('!' + conversion if conversion else '') + (':' + spec if spec else ''))}); "
+                          "only the plain fields are allowed", fix=f"write the field alone: {names}")
+    fields = [name for name, _, _ in parsed]
     bad = [f for f in fields if f not in allowed]
     if not bad:
         try:
