@@ -215,3 +215,223 @@ def test_a_sync_target_on_a_mount_target_is_refused(tmp_path):
     path = write(tmp_path, with_(**{"job.sync": [{"source": "code", "target": "/opt/a"},
                                                  {"source": "code", "target": "/opt/a"}]}))
     refused(run_cli(["launch", "-f", str(path), "--dry-run"]), "job.sync[1].target", "job.sync[0]")
+
+
+# --- job.sync: links are not followed, the walk is bounded ---------------------------------------------------
+
+def synced(tmp_path: Path, src: Path) -> Path:
+    from ascend_run.launch.sync import local_tree, sync_dir
+    from ascend_run.transport.local import LocalTransport
+
+    dest = tmp_path / "node"
+    sync_dir(LocalTransport("node"), src, local_tree(src), str(dest))
+    return dest
+
+
+def test_a_link_out_of_the_sync_source_is_refused_with_its_path(tmp_path):
+    from ascend_run.errors import ConfigError
+    from ascend_run.launch.sync import local_tree
+
+    for target in ("/etc", "/etc/shadow", "../../outside", "../sub/../../x", "../../src/../etc", "hop/.."):
+        src = tmp_path / target.replace("/", "_") / "src"
+        (src / "sub").mkdir(parents=True)
+        (src / "sub" / "escape").symlink_to(target)
+        (src / "sub" / "hop").symlink_to("..")  # inside (to src), but `hop/..` through it is outside
+        with pytest.raises(ConfigError) as caught:
+            local_tree(src)
+        assert str(src / "sub" / "escape") in caught.value.message and caught.value.exit_code == 2
+
+
+def test_links_inside_the_tree_travel_as_links_and_cycles_cost_nothing(tmp_path):
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "pkg" / "a.py").write_text("a = 1\n")
+    for name in ("l1", "l2", "l3"):  # three links to `.`: exponential when followed
+        (src / name).symlink_to(".")
+    (src / "pkg" / "alias.py").symlink_to("a.py")
+    (src / "up").symlink_to("pkg/../pkg")
+    started = time.monotonic()
+    dest = synced(tmp_path, src)
+    assert time.monotonic() - started < 20
+    assert os.readlink(dest / "l1") == "." and os.readlink(dest / "pkg" / "alias.py") == "a.py"
+    assert (dest / "pkg" / "a.py").read_text() == "a = 1\n" and (dest / "l1").is_symlink()
+    from ascend_run.launch.sync import local_tree, sync_dir
+    from ascend_run.transport.local import LocalTransport
+
+    again = sync_dir(LocalTransport("node"), src, local_tree(src), str(dest))  # the node lists links as links
+    assert (again.files_sent, again.bytes_sent, again.removed) == (0, 0, 0)
+    (src / "l1").unlink()
+    (src / "l1").symlink_to("pkg")
+    changed = sync_dir(LocalTransport("node"), src, local_tree(src), str(dest))
+    assert changed.files_sent == 1 and os.readlink(dest / "l1") == "pkg"
+
+
+def test_a_file_swapped_for_a_link_after_the_walk_is_not_followed(tmp_path):
+    from ascend_run.errors import ConfigError
+    from ascend_run.launch.sync import local_tree, tar_stream
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    local_tree(src)
+    (src / "f").unlink()
+    (src / "f").symlink_to("/etc/passwd")
+    with pytest.raises(ConfigError, match="absolute path"):
+        b"".join(tar_stream(src, ["f"]))
+
+
+def test_the_walk_is_bounded_with_one_error(tmp_path, monkeypatch):
+    from ascend_run.errors import ConfigError
+    from ascend_run.launch import sync
+
+    src = tmp_path / "src"
+    deep = src.joinpath(*["d"] * 6)
+    deep.mkdir(parents=True)
+    (deep / "f").write_bytes(b"x" * 100)
+    for name, value, needle in (("MAX_DEPTH", 3, "nested more than 3"), ("MAX_FILES", 4, "more than 4 files"),
+                                ("MAX_BYTES", 50, "GiB of files")):
+        with monkeypatch.context() as patch:
+            patch.setattr(sync, name, value)
+            with pytest.raises(ConfigError, match=needle):
+                sync.local_tree(src)
+
+
+def test_sync_walk_property(tmp_path):
+    """Property (seeded): over random trees of files, directories and links (inside, outside, absolute,
+    dangling, cycles), the walk either refuses the tree naming an escaping link, or the node's copy holds
+    exactly the tree's files and the same links (as links), and never the content of anything outside."""
+    from ascend_run.errors import ConfigError
+    from ascend_run.launch.sync import local_tree
+
+    rng = random.Random(2222)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside the tree")
+    for case in range(40):
+        base = tmp_path / f"case{case}"
+        src = base / "src"
+        src.mkdir(parents=True)
+        dirs = [src]
+        escaping = []
+        for index in range(rng.randint(1, 12)):
+            parent = rng.choice(dirs)
+            kind = rng.random()
+            path = parent / f"e{index}"
+            if kind < 0.3:
+                path.mkdir()
+                dirs.append(path)
+            elif kind < 0.6:
+                path.write_bytes(os.urandom(rng.randint(0, 64)))
+            else:
+                depth = len(path.relative_to(src).parts) - 1
+                target = rng.choice([".", "..", "../" * (depth + 1) + "secret.txt", str(secret), f"e{rng.randint(0, 9)}",
+                                     "missing", "../" * depth + "e0" if depth else "e0"])
+                path.symlink_to(target)
+                escaping.append(path)
+        real_src = os.path.realpath(src)
+        escaping = [p for p in escaping if os.readlink(p).startswith("/") or
+                    os.path.normpath(os.path.join(os.path.dirname(p.relative_to(src)), os.readlink(p))).startswith("..")
+                    or os.path.commonpath([os.path.realpath(p), real_src]) != real_src]
+        try:
+            local_tree(src)
+        except ConfigError as exc:
+            assert escaping and any(str(p) in exc.message for p in escaping), (case, exc.message)
+            continue
+        assert not escaping, case
+        dest = synced(base, src)
+        for path in src.rglob("*"):
+            twin = dest / path.relative_to(src)
+            if path.is_symlink():
+                assert twin.is_symlink() and os.readlink(twin) == os.readlink(path)
+            elif path.is_dir():
+                assert twin.is_dir() and not twin.is_symlink()
+            else:
+                assert twin.read_bytes() == path.read_bytes()
+        for path in dest.rglob("*"):
+            assert path.is_symlink() or not path.is_file() or path.read_text(errors="replace") != "outside the tree"
+
+
+# --- the supervisor's state ----------------------------------------------------------------------------------
+
+def test_state_is_private_and_links_planted_in_it_are_not_followed(tmp_path):
+    import stat as stat_
+
+    from ascend_run.errors import AscendRunError
+    from ascend_run.supervise.state import JobState, StateStore, read_records
+
+    directory = tmp_path / "state" / "ds3-12345678"
+    store = StateStore(directory)
+    store.write(JobState(job="ds3", deployment="x"))
+    store.event("launch", "x")
+    store.line("n0", 0, "step 1")
+    with store.owned():
+        pass
+    assert stat_.S_IMODE(directory.stat().st_mode) == 0o700
+    for path in directory.iterdir():
+        assert stat_.S_IMODE(path.stat().st_mode) == 0o600, path
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    for name in ("events.jsonl", "output.jsonl", "lock"):
+        (directory / name).unlink()
+        (directory / name).symlink_to(victim)
+    with pytest.raises(AscendRunError, match="symbolic link"):
+        store.event("forged")
+    with pytest.raises(AscendRunError, match="symbolic link"):
+        store.line("n0", 0, "x")
+    with pytest.raises(AscendRunError, match="symbolic link"):
+        with store.owned():
+            pass
+    assert read_records(store.events_file, 0) == ([], 0) and not store.owner_alive()
+    assert victim.read_text() == "untouched\n"
+    (directory / "state.json").unlink()
+    (directory / "state.json").symlink_to(victim)
+    assert store.read() is None
+    store.write(JobState(job="ds3", deployment="x"))  # replaced by rename, never written through
+    assert victim.read_text() == "untouched\n" and not (directory / "state.json").is_symlink()
+
+
+def test_an_old_open_state_directory_is_tightened(tmp_path):
+    import stat as stat_
+
+    from ascend_run.supervise.state import StateStore
+
+    directory = tmp_path / "ds3-12345678"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    (directory / "events.jsonl").write_text('{"kind": "launch"}\n')
+    (directory / "events.jsonl").chmod(0o644)
+    StateStore(directory).event("stop")
+    assert stat_.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat_.S_IMODE((directory / "events.jsonl").stat().st_mode) == 0o600
+
+
+def test_stop_signals_no_process_that_is_not_the_jobs_supervisor(tmp_path, monkeypatch):
+    """A lock held by another process and a state.json naming any pid: `stop` signals nothing."""
+    import signal as signal_
+
+    from ascend_run.supervise import client
+    from ascend_run.supervise.state import JobState, StateStore, job_dir
+
+    monkeypatch.setenv("ASCEND_RUN_STATE_DIR", str(tmp_path / "state"))
+    deploy = tmp_path / "job.yaml"
+    deploy.write_text("x")
+    directory = job_dir(deploy, "ds3")
+    victim = subprocess.Popen(["sleep", "60"])
+    StateStore(directory).write(JobState(job="ds3", deployment=str(deploy), pid=victim.pid, state="running"))
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
+                               "os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_SH); print('held', flush=True); "
+                               "time.sleep(60)", str(directory / "lock"), "supervise", "-f", str(tmp_path / "other.yaml")],
+                              stdout=subprocess.PIPE, text=True)
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(client, "_signal", lambda pid, sig: sent.append((pid, sig)))
+    try:
+        with StateStore(directory).owned():
+            pass  # the lock file exists, 0600
+        assert holder.stdout.readline().strip() == "held"
+        store = StateStore(directory)
+        assert not store.owner_alive() and store.owner_pid() is None
+        assert client.request_stop(store, wait_s=1) is None and sent == []
+        assert victim.poll() is None
+    finally:
+        for process in (holder, victim):
+            process.send_signal(signal_.SIGKILL)
+            process.wait()

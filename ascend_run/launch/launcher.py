@@ -77,17 +77,18 @@ class Launcher:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         trees = sync.local_trees(plan.sync_dirs for plan in self.plans.values())  # hashed once, not per node
 
+        owner = log_owner(self.dep)
+
         def work(node: Node, t: Transport) -> list[sync.SyncResult]:
-            # world-writable: the image's own user (HwHiAiUser, uid 1000) writes the logs unless the
-            # profile runs the container as root
+            # writable by the job's user only (0755, owned by it): another local user cannot forge step lines
             if keep_logs_as:
-                script = ('mkdir -p "$1/$2" && chmod 0777 "$1" && cd "$1" && '
+                script = ('mkdir -p "$1/$2" && chown -- "$3" "$1" && chmod 0755 "$1" && cd "$1" && '
                           'for f in worker_*.log scheduler.log; do [ -f "$f" ] && mv "$f" "$2/"; done; true')
-                argv = ["sh", "-c", script, "sh", self.dep.host_log_dir, keep_logs_as]
+                argv = ["sh", "-c", script, "sh", self.dep.host_log_dir, keep_logs_as, owner]
             else:
                 script = ('if [ -d "$1" ] && [ -n "$(ls -A "$1")" ]; then mv "$1" "$1.prev-$2"; fi; '
-                          'mkdir -p "$1" && chmod 0777 "$1"')
-                argv = ["sh", "-c", script, "sh", self.dep.host_log_dir, stamp]
+                          'mkdir -p "$1" && chown -- "$3" "$1" && chmod 0755 "$1"')
+                argv = ["sh", "-c", script, "sh", self.dep.host_log_dir, stamp, owner]
             t.run(argv, timeout=60).check(node.name)
             return [sync.sync_dir(t, source, trees[source], remote)
                     for source, remote in self.plans[node.name].sync_dirs]
@@ -171,3 +172,12 @@ def outcome_error(outcome: JobOutcome) -> JobFailed:
     if rc is not None and 0 < rc < 126:
         error.exit_code = rc
     return error
+
+
+IMAGE_USER = "1000:1000"  # the kit's images run as HwHiAiUser, 1000:1000 (templates/images/Dockerfile.j2)
+
+
+def log_owner(dep) -> str:
+    """Who owns the job's log directory on the servers: the user the container runs as (docker --user's
+    name|uid[:group|gid], which chown takes too), else the kit's images' own user."""
+    return dep.spec.container.user or dep.profile.container.user or IMAGE_USER
