@@ -435,3 +435,26 @@ def test_stop_signals_no_process_that_is_not_the_jobs_supervisor(tmp_path, monke
         for process in (holder, victim):
             process.send_signal(signal_.SIGKILL)
             process.wait()
+
+
+# --- printed commands are quoted -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("via", [None, "jumphost"])
+def test_the_keyscan_fix_runs_as_printed_and_nothing_else(tmp_path, via):
+    """A known_hosts path holding `; touch …` made the printed `ssh-keyscan … >> …` run the payload."""
+    from ascend_run.transport.ssh import keyscan_command
+    from tests.hostile_support import read_calls, run_bash
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for prog in ("ssh-keyscan", "ssh"):
+        (bindir / prog).write_text(f'#!/bin/bash\nprintf "%s\\0" "{prog}" "$#" "$@" >> "$ARGV_LOG"\necho key\n')
+        (bindir / prog).chmod(0o755)
+    known = tmp_path / "k h$(touch pwned1); touch pwned2 #'\"x"
+    command = keyscan_command("10.0.0.1", 2222, known, via)
+    log = tmp_path / "argv"
+    assert run_bash(command, bindir, tmp_path, log).returncode == 0
+    assert not list(tmp_path.glob("pwned*"))
+    assert known.read_text() == "key\n"
+    expected = ["ssh-keyscan", "-p", "2222", "10.0.0.1"]
+    assert read_calls(log) == ([("ssh", ["jumphost", *expected])] if via else [(expected[0], expected[1:])])

@@ -411,10 +411,10 @@ def print_stop_plan(dep, store, servers, pid: int | None, output_format: str, ac
         click.echo("# no live supervisor to signal")
     for entry in entries:
         if entry["error"]:
-            click.echo(f"# {entry['node']} ({entry['ssh']}): cannot list its containers: {entry['error']}")
+            click.echo(comment(f"{entry['node']} ({entry['ssh']}): cannot list its containers: {entry['error']}"))
             continue
         held = ", ".join(entry["containers"]) or "none"
-        click.echo(f"# {entry['node']} ({entry['ssh']}): containers of the job: {held}")
+        click.echo(comment(f"{entry['node']} ({entry['ssh']}): containers of the job: {held}"))
         for i, argv in enumerate(entry["commands"]):
             again = "  # again, until it lists nothing (up to 3 tries)" if i == 2 else ""
             click.echo(shlex.join(argv) + again)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import click
@@ -55,7 +56,7 @@ def supervise(deployment_file: str, start_job: bool, detach: bool, replace: bool
         store = StateStore.for_deployment(dep)
         if store.owner_alive():
             raise SupervisorBusy(f"the job {dep.name} is already supervised (pid {store.owner_pid()})",
-                                 fix=f"stop it first: ascend-run stop -f {deployment_file}")
+                                 fix=f"stop it first: ascend-run stop -f {shlex.quote(deployment_file)}")
         follower = Follower(store, lines=False,
                             on_event=lambda r: click.echo(f"ascend-run: {r['detail']}", err=True))
         if start_job:
