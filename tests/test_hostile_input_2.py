@@ -458,3 +458,69 @@ def test_the_keyscan_fix_runs_as_printed_and_nothing_else(tmp_path, via):
     assert known.read_text() == "key\n"
     expected = ["ssh-keyscan", "-p", "2222", "10.0.0.1"]
     assert read_calls(log) == ([("ssh", ["jumphost", *expected])] if via else [(expected[0], expected[1:])])
+
+
+# --- outputs: staged, renamed into place, never through a link ------------------------------------------------
+
+@pytest.mark.parametrize("argv,option", [
+    (["chart", "values", "train", "-f", "FILE", "--out", "-o"], "--out"),
+    (["chart", "values", "train", "-f", "FILE", "--out", "-o", "json"], "--out"),
+    (["docker-run", "-f", "FILE", "--out", "--dry-run"], "--out"),
+    (["validate", "-f", "-o"], "--file"),
+    (["config", "derive", str(MF_CONFIG), "--out", "-o"], "--out"),
+    (["logs", "--loss", "--from", ".", "--plot", "-o"], "--plot"),
+])
+def test_an_option_given_as_a_path_is_an_error_naming_both(tmp_path, monkeypatch, argv, option):
+    """`chart values --out -o` wrote a file named -o."""
+    monkeypatch.chdir(tmp_path)
+    deploy = str(write(tmp_path, BASE))
+    result = run_cli([deploy if a == "FILE" else a for a in argv])
+    assert result.rc == 2 and "which is an option" in result.err and "Traceback" not in result.text, result.text
+    assert option in result.err and repr(argv[argv.index(option if option != "--file" else "-f") + 1]) in result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy.yaml"]
+
+
+def test_out_replaces_a_planted_link_instead_of_writing_through_it(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    (out / "run-n0.sh").symlink_to(victim)
+    assert run_cli(["docker-run", "-f", str(write(tmp_path, BASE)), "--out", str(out)]).rc == 0
+    assert victim.read_text() == "untouched\n"
+    assert not (out / "run-n0.sh").is_symlink() and (out / "run-n0.sh").read_text().startswith("#!")
+    values = tmp_path / "values.yaml"
+    values.symlink_to(victim)
+    assert run_cli(["chart", "values", "train", "-f", str(write(tmp_path, BASE)), "--out", str(values)]).rc == 0
+    assert victim.read_text() == "untouched\n" and not values.is_symlink()
+
+
+def test_a_link_inside_the_output_directory_is_refused(tmp_path):
+    from ascend_run.errors import ConfigError
+    from ascend_run.outputs import staged_output
+
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "out"
+    elsewhere.mkdir()
+    out.mkdir()
+    (out / "chart").symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match="symbolic link the kit did not make"):
+        with staged_output(out) as staged:
+            staged.add(out / "a.txt", "a")
+            staged.add(out / "chart" / "templates" / "x.yaml", "x")
+    assert list(elsewhere.iterdir()) == [] and sorted(p.name for p in out.iterdir()) == ["chart"]
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path):
+    data = with_(nodes=[{"address": "127.0.0.[2-4]", "name": "n[0-2]"}])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run-n2.sh").mkdir()  # the third script cannot be written: the first two must not be either
+    result = run_cli(["docker-run", "-f", str(write(tmp_path, data)), "--out", str(out)])
+    assert result.rc == 2 and "Traceback" not in result.text, result.text
+    assert sorted(p.name for p in out.iterdir()) == ["run-n2.sh"]
+    result = run_cli(["docker-run", "-f", str(write(tmp_path, data)), "--out", "/proc/version/x"])
+    assert result.rc == 2 and "--out" in result.err
+    fresh = tmp_path / "new" / "deeper"
+    full = run_cli(["chart", "write", "--out", "/dev/full"])
+    assert full.rc == 2 and "Traceback" not in full.text
+    assert not fresh.exists()

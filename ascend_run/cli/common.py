@@ -27,6 +27,20 @@ FILE_ENV = "ASCEND_RUN_FILE"
 FORMATS = ("text", "json")
 
 
+# --- option values that look like options ----------------------------------------------------------------
+
+def not_option_like(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A path option's callback: `--out -o` took `-o` as the path (click does); that is a mistake, said with
+    both names, not a file named `-o`. A path that really starts with '-' is written ./-o."""
+    values = value if isinstance(value, tuple) else (value,)
+    for item in values:
+        if isinstance(item, str) and item.startswith("-") and item != "-":
+            name = param.opts[-1] if param is not None and param.opts else "the option"
+            raise click.UsageError(f"{name} was given {item!r}, which is an option, as its value: {name} needs a "
+                                   f"path (for a file named {item!r} write ./{item})", ctx)
+    return value
+
+
 # --- -f/--file ---------------------------------------------------------------------------------------------
 
 def _resolve_file(required: bool):
@@ -50,6 +64,8 @@ def _resolve_file(required: bool):
                                        f"{FILE_ENV}", ctx)
             return None
         ctx.meta["ascend_run.file_source"] = source
+        if source != "env":
+            not_option_like(ctx, param, value)
         return value
 
     return callback
@@ -99,7 +115,7 @@ def out_option(what: str, required: bool = False, directory: bool = False):
     """--out PATH: the one name, on every command, for the file or directory a command writes."""
     kind = click.Path(file_okay=False) if directory else click.Path(dir_okay=False)
     return click.option("--out", "out", type=kind, required=required, metavar="DIR" if directory else "FILE",
-                        help=what)
+                        help=what, callback=not_option_like)
 
 
 def renamed_option(old: str, new: str, takes_value: bool = True):

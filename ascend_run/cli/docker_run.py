@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 import click
@@ -16,9 +15,9 @@ from ascend_run.cli.common import (
     renamed_option,
     subset_given,
     subset_options,
-    writing,
 )
 from ascend_run.inputs.deployment import load_deployment
+from ascend_run.outputs import staged_output
 from ascend_run.render.docker_run import render_script, script_name
 
 
@@ -52,17 +51,19 @@ def docker_run(deployment_file: str, out: str | None, node_specs: tuple[str, ...
         return
     target = Path(out)
     written = []
-    with writing(out):
-        target.mkdir(parents=True, exist_ok=True)
+    with staged_output(target) as staged:
         for node in nodes:
-            path = target / script_name(node)
-            path.write_text(render_script(dep, node), encoding="utf-8")
-            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+            path = staged.add(target / script_name(node), render_script(dep, node), script_mode(dep))
             written.append({"node": node.name, "file": str(path)})
     if output_format == "json":
         echo_json({"out": out, "scripts": written})
     else:
         click.echo(f"wrote {len(nodes)} scripts to {target}/ (run-{nodes[0].name}.sh …)")
+
+
+def script_mode(dep) -> int:
+    """run-*.sh: executable by everyone (they hold no secret values)."""
+    return 0o755
 
 
 commands = [docker_run]

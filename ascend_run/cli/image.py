@@ -19,7 +19,6 @@ from ascend_run.cli.common import (
     pick_nodes,
     renamed_option,
     subset_options,
-    writing,
 )
 from ascend_run.cli.transfer import encrypt_option, per_node_option
 from ascend_run.engine.build import BuildEvent, BuildRequest, build_image
@@ -27,6 +26,7 @@ from ascend_run.engine.local import engine_client
 from ascend_run.engine.wheelhouse import INDEX_PORT, serve
 from ascend_run.errors import EngineError
 from ascend_run.inputs.images import IMAGE_KINDS, get_image
+from ascend_run.outputs import staged_output
 from ascend_run.render.dockerfile import render_build_context
 
 kind_argument = click.argument("kind", type=click.Choice(IMAGE_KINDS))
@@ -51,11 +51,9 @@ def render_cmd(kind: str, out: str | None, output_format: str) -> None:
         else:
             click.echo(files["Dockerfile"], nl=False)
         return
-    with writing(out):
+    with staged_output(out) as staged:
         for name, text in files.items():
-            target = Path(out) / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+            staged.add(Path(out) / name, text)
     if output_format == "json":
         echo_json({"kind": kind, "out": out, "files": sorted(files)})
     else:

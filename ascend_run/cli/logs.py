@@ -15,6 +15,7 @@ import click
 from ascend_run.cli.common import (
     echo_json,
     file_option,
+    not_option_like,
     out_option,
     output_option,
     pick_nodes,
@@ -24,6 +25,7 @@ from ascend_run.cli.common import (
 )
 from ascend_run.errors import JobFailed
 from ascend_run.launch.losslog import LossReport, loss_report, plot_loss
+from ascend_run.outputs import staged_output
 
 
 def collect_from_nodes(deployment_file: str, dest: Path, accept_new: bool = False, node_specs=(),
@@ -84,8 +86,8 @@ def show_loss(source: Path, rank: int | None, plot: str | None, output_format: s
     written = None
     if plot:
         title = f"training loss, rank {report.chosen.rank} ({Path(report.chosen.path).name})"
-        with writing(plot, "--plot"):
-            written = plot_loss(report.points, plot, title)
+        with staged_output(option="--plot") as staged:
+            written = staged.stage_with(plot, lambda tmp: plot_loss(report.points, tmp, title))
     if output_format == "json":
         echo_json({**report.as_json(), "plot": str(written) if written else None})
     else:
@@ -110,7 +112,8 @@ def show_loss(source: Path, rank: int | None, plot: str | None, output_format: s
 @click.option("--loss", is_flag=True, help="Extract the training loss, step by step.")
 @click.option("--rank", type=click.IntRange(min=0),
               help="Read this rank's log (default: the highest rank that printed real loss values).")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Also write the loss curve to this PNG (implies --loss).")
+@click.option("--plot", type=click.Path(dir_okay=False), callback=not_option_like,
+              help="Also write the loss curve to this PNG (implies --loss).")
 @click.option("--follow", is_flag=True,
               help="Follow the job's output with [node/rank] prefixes from any shell, until the job ends.")
 @click.option("--tail", "tail_lines", type=click.IntRange(min=0), help="With --follow: begin with the last N lines.")

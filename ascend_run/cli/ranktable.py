@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 import click
 
@@ -12,20 +11,21 @@ from ascend_run.cli.common import (
     deployment_option,
     dry_run_option,
     echo_json,
+    not_option_like,
     out_option,
     output_option,
     refuse_subset,
     subset_options,
-    writing,
 )
 from ascend_run.inputs.yamlio import read_text
+from ascend_run.outputs import staged_output
 
 
 @click.command()
 @deployment_option
 @out_option("Write hccl.json here (default: stdout).")
 @output_option
-@click.option("--check", "check_file", type=click.Path(dir_okay=False, exists=True),
+@click.option("--check", "check_file", type=click.Path(dir_okay=False, exists=True), callback=not_option_like,
               help="Validate this existing table against the deployment and the live cluster instead.")
 @subset_options
 @dry_run_option
@@ -66,8 +66,8 @@ def ranktable(deployment_file: str, out: str | None, output_format: str, check_f
     if not out:
         click.echo(text, nl=False)
         return
-    with writing(out):
-        Path(out).write_text(text, encoding="utf-8")
+    with staged_output() as staged:
+        staged.add(out, text)
     ranks = sum(len(s["device"]) for s in table["server_list"])
     if output_format == "json":
         echo_json({"out": out, "servers": table["server_count"], "ranks": ranks})

@@ -142,7 +142,10 @@ def holder_pid(lock_file: Path) -> int | None:
 def is_supervisor(pid: int, directory: Path) -> bool:
     """Whether `pid` is this user's `ascend-run supervise` for the job kept in `directory`: its real uid is
     ours and its command line is `… ascend_run supervise -f FILE` with FILE's digest in the directory's
-    name (`job_dir`). Anything else holding the lock is not believed, and never signalled."""
+    name (`job_dir`), or this very process (a supervisor run in-process). Anything else holding the lock is
+    not believed, and never signalled."""
+    if pid == os.getpid():
+        return True
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
             uid = next((int(line.split()[1]) for line in fh if line.startswith("Uid:")), None)
