@@ -524,3 +524,60 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path):
     full = run_cli(["chart", "write", "--out", "/dev/full"])
     assert full.rc == 2 and "Traceback" not in full.text
     assert not fresh.exists()
+
+
+# --- terminals: control characters escaped in text, kept in JSON ---------------------------------------------
+
+ESCAPES = "\x1b[2J\x1b]0;pwned\x07\r\x08"
+
+
+@pytest.fixture
+def exec_deploy(sshd_fleet, tmp_path) -> Path:
+    path = tmp_path / "deploy.yaml"
+    path.write_text(sshd_fleet.deployment_yaml())
+    return path
+
+
+@pytest.mark.parametrize("layout", ["--group", "--prefix"])
+def test_a_servers_escape_sequences_are_escaped_in_text_and_kept_in_json(exec_deploy, layout):
+    script = "printf 'a\\033[2Jb\\033]0;pwned\\007c\\rd\\te\\n'; printf 'err\\033[31m\\n' >&2"
+    text = run_cli(["--color", "never", "exec", "-f", str(exec_deploy), "-w", "0", layout, "--", "sh", "-c", script])
+    assert text.rc == 0, text.text
+    assert "\x1b" not in text.text and "\x07" not in text.text and "\r" not in text.text
+    assert "a\\x1b[2Jb\\x1b]0;pwned\\x07c\\rd\te" in text.out and "err\\x1b[31m" in text.text
+    raw = run_cli(["exec", "-f", str(exec_deploy), "-w", "0", "-o", "json", "--", "sh", "-c", script])
+    import json as json_
+
+    [node] = json_.loads(raw.out)["nodes"]
+    assert node["stdout"] == "a\x1b[2Jb\x1b]0;pwned\x07c\rd\te\n" and node["stderr"] == "err\x1b[31m\n"
+
+
+def test_events_with_escape_sequences_are_escaped_in_text_and_kept_in_json(tmp_path, monkeypatch):
+    import json as json_
+
+    from ascend_run.inputs.deployment import load_deployment
+    from ascend_run.supervise.state import StateStore
+
+    monkeypatch.setenv("ASCEND_RUN_STATE_DIR", str(tmp_path / "state"))
+    deploy = write(tmp_path, BASE)
+    store = StateStore.for_deployment(load_deployment(deploy))
+    store.event("failure", f"rank 3 said {ESCAPES}", fix=ESCAPES)
+    text = run_cli(["--color", "never", "events", "-f", str(deploy)])
+    assert text.rc == 0 and "\\x1b[2J\\x1b]0;pwned\\x07\\r\\x08" in text.out, text.text
+    assert not any(c in text.text for c in "\x1b\x07\r\x08")
+    raw = run_cli(["events", "-f", str(deploy), "-o", "json"])
+    [record] = json_.loads(raw.out)
+    assert record["detail"] == f"rank 3 said {ESCAPES}" and record["fix"] == ESCAPES
+
+
+def test_prefixed_lines_and_errors_are_escaped(tmp_path, capsys):
+    import io
+
+    from ascend_run.cli.console import PrefixPrinter
+
+    out = io.StringIO()
+    printer = PrefixPrinter(["n0"], stream=out, colour=False)
+    printer.line("n0", f"step 1{ESCAPES}")
+    printer.lines("n0", f"x{ESCAPES}\ny\tz\n")
+    assert out.getvalue() == ("[n0] step 1\\x1b[2J\\x1b]0;pwned\\x07\\r\\x08\n"
+                              "[n0] x\\x1b[2J\\x1b]0;pwned\\x07\\r\\x08\n[n0] y\tz\n")

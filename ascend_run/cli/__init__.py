@@ -85,7 +85,9 @@ def cli(deployment_file: str | None) -> None:
 
 def _error(text: str) -> None:
     """An error line on stderr, red only where the colour policy allows."""
-    click.echo(colour.style(text, sys.stderr, fg="red"), err=True, color=colour.enabled(sys.stderr))
+    from ascend_run.inputs.text import terminal
+
+    click.echo(colour.style(terminal(text), sys.stderr, fg="red"), err=True, color=colour.enabled(sys.stderr))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,6 +26,7 @@ from ascend_run.cli.common import (  # noqa: F401
     subset_options,
 )
 from ascend_run.errors import AscendRunError, TransportError
+from ascend_run.inputs.text import terminal
 
 UNREACHABLE_RC = TransportError.exit_code  # 4
 
@@ -81,7 +82,7 @@ def print_groups(outcomes, colour: bool) -> None:
     def block(names: list[str], status: str, body: str, extra: str = "") -> None:
         header = fold_names(names) + status
         out.write(f"{rule}\n{click.style(header, fg='red') if colour and status else header}\n{rule}\n")
-        for text, style in ((body, None), (extra, "yellow")):
+        for text, style in ((terminal(body), None), (terminal(extra), "yellow")):
             if text:
                 out.write(click.style(text, fg=style) if colour and style else text)
                 if not text.endswith("\n"):
@@ -230,7 +231,7 @@ def exec_command(deployment_file: str, node_specs: tuple[str, ...], exclude_spec
     if code:
         raise NodesFailed(line.removeprefix("exec: "), code, fix=fix)
     if text:
-        click.echo(line, err=True)
+        click.echo(terminal(line), err=True)
 
 
 commands = [exec_command]

@@ -26,7 +26,7 @@ from ascend_run.cli.common import (
 from ascend_run.cli.common import console as make_console
 from ascend_run.errors import AscendRunError
 from ascend_run.inputs.deployment import Deployment, load_deployment
-from ascend_run.inputs.text import comment
+from ascend_run.inputs.text import comment, terminal, terminal_all
 from ascend_run.launch.plan import launch_plan, shell_lines
 
 
@@ -44,12 +44,12 @@ def print_checks(checks, console: Console) -> None:
     console.print(table)
     for check in checks:
         if not check.ok:
-            console.print(styled(("✗", "red"), f" {check.node}: {check.check}: {check.detail}"))
+            console.print(styled(("✗", "red"), terminal(f" {check.node}: {check.check}: {check.detail}")))
 
 
 def print_config_report(report, console: Console) -> None:
     for issue in report.warnings:
-        console.print(styled(("config warning:", "yellow"), f" {issue}"))
+        console.print(styled(("config warning:", "yellow"), terminal(f" {issue}")))
     if report.ok:
         summary = f" — {report.memory.summary()}" if report.memory else ""
         console.print(styled(("config ok", "green"), f" {report.source}{summary}"))
@@ -231,6 +231,7 @@ def print_launch_plan(dep: Deployment, nodes: list, output_format: str) -> None:
 
 def show_event(record: dict, console: Console) -> None:
     """An event of the supervisor, for people: preflight and config results as `launch` always showed them."""
+    record = terminal_all(record)
     kind, detail = record.get("kind"), record.get("detail", "")
     if kind == "preflight" and "checks" in record:
         from ascend_run.launch.preflight import Check
@@ -282,6 +283,7 @@ def status(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tup
         echo_json(report)
         return
     console = make_console()
+    report = terminal_all(report)  # servers' last lines and the supervisor's error, as text for a screen
     view = report["supervisor"]
     if view is not None:
         print_supervisor(dep.name, view, console)

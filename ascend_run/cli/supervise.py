@@ -17,6 +17,7 @@ from ascend_run.cli.common import (
     subset_options,
 )
 from ascend_run.inputs.deployment import load_deployment
+from ascend_run.inputs.text import terminal
 
 
 @click.command()
@@ -58,7 +59,7 @@ def supervise(deployment_file: str, start_job: bool, detach: bool, replace: bool
             raise SupervisorBusy(f"the job {dep.name} is already supervised (pid {store.owner_pid()})",
                                  fix=f"stop it first: ascend-run stop -f {shlex.quote(deployment_file)}")
         follower = Follower(store, lines=False,
-                            on_event=lambda r: click.echo(f"ascend-run: {r['detail']}", err=True))
+                            on_event=lambda r: click.echo(terminal(f"ascend-run: {r['detail']}"), err=True))
         if start_job:
             store.new_run()
         else:
@@ -95,7 +96,8 @@ def events(deployment_file: str, output_format: str, previous: bool) -> None:
     if not records:
         click.echo(f"no events for {dep.name} ({path})", err=True)
     for record in records:
-        click.echo(f"{record.get('time', '')[11:]} {record.get('kind', '?'):<12} {record.get('detail', '')}")
+        click.echo(terminal(f"{str(record.get('time', ''))[11:]} {str(record.get('kind', '?')):<12} "
+                            f"{record.get('detail', '')}"))
 
 
 commands = [supervise, events]

@@ -77,6 +77,31 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+_TERMINAL_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def terminal(text: str) -> str:
+    """Text from a server, an event or a file, for a person's screen: every control character escaped
+    (`\\x1b`, `\\r`) but tabs and newlines, so an escape sequence in a job's output cannot clear the
+    screen, move the cursor or retitle the terminal. JSON output (-o json) and collected files keep the
+    text as it is; this is only for text printed to be read."""
+    if _TERMINAL_CONTROL.search(text) is None:
+        return text
+    return _TERMINAL_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def terminal_all(value: Any) -> Any:
+    """`terminal` over every string in a record (mapping keys and values, lists): a whole event or status
+    made safe to print."""
+    if isinstance(value, str):
+        return terminal(value)
+    if isinstance(value, dict):
+        return {terminal_all(k): terminal_all(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(terminal_all(v) for v in value)
+    return value
+
+
 def comment(text: str) -> str:
     """A shell comment line no value can end early: `# ` + the text with control characters escaped."""
     return "# " + printable(text)
