@@ -18,7 +18,7 @@ import pytest
 
 from ascend_run.inputs import hostrange
 from tests.hostile_support import run_cli
-from tests.test_hostile_input import BASE, refused, with_, write
+from tests.test_hostile_input import BASE, refused, standins, with_, write  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 MF_CONFIG = REPO / "examples" / "mindformers-cpu" / "pretrain_tiny_llama.yaml"
@@ -581,3 +581,139 @@ def test_prefixed_lines_and_errors_are_escaped(tmp_path, capsys):
     printer.lines("n0", f"x{ESCAPES}\ny\tz\n")
     assert out.getvalue() == ("[n0] step 1\\x1b[2J\\x1b]0;pwned\\x07\\r\\x08\n"
                               "[n0] x\\x1b[2J\\x1b]0;pwned\\x07\\r\\x08\n[n0] y\tz\n")
+
+
+# --- secrets: from the launching machine, never in argv, redacted ---------------------------------------------
+
+TOKEN, FILE_SECRET = "tok-9f3a-secret-value", "file-secret-password"
+
+
+def secret_deploy(tmp_path: Path, **extra) -> Path:
+    (tmp_path / "pass.txt").write_text(FILE_SECRET + "\n")
+    data = with_(secrets={"HF_TOKEN": {"env": "TEST_TOKEN_22"}, "DB_PASS": {"file": "pass.txt"}}, **extra)
+    return write(tmp_path, data)
+
+
+@pytest.mark.parametrize("secrets,needle", [
+    ({"HF_TOKEN": "literal-value"}, "never written here"),
+    ({"HF_TOKEN": {}}, "env:, file: or both"),
+    ({"HF-TOKEN": {"env": "A"}}, "not a valid environment variable name"),
+    ({"HCCL_OP_EXPANSION_MODE": {"env": "A"}}, "both in env: and in secrets:"),
+    ({"X": {"env": "$(id)"}}, "environment variable name"),
+])
+def test_secrets_are_named_never_written(tmp_path, secrets, needle):
+    refused(run_cli(["validate", "-f", str(write(tmp_path, with_(secrets=secrets)))]), "secrets", needle)
+
+
+def test_a_secret_that_cannot_be_read_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("TEST_TOKEN_22", raising=False)
+    deploy = secret_deploy(tmp_path)
+    for argv in (["launch", "-f", str(deploy), "--dry-run"], ["docker-run", "-f", str(deploy), "--out", "o"]):
+        refused(run_cli(argv), "secrets.HF_TOKEN", "TEST_TOKEN_22 is not set")
+    monkeypatch.setenv("TEST_TOKEN_22", TOKEN)
+    (tmp_path / "pass.txt").unlink()
+    os.mkfifo(tmp_path / "pass.txt")
+    refused(run_cli(["launch", "-f", str(deploy), "--dry-run"]), "FIFO")
+
+
+def test_secret_values_never_reach_the_dry_run_or_an_argv(tmp_path, monkeypatch):
+    import json as json_
+
+    monkeypatch.setenv("TEST_TOKEN_22", TOKEN)
+    deploy = secret_deploy(tmp_path)
+    for argv in (["launch", "-f", str(deploy), "--dry-run"], ["launch", "-f", str(deploy), "--dry-run", "-o", "json"],
+                 ["docker-run", "-f", str(deploy), "-w", "n0"], ["docker-run", "-f", str(deploy), "-w", "n0", "--dry-run"]):
+        result = run_cli(argv)
+        assert result.rc == 0, result.text
+        assert TOKEN not in result.text and FILE_SECRET not in result.text
+    plan = json_.loads(run_cli(["launch", "-f", str(deploy), "--dry-run", "-o", "json"]).out)
+    argv = plan["nodes"][0]["argv"]
+    assert argv[argv.index("--env-file") + 1] == "/var/lib/ascend-run/ds3/secrets-ds3.env"
+    assert "HF_TOKEN" in run_cli(["launch", "-f", str(deploy), "--dry-run"]).out  # the names are shown
+
+
+def test_scripts_with_secrets_are_0700_and_pass_them_in_a_file(tmp_path, monkeypatch, standins):
+    import stat as stat_
+
+    from tests.hostile_support import read_calls, run_bash
+
+    monkeypatch.setenv("TEST_TOKEN_22", TOKEN)
+    deploy = secret_deploy(tmp_path)
+    assert run_cli(["docker-run", "-f", str(deploy), "--out", str(tmp_path / "out")]).rc == 0
+    script = tmp_path / "out" / "run-n0.sh"
+    assert stat_.S_IMODE(script.stat().st_mode) == 0o700 and TOKEN in script.read_text()
+    log = tmp_path / "argv"
+    assert run_bash(script, standins, tmp_path, log).returncode == 0
+    calls = read_calls(log)
+    assert [prog for prog, _ in calls] == ["sh", "docker"]
+    assert not any(TOKEN in arg or FILE_SECRET in arg for _, argv in calls for arg in argv)
+    assert "--env-file" in calls[1][1]
+    plain = tmp_path / "plain"
+    assert run_cli(["docker-run", "-f", str(write(tmp_path, BASE, "plain.yaml")), "--out", str(plain)]).rc == 0
+    assert stat_.S_IMODE((plain / "run-n0.sh").stat().st_mode) == 0o755
+
+
+def test_the_launcher_writes_a_0600_env_file_over_stdin_and_removes_it(tmp_path, monkeypatch):
+    from ascend_run.inputs.deployment import load_deployment
+    from ascend_run.launch.launcher import Launcher
+    from tests.fake_transport import FakeServer, fake_cluster
+
+    monkeypatch.setenv("TEST_TOKEN_22", TOKEN)
+    dep = load_deployment(secret_deploy(tmp_path))
+    stdins: list[bytes] = []
+    original = FakeServer.run
+
+    def run(self, argv, *, stdin=None, **kw):
+        if stdin is not None:
+            stdins.append(stdin if isinstance(stdin, bytes) else b"".join(stdin))
+        return original(self, argv, stdin=stdin, **kw)
+
+    monkeypatch.setattr(FakeServer, "run", run)
+    cluster, servers, _ = fake_cluster(dep)
+    Launcher(cluster).start()
+    path = "/var/lib/ascend-run/ds3/secrets-ds3.env"
+    for server in servers.values():
+        commands = server.commands()
+        write_at = next(i for i, argv in enumerate(commands) if argv[:2] == ["sh", "-c"] and "umask 077" in argv[2])
+        run_at = next(i for i, argv in enumerate(commands) if argv[:2] == ["docker", "run"])
+        assert write_at < run_at < commands.index(["rm", "-f", "--", path])
+        assert not any(TOKEN in arg or FILE_SECRET in arg for argv in commands for arg in argv)
+    assert stdins == [f"HF_TOKEN={TOKEN}\nDB_PASS={FILE_SECRET}\n".encode()] * len(servers)
+
+
+def test_secret_values_are_redacted_in_events_status_and_errors(tmp_path, monkeypatch):
+    import json as json_
+
+    from ascend_run import secrets
+    from ascend_run.inputs.deployment import load_deployment
+    from ascend_run.supervise.state import StateStore
+
+    monkeypatch.setenv("ASCEND_RUN_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("TEST_TOKEN_22", TOKEN)
+    dep = load_deployment(secret_deploy(tmp_path))
+    secrets.values(dep)
+    store = StateStore.for_deployment(dep)
+    store.event("failure", f"rank 0 printed {TOKEN}", line=f"password={FILE_SECRET}")
+    raw = store.events_file.read_text()
+    assert TOKEN not in raw and FILE_SECRET not in raw and "REDACTED-HF_TOKEN" in raw
+    events = run_cli(["events", "-f", str(dep.path), "-o", "json"])
+    assert "REDACTED-DB_PASS" in json_.dumps(json_.loads(events.out))
+    import contextlib as contextlib_
+    import io
+
+    from ascend_run.cli import _error
+
+    err = io.StringIO()
+    with contextlib_.redirect_stderr(err):
+        _error(f"error: the server said {TOKEN}")
+    assert TOKEN not in err.getvalue() and "REDACTED-HF_TOKEN" in err.getvalue()
+
+
+def test_proxy_credentials_are_redacted_in_everything_printed(tmp_path):
+    url = "http://alice:pr0xy-pa55word@proxy.example:3128"
+    deploy = write(tmp_path, with_(**{"weights.https_proxy": url}))
+    for argv in (["weights", "fetch", "-f", str(deploy), "--dry-run"],
+                 ["weights", "fetch", "-f", str(deploy), "--dry-run", "-o", "json"]):
+        result = run_cli(argv)
+        assert result.rc == 0, result.text
+        assert "pr0xy-pa55word" not in result.text and "proxy.example:3128" in result.text

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from ascend_run import secrets
 from ascend_run.errors import ConfigError
 from ascend_run.inputs.deployment import DeploymentFile, deployment_from_data, load_deployment
 from ascend_run.inputs.images import get_image
@@ -57,6 +58,7 @@ BASE = {
             "config": "mf.yaml", "host_log_dir": "/var/log/ascend-run/{name}",
             "sync": [{"source": SYNC_SOURCE, "target": "/opt/sync"}], "require_free": {"/data": "1G"},
             "rank_table": "/etc/hccl.json", "output_dir": "/home/work/mf/output"},
+    "secrets": {"HF_TOKEN": {"env": "HOME", "file": "token.txt"}},  # HOME is set: the file is not read
     "weights": {"repo": "MindSpore-Lab/DeepSeek-V3", "revision": "main", "dir": "/data/weights/DeepSeek-V3",
                 "node": "n0", "image": "registry.local/ds3-infer:1", "endpoint": "https://hub.example",
                 "https_proxy": "http://proxy.example:3128", "ca_bundle": "/etc/ssl/proxy.pem"},
@@ -120,7 +122,7 @@ def put(data: dict, path: tuple, value: str) -> dict:
     data = copy.deepcopy(data)
     node = data
     for part in path[:-1]:
-        node = node[part]
+        node = next(iter(node.values())) if part == VALUE else node[part]  # a mapping's one value (a model)
     last = path[-1]
     if last == KEY:
         (old, item), = node.items()
@@ -188,7 +190,9 @@ def exercise(tmp: Path, data: dict, standins: Path, path: tuple, run: bool = Tru
         log = tmp / f"argv-{command}"
         if command == "docker-run":
             scripts += [(tmp / "scripts" / f"run-{node.name}.sh", log) for node in dep.nodes]
-            expected[command] = [docker_run_argv(dep, node) for node in dep.nodes]
+            expected[command] = [argv for node in dep.nodes for argv in (
+                [["sh", "-c", secrets.WRITE_SCRIPT, "sh", secrets.env_file_path(dep)]] if dep.spec.secrets else [])
+                + [docker_run_argv(dep, node)]]
         else:
             printed = tmp / f"{command}.sh"
             printed.write_text(result.out, encoding="utf-8")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ascend_run import secrets
 from ascend_run.cli.common import (
     deployment_option,
     echo_json,
@@ -43,6 +44,7 @@ def docker_run(deployment_file: str, out: str | None, node_specs: tuple[str, ...
             raise click.UsageError(f"{len(nodes)} nodes chosen: a script is printed for one node; give --out DIR "
                                    "to write them all")
         node = nodes[0]
+        secrets.values(dep)  # every secret can be read (one clear error otherwise); printed redacted
         script = render_script(dep, node)
         if output_format == "json":
             echo_json({"dry_run": dry_run, "node": node.name, "file": script_name(node), "script": script})
@@ -51,9 +53,11 @@ def docker_run(deployment_file: str, out: str | None, node_specs: tuple[str, ...
         return
     target = Path(out)
     written = []
+    found = secrets.values(dep)
     with staged_output(target) as staged:
         for node in nodes:
-            path = staged.add(target / script_name(node), render_script(dep, node), script_mode(dep))
+            path = staged.add(target / script_name(node), render_script(dep, node, secret_values=found),
+                              script_mode(dep))
             written.append({"node": node.name, "file": str(path)})
     if output_format == "json":
         echo_json({"out": out, "scripts": written})
@@ -62,8 +66,8 @@ def docker_run(deployment_file: str, out: str | None, node_specs: tuple[str, ...
 
 
 def script_mode(dep) -> int:
-    """run-*.sh: executable by everyone (they hold no secret values)."""
-    return 0o755
+    """run-*.sh: 0700 when it holds secret values (`secrets:`), else executable by everyone."""
+    return 0o700 if dep.spec.secrets else 0o755
 
 
 commands = [docker_run]

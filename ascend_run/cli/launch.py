@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 
@@ -9,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ascend_run import secrets
 from ascend_run.cli.common import (
     accept_new_option,
     connected,
@@ -212,6 +214,8 @@ def launch(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tup
 
 def print_launch_plan(dep: Deployment, nodes: list, output_format: str) -> None:
     """`launch --dry-run`: per node, the docker command line it would run (over SSH, as printed)."""
+    if dep.spec.secrets:
+        secrets.values(dep)  # each can be read now, as the launch will (one clear error otherwise)
     if output_format == "json":
         chosen = {n.name for n in nodes}
         echo_json({"dry_run": True, "job": dep.name, "nodes": [
@@ -220,6 +224,10 @@ def print_launch_plan(dep: Deployment, nodes: list, output_format: str) -> None:
             for p in launch_plan(dep) if p.node.name in chosen]})
         return
     lines: list[str] = []
+    if dep.spec.secrets:
+        lines.append(comment(f"secrets {', '.join(dep.spec.secrets)}: values read here, sent over ssh into "
+                             f"{secrets.env_file_path(dep)} (0600) on each server before its docker run, removed "
+                             "after the start; never shown, never in an argv"))
     for node, line in shell_lines(dep, nodes):  # in blocks: one echo per line was a third of 50,000 nodes' time
         lines += (comment(f"{node.name} (rank {node.rank}) via ssh {node.ssh.describe()}"), line)
         if len(lines) >= 2048:
@@ -278,7 +286,9 @@ def status(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tup
     dep = load_deployment(deployment_file)
     select = (lambda in_use: pick_nodes(in_use, node_specs, exclude_specs)) \
         if subset_given(node_specs, exclude_specs) else None
-    report = job_status(dep, accept_new_host_keys, parallel, select=select)
+    with contextlib.suppress(AscendRunError):  # known values are redacted from what the servers say
+        secrets.values(dep)
+    report = secrets.redact_all(job_status(dep, accept_new_host_keys, parallel, select=select))
     if output_format == "json":
         echo_json(report)
         return

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from ascend_run import secrets
 from ascend_run.cli.common import (
     deployment_option,
     dry_run_option,
@@ -120,7 +121,8 @@ def _download(dep, deployment_file: str, directory, repo, revision, node_choice,
     req = weights_download.hub_fetch(dep, repo=repo, dest=directory, revision=revision, image=image, workers=workers)
     node = weights_download.download_node(dep, node_choice)
     if dry_run:
-        lines = dry_run_lines(node, weights_download.commands(dep, node, req))
+        # the proxy's password (registered when the file was read) shows as REDACTED-…
+        lines = [secrets.redact(line) for line in dry_run_lines(node, weights_download.commands(dep, node, req))]
         if output_format == "json":
             echo_json({"dry_run": True, "node": node.name, "lines": lines})
         else:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ascend_run.errors import ConfigError, ConfigErrors
 from ascend_run.inputs import hostrange, sshconfig, text
@@ -382,6 +382,27 @@ class WeightsSettings(Strict):
         return value
 
 
+class SecretSource(Strict):
+    """Where a secret's value is read on the launching machine (ascend_run/secrets.py): `env` (a variable's
+    name) and/or `file` (a path, relative to the deployment file); with both, the variable when it is set."""
+
+    env: str | None = None
+    file: str | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            text.matching(ENV_NAME, value, "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretSource:
+        if self.file is None and self.env is None:
+            raise Invalid("give env:, file: or both", fix="write {env: VARIABLE} or {file: path/to/file}")
+        return self
+
+
 def check_image(value: str) -> str:
     """An image reference as docker takes it: never an option, no spaces or shell syntax."""
     text.not_option(value, "docker run", fix="write the image reference, e.g. registry/repo/name:tag")
@@ -420,8 +441,30 @@ class DeploymentFile(Strict):
     job: JobSettings | None = None
     spares: list[NodeEntry] = Field(default_factory=list)  # standby servers, written like nodes:
     weights: WeightsSettings = Field(default_factory=WeightsSettings)
+    secrets: dict[str, SecretSource] = Field(default_factory=dict)  # values from the launching machine
 
     data_fields = frozenset({"env"})
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secret_names(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, source in value.items():
+                if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+                    raise Invalid(f"{shown(name)} is not a valid environment variable name")
+                if isinstance(source, str):
+                    raise Invalid(f"{name}: a secret's value is never written here",
+                                  fix=f"write {name}: {{env: VARIABLE}} or {name}: {{file: path}}, and keep the value "
+                                  "in that variable or file")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _not_also_env(cls, value: dict, info: ValidationInfo) -> dict:
+        both = sorted(set(value) & set(info.data.get("env") or {}))
+        if both:
+            raise Invalid(f"{both[0]} is both in env: and in secrets:", fix="keep it in secrets: only")
+        return value
     _env = field_validator("env", mode="before")(lambda cls, v: _env_mapping(v))
     _profile = field_validator("profile")(lambda cls, v: check_profile(v))
 
@@ -911,4 +954,7 @@ def deployment_from_data(raw: dict, path: str | Path = "<memory>") -> Deployment
     if problems:
         _raise_all([ConfigError(p.message, file=file, key=format_loc(p.loc), line=line_of(raw, p.loc), fix=p.fix)
                     for p in problems])
+    from ascend_run import secrets
+
+    secrets.register(secrets.proxy_credentials(spec.weights.https_proxy))  # redacted wherever printed
     return Deployment(path=path, spec=spec, profile=profile, nodes=tuple(nodes), spares=tuple(spares))

@@ -80,11 +80,21 @@ def printable(text: str) -> str:
 _TERMINAL_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
+_redactor = None  # set by ascend_run.secrets once a secret value is known: what is printed never shows it
+
+
+def set_redactor(redact) -> None:
+    global _redactor
+    _redactor = redact
+
+
 def terminal(text: str) -> str:
     """Text from a server, an event or a file, for a person's screen: every control character escaped
     (`\\x1b`, `\\r`) but tabs and newlines, so an escape sequence in a job's output cannot clear the
     screen, move the cursor or retitle the terminal. JSON output (-o json) and collected files keep the
-    text as it is; this is only for text printed to be read."""
+    text as it is; this is only for text printed to be read. Secret values are redacted (ascend_run.secrets)."""
+    if _redactor is not None:
+        text = _redactor(text)
     if _TERMINAL_CONTROL.search(text) is None:
         return text
     return _TERMINAL_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ascend_run import secrets
 from ascend_run.errors import JobFailed, TransportError
 from ascend_run.inputs.deployment import Node
 from ascend_run.launch import nodeops, sync
@@ -99,11 +100,23 @@ class Launcher:
     # --- start, watch, stop -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """`docker run` on every node; if any node fails to start, remove what did start and raise."""
+        """`docker run` on every node; if any node fails to start, remove what did start and raise. With
+        `secrets:`, each node's 0600 env file is written from stdin first and removed after its start."""
+        found = secrets.values(self.dep) if self.dep.spec.secrets else {}
+        path = secrets.env_file_path(self.dep)
+
         def work(node: Node, t: Transport) -> None:
             # the error shows the command's head and the image, not its fifty flags
             shown = ["docker", "run", "...", self.dep.image]
-            t.run(self.plans[node.name].docker_argv, timeout=300).check(node.name, shown)
+            if not found:
+                t.run(self.plans[node.name].docker_argv, timeout=300).check(node.name, shown)
+                return
+            try:
+                t.run(["sh", "-c", secrets.WRITE_SCRIPT, "sh", path], stdin=secrets.env_file(found),
+                      timeout=60).check(node.name, ["sh", "-c", "(write the 0600 secrets file)", path])
+                t.run(self.plans[node.name].docker_argv, timeout=300).check(node.name, shown)
+            finally:
+                t.run([*secrets.REMOVE_ARGV, path], timeout=60)
         outcomes = self.cluster.each(work)
         if any(not o.ok for o in outcomes):
             self.stop_all("a node failed to start")

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ascend_run import secrets
 from ascend_run.errors import AscendRunError
 
 STATE_DIR_ENV = "ASCEND_RUN_STATE_DIR"
@@ -204,6 +205,7 @@ class StateStore:
         now = time.time()
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}",
                   "t": round(now, 3), "kind": kind, "detail": detail, **extra}
+        record = secrets.redact_all(record)  # a secret value never lands in the events
         self._append(self.events_file, record)
         if self.echo is not None:
             self.echo(record)
