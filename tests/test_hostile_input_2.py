@@ -717,3 +717,76 @@ def test_proxy_credentials_are_redacted_in_everything_printed(tmp_path):
         result = run_cli(argv)
         assert result.rc == 0, result.text
         assert "pr0xy-pa55word" not in result.text and "proxy.example:3128" in result.text
+
+
+# --- the broadcast relay: strangers cost nothing lasting --------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["0.0.0.0", "::"])
+def test_a_wildcard_cluster_address_is_refused(tmp_path, value):
+    data = with_(nodes=[{"address": "10.0.0.1", "name": "n0", "cluster_address": value}])
+    refused(run_cli(["validate", "-f", str(write(tmp_path, data))]), "cluster_address", "wildcard")
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1", "127.9.9.9", "::1", "localhost"])
+def test_a_loopback_cluster_address_is_refused_for_several_servers(tmp_path, value):
+    many = with_(nodes=[{"address": "10.0.0.[1-2]", "cluster_address": value}])
+    refused(run_cli(["validate", "-f", str(write(tmp_path, many))]), "cluster_address", "loopback")
+    one = with_(nodes=[{"address": "10.0.0.1", "cluster_address": value}])
+    assert run_cli(["validate", "-f", str(write(tmp_path, one, "one.yaml"))]).rc == 0
+
+
+def relay_agent(tmp_path: Path, name: str) -> tuple[subprocess.Popen, int]:
+    import json as json_
+
+    from ascend_run.transport import relay
+
+    config = {"transfer": "t1", "secret": "ab" * 32, "node": name, "listen": "127.0.0.1", "tls": None,
+              "store": {"kind": "file", "path": str(tmp_path / f"{name}.staged")}}
+    proc = subprocess.Popen([sys.executable, *relay.relay_argv(relay.agent_source())[1:]],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc.stdin.write(relay.agent_source() + json_.dumps(config).encode() + b"\n")
+    proc.stdin.flush()
+    event = json_.loads(proc.stdout.readline())
+    assert event["event"] == "listening"
+    return proc, event["port"]
+
+
+def test_idle_strangers_neither_hold_the_relay_nor_delay_a_puller(tmp_path):
+    """300 connections that never say a word (what stalled a broadcast): the relay keeps at most MAX_PENDING
+    of them, and an authenticated puller still gets the whole stream at once."""
+    import json as json_
+    import socket
+
+    from ascend_run.transport.relay_agent import MAX_PENDING
+
+    payload = os.urandom(4 << 20)
+    source, port = relay_agent(tmp_path, "n1")
+    strangers = []
+    try:
+        source.stdin.write(b'{"op": "feed"}\n' + json_.dumps({"op": "data", "offset": 0, "n": len(payload)}).encode()
+                           + b"\n" + payload + json_.dumps({"op": "end", "total": len(payload)}).encode() + b"\n")
+        source.stdin.flush()
+        for _ in range(300):
+            strangers.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.5)
+        threads = int(next(line.split()[1] for line in Path(f"/proc/{source.pid}/status").read_text().splitlines()
+                           if line.startswith("Threads:")))
+        assert threads <= MAX_PENDING + 8, threads
+        puller, _ = relay_agent(tmp_path, "n2")
+        started = time.monotonic()
+        puller.stdin.write(json_.dumps({"op": "pull", "host": "127.0.0.1", "port": port, "name": "n1"}).encode() + b"\n")
+        puller.stdin.flush()
+        while True:
+            event = json_.loads(puller.stdout.readline())
+            if event["event"] in ("complete", "failed", "error"):
+                break
+        assert event["event"] == "complete" and time.monotonic() - started < 10, event
+        puller.stdin.write(b'{"op": "exit", "keep": true}\n')
+        puller.stdin.flush()
+        puller.wait(10)
+        assert (tmp_path / "n2.staged").read_bytes() == payload
+    finally:
+        for sock in strangers:
+            sock.close()
+        source.kill()
+        source.wait()

@@ -839,6 +839,31 @@ def _check_ssh_hostname(address: str, hostname: str, ssh_config: sshconfig.UserC
     return None
 
 
+def _check_cluster_addresses(spec: DeploymentFile, servers: int) -> list[_LocError]:
+    """A cluster address other servers reach: never a wildcard (0.0.0.0 would make a broadcast relay listen
+    on every interface, and is nobody's address), nor loopback when there are several servers (each would
+    reach itself)."""
+    problems: list[_LocError] = []
+    for section, entries in (("nodes", spec.nodes), ("spares", spec.spares)):
+        for index, entry in enumerate(entries):
+            value = entry.cluster_address
+            try:
+                address = ipaddress.ip_address(value.split("%")[0]) if value else None
+            except ValueError:
+                address = None  # a host name
+            if address is None and value not in ("localhost",):
+                continue
+            if address is not None and address.is_unspecified:
+                problems.append(_err(f"{value} is the wildcard address, not one other servers can reach",
+                                     (section, index, "cluster_address"),
+                                     fix="write the server's address on the cluster network"))
+            elif servers > 1 and (address is None or address.is_loopback):
+                problems.append(_err(f"{value} is a loopback address: with {servers} servers, each would reach "
+                                     "itself", (section, index, "cluster_address"),
+                                     fix="write the server's address on the cluster network"))
+    return problems
+
+
 def _check_spares(spec: DeploymentFile, nodes: list[Node], spares: list[Node]) -> list[_LocError]:
     """A spare must be able to take any node's place: as many NPUs as the job runs workers on a node."""
     problems: list[_LocError] = []
@@ -951,6 +976,7 @@ def deployment_from_data(raw: dict, path: str | Path = "<memory>") -> Deployment
         nodes, spares, problems = _resolve_nodes(spec, profile, path, ssh_config)
     problems += _check_job(spec, nodes)
     problems += _check_spares(spec, nodes, spares)
+    problems += _check_cluster_addresses(spec, len(nodes) + len(spares))
     if problems:
         _raise_all([ConfigError(p.message, file=file, key=format_loc(p.loc), line=line_of(raw, p.loc), fix=p.fix)
                     for p in problems])
