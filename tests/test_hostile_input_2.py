@@ -790,3 +790,16 @@ def test_idle_strangers_neither_hold_the_relay_nor_delay_a_puller(tmp_path):
             sock.close()
         source.kill()
         source.wait()
+
+
+def test_encrypt_is_the_default_where_the_link_is_not_a_private_network():
+    from ascend_run.cli.transfer import encrypt_by_default
+    from ascend_run.inputs.deployment import Node, SSHSettings
+
+    def nodes(*addresses):
+        return [Node(i, f"n{i}", a, (0,), a, SSHSettings()) for i, a in enumerate(addresses)]
+
+    assert encrypt_by_default(None, nodes("10.0.0.1", "192.168.1.2", "fd00::1", "ascend0")) is False
+    assert encrypt_by_default(None, nodes("10.0.0.1", "8.8.8.8")) is True
+    assert encrypt_by_default(None, nodes("2001:4860::1")) is True
+    assert encrypt_by_default(False, nodes("8.8.8.8")) is False and encrypt_by_default(True, nodes("10.0.0.1"))

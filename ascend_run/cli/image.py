@@ -20,7 +20,7 @@ from ascend_run.cli.common import (
     renamed_option,
     subset_options,
 )
-from ascend_run.cli.transfer import encrypt_option, per_node_option
+from ascend_run.cli.transfer import encrypt_by_default, encrypt_option, per_node_option
 from ascend_run.engine.build import BuildEvent, BuildRequest, build_image
 from ascend_run.engine.local import engine_client
 from ascend_run.engine.wheelhouse import INDEX_PORT, serve
@@ -150,7 +150,7 @@ def build_with_progress(client, kind: str, request: BuildRequest, quiet: bool) -
 @output_option
 @accept_new_option
 def ship_cmd(kind: str, deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tuple[str, ...],
-             docker_host: str | None, encrypt: bool, per_node: bool, dry_run: bool, output_format: str,
+             docker_host: str | None, encrypt: bool | None, per_node: bool, dry_run: bool, output_format: str,
              accept_new_host_keys: bool) -> None:
     """Copy the KIND image to every node and spare (or -w/-x among them) that lacks it, without a registry.
 
@@ -173,6 +173,7 @@ def ship_cmd(kind: str, deployment_file: str, node_specs: tuple[str, ...], exclu
     console = err_console()
     dep = dep.with_nodes([*dep.nodes, *dep.spares])
     nodes = pick_nodes(dep, node_specs, exclude_specs)
+    encrypt = encrypt_by_default(encrypt, nodes)
     with engine_client(docker_host) as (engine, client):
         local = _local_image(client, engine.base_url, dep.image, deployment_file)
         with connected(dep, accept_new_host_keys, nodes=nodes) as cluster:
