@@ -803,3 +803,33 @@ def test_encrypt_is_the_default_where_the_link_is_not_a_private_network():
     assert encrypt_by_default(None, nodes("10.0.0.1", "8.8.8.8")) is True
     assert encrypt_by_default(None, nodes("2001:4860::1")) is True
     assert encrypt_by_default(False, nodes("8.8.8.8")) is False and encrypt_by_default(True, nodes("10.0.0.1"))
+
+
+def test_collected_logs_replace_planted_links_and_take_no_name_a_server_makes_up(tmp_path):
+    from ascend_run.launch.collect import collect_logs
+    from ascend_run.transport.base import Result
+    from tests.fake_transport import FakeServer, fake_cluster
+    from tests.test_orchestration import job_deployment
+
+    dep = job_deployment(1)
+    listing = "worker_0.log\n../../escaped.log\n/etc/passwd\nattempt-1/worker_0.log\nworker_0.log\x1b[2J\n"
+    cluster, servers, _ = fake_cluster(dep, answers={("sh", "-c"): Result(0, listing, "")})
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    out = tmp_path / "out"
+    (out / "n0").mkdir(parents=True)
+    (out / "n0" / "worker_0.log").symlink_to(victim)
+
+    def get(self, src, dst):
+        Path(dst).write_text(f"copy of {src}\n")
+
+    original = FakeServer.get
+    FakeServer.get = get
+    try:
+        copied = collect_logs(cluster, out)
+    finally:
+        FakeServer.get = original
+    assert copied == {"n0": ["worker_0.log", "attempt-1/worker_0.log"]}
+    assert victim.read_text() == "untouched\n" and not (out / "n0" / "worker_0.log").is_symlink()
+    assert (out / "n0" / "worker_0.log").read_text().startswith("copy of")
+    assert not (tmp_path / "escaped.log").exists() and not list(out.rglob(".*"))
