@@ -219,12 +219,17 @@ def pick_nodes(dep, node_specs=(), exclude_specs=(), pool=None) -> list:
             raise ConfigError(f"{shown_specs(exclude_specs)} names no node", key="-x/--exclude",
                               fix="give names, addresses, ranks or ranges (n[0-3]); leave -x out to exclude none")
         try:  # matched, never expanded: -x n[0-99999999999] costs what -x n7 costs
-            matchers = [hostrange.Matcher(token) for token in tokens]
+            matchers = [hostrange.Matcher(token) for token in dict.fromkeys(tokens)]
         except ValueError as exc:
             raise ConfigError(str(exc), key="-x/--exclude",
                               fix="write a name, an address, a rank or a range such as node[001-004]") from None
-        chosen = [n for n in chosen
-                  if not any(match(key) for match in matchers for key in (n.name, n.address, str(n.rank)))]
+        keys = {key: None for n in chosen for key in (n.name, n.address, str(n.rank))}
+        if hostrange.selection_work(matchers, len(keys)) > hostrange.MAX_SELECTION_WORK:
+            raise ConfigError(f"{len(matchers):,} patterns over {len(keys):,} names are more than "
+                              f"{hostrange.MAX_SELECTION_WORK:,} names to look at", key="-x/--exclude",
+                              fix="exclude with fewer, wider ranges")
+        excluded = {key for match in matchers for key in hostrange.names_in(match, keys)}
+        chosen = [n for n in chosen if not ({n.name, n.address, str(n.rank)} & excluded)]
         if not chosen:
             raise ConfigError("-w/-x leave no node to act on", file=str(dep.path), key="nodes",
                               fix="exclude fewer nodes")

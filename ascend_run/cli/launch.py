@@ -165,6 +165,9 @@ def launch(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tup
         print_launch_plan(dep, [n for n in dep.nodes if n.name in shown], output_format)
         return
     refuse_subset(node_specs, exclude_specs, WHOLE_JOB + " (with --dry-run they choose which nodes are shown)")
+    dep.check_sync_sources()  # before a supervisor starts: one clear error here, not a failed run
+    if dep.spec.secrets:
+        secrets.values(dep)
     json_out = output_format == "json"
     store = StateStore.for_deployment(dep)
     if store.owner_alive():

@@ -612,7 +612,8 @@ class Deployment:
             for key in dict.fromkeys((node.name, node.address, str(node.rank))):
                 index.setdefault(key, []).append(node)
         wanted: dict[int, Node] = {}
-        for token in names:
+        matchers = []
+        for token in dict.fromkeys(names):
             try:
                 matcher = hostrange.Matcher(token)
                 if matcher.size > hostrange.MAX_EXPANSION:  # every name it stands for must be a node: cannot be
@@ -621,8 +622,14 @@ class Deployment:
             except ValueError as exc:
                 raise ConfigError(str(exc), key="--node(s)", fix="write a name, an address, a rank or a range "
                                   "such as node[001-004]") from None
-            keys = [key for key in index if matcher(key)] if matcher.groups else \
-                ([token] if token in index else [])
+            matchers.append(matcher)
+        if hostrange.selection_work(matchers, len(index)) > hostrange.MAX_SELECTION_WORK:
+            raise ConfigError(f"{len(matchers):,} node patterns over {len(index):,} names are more than "
+                              f"{hostrange.MAX_SELECTION_WORK:,} names to look at", key="--node(s)",
+                              fix="name the nodes with fewer, wider ranges")
+        for matcher in matchers:
+            token = matcher.pattern
+            keys = hostrange.names_in(matcher, index)
             if len(keys) < matcher.size:  # some name it stands for is not a node: say the first one
                 missing = next((name for name in hostrange.iter_expand(token) if name not in index), None)
                 if missing is not None:  # None: the range names some node twice (n[1,1])

@@ -169,3 +169,21 @@ def _in_group(spans: list[Span], digits: str) -> bool:
                 and str(number).zfill(span.width) == digits:
             return True
     return False
+
+
+MAX_SELECTION_WORK = 5_000_000  # names built or matched for one -w/-x list, all tokens together
+
+
+def names_in(matcher: Matcher, keys) -> list[str]:
+    """The keys (a dict or set of names) that `matcher`'s pattern stands for, at the cost of the smaller
+    side: its expansion looked up in `keys` when that is shorter, else every key matched."""
+    if not matcher.groups:
+        return [matcher.pattern] if matcher.pattern in keys else []
+    if matcher.size <= len(keys):
+        return [name for name in iter_expand(matcher.pattern) if name in keys]
+    return [key for key in keys if matcher(key)]
+
+
+def selection_work(matchers: list[Matcher], keys: int) -> int:
+    """What `names_in` costs for every matcher, before any of it is done (a budget check)."""
+    return sum(min(m.size, keys) if m.groups else 1 for m in matchers)
