@@ -8,6 +8,7 @@ import click
 
 from ascend_run.cli import colour
 from ascend_run.cli.common import Seconds, echo_json, file_from_environment, file_option, output_option
+from ascend_run.inputs.text import terminal
 from ascend_run.serving.ask import DEFAULT_MAX_TOKENS, DEFAULT_TIMEOUT, ChatClient, leader_url, messages_for, pick_model
 
 URL_ENV, KEY_ENV = "OPENAI_BASE_URL", "OPENAI_API_KEY"
@@ -29,7 +30,7 @@ def _service_url(deployment_file: str | None, url: str | None, port: int | None)
 
 
 def _print_token(token: str) -> None:
-    click.echo(token, nl=False)  # echo flushes: each token shows as it arrives
+    click.echo(terminal(token), nl=False)  # echo flushes: each token shows as it arrives; escapes escaped
 
 
 def _discard(token: str) -> None:
@@ -37,7 +38,7 @@ def _discard(token: str) -> None:
 
 
 def _progress(text: str) -> None:
-    click.echo(colour.style(text, sys.stderr, fg="yellow"), err=True)
+    click.echo(colour.style(terminal(text), sys.stderr, fg="yellow"), err=True)
 
 
 @click.command()
@@ -84,7 +85,7 @@ def ask(prompt: str, deployment_file: str | None, url: str | None, api_key: str 
                    "finish_reason": answer.finish_reason, "usage": answer.usage, "elapsed_s": answer.elapsed_s,
                    "streamed": answer.streamed})
         return
-    click.echo("" if printing else answer.text)
+    click.echo("" if printing else terminal(answer.text))
     tokens = (answer.usage or {}).get("completion_tokens")
     click.echo(colour.style(f"({answer.model}, {answer.elapsed_s:.1f} s" + (f", {tokens} tokens" if tokens else "")
                             + (", cut at --max-tokens" if answer.finish_reason == "length" else "") + ")",
