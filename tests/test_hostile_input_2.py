@@ -837,3 +837,25 @@ def test_collected_logs_replace_planted_links_and_take_no_name_a_server_makes_up
     assert victim.read_text() == "untouched\n" and not (out / "n0" / "worker_0.log").is_symlink()
     assert (out / "n0" / "worker_0.log").read_text().startswith("copy of")
     assert not (tmp_path / "escaped.log").exists() and not list(out.rglob(".*"))
+
+
+@pytest.mark.parametrize("spelling", [["-f", "job.yaml"], ["--file=job.yaml"], ["--file", "job.yaml"], ["-fjob.yaml"],
+                                      []])
+def test_a_supervisor_is_recognised_however_it_was_given_its_file(tmp_path, monkeypatch, spelling):
+    """`supervise` started by hand in the file's folder, with any spelling of -f (or $ASCEND_RUN_FILE)."""
+    from ascend_run.supervise.state import StateStore, job_dir
+
+    monkeypatch.setenv("ASCEND_RUN_STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "job.yaml").write_text("x")
+    directory = job_dir(tmp_path / "job.yaml", "ds3")
+    code = (f"import time; from ascend_run.supervise.state import StateStore; held = StateStore({str(directory)!r})"
+            ".owned(); held.__enter__(); print('held', flush=True); time.sleep(30)")
+    holder = subprocess.Popen([sys.executable, "-c", code, "supervise", *spelling], cwd=tmp_path, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(REPO),
+                                              **({} if spelling else {"ASCEND_RUN_FILE": "job.yaml"})})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert StateStore(directory).owner_pid() == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()

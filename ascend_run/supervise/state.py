@@ -154,11 +154,42 @@ def is_supervisor(pid: int, directory: Path) -> bool:
             argv = [os.fsdecode(arg) for arg in fh.read().split(b"\0")]
     except (OSError, ValueError):
         return False
-    if uid != os.getuid() or "supervise" not in argv or "-f" not in argv[:-1]:
+    if uid != os.getuid() or "supervise" not in argv:
         return False
-    path = argv[argv.index("-f") + 1]
+    path = _file_argument(argv) or _environ(pid).get(STATE_FILE_ENV)
+    if not path:
+        return False
+    try:
+        path = os.path.join(os.readlink(f"/proc/{pid}/cwd"), path)  # relative to where it runs (absolute: kept)
+    except OSError:
+        return False
     digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]
     return directory.name.endswith("-" + digest)
+
+
+STATE_FILE_ENV = "ASCEND_RUN_FILE"
+
+
+def _file_argument(argv: list[str]) -> str | None:
+    """The deployment file a command line names: -f X, -fX, --file X, --file=X (the last one wins)."""
+    found = None
+    for index, arg in enumerate(argv):
+        if arg in ("-f", "--file") and index + 1 < len(argv):
+            found = argv[index + 1]
+        elif arg.startswith("--file="):
+            found = arg[len("--file="):]
+        elif arg.startswith("-f") and len(arg) > 2 and not arg.startswith("--"):
+            found = arg[2:]
+    return found
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            pairs = [item.partition(b"=") for item in fh.read().split(b"\0") if item]
+    except OSError:
+        return {}
+    return {os.fsdecode(k): os.fsdecode(v) for k, _, v in pairs}
 
 
 class StateStore:
