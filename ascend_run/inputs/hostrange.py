@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 _GROUP = re.compile(r"\[([^\[\]]*)\]")
-_ITEM = re.compile(r"\A(\d{1,12})(?:-(\d{1,12})(?:/(\d{1,12}))?)?\Z")
+_ITEM = re.compile(r"\A([0-9]{1,12})(?:-([0-9]{1,12})(?:/([0-9]{1,12}))?)?\Z")  # ASCII digits only
 MAX_EXPANSION = 100_000
 MAX_PATTERN = 1024  # characters; a host name is at most 253
 
