@@ -38,6 +38,7 @@ PROOF_S = 5            # an incoming peer must prove the secret within this; a r
 MAX_PENDING = 32       # incoming peers not yet authenticated: a new one evicts the oldest, so idle strangers
                        # hold nothing for long and never keep a puller out
 MAX_SERVING = 16       # authenticated pullers served at once (a chain has one or two)
+MAX_REFUSALS_TOLD = 10  # bad handshakes reported to the kit (the rest are only counted)
 REPORT_S = 0.5
 _out = threading.Lock()
 
@@ -294,6 +295,7 @@ class Relay(object):
         self.lock = threading.Lock()
         self.reported = False
         self.pending = []          # sockets of peers still in the handshake, oldest first
+        self.refused = 0
         self.serving = 0
 
     # --- serving ----------------------------------------------------------------------------------------
@@ -328,7 +330,11 @@ class Relay(object):
             offset = OFFSET.unpack(recv_exact(conn, OFFSET.size))[0]
             proof = recv_exact(conn, 32)
             if not hmac.compare_digest(proof, mac(self.secret, b"pull", self.transfer, nonce_s, nonce_c, name, offset)):
-                emit("refused", peer=peer[0], why="bad handshake")
+                with self.lock:
+                    self.refused += 1
+                    tell = self.refused <= MAX_REFUSALS_TOLD
+                if tell:  # the first few are news; a flood of them would flood the kit's SSH session too
+                    emit("refused", peer=peer[0], why="bad handshake")
                 return
             with self.lock:
                 if raw not in self.pending:
