@@ -39,14 +39,15 @@ sys.path.insert(0, str(ROOT))
 
 # --- flood ------------------------------------------------------------------------------------------------------
 
-def agent(name: str, store: str) -> tuple[subprocess.Popen, int]:
+def agent(name: str, store: str, source: Path | None = None) -> tuple[subprocess.Popen, int]:
     from ascend_run.transport import relay
 
+    text = source.read_bytes() if source is not None else relay.agent_source()
     config = {"transfer": "bench", "secret": "cd" * 32, "node": name, "listen": "127.0.0.1", "tls": None,
               "store": {"kind": "file", "path": store}}
-    proc = subprocess.Popen([sys.executable, *relay.relay_argv(relay.agent_source())[1:]],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    proc.stdin.write(relay.agent_source() + json.dumps(config).encode() + b"\n")
+    proc = subprocess.Popen([sys.executable, *relay.relay_argv(text)[1:]], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc.stdin.write(text + json.dumps(config).encode() + b"\n")
     proc.stdin.flush()
     event = json.loads(proc.stdout.readline())
     assert event["event"] == "listening", event
@@ -87,7 +88,7 @@ def flood(args) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, args.strangers + 256)), hard))
     payload = os.urandom(args.mib << 20)
     with tempfile.TemporaryDirectory(prefix="bench-relay-", dir="/dev/shm") as tmp:
-        source, port = agent("source", f"{tmp}/source")
+        source, port = agent("source", f"{tmp}/source", args.agent)
         try:
             source.stdin.write(b'{"op": "feed"}\n' + json.dumps({"op": "data", "offset": 0, "n": len(payload)}).encode()
                                + b"\n" + payload + json.dumps({"op": "end", "total": len(payload)}).encode() + b"\n")
@@ -187,6 +188,7 @@ def main() -> None:
     one.add_argument("--mib", type=int, default=256)
     one.add_argument("--strangers", type=int, default=1000)
     one.add_argument("--repeat", type=int, default=5)
+    one.add_argument("--agent", type=Path, help="the source's relay_agent.py (default: this checkout's)")
     two = sub.add_parser("encrypt")
     two.add_argument("--mib", type=int, default=128)
     two.add_argument("--rates", default="200mbit,1gbit")
