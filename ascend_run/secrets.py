@@ -15,7 +15,8 @@ Each becomes an environment variable of the job's containers, like `env:`, but i
 - makes the `run-*.sh` scripts that hold it 0700 (`docker-run --out`); printed ones show it redacted.
 
 Proxy credentials (`weights.https_proxy: http://user:password@proxy:3128`) are registered the same way
-when a deployment is loaded, so the password is redacted in everything printed.
+when a deployment is loaded, so the password is redacted in everything printed; such a URL reaches the
+download container through an env file too (steps/weights_download.py), never an argv.
 """
 
 from __future__ import annotations

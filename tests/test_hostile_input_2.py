@@ -716,7 +716,51 @@ def test_proxy_credentials_are_redacted_in_everything_printed(tmp_path):
                  ["weights", "fetch", "-f", str(deploy), "--dry-run", "-o", "json"]):
         result = run_cli(argv)
         assert result.rc == 0, result.text
-        assert "pr0xy-pa55word" not in result.text and "proxy.example:3128" in result.text
+        assert "pr0xy-pa55word" not in result.text and "pr0xy" not in result.text
+    from ascend_run.inputs.deployment import load_deployment
+    from ascend_run.steps import weights_download
+
+    dep = load_deployment(deploy)
+    req = weights_download.hub_fetch(dep)
+    argv = weights_download.fetch_argv(dep, dep.nodes[0], req)
+    assert not any("pa55word" in arg for arg in argv), argv  # not in ps on the server either
+    assert argv[argv.index("--env-file") + 1] == weights_download.proxy_env_path(dep)
+    plain = load_deployment(write(tmp_path, with_(**{"weights.https_proxy": "http://proxy.example:3128"}), "p.yaml"))
+    assert "HTTPS_PROXY=http://proxy.example:3128" in weights_download.fetch_argv(
+        plain, plain.nodes[0], weights_download.hub_fetch(plain))
+
+
+def test_the_proxy_env_file_is_written_over_stdin_and_removed_once_started(tmp_path, monkeypatch):
+    from ascend_run.inputs.deployment import load_deployment
+    from ascend_run.steps import weights_download
+    from tests.fake_transport import FakeServer
+
+    url = "http://alice:pr0xy-pa55word@proxy.example:3128"
+    dep = load_deployment(write(tmp_path, with_(**{"weights.https_proxy": url})))
+    req = weights_download.hub_fetch(dep)
+    from ascend_run.errors import StepFailed
+    from ascend_run.transport.base import Result
+
+    server = FakeServer("n0", answers={("docker", "run"): Result(125, "", "no such image")})  # ends at once
+    stdins = []
+    original = FakeServer.run
+
+    def run(self, argv, *, stdin=None, **kw):
+        if stdin is not None:
+            stdins.append(stdin)
+        return original(self, argv, stdin=stdin, **kw)
+
+    monkeypatch.setattr(FakeServer, "run", run)
+    monkeypatch.setattr(FakeServer, "put", lambda self, src, dst: None, raising=False)
+    with pytest.raises(StepFailed):  # the start fails (no image): the file is removed all the same
+        weights_download.run_fetch(server, dep, dep.nodes[0], req, lambda e: None, lambda line: None)
+    commands = server.commands()
+    path = weights_download.proxy_env_path(dep)
+    write_at = next(i for i, argv in enumerate(commands) if argv[:2] == ["sh", "-c"] and argv[-1] == path)
+    run_at = next(i for i, argv in enumerate(commands) if argv[:2] == ["docker", "run"])
+    assert write_at < run_at < commands.index(["rm", "-f", "--", path])
+    assert stdins == [f"HTTPS_PROXY={url}\nhttps_proxy={url}\n".encode()]
+    assert not any("pa55word" in arg for argv in commands for arg in argv)
 
 
 # --- the broadcast relay: strangers cost nothing lasting --------------------------------------------------------

@@ -97,7 +97,7 @@ def docker_run_argv(dep: Deployment, node: Node, command: Sequence[str] = KEEPAL
 
 def task_run_argv(dep: Deployment, node: Node, name: str, command: Sequence[str], *,
                   image: str | None = None, mounts: Sequence[Mount] = (), env: Mapping[str, str] | None = None,
-                  workdir: str | None = None, user: str | None = None) -> list[str]:
+                  workdir: str | None = None, user: str | None = None, env_file: str | None = None) -> list[str]:
     """`docker run --detach` of a one-off step on `node` (weights download, data conversion).
 
     Detached, so a step of hours outlives a dropped SSH session (`steps.task` follows its log, reads its
@@ -107,6 +107,8 @@ def task_run_argv(dep: Deployment, node: Node, name: str, command: Sequence[str]
     """
     profile, container = dep.profile, dep.spec.container
     argv = _run_head(("docker",), name, node, user or container.user or profile.container.user)
+    if env_file:  # values that must not be in an argv (a proxy's password): a 0600 file on the server
+        argv += ["--env-file", env_file]
     by_target = {m.target: m for m in [*dep.mounts, *mounts]}  # the step's own mount wins over the file's
     return argv + _run_tail(list(by_target.values()), {**dep.node_env(node), **(env or {})},
                             {TASK_LABEL: dep.name}, workdir, image or dep.image, command)
