@@ -903,3 +903,13 @@ def test_a_supervisor_is_recognised_however_it_was_given_its_file(tmp_path, monk
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_validate_and_the_dry_run_refuse_a_sync_source_with_a_link_out_of_it(tmp_path):
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "keys").symlink_to("/etc")
+    path = write(tmp_path, with_(**{"job.sync": [{"source": "code", "target": "/opt/code"}]}))
+    for command in (["validate", "-f", str(path)], ["launch", "-f", str(path), "--dry-run"]):
+        result = run_cli(command)
+        refused(result, "job.sync", str(tmp_path / "code" / "keys"), "absolute path")
+        assert result.out == ""

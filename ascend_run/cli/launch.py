@@ -217,6 +217,7 @@ def launch(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tup
 
 def print_launch_plan(dep: Deployment, nodes: list, output_format: str) -> None:
     """`launch --dry-run`: per node, the docker command line it would run (over SSH, as printed)."""
+    dep.check_sync_sources()  # what the launch would refuse, the dry run refuses
     if dep.spec.secrets:
         secrets.values(dep)  # each can be read now, as the launch will (one clear error otherwise)
     if output_format == "json":

@@ -592,9 +592,12 @@ class Deployment:
         return path
 
     def check_sync_sources(self) -> None:
-        """Every `job.sync` source is a local directory (`sync_source`)."""
+        """Every `job.sync` source is a local directory (`sync_source`) whose walk stays inside it and within
+        the bounds (launch.sync: no link out of it, at most so many files, levels and bytes)."""
+        from ascend_run.launch.sync import check_tree
+
         for index in range(len(self.spec.job.sync) if self.spec.job else 0):
-            self.sync_source(index)
+            check_tree(self.sync_source(index))
 
     def node_env(self, node: Node) -> dict[str, str]:
         """Environment for the node's container: file-wide env, then the node's overrides."""

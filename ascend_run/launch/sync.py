@@ -76,7 +76,12 @@ class SyncResult:
     removed: int
 
 
-def local_tree(source: str | Path) -> Tree:
+def check_tree(source: str | Path) -> None:
+    """The walk of `local_tree` without reading a file: its links and bounds checked (validate, dry runs)."""
+    local_tree(source, hash_files=False)
+
+
+def local_tree(source: str | Path, hash_files: bool = True) -> Tree:
     """Hash a local directory once; every node's copy is compared with this. Links are not followed
     (`_link_entry`); the walk stops with one ConfigError at the first bound it passes."""
     root = Path(source)
@@ -110,7 +115,8 @@ def local_tree(source: str | Path) -> Tree:
                 total += size
                 if total > MAX_BYTES:
                     raise _bound(root, f"more than {MAX_BYTES >> 30} GiB of files")
-                tree.files[rel] = (_sha256(path), bool(entry.stat(follow_symlinks=False).st_mode & 0o111))
+                tree.files[rel] = (_sha256(path) if hash_files else "",
+                                   bool(entry.stat(follow_symlinks=False).st_mode & 0o111))
     return tree
 
 
