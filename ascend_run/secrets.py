@@ -52,6 +52,15 @@ def register(values: dict[str, str]) -> None:
             set_redactor(redact)
 
 
+def forget() -> None:
+    """No value known any more (a new command in the same process: the CLI's `main`, a test)."""
+    global _pattern
+    with _lock:
+        _known.clear()
+        _pattern = None
+        set_redactor(None)
+
+
 def redact(text: str) -> str:
     """`text` with every registered secret value replaced by `REDACTED-NAME`."""
     pattern = _pattern

@@ -703,6 +703,7 @@ def test_secret_values_are_redacted_in_events_status_and_errors(tmp_path, monkey
 
     from ascend_run.cli import _error
 
+    secrets.values(dep)  # read again: every CLI command starts knowing none (main() forgets them)
     err = io.StringIO()
     with contextlib_.redirect_stderr(err):
         _error(f"error: the server said {TOKEN}")

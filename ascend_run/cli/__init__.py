@@ -93,6 +93,9 @@ def _error(text: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: runs the CLI and maps package errors to exit codes."""
     colour.set_choice("auto")  # no --color of an earlier in-process run leaks into this one
+    from ascend_run import secrets
+
+    secrets.forget()  # nor the secret values it read
     try:
         cli.main(args=argv, prog_name="ascend-run", standalone_mode=False)
     except click.exceptions.Abort:
