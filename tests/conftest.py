@@ -71,3 +71,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(group))
         rank[item.nodeid] = schedule_rank(group)
     items.sort(key=lambda item: rank[item.nodeid])  # stable: file order within a rank
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_values_between_tests():
+    """Secret values are remembered process-wide (ascend_run/secrets.py) so that everything printed hides
+    them; a test's values must not redact another test's output."""
+    yield
+    from ascend_run import secrets
+
+    secrets.forget()

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from ascend_run import secrets
 from ascend_run.errors import ConfigError
 from ascend_run.inputs.deployment import DeploymentFile, deployment_from_data, load_deployment
 from ascend_run.inputs.images import get_image
@@ -36,16 +37,17 @@ from tests.hostile_support import SHELL_BUILTINS, STANDIN_PROGRAMS, make_standin
 KEY, VALUE = "<key>", "<value>"   # path parts for the one entry of a mapping field
 MARK = "ascend-run-pwned"         # what every payload tries to create in the working directory
 
+SYNC_SOURCE = str(Path(__file__).resolve().parent)  # a directory that exists: launch checks it
 BASE = {
     "name": "ds3",
     "profile": "atlas-800t-a2",
     "image": "registry.local/ds3-train:1",
     "ssh": {"user": "root", "port": 22, "identity_file": "/root/.ssh/id_ed25519", "known_hosts": "/tmp/known_hosts",
             "connect_timeout": 5, "proxy_jump": "root@login.example:22", "config_file": "none"},
-    "nodes": [{"address": "127.0.0.2", "name": "n0", "npus": [0, 1, 2, 3, 4, 5, 6, 7], "cluster_address": "127.0.0.2",
+    "nodes": [{"address": "127.0.0.2", "name": "n0", "npus": [0, 1, 2, 3, 4, 5, 6, 7], "cluster_address": "10.9.0.2",
                "env": {"NODE_VAR": "1"}, "ssh": {"user": "root", "port": 22, "identity_file": "/root/.ssh/id",
                                                                     "proxy_jump": "login2.example"}}],
-    "spares": [{"address": "127.0.0.3", "name": "s0", "npus": [0, 1, 2, 3, 4, 5, 6, 7], "cluster_address": "127.0.0.3",
+    "spares": [{"address": "127.0.0.3", "name": "s0", "npus": [0, 1, 2, 3, 4, 5, 6, 7], "cluster_address": "10.9.0.3",
                 "env": {"SPARE_VAR": "1"}, "ssh": {"user": "root", "port": 22, "identity_file": "/root/.ssh/id",
                                                     "proxy_jump": "login2.example"}}],
     "container": {"name": "c0", "user": "root", "shm_size": "64g", "workdir": "/home/work"},
@@ -54,8 +56,9 @@ BASE = {
     "job": {"launcher": "msrun_launcher", "command": "run_mindformer.py --config x.yaml", "workdir": "/home/work/mf",
             "launcher_script": "scripts/msrun_launcher.sh", "master_address": "127.0.0.2", "log_dir": "output/log",
             "config": "mf.yaml", "host_log_dir": "/var/log/ascend-run/{name}",
-            "sync": [{"source": "cpu-job", "target": "/opt/sync"}], "require_free": {"/data": "1G"},
+            "sync": [{"source": SYNC_SOURCE, "target": "/opt/sync"}], "require_free": {"/data": "1G"},
             "rank_table": "/etc/hccl.json", "output_dir": "/home/work/mf/output"},
+    "secrets": {"HF_TOKEN": {"env": "HOME", "file": "token.txt"}},  # HOME is set: the file is not read
     "weights": {"repo": "MindSpore-Lab/DeepSeek-V3", "revision": "main", "dir": "/data/weights/DeepSeek-V3",
                 "node": "n0", "image": "registry.local/ds3-infer:1", "endpoint": "https://hub.example",
                 "https_proxy": "http://proxy.example:3128", "ca_bundle": "/etc/ssl/proxy.pem"},
@@ -119,7 +122,7 @@ def put(data: dict, path: tuple, value: str) -> dict:
     data = copy.deepcopy(data)
     node = data
     for part in path[:-1]:
-        node = node[part]
+        node = next(iter(node.values())) if part == VALUE else node[part]  # a mapping's one value (a model)
     last = path[-1]
     if last == KEY:
         (old, item), = node.items()
@@ -187,7 +190,9 @@ def exercise(tmp: Path, data: dict, standins: Path, path: tuple, run: bool = Tru
         log = tmp / f"argv-{command}"
         if command == "docker-run":
             scripts += [(tmp / "scripts" / f"run-{node.name}.sh", log) for node in dep.nodes]
-            expected[command] = [docker_run_argv(dep, node) for node in dep.nodes]
+            expected[command] = [argv for node in dep.nodes for argv in (
+                [["sh", "-c", secrets.WRITE_SCRIPT, "sh", secrets.env_file_path(dep)]] if dep.spec.secrets else [])
+                + [docker_run_argv(dep, node)]]
         else:
             printed = tmp / f"{command}.sh"
             printed.write_text(result.out, encoding="utf-8")
@@ -201,6 +206,8 @@ def exercise(tmp: Path, data: dict, standins: Path, path: tuple, run: bool = Tru
         ran[command] = [argv for _, argv in calls]
     assert not (tmp / MARK).exists(), f"a payload ran: {path}"
     where = ARRIVES.get(path)
+    if path == ("weights", "https_proxy") and secrets.proxy_credentials(get(dep.spec.model_dump(), path)):
+        where = None  # a URL with user:password@ travels in a 0600 env file, never in an argv
     if where in ran:
         value = get(dep.spec.model_dump(), path)
         forms = {value, value.replace('"', '""')}  # a --mount field is CSV: quotes doubled

@@ -235,8 +235,10 @@ def test_collect_logs_copies_every_listed_file_into_a_directory_per_node(tmp_pat
     copied = collect_logs(cluster, tmp_path)
     assert copied == {"n0": ["worker_0.log", "scheduler.log"], "n1": ["worker_0.log", "scheduler.log"]}
     gets = [argv for kind, argv in servers["n1"].calls if kind == "get"]
-    assert gets == [["/var/log/ascend-run/fake/worker_0.log", str(tmp_path / "n1" / "worker_0.log")],
-                    ["/var/log/ascend-run/fake/scheduler.log", str(tmp_path / "n1" / "scheduler.log")]]
+    assert [src for src, _ in gets] == ["/var/log/ascend-run/fake/worker_0.log", "/var/log/ascend-run/fake/scheduler.log"]
+    # each into a temporary file beside its place, renamed into place once all are there (outputs.py)
+    assert all(Path(dst).parent == tmp_path / "n1" and Path(dst).name.startswith(".") for _, dst in gets)
+    assert sorted(p.name for p in (tmp_path / "n1").iterdir()) == ["scheduler.log", "worker_0.log"]
 
 
 class FakeImage:

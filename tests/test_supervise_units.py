@@ -25,7 +25,7 @@ from ascend_run.supervise.resume import (
     resume_config,
     saves_checkpoints,
 )
-from ascend_run.supervise.state import JobState, StateStore, SupervisorBusy, job_dir, read_records
+from ascend_run.supervise.state import JobState, StateStore, SupervisorBusy, is_supervisor, job_dir, read_records
 
 
 def deployment(**extra):
@@ -219,20 +219,41 @@ def test_one_directory_per_job_and_file(monkeypatch, tmp_path):
     assert job_dir("/a/job.yaml", "ds3").parent == tmp_path / "xdg" / "ascend-run"
 
 
-def test_the_lock_keeps_a_second_owner_out_even_in_another_process(tmp_path):
-    store = StateStore(tmp_path)
+def test_the_lock_keeps_a_second_owner_out_even_in_another_process(tmp_path, monkeypatch):
+    """A lock held by this user's `supervise` for the job is believed (alive, its pid to signal); one held by
+    any other process keeps a second owner out but is not believed, and its pid is never handed out."""
+    monkeypatch.setenv("ASCEND_RUN_STATE_DIR", str(tmp_path / "state"))
+    deploy = tmp_path / "job.yaml"
+    deploy.write_text("x")
+    directory = job_dir(deploy, "ds3")
+    store = StateStore(directory)
     store.write(JobState(job="ds3", deployment="x", pid=os.getpid()))
     assert not store.owner_alive()
-    with store.owned():
+    probe = (f"from ascend_run.supervise.state import StateStore; s = StateStore({str(directory)!r}); "
+             "print(s.owner_alive(), s.owner_pid()); s.owned().__enter__()")
+    with store.owned():  # held by this process (pytest): not a supervisor, seen from another process
         assert store.owner_alive() and store.owner_pid() == os.getpid()
-        probe = (f"from ascend_run.supervise.state import StateStore; s = StateStore({str(tmp_path)!r}); "
-                 "print(s.owner_alive()); s.owned().__enter__()")
         other = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-        assert other.stdout.strip() == "True" and "SupervisorBusy" in other.stderr and "already supervised" in other.stderr
+        assert other.stdout.split() == ["False", "None"], other
+        assert "SupervisorBusy" in other.stderr and "not your supervisor" in other.stderr
         with pytest.raises(SupervisorBusy):
-            with StateStore(tmp_path).owned():
+            with StateStore(directory).owned():
                 pass
     assert not store.owner_alive()
+    holder = subprocess.Popen(  # what `ascend-run supervise -f job.yaml` looks like in /proc
+        [sys.executable, "-c", f"import sys, time; from ascend_run.supervise.state import StateStore; "
+         f"s = StateStore({str(directory)!r}); held = s.owned(); held.__enter__(); print('held', flush=True); "
+         "time.sleep(60)",
+         "supervise", "-f", str(deploy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert store.owner_alive() and store.owner_pid() == holder.pid
+        other = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        assert other.stdout.split() == ["True", str(holder.pid)] and "already supervised" in other.stderr
+        assert not is_supervisor(holder.pid, job_dir(tmp_path / "other.yaml", "ds3"))
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_events_and_lines_are_read_whole_and_followed_across_a_new_run(tmp_path):

@@ -84,7 +84,9 @@ refuse_options_as_values(cli, "")
 
 def _error(text: str) -> None:
     """An error line on stderr, red only where the colour policy allows."""
-    click.echo(colour.style(text, sys.stderr, fg="red"), err=True, color=colour.enabled(sys.stderr))
+    from ascend_run.inputs.text import terminal
+
+    click.echo(colour.style(terminal(text), sys.stderr, fg="red"), err=True, color=colour.enabled(sys.stderr))
 
 
 def requested_format(argv: list[str]) -> str:
@@ -114,6 +116,9 @@ def _fail(message: str, fix: str | None, exit_code: int, fmt: str, show) -> None
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: runs the CLI and maps package errors to exit codes."""
     colour.set_choice("auto")  # no --color of an earlier in-process run leaks into this one
+    from ascend_run import secrets
+
+    secrets.forget()  # nor the secret values it read
     common.REPORTED["done"] = False
     words = list(sys.argv[1:] if argv is None else argv)
     fmt = requested_format(words)

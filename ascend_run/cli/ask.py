@@ -7,7 +7,8 @@ import sys
 import click
 
 from ascend_run.cli import colour
-from ascend_run.cli.common import echo_json, file_from_environment, file_option, output_option
+from ascend_run.cli.common import Seconds, echo_json, file_from_environment, file_option, output_option
+from ascend_run.inputs.text import terminal
 from ascend_run.serving.ask import DEFAULT_MAX_TOKENS, DEFAULT_TIMEOUT, ChatClient, leader_url, messages_for, pick_model
 
 URL_ENV, KEY_ENV = "OPENAI_BASE_URL", "OPENAI_API_KEY"
@@ -29,7 +30,7 @@ def _service_url(deployment_file: str | None, url: str | None, port: int | None)
 
 
 def _print_token(token: str) -> None:
-    click.echo(token, nl=False)  # echo flushes: each token shows as it arrives
+    click.echo(terminal(token), nl=False)  # echo flushes: each token shows as it arrives; escapes escaped
 
 
 def _discard(token: str) -> None:
@@ -37,7 +38,7 @@ def _discard(token: str) -> None:
 
 
 def _progress(text: str) -> None:
-    click.echo(colour.style(text, sys.stderr, fg="yellow"), err=True)
+    click.echo(colour.style(terminal(text), sys.stderr, fg="yellow"), err=True)
 
 
 @click.command()
@@ -53,10 +54,10 @@ def _progress(text: str) -> None:
               help="The service's port on node 0 (default: job.serve_port, else 8000).")
 @click.option("--model", help="Model name (default: the one the service lists at /v1/models).")
 @click.option("--stream", is_flag=True, help="Print the answer as it is generated.")
-@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
+@click.option("--wait", type=Seconds(0, 86400), default=0, show_default=True, metavar="SECONDS",
               help="Wait up to this long for the service to be ready (it loads the weights first).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT, show_default=True,
+@click.option("--timeout", type=Seconds(1, 86400), default=DEFAULT_TIMEOUT, show_default=True,
               metavar="SECONDS", help="How long one answer may take.")
 @output_option
 def ask(prompt: str, deployment_file: str | None, url: str | None, api_key: str | None, port: int | None,
@@ -81,7 +82,7 @@ def ask(prompt: str, deployment_file: str | None, url: str | None, api_key: str 
                    "finish_reason": answer.finish_reason, "usage": answer.usage, "elapsed_s": answer.elapsed_s,
                    "streamed": answer.streamed})
         return
-    click.echo("" if printing else answer.text)
+    click.echo("" if printing else terminal(answer.text))
     tokens = (answer.usage or {}).get("completion_tokens")
     click.echo(colour.style(f"({answer.model}, {answer.elapsed_s:.1f} s" + (f", {tokens} tokens" if tokens else "")
                             + (", cut at --max-tokens" if answer.finish_reason == "length" else "") + ")",

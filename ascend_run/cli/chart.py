@@ -8,11 +8,12 @@ import click
 
 from ascend_run.charts import CHART_KINDS, CHARTS
 from ascend_run.charts.mindcluster import WORKLOADS
-from ascend_run.charts.render import write_chart
+from ascend_run.charts.render import render_chart
 from ascend_run.charts.values import chart_values, values_yaml
 from ascend_run.cli import colour
-from ascend_run.cli.common import deployment_option, echo_json, out_option, output_option, renamed_option, writing
+from ascend_run.cli.common import deployment_option, echo_json, out_option, output_option, renamed_option
 from ascend_run.inputs.deployment import load_deployment
+from ascend_run.outputs import staged_output
 
 
 @click.group("chart")
@@ -53,8 +54,8 @@ def values(kind: str, deployment_file: str, out: str | None, output_format: str,
     if out is None:
         click.echo(text, nl=False)
         return
-    with writing(out):
-        Path(out).write_text(text, encoding="utf-8")
+    with staged_output() as staged:
+        staged.add(out, text)
     click.echo(f"wrote {out} ({len(dep.nodes)} pod(s) x {data['npusPerNode']} NPUs, chart {chart})", err=True)
 
 
@@ -69,8 +70,13 @@ def write(kinds: tuple[str, ...], out: str, output_format: str) -> None:
     The same files as the repository's charts/, made from the installed kit's templates and profiles:
     what a pip-installed ascend-run offers instead of a checkout.
     """
-    with writing(out):
-        written = [str(write_chart(kind, Path(out))) for kind in kinds or CHART_KINDS]
+    written = []
+    with staged_output(out) as staged:
+        for kind in kinds or CHART_KINDS:
+            target = Path(out) / CHARTS[kind].name
+            for rel, text in render_chart(kind).items():
+                staged.add(target / rel, text)
+            written.append(str(target))
     if output_format == "json":
         echo_json({"out": out, "charts": written})
         return

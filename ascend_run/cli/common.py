@@ -30,6 +30,20 @@ YAML_META = "ascend_run.yaml"  # ctx.meta: -o yaml was asked (the command builds
 REPORTED = {"done": False}     # a structured report went to stdout in this run (main then prints no error object)
 
 
+# --- option values that look like options ----------------------------------------------------------------
+
+def not_option_like(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A path option's callback: `--out -o` took `-o` as the path (click does); that is a mistake, said with
+    both names, not a file named `-o`. A path that really starts with '-' is written ./-o."""
+    values = value if isinstance(value, tuple) else (value,)
+    for item in values:
+        if isinstance(item, str) and item.startswith("-") and item != "-":
+            name = param.opts[-1] if param is not None and param.opts else "the option"
+            raise click.UsageError(f"{name} was given {item!r}, which is an option, as its value: {name} needs a "
+                                   f"path (for a file named {item!r} write ./{item})", ctx)
+    return value
+
+
 # --- -f/--file ---------------------------------------------------------------------------------------------
 
 def _resolve_file(required: bool):
@@ -59,6 +73,8 @@ def _resolve_file(required: bool):
                                        f"{FILE_ENV}", ctx)
             return None
         ctx.meta["ascend_run.file_source"] = source
+        if source != "env":
+            not_option_like(ctx, param, value)
         return value
 
     return callback
@@ -149,7 +165,7 @@ def out_option(what: str, required: bool = False, directory: bool = False):
     """--out PATH: the one name, on every command, for the file or directory a command writes."""
     kind = click.Path(file_okay=False) if directory else click.Path(dir_okay=False)
     return click.option("--out", "out", type=kind, required=required, metavar="DIR" if directory else "FILE",
-                        help=what)
+                        help=what, callback=not_option_like)
 
 
 def renamed_option(old: str, new: str, takes_value: bool = True):
@@ -161,6 +177,32 @@ def renamed_option(old: str, new: str, takes_value: bool = True):
 
     return click.option(old, f"renamed_{old.strip('-').replace('-', '_')}", hidden=True, expose_value=False,
                         is_flag=not takes_value, default=None if takes_value else False, callback=refuse)
+
+
+class Seconds(click.ParamType):
+    """A duration option: a finite number of seconds in [low, high] (low excluded when `low_open`); `nan`,
+    `inf` and 1e308 are refused with the range, as they are in the deployment file."""
+
+    name = "seconds"
+
+    def __init__(self, low: float, high: float, low_open: bool = False) -> None:
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            try:
+                number = float(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        from ascend_run.inputs.common import seconds
+
+        try:
+            return seconds(number, param.opts[0] if param is not None else "the value", self.low, self.high,
+                           self.low_open)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 dry_run_option = click.option(
@@ -238,20 +280,39 @@ def pick_nodes(dep, node_specs=(), exclude_specs=(), pool=None) -> list:
     from ascend_run.inputs import hostrange
 
     among = dep if pool is None else dep.with_nodes(pool)
-    chosen = among.select(split_node_specs(node_specs))
+    wanted = split_node_specs(node_specs)
+    if node_specs and not wanted:  # `-w "$EMPTY"` must not mean every node
+        raise ConfigError(f"{shown_specs(node_specs)} names no node", key="-w/--nodes",
+                          fix="give names, addresses, ranks or ranges (n[0-3]); leave -w out for every node")
+    chosen = among.select(wanted if node_specs else None)
     if exclude_specs:
-        excluded: set[str] = set()
-        for token in split_node_specs(exclude_specs):
-            try:
-                excluded.update(hostrange.expand(token))
-            except ValueError as exc:
-                raise ConfigError(str(exc), key="-x/--exclude",
-                                  fix="write a name, an address, a rank or a range such as node[001-004]") from None
+        tokens = split_node_specs(exclude_specs)
+        if not tokens:
+            raise ConfigError(f"{shown_specs(exclude_specs)} names no node", key="-x/--exclude",
+                              fix="give names, addresses, ranks or ranges (n[0-3]); leave -x out to exclude none")
+        try:  # matched, never expanded: -x n[0-99999999999] costs what -x n7 costs
+            matchers = [hostrange.Matcher(token) for token in dict.fromkeys(tokens)]
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="-x/--exclude",
+                              fix="write a name, an address, a rank or a range such as node[001-004]") from None
+        keys = {key: None for n in chosen for key in (n.name, n.address, str(n.rank))}
+        if hostrange.selection_work(matchers, len(keys)) > hostrange.MAX_SELECTION_WORK:
+            raise ConfigError(f"{len(matchers):,} patterns over {len(keys):,} names are more than "
+                              f"{hostrange.MAX_SELECTION_WORK:,} names to look at", key="-x/--exclude",
+                              fix="exclude with fewer, wider ranges")
+        excluded = {key for match in matchers for key in hostrange.names_in(match, keys)}
         chosen = [n for n in chosen if not ({n.name, n.address, str(n.rank)} & excluded)]
         if not chosen:
             raise ConfigError("-w/-x leave no node to act on", file=str(dep.path), key="nodes",
                               fix="exclude fewer nodes")
     return chosen
+
+
+def shown_specs(specs) -> str:
+    """The -w/-x values as given, for a message (control characters escaped)."""
+    from ascend_run.inputs.text import shown
+
+    return ", ".join(shown(spec) for spec in specs)
 
 
 def subset_given(node_specs, exclude_specs) -> bool:

@@ -7,6 +7,8 @@ import re
 import sys
 import threading
 
+from ascend_run.inputs.text import terminal
+
 _LAST_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
 
 COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta",
@@ -47,7 +49,7 @@ class PrefixPrinter:
         prefix = self.prefixes.get(name, f"[{name}]")
         out = stream or self.stream
         with self._lock:
-            out.write(f"{prefix} {text}\n")
+            out.write(f"{prefix} {terminal(text)}\n")
             out.flush()
 
     def lines(self, name: str, text: str, stream=None) -> None:
@@ -59,7 +61,7 @@ class PrefixPrinter:
         self.hidden += text.rstrip("\n").count("\n") + 1 - len(shown)
         out = stream or self.stream
         with self._lock:
-            out.write("".join(f"{prefix} {line}\n" for line in shown))
+            out.write("".join(f"{prefix} {terminal(line)}\n" for line in shown))
             out.flush()
 
 

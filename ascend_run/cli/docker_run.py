@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 import click
 
+from ascend_run import secrets
 from ascend_run.cli.common import (
     deployment_option,
     echo_json,
@@ -16,9 +16,9 @@ from ascend_run.cli.common import (
     renamed_option,
     subset_given,
     subset_options,
-    writing,
 )
 from ascend_run.inputs.deployment import load_deployment
+from ascend_run.outputs import staged_output
 from ascend_run.render.docker_run import render_script, script_name
 
 
@@ -44,6 +44,7 @@ def docker_run(deployment_file: str, out: str | None, node_specs: tuple[str, ...
             raise click.UsageError(f"{len(nodes)} nodes chosen: a script is printed for one node; give --out DIR "
                                    "to write them all")
         node = nodes[0]
+        secrets.values(dep)  # every secret can be read (one clear error otherwise); printed redacted
         script = render_script(dep, node)
         if output_format == "json":
             echo_json({"dry_run": dry_run, "node": node.name, "file": script_name(node), "script": script})
@@ -52,17 +53,21 @@ def docker_run(deployment_file: str, out: str | None, node_specs: tuple[str, ...
         return
     target = Path(out)
     written = []
-    with writing(out):
-        target.mkdir(parents=True, exist_ok=True)
+    found = secrets.values(dep)
+    with staged_output(target) as staged:
         for node in nodes:
-            path = target / script_name(node)
-            path.write_text(render_script(dep, node), encoding="utf-8")
-            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+            path = staged.add(target / script_name(node), render_script(dep, node, secret_values=found),
+                              script_mode(dep))
             written.append({"node": node.name, "file": str(path)})
     if output_format == "json":
         echo_json({"out": out, "scripts": written})
     else:
         click.echo(f"wrote {len(nodes)} scripts to {target}/ (run-{nodes[0].name}.sh …)")
+
+
+def script_mode(dep) -> int:
+    """run-*.sh: 0700 when it holds secret values (`secrets:`), else executable by everyone."""
+    return 0o700 if dep.spec.secrets else 0o755
 
 
 commands = [docker_run]

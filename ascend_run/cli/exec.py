@@ -17,6 +17,7 @@ import time
 import click
 
 from ascend_run.cli.common import (  # noqa: F401
+    Seconds,
     deployment_option,
     echo_json,
     output_option,
@@ -25,6 +26,7 @@ from ascend_run.cli.common import (  # noqa: F401
     subset_options,
 )
 from ascend_run.errors import AscendRunError, TransportError
+from ascend_run.inputs.text import terminal
 
 UNREACHABLE_RC = TransportError.exit_code  # 4
 
@@ -80,7 +82,7 @@ def print_groups(outcomes, colour: bool) -> None:
     def block(names: list[str], status: str, body: str, extra: str = "") -> None:
         header = fold_names(names) + status
         out.write(f"{rule}\n{click.style(header, fg='red') if colour and status else header}\n{rule}\n")
-        for text, style in ((body, None), (extra, "yellow")):
+        for text, style in ((terminal(body), None), (terminal(extra), "yellow")):
             if text:
                 out.write(click.style(text, fg=style) if colour and style else text)
                 if not text.endswith("\n"):
@@ -159,7 +161,7 @@ class Progress:
               help="Print every line with a [node/rank] prefix as it arrives (stdout to stdout, stderr to stderr).")
 @click.option("--accept-new-host-keys", is_flag=True,
               help="Record host keys of nodes not yet in known_hosts (a changed key is still an error).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
+@click.option("--timeout", type=Seconds(0, 7 * 86400, low_open=True), metavar="S",
               help="Stop the command on a node after S seconds (exit 124 there).")
 @output_option
 @click.option("--dry-run", is_flag=True, help="Print, per node, the exact command line that would run; run nothing.")
@@ -238,7 +240,7 @@ def exec_command(deployment_file: str, node_specs: tuple[str, ...], exclude_spec
     if code:
         raise NodesFailed(line.removeprefix("exec: "), code, fix=fix)
     if text:
-        click.echo(line, err=True)
+        click.echo(terminal(line), err=True)
 
 
 commands = [exec_command]

@@ -19,14 +19,14 @@ from ascend_run.cli.common import (
     pick_nodes,
     renamed_option,
     subset_options,
-    writing,
 )
-from ascend_run.cli.transfer import encrypt_option, per_node_option
+from ascend_run.cli.transfer import encrypt_by_default, encrypt_option, per_node_option
 from ascend_run.engine.build import BuildEvent, BuildRequest, build_image
 from ascend_run.engine.local import engine_client
 from ascend_run.engine.wheelhouse import INDEX_PORT, serve
 from ascend_run.errors import EngineError
 from ascend_run.inputs.images import IMAGE_KINDS, get_image
+from ascend_run.outputs import staged_output
 from ascend_run.render.dockerfile import render_build_context
 
 kind_argument = click.argument("kind", type=click.Choice(IMAGE_KINDS))
@@ -51,11 +51,9 @@ def render_cmd(kind: str, out: str | None, output_format: str) -> None:
         else:
             click.echo(files["Dockerfile"], nl=False)
         return
-    with writing(out):
+    with staged_output(out) as staged:
         for name, text in files.items():
-            target = Path(out) / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+            staged.add(Path(out) / name, text)
     if output_format == "json":
         echo_json({"kind": kind, "out": out, "files": sorted(files)})
     else:
@@ -155,7 +153,7 @@ def build_with_progress(client, kind: str, request: BuildRequest, quiet: bool) -
 @output_option
 @accept_new_option
 def ship_cmd(kind: str, deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tuple[str, ...],
-             docker_host: str | None, encrypt: bool, per_node: bool, dry_run: bool, output_format: str,
+             docker_host: str | None, encrypt: bool | None, per_node: bool, dry_run: bool, output_format: str,
              accept_new_host_keys: bool) -> None:
     """Copy the KIND image to every node and spare (or -w/-x among them) that lacks it, without a registry.
 
@@ -178,6 +176,7 @@ def ship_cmd(kind: str, deployment_file: str, node_specs: tuple[str, ...], exclu
     console = err_console()
     dep = dep.with_nodes([*dep.nodes, *dep.spares])
     nodes = pick_nodes(dep, node_specs, exclude_specs)
+    encrypt = encrypt_by_default(encrypt, nodes)
     with engine_client(docker_host) as (engine, client):
         local = _local_image(client, engine.base_url, dep.image, deployment_file, kind)
         with connected(dep, accept_new_host_keys, nodes=nodes) as cluster:

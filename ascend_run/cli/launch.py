@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
@@ -11,6 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ascend_run import secrets
 from ascend_run.cli.common import (
     accept_new_option,
     connected,
@@ -32,7 +34,7 @@ from ascend_run.cli.common import (
 from ascend_run.cli.common import console as make_console
 from ascend_run.errors import AscendRunError
 from ascend_run.inputs.deployment import Deployment, load_deployment
-from ascend_run.inputs.text import comment
+from ascend_run.inputs.text import comment, terminal, terminal_all
 from ascend_run.launch.plan import launch_plan, shell_lines
 
 
@@ -50,12 +52,12 @@ def print_checks(checks, console: Console) -> None:
     console.print(table)
     for check in checks:
         if not check.ok:
-            console.print(styled(("✗", "red"), f" {check.node}: {check.check}: {check.detail}"))
+            console.print(styled(("✗", "red"), terminal(f" {check.node}: {check.check}: {check.detail}")))
 
 
 def print_config_report(report, console: Console) -> None:
     for issue in report.warnings:
-        console.print(styled(("config warning:", "yellow"), f" {issue}"))
+        console.print(styled(("config warning:", "yellow"), terminal(f" {issue}")))
     if report.ok:
         summary = f" — {report.memory.summary()}" if report.memory else ""
         console.print(styled(("config ok", "green"), f" {report.source}{summary}"))
@@ -171,6 +173,9 @@ def launch(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tup
         print_launch_plan(dep, [n for n in dep.nodes if n.name in shown], output_format)
         return
     refuse_subset(node_specs, exclude_specs, WHOLE_JOB + " (with --dry-run they choose which nodes are shown)")
+    dep.check_sync_sources()  # before a supervisor starts: one clear error here, not a failed run
+    if dep.spec.secrets:
+        secrets.values(dep)
     json_out = output_format == "json"
     store = StateStore.for_deployment(dep)
     if store.owner_alive():
@@ -220,6 +225,9 @@ def launch(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tup
 
 def print_launch_plan(dep: Deployment, nodes: list, output_format: str) -> None:
     """`launch --dry-run`: per node, the docker command line it would run (over SSH, as printed)."""
+    dep.check_sync_sources()  # what the launch would refuse, the dry run refuses
+    if dep.spec.secrets:
+        secrets.values(dep)  # each can be read now, as the launch will (one clear error otherwise)
     if output_format == "json":
         chosen = {n.name for n in nodes}
         echo_json({"dry_run": True, "job": dep.name, "nodes": [
@@ -228,6 +236,10 @@ def print_launch_plan(dep: Deployment, nodes: list, output_format: str) -> None:
             for p in launch_plan(dep) if p.node.name in chosen]})
         return
     lines: list[str] = []
+    if dep.spec.secrets:
+        lines.append(comment(f"secrets {', '.join(dep.spec.secrets)}: values read here, sent over ssh into "
+                             f"{secrets.env_file_path(dep)} (0600) on each server before its docker run, removed "
+                             "after the start; never shown, never in an argv"))
     for node, line in shell_lines(dep, nodes):  # in blocks: one echo per line was a third of 50,000 nodes' time
         lines += (comment(f"{node.name} (rank {node.rank}) via ssh {node.ssh.describe()}"), line)
         if len(lines) >= 2048:
@@ -239,6 +251,7 @@ def print_launch_plan(dep: Deployment, nodes: list, output_format: str) -> None:
 
 def show_event(record: dict, console: Console) -> None:
     """An event of the supervisor, for people: preflight and config results as `launch` always showed them."""
+    record = terminal_all(record)
     kind, detail = record.get("kind"), record.get("detail", "")
     if kind == "preflight" and "checks" in record:
         from ascend_run.launch.preflight import Check
@@ -291,11 +304,16 @@ def status(deployment_file: str, node_specs: tuple[str, ...], exclude_specs: tup
     dep = load_chosen(deployment_file)
     select = (lambda in_use: pick_nodes(in_use, node_specs, exclude_specs)) \
         if subset_given(node_specs, exclude_specs) else None
+    with contextlib.suppress(AscendRunError):  # known values are redacted from what the servers say
+        secrets.values(dep)
+
+    def read() -> dict:
+        return secrets.redact_all(job_status(dep, accept_new_host_keys, parallel, select=select))
+
     if watch:
-        watch_status(lambda: job_status(dep, accept_new_host_keys, parallel, select=select), dep, output_format,
-                     interval)
+        watch_status(read, dep, output_format, interval)
         return
-    report = job_status(dep, accept_new_host_keys, parallel, select=select)
+    report = read()
     reached = [row for row in report["nodes"] if row["state"] != "unreachable"]
     if output_format == "json":
         echo_json(report)
@@ -349,6 +367,7 @@ def watch_status(read, dep: Deployment, output_format: str, interval: float) -> 
 
 def print_status(dep: Deployment, report: dict, console: Console, wide: bool = False) -> None:
     """The supervisor's view, then a row per server; wide: the server's address and whole last line too."""
+    report = terminal_all(report)  # servers' last lines and the supervisor's error, as text for a screen
     view = report["supervisor"]
     if view is not None:
         print_supervisor(dep.name, view, console)
@@ -490,10 +509,10 @@ def print_stop_plan(dep, store, servers, pid: int | None, output_format: str, ac
         click.echo("# no live supervisor to signal")
     for entry in entries:
         if entry["error"]:
-            click.echo(f"# {entry['node']} ({entry['ssh']}): cannot list its containers: {entry['error']}")
+            click.echo(comment(f"{entry['node']} ({entry['ssh']}): cannot list its containers: {entry['error']}"))
             continue
         held = ", ".join(entry["containers"]) or "none"
-        click.echo(f"# {entry['node']} ({entry['ssh']}): containers of the job: {held}")
+        click.echo(comment(f"{entry['node']} ({entry['ssh']}): containers of the job: {held}"))
         for i, argv in enumerate(entry["commands"]):
             again = "  # again, until it lists nothing (up to 3 tries)" if i == 2 else ""
             click.echo(shlex.join(argv) + again)

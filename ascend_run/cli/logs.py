@@ -17,6 +17,7 @@ from ascend_run.cli.common import (
     file_option,
     job_option,
     load_chosen,
+    not_option_like,
     out_option,
     output_option,
     pick_nodes,
@@ -26,6 +27,7 @@ from ascend_run.cli.common import (
 )
 from ascend_run.errors import JobFailed
 from ascend_run.launch.losslog import LossReport, loss_report, plot_loss
+from ascend_run.outputs import staged_output
 
 
 def collect_from_nodes(deployment_file: str, dest: Path, accept_new: bool = False, node_specs=(),
@@ -92,8 +94,8 @@ def show_loss(source: Path, rank: int | None, plot: str | None, output_format: s
     written = None
     if plot:
         title = f"training loss, rank {report.chosen.rank} ({Path(report.chosen.path).name})"
-        with writing(plot, "--plot"):
-            written = plot_loss(report.points, plot, title)
+        with staged_output(option="--plot") as staged:
+            written = staged.stage_with(plot, lambda tmp: plot_loss(report.points, tmp, title))
     if output_format == "json":
         echo_json({**report.as_json(), "plot": str(written) if written else None})
     else:
@@ -120,7 +122,8 @@ def show_loss(source: Path, rank: int | None, plot: str | None, output_format: s
 @click.option("--loss", is_flag=True, help="Extract the training loss, step by step.")
 @click.option("--rank", type=click.IntRange(min=0),
               help="Read this rank's log (default: the highest rank that printed real loss values).")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Also write the loss curve to this PNG (implies --loss).")
+@click.option("--plot", type=click.Path(dir_okay=False), callback=not_option_like,
+              help="Also write the loss curve to this PNG (implies --loss).")
 @click.option("--follow", is_flag=True,
               help="Follow the job's output with [node/rank] prefixes from any shell, until the job ends.")
 @click.option("--tail", "tail_lines", type=click.IntRange(min=0),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 import click
 
@@ -12,19 +11,21 @@ from ascend_run.cli.common import (
     deployment_option,
     dry_run_option,
     echo_json,
+    not_option_like,
     out_option,
     output_option,
     refuse_subset,
     subset_options,
-    writing,
 )
+from ascend_run.inputs.yamlio import read_text
+from ascend_run.outputs import staged_output
 
 
 @click.command()
 @deployment_option
 @out_option("Write hccl.json here (default: stdout).")
 @output_option
-@click.option("--check", "check_file", type=click.Path(dir_okay=False, exists=True),
+@click.option("--check", "check_file", type=click.Path(dir_okay=False, exists=True), callback=not_option_like,
               help="Validate this existing table against the deployment and the live cluster instead.")
 @subset_options
 @dry_run_option
@@ -50,9 +51,10 @@ def ranktable(deployment_file: str, out: str | None, output_format: str, check_f
     if dry_run:
         print_plan(dep, output_format)
         return
+    check_text = read_text(check_file, "a rank table", fix="check the path given with --check") if check_file else None
     with connected(dep, accept_new_host_keys) as cluster:
         if check_file:
-            table = load_rank_table(Path(check_file).read_text(encoding="utf-8"), source=check_file)
+            table = load_rank_table(check_text, source=check_file)
             check_rank_table(cluster, table, check_file)
             if output_format == "json":
                 echo_json({"file": check_file, "ok": True, "servers": len(dep.nodes)})
@@ -64,8 +66,8 @@ def ranktable(deployment_file: str, out: str | None, output_format: str, check_f
     if not out:
         click.echo(text, nl=False)
         return
-    with writing(out):
-        Path(out).write_text(text, encoding="utf-8")
+    with staged_output() as staged:
+        staged.add(out, text)
     ranks = sum(len(s["device"]) for s in table["server_list"])
     if output_format == "json":
         echo_json({"out": out, "servers": table["server_count"], "ranks": ranks})

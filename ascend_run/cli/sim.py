@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import time
 
 import click
@@ -88,9 +89,10 @@ def up(nodes: int, profile: str, spares: int, no_docker: bool, image: str | None
     click.echo(f"{nodes} nodes up in {seconds:.1f} s; deployment file: {cluster.deployment_file}")
     if bastion:
         click.echo(f"the nodes are reachable only through sim-bastion: see {cluster.ssh_config}")
-    click.echo(f"try: ascend-run exec -f {cluster.deployment_file} -- npu-smi info")
+    try_argv = ["ascend-run", "exec", "-f", str(cluster.deployment_file), "--", "npu-smi", "info"]
+    click.echo(f"try: {shlex.join(try_argv)}")
     if kubernetes:
-        click.echo(f"     kubectl --kubeconfig {cluster.kubeconfig} get nodes")
+        click.echo(f"     {shlex.join(['kubectl', '--kubeconfig', str(cluster.kubeconfig), 'get', 'nodes'])}")
 
 
 @sim.command()

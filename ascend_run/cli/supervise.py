@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import click
@@ -20,6 +21,7 @@ from ascend_run.cli.common import (
     wide_output_option,
 )
 from ascend_run.inputs.deployment import load_deployment
+from ascend_run.inputs.text import terminal
 
 
 @click.command()
@@ -61,9 +63,9 @@ def supervise(deployment_file: str, start_job: bool, detach: bool, replace: bool
         store = StateStore.for_deployment(dep)
         if store.owner_alive():
             raise SupervisorBusy(f"the job {dep.name} is already supervised (pid {store.owner_pid()})",
-                                 fix=f"stop it first: ascend-run stop -f {deployment_file}")
+                                 fix=f"stop it first: ascend-run stop -f {shlex.quote(deployment_file)}")
         follower = Follower(store, lines=False,
-                            on_event=lambda r: click.echo(f"ascend-run: {r['detail']}", err=True))
+                            on_event=lambda r: click.echo(terminal(f"ascend-run: {r['detail']}"), err=True))
         if start_job:
             store.new_run()
         else:
@@ -114,7 +116,9 @@ def events(deployment_file: str, output_format: str, previous: bool, follow: boo
 
 
 def event_line(record: dict) -> str:
-    return f"{record.get('time', '')[11:]} {record.get('kind', '?'):<12} {record.get('detail', '')}"
+    """One event for a person's screen: its control characters escaped (text.terminal)."""
+    return terminal(f"{str(record.get('time', ''))[11:]} {str(record.get('kind', '?')):<12} "
+                    f"{record.get('detail', '')}")
 
 
 def follow_events(store, output_format: str) -> None:

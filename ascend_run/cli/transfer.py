@@ -12,9 +12,27 @@ import click
 from ascend_run.cli.common import human_size
 
 encrypt_option = click.option(
-    "--encrypt", is_flag=True,
-    help="Encrypt the server-to-server hops (TLS, a key made for this transfer). Off by default: every copy "
-         "is sha256-verified either way, and the relays only serve peers that hold this transfer's secret.")
+    "--encrypt/--no-encrypt", default=None,
+    help="Encrypt the server-to-server hops (TLS, a key made for this transfer), or not. Default: on when a "
+         "server's cluster address is a public (globally routable) IP, off on a private cluster network, where "
+         "the job's own traffic is not encrypted either. Every copy is sha256-verified either way, and relays "
+         "serve only peers that hold this transfer's secret; without TLS the payload is readable on the wire.")
+
+
+def encrypt_by_default(encrypt: bool | None, nodes) -> bool:
+    """--encrypt/--no-encrypt as given; unset: on when any server's cluster address is a global IP (the link
+    is not a private cluster network, docs/broadcast.md), off otherwise (RFC 1918, ULA, link-local, names)."""
+    if encrypt is not None:
+        return encrypt
+    import ipaddress
+
+    for node in nodes:
+        try:
+            if ipaddress.ip_address(node.cluster_address.split("%")[0]).is_global:
+                return True
+        except ValueError:
+            continue  # a host name: its network is not known here
+    return False
 per_node_option = click.option(
     "--per-node", is_flag=True,
     help="Show every server's state under the bar (also printed once on SIGUSR1 while it runs).")

@@ -35,6 +35,7 @@ def validate(deployment_file: str, output_format: str) -> None:
     Exits 0 when valid, 2 with every problem (file:line: key: what is wrong) otherwise.
     """
     dep = load_deployment(deployment_file)
+    dep.check_sync_sources()
     if output_format == "json":
         echo_json(summary(dep))
         return

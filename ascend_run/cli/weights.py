@@ -7,6 +7,7 @@ import time
 
 import click
 
+from ascend_run import secrets
 from ascend_run.cli.common import (
     deployment_option,
     dry_run_option,
@@ -17,7 +18,7 @@ from ascend_run.cli.common import (
     refuse_subset,
     subset_options,
 )
-from ascend_run.cli.transfer import encrypt_option, per_node_option
+from ascend_run.cli.transfer import encrypt_by_default, encrypt_option, per_node_option
 from ascend_run.inputs.text import comment, printable
 
 ADMIN_NOISE = "running openMind Hub Client as an Admin user"
@@ -47,7 +48,7 @@ def weights() -> None:
 @click.option("--accept-new-host-keys", is_flag=True, help="Record host keys of nodes not yet in known_hosts.")
 def fetch(deployment_file: str, directory: str | None, repo: str | None, revision: str | None, node: str | None,
           image: str | None, workers: int, from_node: bool, node_specs: tuple[str, ...],
-          exclude_specs: tuple[str, ...], encrypt: bool, per_node: bool, dry_run: bool, output_format: str,
+          exclude_specs: tuple[str, ...], encrypt: bool | None, per_node: bool, dry_run: bool, output_format: str,
           accept_new_host_keys: bool) -> None:
     """Download the weights from the openMind hub once, or spread a copy to every node.
 
@@ -67,6 +68,7 @@ def fetch(deployment_file: str, directory: str | None, repo: str | None, revisio
     dep = load_deployment(deployment_file)
     if from_node:
         targets = [n for n in pick_nodes(dep, node_specs, exclude_specs) if n != dep.nodes[0]]
+        encrypt = encrypt_by_default(encrypt, [dep.nodes[0], *targets])
         _spread(dep, directory or dep.spec.weights.dir, targets, accept_new_host_keys, dry_run, encrypt, per_node,
                 output_format)
     else:
@@ -120,7 +122,8 @@ def _download(dep, deployment_file: str, directory, repo, revision, node_choice,
     req = weights_download.hub_fetch(dep, repo=repo, dest=directory, revision=revision, image=image, workers=workers)
     node = weights_download.download_node(dep, node_choice)
     if dry_run:
-        lines = dry_run_lines(node, weights_download.commands(dep, node, req))
+        # the proxy's password (registered when the file was read) shows as REDACTED-…
+        lines = [secrets.redact(line) for line in dry_run_lines(node, weights_download.commands(dep, node, req))]
         if output_format == "json":
             echo_json({"dry_run": True, "node": node.name, "lines": lines})
         else:

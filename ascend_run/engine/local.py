@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -100,10 +101,12 @@ def _start(root: Path, base_url: str, timeout_s: float) -> LocalEngine:
         if answers(base_url):
             return LocalEngine(base_url, process, exec_root)
         if process.poll() is not None:
-            raise EngineError(f"dockerd exited with code {process.returncode}", fix=f"read {root / 'dockerd.log'}")
+            raise EngineError(f"dockerd exited with code {process.returncode}",
+                              fix=f"read {shlex.quote(str(root / 'dockerd.log'))}")
         time.sleep(0.1)
     process.kill()
-    raise EngineError(f"dockerd did not answer within {timeout_s:.0f} s", fix=f"read {root / 'dockerd.log'}")
+    raise EngineError(f"dockerd did not answer within {timeout_s:.0f} s",
+                      fix=f"read {shlex.quote(str(root / 'dockerd.log'))}")
 
 
 @contextlib.contextmanager

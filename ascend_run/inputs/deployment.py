@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ascend_run.errors import ConfigError, ConfigErrors
 from ascend_run.inputs import hostrange, sshconfig, text
-from ascend_run.inputs.common import Mount, Strict, no_cycle_collection
+from ascend_run.inputs.common import Mount, Strict, no_cycle_collection, seconds
 from ascend_run.inputs.profiles import HardwareProfile, get_profile
 from ascend_run.inputs.text import (
     CONTAINER_NAME,
@@ -52,6 +52,12 @@ DEFAULT_HOST_LOG_DIR = "/var/log/ascend-run/{name}"  # {name}: the deployment's 
 MAX_EXTENDS = 16       # files in one `extends:` chain
 MAX_NODES = 100_000    # servers in one file, all entries together
 MAX_ERRORS = 20        # problems listed in one report (the rest are counted)
+MAX_RESTARTS = 1000    # job.restarts
+MAX_CONNECT_TIMEOUT = 600  # s, ssh.connect_timeout (and -- timeout of a connection)
+WEEK = 7 * 86400
+# job.* durations in seconds: (lowest, highest); 0 as the lowest means "more than 0" except for restart_gap
+_DURATIONS = {"cluster_timeout": (0, WEEK), "hang_timeout": (0, WEEK), "start_timeout": (0, WEEK),
+              "unreachable_timeout": (0, 86400), "restart_gap": (0, 86400)}
 
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -139,9 +145,12 @@ class SSHSettings(Strict):
     port: int = Field(default=22, ge=1, le=65535)
     identity_file: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
-    connect_timeout: float = Field(default=10, gt=0, le=600)
+    connect_timeout: float = 10
     proxy_jump: str | None = None      # ssh's ProxyJump: [user@]host[:port][,…]; `none` ignores the ssh config's
     config_file: str | None = "~/.ssh/config"  # `none`: read no ssh config; relative to this file
+
+    _timeout = field_validator("connect_timeout")(
+        lambda cls, v: seconds(v, "ssh.connect_timeout", 0, MAX_CONNECT_TIMEOUT, low_open=True))
 
     _jump = field_validator("proxy_jump")(lambda cls, v: _proxy_jump(v))
 
@@ -255,7 +264,7 @@ class JobSettings(Strict):
     master_address: str | None = None
     local_workers: int | None = Field(default=None, gt=0)
     log_dir: str = "output/msrun_log"
-    cluster_timeout: int = Field(default=7200, gt=0)
+    cluster_timeout: int = 7200
     config: str | None = None
     host_log_dir: str = DEFAULT_HOST_LOG_DIR
     sync: list[SyncDir] = Field(default_factory=list)
@@ -264,12 +273,23 @@ class JobSettings(Strict):
     rank_table: str | None = None  # hccl.json on every server: mounted read-only, RANK_TABLE_FILE points at it
     # Keeping the job alive (docs/supervisor.md). restarts: 0 = stop everything on the first failure, as
     # before; N = up to N relaunches from the newest checkpoint every rank has, spares taking failed servers.
-    restarts: int = Field(default=0, ge=0)
-    hang_timeout: float = Field(default=600, gt=0)         # s without a new step line on any rank, after the first
-    start_timeout: float = Field(default=1800, gt=0)       # s until the first step line (init, compile, loading)
-    unreachable_timeout: float = Field(default=60, gt=0)   # s a server may stay unreachable before it is a failure
-    restart_gap: float = Field(default=10, ge=0)           # s between stop and relaunch (HCCL: EJ0001 within ~10 s)
+    restarts: int = Field(default=0, ge=0, le=MAX_RESTARTS)
+    hang_timeout: float = 600         # s without a new step line on any rank, after the first
+    start_timeout: float = 1800       # s until the first step line (init, compile, loading)
+    unreachable_timeout: float = 60   # s a server may stay unreachable before it is a failure
+    restart_gap: float = 10           # s between stop and relaunch (HCCL: EJ0001 within ~10 s)
     output_dir: str | None = None  # MindFormers' output_dir in the container; default: job.config's output_dir
+
+    @field_validator("cluster_timeout", "hang_timeout", "start_timeout", "unreachable_timeout", "restart_gap",
+                     mode="before")
+    @classmethod
+    def _durations(cls, value: Any, info: ValidationInfo) -> Any:
+        """Finite and in a range a job can use: `inf`, `nan` and 1e308 would never fire, or wait forever."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value  # a boolean is refused as such, a string is pydantic's to convert or refuse
+        low, high = _DURATIONS[info.field_name]
+        return seconds(value, f"job.{info.field_name}", low, high, low_open=low == 0 and
+                       info.field_name != "restart_gap")
 
     @field_validator("command")
     @classmethod
@@ -362,6 +382,27 @@ class WeightsSettings(Strict):
         return value
 
 
+class SecretSource(Strict):
+    """Where a secret's value is read on the launching machine (ascend_run/secrets.py): `env` (a variable's
+    name) and/or `file` (a path, relative to the deployment file); with both, the variable when it is set."""
+
+    env: str | None = None
+    file: str | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            text.matching(ENV_NAME, value, "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretSource:
+        if self.file is None and self.env is None:
+            raise Invalid("give env:, file: or both", fix="write {env: VARIABLE} or {file: path/to/file}")
+        return self
+
+
 def check_image(value: str) -> str:
     """An image reference as docker takes it: never an option, no spaces or shell syntax."""
     text.not_option(value, "docker run", fix="write the image reference, e.g. registry/repo/name:tag")
@@ -400,8 +441,30 @@ class DeploymentFile(Strict):
     job: JobSettings | None = None
     spares: list[NodeEntry] = Field(default_factory=list)  # standby servers, written like nodes:
     weights: WeightsSettings = Field(default_factory=WeightsSettings)
+    secrets: dict[str, SecretSource] = Field(default_factory=dict)  # values from the launching machine
 
     data_fields = frozenset({"env"})
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secret_names(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, source in value.items():
+                if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+                    raise Invalid(f"{shown(name)} is not a valid environment variable name")
+                if isinstance(source, str):
+                    raise Invalid(f"{name}: a secret's value is never written here",
+                                  fix=f"write {name}: {{env: VARIABLE}} or {name}: {{file: path}}, and keep the value "
+                                  "in that variable or file")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _not_also_env(cls, value: dict, info: ValidationInfo) -> dict:
+        both = sorted(set(value) & set(info.data.get("env") or {}))
+        if both:
+            raise Invalid(f"{both[0]} is both in env: and in secrets:", fix="keep it in secrets: only")
+        return value
     _env = field_validator("env", mode="before")(lambda cls, v: _env_mapping(v))
     _profile = field_validator("profile")(lambda cls, v: check_profile(v))
 
@@ -517,35 +580,66 @@ class Deployment:
         return replace(self, nodes=tuple(nodes))
 
     def sync_source(self, index: int) -> Path:
-        """Local path of `job.sync[index].source`, relative to the deployment file."""
-        return (self.path.parent / os.path.expanduser(self.spec.job.sync[index].source)).resolve()
+        """Local path of `job.sync[index].source`, relative to the deployment file: a directory that exists
+        (ConfigError naming the key otherwise, so a dry run fails as the launch would)."""
+        source = self.spec.job.sync[index].source
+        path = (self.path.parent / os.path.expanduser(source)).resolve()
+        if not path.is_dir():
+            what = "is not a directory" if path.exists() else "does not exist"
+            raise ConfigError(f"{shown(source)} {what} (looked at {text.printable(str(path))})", file=str(self.path),
+                              key=f"job.sync[{index}].source", fix="name a local directory; the path is relative "
+                              "to the deployment file")
+        return path
+
+    def check_sync_sources(self) -> None:
+        """Every `job.sync` source is a local directory (`sync_source`) whose walk stays inside it and within
+        the bounds (launch.sync: no link out of it, at most so many files, levels and bytes)."""
+        from ascend_run.launch.sync import check_tree
+
+        for index in range(len(self.spec.job.sync) if self.spec.job else 0):
+            check_tree(self.sync_source(index))
 
     def node_env(self, node: Node) -> dict[str, str]:
         """Environment for the node's container: file-wide env, then the node's overrides."""
         return {**self.spec.env, **node.env}
 
     def select(self, names: list[str] | None) -> list[Node]:
-        """Nodes by name, address or rank (as given to --nodes); all nodes when `names` is empty.
-        Linear in the nodes and the names asked for, whatever the ranges in `names`."""
-        if not names:
+        """Nodes by name, address or rank (as given to --nodes); all nodes when `names` is None (an empty
+        list is the caller's error to report). Every name a token stands for must be a node. A token is
+        matched against the nodes, never expanded (`hostrange.Matcher`): the work is the nodes times the
+        tokens, whatever the ranges; only the name reported missing is built."""
+        if names is None:
             return list(self.nodes)
         index: dict[str, list[Node]] = {}
         for node in self.nodes:
             for key in dict.fromkeys((node.name, node.address, str(node.rank))):
                 index.setdefault(key, []).append(node)
         wanted: dict[int, Node] = {}
-        for token in names:
+        matchers = []
+        for token in dict.fromkeys(names):
             try:
-                patterns = hostrange.expand(token)
+                matcher = hostrange.Matcher(token)
+                if matcher.size > hostrange.MAX_EXPANSION:  # every name it stands for must be a node: cannot be
+                    raise ValueError(f"{token!r} expands to {matcher.size:,} names, more than "
+                                     f"{hostrange.MAX_EXPANSION:,}")
             except ValueError as exc:
                 raise ConfigError(str(exc), key="--node(s)", fix="write a name, an address, a rank or a range "
                                   "such as node[001-004]") from None
-            for pattern in patterns:
-                match = index.get(pattern)
-                if not match:
-                    raise ConfigError(f"no node named {shown(pattern)}", file=str(self.path), key="nodes",
+            matchers.append(matcher)
+        if hostrange.selection_work(matchers, len(index)) > hostrange.MAX_SELECTION_WORK:
+            raise ConfigError(f"{len(matchers):,} node patterns over {len(index):,} names are more than "
+                              f"{hostrange.MAX_SELECTION_WORK:,} names to look at", key="--node(s)",
+                              fix="name the nodes with fewer, wider ranges")
+        for matcher in matchers:
+            token = matcher.pattern
+            keys = hostrange.names_in(matcher, index)
+            if len(keys) < matcher.size:  # some name it stands for is not a node: say the first one
+                missing = next((name for name in hostrange.iter_expand(token) if name not in index), None)
+                if missing is not None:  # None: the range names some node twice (n[1,1])
+                    raise ConfigError(f"no node named {shown(missing)}", file=str(self.path), key="nodes",
                                       fix="use a node name, address or rank from the deployment file")
-                for node in match:
+            for key in keys:
+                for node in index[key]:
                     wanted.setdefault(node.rank, node)
         return list(wanted.values())
 
@@ -712,6 +806,12 @@ def _resolve_nodes(spec: DeploymentFile, profile: HardwareProfile, path: Path, s
                     problems.append(_err(str(exc), (section, index, "address"), getattr(exc, "fix", None)))
                     continue
                 ssh = hops.hop(address, explicit, explicit_key)
+                if not 0 < ssh.connect_timeout <= MAX_CONNECT_TIMEOUT:  # nan is neither: refused too
+                    problems.append(_err(f"ConnectTimeout {ssh.connect_timeout!r} (from {ssh_config.path} for "
+                                         f"{shown(address)}) is out of range: seconds, more than 0 and at most "
+                                         f"{MAX_CONNECT_TIMEOUT}", (section, index, "address"),
+                                         fix="fix ConnectTimeout in the ssh config, or set ssh.connect_timeout"))
+                    continue
                 if ssh.hostname != address and ssh.hostname not in checked_hostnames:
                     problem = _check_ssh_hostname(address, ssh.hostname, ssh_config)
                     if problem:  # it becomes the cluster address: msrun_launcher.sh evaluates it
@@ -749,6 +849,31 @@ def _check_ssh_hostname(address: str, hostname: str, ssh_config: sshconfig.UserC
     return None
 
 
+def _check_cluster_addresses(spec: DeploymentFile, servers: int) -> list[_LocError]:
+    """A cluster address other servers reach: never a wildcard (0.0.0.0 would make a broadcast relay listen
+    on every interface, and is nobody's address), nor loopback when there are several servers (each would
+    reach itself)."""
+    problems: list[_LocError] = []
+    for section, entries in (("nodes", spec.nodes), ("spares", spec.spares)):
+        for index, entry in enumerate(entries):
+            value = entry.cluster_address
+            try:
+                address = ipaddress.ip_address(value.split("%")[0]) if value else None
+            except ValueError:
+                address = None  # a host name
+            if address is None and value not in ("localhost",):
+                continue
+            if address is not None and address.is_unspecified:
+                problems.append(_err(f"{value} is the wildcard address, not one other servers can reach",
+                                     (section, index, "cluster_address"),
+                                     fix="write the server's address on the cluster network"))
+            elif servers > 1 and (address is None or address.is_loopback):
+                problems.append(_err(f"{value} is a loopback address: with {servers} servers, each would reach "
+                                     "itself", (section, index, "cluster_address"),
+                                     fix="write the server's address on the cluster network"))
+    return problems
+
+
 def _check_spares(spec: DeploymentFile, nodes: list[Node], spares: list[Node]) -> list[_LocError]:
     """A spare must be able to take any node's place: as many NPUs as the job runs workers on a node."""
     problems: list[_LocError] = []
@@ -784,6 +909,14 @@ def _check_job(spec: DeploymentFile, nodes: list[Node]) -> list[_LocError]:
     job = spec.job
     if job is None or not nodes:
         return problems
+    targets = {m.target: f"mounts[{i}]" for i, m in enumerate(spec.mounts)}
+    for index, item in enumerate(job.sync):  # docker refuses two mounts on one target
+        target = item.target.rstrip("/") or "/"
+        if target in targets:
+            problems.append(_err(f"target {shown(item.target)} is also the target of {targets[target]}",
+                                 ("job", "sync", index, "target"), fix="give the synced directory a target of its "
+                                 "own; docker refuses two mounts on one path"))
+        targets.setdefault(target, f"job.sync[{index}]")
     sizes = {len(n.npus) for n in nodes}
     if job.local_workers is not None:
         too_many = [n.name for n in nodes if job.local_workers > len(n.npus)]
@@ -858,7 +991,11 @@ def deployment_from_data(raw: dict, path: str | Path = "<memory>") -> Deployment
         nodes, spares, problems = _resolve_nodes(spec, profile, path, ssh_config)
     problems += _check_job(spec, nodes)
     problems += _check_spares(spec, nodes, spares)
+    problems += _check_cluster_addresses(spec, len(nodes) + len(spares))
     if problems:
         _raise_all([ConfigError(p.message, file=file, key=format_loc(p.loc), line=line_of(raw, p.loc), fix=p.fix)
                     for p in problems])
+    from ascend_run import secrets
+
+    secrets.register(secrets.proxy_credentials(spec.weights.https_proxy))  # redacted wherever printed
     return Deployment(path=path, spec=spec, profile=profile, nodes=tuple(nodes), spares=tuple(spares))

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from typing import NamedTuple
 
 _GROUP = re.compile(r"\[([^\[\]]*)\]")
-_ITEM = re.compile(r"\A(\d{1,12})(?:-(\d{1,12})(?:/(\d{1,12}))?)?\Z")
+_ITEM = re.compile(r"\A([0-9]{1,12})(?:-([0-9]{1,12})(?:/([0-9]{1,12}))?)?\Z")  # ASCII digits only
 MAX_EXPANSION = 100_000
 MAX_PATTERN = 1024  # characters; a host name is at most 253
 
@@ -95,3 +96,94 @@ def expand(pattern: str) -> list[str]:
         values = [value + literal for span in spans for value in span.values()]
         out = [prefix + value for prefix in out for value in values]
     return out
+
+
+def iter_expand(pattern: str) -> Iterator[str]:
+    """The names `pattern` stands for, one at a time and in `expand`'s order, whatever its size: for a caller
+    that stops early (the first of them that is missing somewhere)."""
+    literals, groups = _parse(pattern)
+    if not groups:
+        yield pattern
+        return
+    ranges = [[(span, range(span.start, span.end + 1, span.step)) for span in spans] for spans in groups]
+
+    def values(group: list[tuple[Span, range]]) -> Iterator[str]:
+        for span, numbers in group:
+            for number in numbers:
+                yield str(number).zfill(span.width)
+
+    def walk(index: int, prefix: str) -> Iterator[str]:
+        if index == len(ranges):
+            yield prefix
+            return
+        for value in values(ranges[index]):
+            yield from walk(index + 1, prefix + value + literals[index + 1])
+
+    yield from walk(0, literals[0])
+
+
+class Matcher:
+    """Whether a name is one of the names a pattern stands for, without expanding it: `n[0-999999999999]`
+    costs what `n7` costs. The name is read left to right; each bracket group takes a run of digits that
+    must be one of its numbers, written as the expansion writes it (zero padding included). Memoised over
+    (group, position), so the work is bounded by the name's length times the groups, never the range sizes."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.literals, self.groups = _parse(pattern)
+        self.size = _size(self.groups)
+
+    def __call__(self, name: str) -> bool:
+        if not self.groups:
+            return name == self.pattern
+        if not name.startswith(self.literals[0]):
+            return False
+        failed: set[tuple[int, int]] = set()
+
+        def match(index: int, pos: int) -> bool:
+            if index == len(self.groups):
+                return pos == len(name)
+            if (index, pos) in failed:
+                return False
+            literal = self.literals[index + 1]
+            end = pos
+            while end < len(name) and name[end].isdigit() and end - pos < 13:
+                end += 1
+                digits = name[pos:end]
+                if name.startswith(literal, end) and _in_group(self.groups[index], digits) and \
+                        match(index + 1, end + len(literal)):
+                    return True
+            failed.add((index, pos))
+            return False
+
+        return match(0, len(self.literals[0]))
+
+
+def _in_group(spans: list[Span], digits: str) -> bool:
+    """Whether `digits` is a number of one of the spans, written as that span writes its numbers."""
+    if not digits.isascii():
+        return False
+    number = int(digits)
+    for span in spans:
+        if span.start <= number <= span.end and (number - span.start) % span.step == 0 \
+                and str(number).zfill(span.width) == digits:
+            return True
+    return False
+
+
+MAX_SELECTION_WORK = 5_000_000  # names built or matched for one -w/-x list, all tokens together
+
+
+def names_in(matcher: Matcher, keys) -> list[str]:
+    """The keys (a dict or set of names) that `matcher`'s pattern stands for, at the cost of the smaller
+    side: its expansion looked up in `keys` when that is shorter, else every key matched."""
+    if not matcher.groups:
+        return [matcher.pattern] if matcher.pattern in keys else []
+    if matcher.size <= len(keys):
+        return [name for name in iter_expand(matcher.pattern) if name in keys]
+    return [key for key in keys if matcher(key)]
+
+
+def selection_work(matchers: list[Matcher], keys: int) -> int:
+    """What `names_in` costs for every matcher, before any of it is done (a budget check)."""
+    return sum(min(m.size, keys) if m.groups else 1 for m in matchers)

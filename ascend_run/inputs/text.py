@@ -77,6 +77,41 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+_TERMINAL_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+_redactor = None  # set by ascend_run.secrets once a secret value is known: what is printed never shows it
+
+
+def set_redactor(redact) -> None:
+    global _redactor
+    _redactor = redact
+
+
+def terminal(text: str) -> str:
+    """Text from a server, an event or a file, for a person's screen: every control character escaped
+    (`\\x1b`, `\\r`) but tabs and newlines, so an escape sequence in a job's output cannot clear the
+    screen, move the cursor or retitle the terminal. JSON output (-o json) and collected files keep the
+    text as it is; this is only for text printed to be read. Secret values are redacted (ascend_run.secrets)."""
+    if _redactor is not None:
+        text = _redactor(text)
+    if _TERMINAL_CONTROL.search(text) is None:
+        return text
+    return _TERMINAL_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def terminal_all(value: Any) -> Any:
+    """`terminal` over every string in a record (mapping keys and values, lists): a whole event or status
+    made safe to print."""
+    if isinstance(value, str):
+        return terminal(value)
+    if isinstance(value, dict):
+        return {terminal_all(k): terminal_all(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(terminal_all(v) for v in value)
+    return value
+
+
 def comment(text: str) -> str:
     """A shell comment line no value can end early: `# ` + the text with control characters escaped."""
     return "# " + printable(text)
@@ -143,10 +178,16 @@ def placeholders(template: str, allowed: Iterable[str]) -> str:
     allowed = set(allowed)
     names = ", ".join("{" + a + "}" for a in sorted(allowed)) or "no {…} fields"
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
         raise Invalid(f"{shown(template)} is not a valid template ({exc})",
                       fix=f"it may use {names}; write a literal brace as {{{{ or }}}}") from None
+    for name, spec, conversion in parsed:  # a width like {name:>99999999999} asks the formatter for 100 GB
+        if spec or conversion:
+            raise Invalid(f"{shown(template)}: {{{name}}} carries a format spec or conversion "
+                          f"({shown(('!' + conversion if conversion else '') + (':' + spec if spec else ''))}); "
+                          "only the plain fields are allowed", fix=f"write the field alone: {names}")
+    fields = [name for name, _, _ in parsed]
     bad = [f for f in fields if f not in allowed]
     if not bad:
         try:

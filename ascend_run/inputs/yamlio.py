@@ -9,9 +9,11 @@ bounded by those two numbers, however the aliases multiply.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -26,16 +28,39 @@ _BRACKET = re.compile(r"[\[\]{}]")
 _DEPTH_FIX = "mappings and lists nest a few levels in a deployment file or a MindFormers config; check the file"
 
 
-def read_text(path: str | Path, what: str = "the file", fix: str = "check the path given with -f") -> str:
-    """A user file's text: at most MAX_FILE_BYTES, UTF-8. ConfigError naming the file otherwise."""
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def open_regular(path: str | Path, fix: str = "check the path given with -f") -> BinaryIO:
+    """A user file opened for reading, only if it is a regular file (a link to one is fine): the type is
+    checked on the opened descriptor, and the open itself does not wait (O_NONBLOCK), so a FIFO or a
+    device given as a file is one error at once instead of a hang. ConfigError naming the file otherwise."""
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         raise ConfigError("file not found", file=str(path), fix=fix) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path), fix=fix) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise ConfigError(f"is {kind}, not a regular file", file=str(path), fix=fix)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_text(path: str | Path, what: str = "the file", fix: str = "check the path given with -f") -> str:
+    """A user file's text: a regular file (`open_regular`), at most MAX_FILE_BYTES, UTF-8. ConfigError
+    naming the file otherwise."""
+    path = Path(path)
+    with open_regular(path, fix) as handle:
+        try:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path), fix=fix) from None
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError(f"larger than {MAX_FILE_BYTES >> 20} MiB; {what} is not expected to be this big",
                           file=str(path), fix="write node ranges (address: 10.0.[0-199].[1-256]) instead of "

@@ -3,11 +3,15 @@ DIR/<node>/, with the logs of a supervised job's earlier attempts (attempt-K/) i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ascend_run.inputs.deployment import Node
 from ascend_run.transport.base import Transport
 from ascend_run.transport.cluster import Cluster
+
+# What a server may name (it answers the listing): anything else, `../x` included, is not copied.
+LOG_NAME = re.compile(r"\A(?:attempt-[0-9]{1,6}/)?(?:worker_[0-9]{1,6}|scheduler)\.log\Z")
 
 
 def _list_logs(t: Transport, log_dir: str) -> list[str]:
@@ -15,7 +19,7 @@ def _list_logs(t: Transport, log_dir: str) -> list[str]:
               'attempt-*/scheduler.log; do [ -f "$f" ] && echo "$f"; done; true')
     result = t.run(["sh", "-c", script, "sh", log_dir], timeout=60)
     result.check(t.host)
-    return [line for line in result.stdout.splitlines() if line.strip()]
+    return [line for line in result.stdout.splitlines() if LOG_NAME.match(line)]
 
 
 def collect_logs(cluster: Cluster, dest: Path) -> dict[str, list[str]]:
@@ -23,12 +27,14 @@ def collect_logs(cluster: Cluster, dest: Path) -> dict[str, list[str]]:
     log_dir = cluster.dep.host_log_dir
 
     def work(node: Node, t: Transport) -> list[str]:
+        from ascend_run.outputs import staged_output
+
         names = _list_logs(t, log_dir)
         target = dest / node.name
-        target.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            t.get(f"{log_dir}/{name}", target / name)
+        with staged_output(dest) as staged:  # into temporary files, renamed over whatever is there (a link too)
+            staged._directory(target)
+            for name in names:
+                staged.stage_with(target / name, lambda tmp, name=name: t.get(f"{log_dir}/{name}", tmp))
         return names
 
     return cluster.each_or_raise(work)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 
 from ascend_run.errors import ConfigError
+from ascend_run.inputs.yamlio import read_text
 from ascend_run.launch.plan import msrun_values
 from ascend_run.render.docker_run import mount_flag
 from ascend_run.transport.cluster import Cluster
@@ -23,7 +24,7 @@ def read_job_config(cluster: Cluster) -> tuple[str, str] | None:
         return None
     local = dep.path.parent / job.config
     if local.is_file():
-        return local.read_text(encoding="utf-8"), str(local)
+        return read_text(local, "a MindFormers config", fix="check job.config"), str(local)
     path = job.config if job.config.startswith("/") else posixpath.join(job.workdir, job.config)
     node = dep.nodes[0]
     argv = ["docker", "run", "--rm", *[mount_flag(m) for m in dep.mounts], "--entrypoint", "cat", dep.image, path]

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ascend_run import secrets
 from ascend_run.errors import JobFailed, TransportError
 from ascend_run.inputs.deployment import Node
 from ascend_run.launch import nodeops, sync
@@ -77,17 +78,18 @@ class Launcher:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         trees = sync.local_trees(plan.sync_dirs for plan in self.plans.values())  # hashed once, not per node
 
+        owner = log_owner(self.dep)
+
         def work(node: Node, t: Transport) -> list[sync.SyncResult]:
-            # world-writable: the image's own user (HwHiAiUser, uid 1000) writes the logs unless the
-            # profile runs the container as root
+            # writable by the job's user only (0755, owned by it): another local user cannot forge step lines
             if keep_logs_as:
-                script = ('mkdir -p "$1/$2" && chmod 0777 "$1" && cd "$1" && '
+                script = ('mkdir -p "$1/$2" && chown -- "$3" "$1" && chmod 0755 "$1" && cd "$1" && '
                           'for f in worker_*.log scheduler.log; do [ -f "$f" ] && mv "$f" "$2/"; done; true')
-                argv = ["sh", "-c", script, "sh", self.dep.host_log_dir, keep_logs_as]
+                argv = ["sh", "-c", script, "sh", self.dep.host_log_dir, keep_logs_as, owner]
             else:
                 script = ('if [ -d "$1" ] && [ -n "$(ls -A "$1")" ]; then mv "$1" "$1.prev-$2"; fi; '
-                          'mkdir -p "$1" && chmod 0777 "$1"')
-                argv = ["sh", "-c", script, "sh", self.dep.host_log_dir, stamp]
+                          'mkdir -p "$1" && chown -- "$3" "$1" && chmod 0755 "$1"')
+                argv = ["sh", "-c", script, "sh", self.dep.host_log_dir, stamp, owner]
             t.run(argv, timeout=60).check(node.name)
             return [sync.sync_dir(t, source, trees[source], remote)
                     for source, remote in self.plans[node.name].sync_dirs]
@@ -98,11 +100,23 @@ class Launcher:
     # --- start, watch, stop -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """`docker run` on every node; if any node fails to start, remove what did start and raise."""
+        """`docker run` on every node; if any node fails to start, remove what did start and raise. With
+        `secrets:`, each node's 0600 env file is written from stdin first and removed after its start."""
+        found = secrets.values(self.dep) if self.dep.spec.secrets else {}
+        path = secrets.env_file_path(self.dep)
+
         def work(node: Node, t: Transport) -> None:
             # the error shows the command's head and the image, not its fifty flags
             shown = ["docker", "run", "...", self.dep.image]
-            t.run(self.plans[node.name].docker_argv, timeout=300).check(node.name, shown)
+            if not found:
+                t.run(self.plans[node.name].docker_argv, timeout=300).check(node.name, shown)
+                return
+            try:
+                t.run(["sh", "-c", secrets.WRITE_SCRIPT, "sh", path], stdin=secrets.env_file(found),
+                      timeout=60).check(node.name, ["sh", "-c", "(write the 0600 secrets file)", path])
+                t.run(self.plans[node.name].docker_argv, timeout=300).check(node.name, shown)
+            finally:
+                t.run([*secrets.REMOVE_ARGV, path], timeout=60)
         outcomes = self.cluster.each(work)
         if any(not o.ok for o in outcomes):
             self.stop_all("a node failed to start")
@@ -171,3 +185,12 @@ def outcome_error(outcome: JobOutcome) -> JobFailed:
     if rc is not None and 0 < rc < 126:
         error.exit_code = rc
     return error
+
+
+IMAGE_USER = "1000:1000"  # the kit's images run as HwHiAiUser, 1000:1000 (templates/images/Dockerfile.j2)
+
+
+def log_owner(dep) -> str:
+    """Who owns the job's log directory on the servers: the user the container runs as (docker --user's
+    name|uid[:group|gid], which chown takes too), else the kit's images' own user."""
+    return dep.spec.container.user or dep.profile.container.user or IMAGE_USER

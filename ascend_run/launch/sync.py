@@ -6,8 +6,13 @@ files that are gone locally are removed on the node, new or changed files go as 
 built while it is sent (file by file, 1 MiB at a time: memory stays bounded whatever the sizes), into
 `tar -x` on the node. A launch with unchanged sources sends no file contents at all, whatever their size.
 
-Symbolic links are followed (the node gets the content); names with a newline are refused (the node's
-listing is line-based).
+Symbolic links are never followed: a relative link that stays inside the source tree travels as a link
+(`l` lines of the listing carry its target), any other link (absolute, or climbing out with `..`) is refused
+with its path named, so a link to /etc cannot ship /etc/shadow. Files are opened with O_NOFOLLOW and
+checked to be regular files on the opened descriptor, so a file swapped for a link or a FIFO after the walk
+is refused too. The walk is bounded (MAX_FILES entries, MAX_DEPTH levels, MAX_BYTES of file content) with
+one error naming the bound. Names and link targets with a newline are refused (the node's listing is
+line-based).
 """
 
 from __future__ import annotations
@@ -22,14 +27,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ascend_run.errors import AscendRunError, ConfigError
+from ascend_run.inputs.text import printable
 
 CHUNK = 1 << 20
 HASH_TIMEOUT_S = 600
 
-# On the node: nothing if the directory does not exist; else its directories, files' modes, files' sha256.
+MAX_FILES = 200_000     # files, directories and links in one synced tree
+MAX_DEPTH = 64          # directory levels under the source
+MAX_BYTES = 16 << 30    # file content hashed (and at most sent) per synced tree
+LINK = "link:"          # a link's entry in Tree.files: (LINK + target, False)
+
+# On the node: nothing if the directory does not exist; else its directories, links (name, then target, on
+# two lines), files' modes, files' sha256.
 LIST_SCRIPT = """cd "$1" 2>/dev/null || exit 0
 echo present
 find . -mindepth 1 -type d -printf 'd %p\\n'
+find . -type l -printf 'l %p\\n%l\\n'
 find . -type f -printf 'm %m %p\\n'
 find . -type f -print0 | xargs -0 -r sha256sum
 """
@@ -63,26 +76,77 @@ class SyncResult:
     removed: int
 
 
-def local_tree(source: str | Path) -> Tree:
-    """Hash a local directory once; every node's copy is compared with this."""
+def check_tree(source: str | Path) -> None:
+    """The walk of `local_tree` without reading a file: its links and bounds checked (validate, dry runs)."""
+    local_tree(source, hash_files=False)
+
+
+def local_tree(source: str | Path, hash_files: bool = True) -> Tree:
+    """Hash a local directory once; every node's copy is compared with this. Links are not followed
+    (`_link_entry`); the walk stops with one ConfigError at the first bound it passes."""
     root = Path(source)
     if not root.is_dir():
-        raise ConfigError(f"job.sync source {root} is not a directory", key="job.sync",
+        raise ConfigError(f"job.sync source {printable(str(root))} is not a directory", key="job.sync",
                           fix="the path is relative to the deployment file")
     tree = Tree()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        rel_dir = os.path.relpath(dirpath, root)
-        for name in [*dirnames, *filenames]:
-            if "\n" in name:
-                raise ConfigError(f"job.sync: {os.path.join(dirpath, name)!r} has a newline in its name",
-                                  key="job.sync", fix="rename it")
-        for name in dirnames:
-            tree.dirs.add(_rel(rel_dir, name))
-        for name in filenames:
-            path = Path(dirpath, name)
-            if path.is_file():  # sockets, fifos and dangling links are not content
-                tree.files[_rel(rel_dir, name)] = (_sha256(path), bool(path.stat().st_mode & 0o111))
+    total = 0
+    stack: list[tuple[Path, str, int]] = [(root, ".", 0)]
+    while stack:
+        directory, rel_dir, depth = stack.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            raise _refused(directory, f"cannot be read ({exc.strerror or exc})", "make it readable") from None
+        for entry in entries:
+            path, rel = Path(entry.path), _rel(rel_dir, entry.name)
+            if "\n" in entry.name:
+                raise _refused(path, "has a newline in its name", "rename it")
+            if len(tree.files) + len(tree.dirs) >= MAX_FILES:
+                raise _bound(root, f"more than {MAX_FILES:,} files, directories and links")
+            if entry.is_symlink():
+                tree.files[rel] = _link_entry(root, path, rel)
+            elif entry.is_dir(follow_symlinks=False):
+                if depth + 1 > MAX_DEPTH:
+                    raise _bound(root, f"directories nested more than {MAX_DEPTH} levels deep (at {rel})")
+                tree.dirs.add(rel)
+                stack.append((path, rel, depth + 1))
+            elif entry.is_file(follow_symlinks=False):  # sockets and fifos are not content
+                size = entry.stat(follow_symlinks=False).st_size
+                total += size
+                if total > MAX_BYTES:
+                    raise _bound(root, f"more than {MAX_BYTES >> 30} GiB of files")
+                tree.files[rel] = (_sha256(path) if hash_files else "",
+                                   bool(entry.stat(follow_symlinks=False).st_mode & 0o111))
     return tree
+
+
+def _link_entry(root: Path, path: Path, rel: str) -> tuple[str, bool]:
+    """A link's Tree entry (its target, travelling as a link) when the target is relative and, read as a
+    path, stays inside the synced tree; ConfigError naming the link otherwise (it would ship what it
+    points to, or point elsewhere on the node)."""
+    target = os.readlink(path)
+    if "\n" in target or "\0" in target:
+        raise _refused(path, "is a link whose target has a newline", "replace the link")
+    if target.startswith("/"):
+        raise _refused(path, f"is a link to an absolute path ({printable(target)}); job.sync copies only links "
+                       "that stay inside the synced directory", "make it relative inside the directory, or copy "
+                       "the file in its place")
+    inside = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+    real, real_root = os.path.realpath(path), os.path.realpath(root)  # through other links (resolved, not read)
+    if inside == ".." or inside.startswith("../") or os.path.commonpath([real, real_root]) != real_root:
+        raise _refused(path, f"is a link leading out of the synced directory ({printable(target)})",
+                       "copy what it points to into the directory, or remove the link")
+    return LINK + target, False
+
+
+def _refused(path: Path, what: str, fix: str) -> ConfigError:
+    return ConfigError(f"{printable(str(path))} {what}", key="job.sync", fix=fix)
+
+
+def _bound(root: Path, what: str) -> ConfigError:
+    return ConfigError(f"job.sync source {printable(str(root))} holds {what}; the walk stops there",
+                       key="job.sync", fix="sync a smaller directory (code and configs; data belongs on a "
+                       "mount)")
 
 
 def local_trees(sync_dirs) -> dict[str, Tree]:
@@ -105,9 +169,24 @@ def _rel(rel_dir: str, name: str) -> str:
     return posixpath.normpath(posixpath.join(rel_dir.replace(os.sep, "/"), name))
 
 
+def open_file(path: Path):
+    """A file of the tree opened for reading without following a link (O_NOFOLLOW) or waiting on a FIFO
+    (O_NONBLOCK), and only if it is a regular file: one swapped after the walk is refused, not followed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _refused(path, f"cannot be opened without following a link ({exc.strerror or exc})",
+                       "launch again once the directory holds plain files") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _refused(path, "is no longer a regular file", "launch again")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open_file(path) as fh:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -125,8 +204,11 @@ def parse_listing(text: str) -> Tree:
     if not lines or lines[0] != "present":
         return Tree(present=False)
     tree, modes = Tree(), {}
-    for line in lines[1:]:
-        if line.startswith("d "):
+    rest = iter(lines[1:])
+    for line in rest:
+        if line.startswith("l "):
+            tree.files[posixpath.normpath(line[2:])] = (LINK + next(rest, ""), False)
+        elif line.startswith("d "):
             tree.dirs.add(posixpath.normpath(line[2:]))
         elif line.startswith("m "):
             mode, _, name = line[2:].partition(" ")
@@ -159,9 +241,14 @@ def tar_stream(source: Path, names: list[str], counter: list[int] | None = None)
 
     for name in names:
         path = source / name
-        st = path.stat()
+        st = path.lstat()
         info = tarfile.TarInfo(name)
         info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+        if stat.S_ISLNK(st.st_mode):  # inside the tree, checked by the walk: travels as a link
+            info.type = tarfile.SYMTYPE  # checked again: a link changed since the walk is refused, not sent
+            info.linkname = _link_entry(source, path, name)[0][len(LINK):]
+            yield out(info.tobuf(format=tarfile.PAX_FORMAT))
+            continue
         if stat.S_ISDIR(st.st_mode):
             info.type = tarfile.DIRTYPE
             yield out(info.tobuf(format=tarfile.PAX_FORMAT))
@@ -169,7 +256,7 @@ def tar_stream(source: Path, names: list[str], counter: list[int] | None = None)
         info.size = st.st_size
         yield out(info.tobuf(format=tarfile.PAX_FORMAT))
         left = info.size
-        with path.open("rb") as fh:
+        with open_file(path) as fh:
             while left:
                 chunk = fh.read(min(CHUNK, left))
                 if not chunk:

@@ -26,6 +26,17 @@ from ascend_run.mfconfig.yamledit import Document, KeyPath, format_key_path, par
 _POSITIVE = ("dp", "mp", "cp", "pp", "ep", "micro_batch_num", "interleave", "num_layers", "num_heads",
              "hidden_size", "batch_size", "seq_length")
 _NON_NEGATIVE = ("mtp_depth", "first_k_dense")
+# (top-level key, the types it may have, what to say): switches MindFormers reads as one value
+_SCALARS = (
+    ("resume_training", (bool, str), "True, False or a checkpoint file name"),
+    ("load_checkpoint", (str,), "a path (a checkpoint file or directory)"),
+    ("auto_trans_ckpt", (bool,), "True or False"),
+    ("only_save_strategy", (bool,), "True or False"),
+    ("use_parallel", (bool,), "True or False"),
+    ("run_mode", (str,), "a run mode such as train, finetune or predict"),
+    ("output_dir", (str,), "a path"),
+    ("src_strategy_path_or_dir", (str,), "a path"),
+)
 
 
 def load_document(path_or_data: Any) -> Document:
@@ -103,6 +114,7 @@ class _Rules(MindFormersRules):
     def run(self) -> None:
         self.sections()
         self.types()
+        self.scalars()
         self.device_count()
         self.experts()
         self.pipeline()
@@ -163,6 +175,18 @@ class _Rules(MindFormersRules):
                 self.bad.add(name)
                 self.add("error", setting, f"must be at least {low}, got {value}",
                          f"set {setting.key} to {low} or more")
+
+    def scalars(self) -> None:
+        """Top-level switches MindFormers reads as one value: a list or a mapping there is a mistake (or an
+        attempt), and `resume_training` is True/False or a checkpoint file name."""
+        doc = self.view.doc
+        for key, kinds, what in _SCALARS:
+            if not doc.has((key,)):
+                continue
+            value = plain(doc.get((key,)))
+            if value is not None and not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+                self.add("error", key, f"must be {what}, got {type(value).__name__} {_short(value)}",
+                         f"write {key}: followed by {what}")
 
     def device_count(self) -> None:
         if not self.ok("dp", "mp", "cp", "pp"):

@@ -82,7 +82,40 @@ def parse_value(text: str) -> Any:
     except YAMLError as exc:
         raise ConfigError(f"value {text!r} is not valid YAML ({str(exc).splitlines()[0]})",
                           fix="quote strings that contain ':', '#' or brackets, e.g. key='a: b'") from None
+    tagged = foreign_tag(value)
+    if tagged is not None:
+        raise ConfigError(f"value {text!r} carries the YAML tag {tagged[1]}; --set takes plain values",
+                          fix="write the value without a tag, e.g. key=True or key='a string'")
     return "" if value is None and text.strip() == "" else value
+
+
+_CORE_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map"))
+
+
+def _tag_of(node: Any) -> str | None:
+    tag = getattr(node, "tag", None)
+    value = getattr(tag, "value", tag) if tag is not None else None
+    return value if isinstance(value, str) and value not in _CORE_TAGS else None
+
+
+def foreign_tag(data: Any) -> tuple[KeyPath, str] | None:
+    """(key path, tag) of the first node written with a tag other than YAML's core ones (!!python/…, !foo),
+    or None. Each shared (aliased) node is visited once."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, KeyPath]] = [(data, ())]
+    while stack:
+        node, path = stack.pop()
+        tag = _tag_of(node)
+        if tag is not None:
+            return path, tag
+        if id(node) in seen or not isinstance(node, (dict, list)):
+            continue
+        seen.add(id(node))
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        stack.extend((value, (*path, key)) for key, value in items)
+        if isinstance(node, dict):
+            stack.extend((key, path) for key in node if _tag_of(key) is not None)
+    return None
 
 
 def anchor_of(value: Any) -> str | None:
@@ -215,6 +248,13 @@ class Document:
             raise ConfigError("the top level must be a mapping of keys", file=source,
                               fix="a MindFormers config starts with keys such as `run_mode:`")
         check_bounds(self.data, source)   # aliases and nesting: every rule walks the data
+        tagged = foreign_tag(self.data)
+        if tagged is not None:
+            path, tag = tagged
+            raise ConfigError(f"carries the YAML tag {tag}: a config holds plain values (a python/object tag "
+                              "asks the reader to run code)", file=source, key=format_key_path(path) or None,
+                              line=self.line_of(path) if path else None,
+                              fix="remove the tag and write the value itself")
         self.edits: list[Edit] = []
 
     @classmethod

@@ -86,6 +86,10 @@ def docker_run_argv(dep: Deployment, node: Node, command: Sequence[str] = KEEPAL
     if container.privileged:
         argv.append("--privileged")
     argv += _device_flags(profile.npu_device, profile.management_devices, node.npus)
+    if dep.spec.secrets:  # the values travel in a 0600 file on the server, never in this argv (ascend_run/secrets.py)
+        from ascend_run.secrets import env_file_path
+
+        argv += ["--env-file", env_file_path(dep)]
     return argv + _run_tail([*container_mounts(dep), *extra_mounts], {**dep.node_env(node), **(extra_env or {})},
                             {JOB_LABEL: dep.name, RANK_LABEL: str(node.rank)}, workdir or container.workdir,
                             dep.image, command)
@@ -93,7 +97,7 @@ def docker_run_argv(dep: Deployment, node: Node, command: Sequence[str] = KEEPAL
 
 def task_run_argv(dep: Deployment, node: Node, name: str, command: Sequence[str], *,
                   image: str | None = None, mounts: Sequence[Mount] = (), env: Mapping[str, str] | None = None,
-                  workdir: str | None = None, user: str | None = None) -> list[str]:
+                  workdir: str | None = None, user: str | None = None, env_file: str | None = None) -> list[str]:
     """`docker run --detach` of a one-off step on `node` (weights download, data conversion).
 
     Detached, so a step of hours outlives a dropped SSH session (`steps.task` follows its log, reads its
@@ -103,6 +107,8 @@ def task_run_argv(dep: Deployment, node: Node, name: str, command: Sequence[str]
     """
     profile, container = dep.profile, dep.spec.container
     argv = _run_head(("docker",), name, node, user or container.user or profile.container.user)
+    if env_file:  # values that must not be in an argv (a proxy's password): a 0600 file on the server
+        argv += ["--env-file", env_file]
     by_target = {m.target: m for m in [*dep.mounts, *mounts]}  # the step's own mount wins over the file's
     return argv + _run_tail(list(by_target.values()), {**dep.node_env(node), **(env or {})},
                             {TASK_LABEL: dep.name}, workdir, image or dep.image, command)
@@ -148,8 +154,12 @@ def _lines(argv: list[str]) -> list[str]:
     return [" ".join(shlex.quote(t) for t in line) for line in lines]
 
 
-def render_script(dep: Deployment, node: Node, command: Sequence[str] = KEEPALIVE_COMMAND) -> str:
-    """`run-<node>.sh`: starts this node's container exactly as `docker_run_argv` says."""
+def render_script(dep: Deployment, node: Node, command: Sequence[str] = KEEPALIVE_COMMAND,
+                  secret_values: Mapping[str, str] | None = None) -> str:
+    """`run-<node>.sh`: starts this node's container exactly as `docker_run_argv` says. With `secrets:`, the
+    script first writes their values into the 0600 env file `docker run --env-file` reads, and removes it
+    when it ends: `secret_values` are embedded (the caller writes the script 0700), or shown as
+    REDACTED-NAME when None (a script printed for people)."""
     argv = docker_run_argv(dep, node, command)
     image_at = argv.index(dep.image, len(argv) - len(command) - 1)
     flags, tail = argv[:image_at], argv[image_at:]
@@ -162,7 +172,17 @@ def render_script(dep: Deployment, node: Node, command: Sequence[str] = KEEPALIV
         "set -euo pipefail",
         "",
     ]
-    return "\n".join(header) + "exec " + body + "\n"
+    if not dep.spec.secrets:
+        return "\n".join(header) + "exec " + body + "\n"
+    from ascend_run.secrets import WRITE_SCRIPT, env_file_path
+
+    path = shlex.quote(env_file_path(dep))
+    lines = "".join(f"{name}={secret_values[name] if secret_values is not None else f'REDACTED-{name}'}\n"
+                    for name in dep.spec.secrets)
+    secrets = [comment(f"secrets: {', '.join(dep.spec.secrets)} (0600 env file, removed when this script ends)"),
+               f"trap {shlex.quote(f'rm -f -- {path}')} EXIT",
+               f"sh -c {shlex.quote(WRITE_SCRIPT)} sh {path} <<'ASCEND_RUN_SECRETS'", lines + "ASCEND_RUN_SECRETS", ""]
+    return "\n".join(header + secrets) + body + "\n"
 
 
 def script_name(node: Node) -> str:

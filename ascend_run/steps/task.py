@@ -29,7 +29,16 @@ class Upload:
     remote: str
 
 
-Command = list[str] | Upload
+@dataclass(frozen=True)
+class SecretFile:
+    """A 0600 env file the step writes on the node over stdin before its `docker run --env-file` reads it,
+    removed once the container has started: values that must not be in an argv (ascend_run/secrets.py)."""
+
+    remote: str
+    names: tuple[str, ...]
+
+
+Command = list[str] | Upload | SecretFile
 
 
 def task_commands(name: str, docker_argv: Sequence[str]) -> list[list[str]]:
@@ -43,6 +52,9 @@ def dry_run_lines(node, commands: Sequence[Command]) -> list[str]:
     for command in commands:
         if isinstance(command, Upload):
             lines.append(comment(f"copy {shlex.quote(str(command.local))} to {shlex.quote(command.remote)} (SFTP)"))
+        elif isinstance(command, SecretFile):
+            lines.append(comment(f"write {', '.join(command.names)} into {shlex.quote(command.remote)} (0600, over "
+                                 "ssh stdin; removed once the container has started)"))
         else:
             lines.append(shlex.join(command))
     return lines
@@ -55,16 +67,21 @@ def follow_commands(name: str) -> list[list[str]]:
 
 
 def run_task(t: Transport, name: str, docker_argv: Sequence[str], on_line: Callable[[str], None],
-             on_notice: Callable[[str], None] = lambda s: None) -> int:
+             on_notice: Callable[[str], None] = lambda s: None,
+             after_start: Callable[[], None] = lambda: None) -> int:
     """Start `docker_argv` (a `docker run --detach --name NAME …`) on the node, or follow NAME if it is
     already running; hand its output to `on_line`; return its exit code (docker's own if it cannot start)."""
     state = nodeops.container_state(t, name)
     if state == "running":
+        after_start()
         on_notice(FOLLOW_NOTE.format(host=t.host, name=name))
     else:
         if state is not None:
             nodeops.remove_containers(t, [name])  # an ended leftover only blocks the name
-        started = t.run(list(docker_argv), timeout=600)
+        try:
+            started = t.run(list(docker_argv), timeout=600)
+        finally:
+            after_start()  # e.g. the env file docker has read is removed, whether the start worked or not
         if not started.ok:  # no image, a bad mount: docker says why
             for line in started.stderr.splitlines():
                 on_line(line)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ascend_run import secrets
 from ascend_run.errors import ConfigError, StepFailed
 from ascend_run.inputs import text
 from ascend_run.inputs.common import Mount
@@ -22,7 +23,7 @@ from ascend_run.inputs.deployment import Deployment, Node, check_image, check_op
 from ascend_run.inputs.text import HUB_REPO, REVISION
 from ascend_run.launch.plan import SYNC_ROOT
 from ascend_run.render.docker_run import task_run_argv
-from ascend_run.steps.task import Command, Upload, run_task, task_commands
+from ascend_run.steps.task import Command, SecretFile, Upload, run_task, task_commands
 from ascend_run.transport.base import Transport
 
 SCRIPT = Path(__file__).parent / "hub_fetch.py"
@@ -84,7 +85,7 @@ def fetch_argv(dep: Deployment, node: Node, req: HubFetch) -> list[str]:
               Mount(source=script_on_node(dep), target=IN_CONTAINER, read_only=True)]
     # openmind_hub refuses to write outside its white list; progress bars would flood the log.
     env = {"HUB_WHITE_LIST_PATHS": parent, "OM_HUB_DISABLE_PROGRESS_BARS": "1"}
-    if req.https_proxy:
+    if req.https_proxy and not proxy_env(req):  # with a password it goes in a 0600 env file, not in argv
         env.update(HTTPS_PROXY=req.https_proxy, https_proxy=req.https_proxy)
     if req.ca_bundle:
         mounts.append(Mount(source=req.ca_bundle, target=req.ca_bundle, read_only=True))
@@ -95,7 +96,18 @@ def fetch_argv(dep: Deployment, node: Node, req: HubFetch) -> list[str]:
         command += ["--endpoint", req.endpoint]
     # root in the container: the servers' directories are root's; the script leaves files world-readable
     return task_run_argv(dep, node, container_name(dep), command, image=req.image, mounts=mounts, env=env,
-                         user="0")
+                         user="0", env_file=proxy_env_path(dep) if proxy_env(req) else None)
+
+
+def proxy_env(req: HubFetch) -> dict[str, str]:
+    """The proxy's variables when its URL carries a password (they travel in an env file), else {}."""
+    if not req.https_proxy or not secrets.proxy_credentials(req.https_proxy):
+        return {}
+    return {"HTTPS_PROXY": req.https_proxy, "https_proxy": req.https_proxy}
+
+
+def proxy_env_path(dep: Deployment) -> str:
+    return f"{SYNC_ROOT}/{dep.name}/proxy-{container_name(dep)}.env"
 
 
 def parse_event(line: str) -> dict | None:
@@ -121,8 +133,9 @@ def mkdir_argv(dep: Deployment, req: HubFetch) -> list[str]:
 
 def commands(dep: Deployment, node: Node, req: HubFetch) -> list[Command]:
     """Everything `run_fetch` runs on the node, in order (`--dry-run` prints this list)."""
+    secret = [SecretFile(proxy_env_path(dep), tuple(proxy_env(req)))] if proxy_env(req) else []
     return [*([ca_check_argv(req)] if req.ca_bundle else []), mkdir_argv(dep, req), Upload(SCRIPT, script_on_node(dep)),
-            *task_commands(container_name(dep), fetch_argv(dep, node, req))]
+            *secret, *task_commands(container_name(dep), fetch_argv(dep, node, req))]
 
 
 def prepare_node(t: Transport, dep: Deployment, req: HubFetch) -> None:
@@ -151,7 +164,12 @@ def run_fetch(t: Transport, dep: Deployment, node: Node, req: HubFetch, on_event
         events.append(event)
         on_event(event)
 
-    rc = run_task(t, container_name(dep), fetch_argv(dep, node, req), on_line, on_notice=on_log)
+    path, found = proxy_env_path(dep), proxy_env(req)
+    if found:
+        t.run(["sh", "-c", secrets.WRITE_SCRIPT, "sh", path], stdin=secrets.env_file(found),
+              timeout=60).check(t.host, ["sh", "-c", "(write the 0600 proxy env file)", path])
+    rc = run_task(t, container_name(dep), fetch_argv(dep, node, req), on_line, on_notice=on_log,
+                  after_start=(lambda: t.run([*secrets.REMOVE_ARGV, path], timeout=60)) if found else (lambda: None))
     last = events[-1] if events else {}
     if rc == 0 and last.get("event") == "done":
         return last

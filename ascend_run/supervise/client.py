@@ -20,7 +20,15 @@ from pathlib import Path
 
 from ascend_run.errors import AscendRunError
 from ascend_run.inputs.deployment import Deployment
-from ascend_run.supervise.state import TERMINAL_EVENTS, StateStore, read_records, rotated, servers_in_use
+from ascend_run.supervise.state import (
+    TERMINAL_EVENTS,
+    StateStore,
+    open_private,
+    private_dir,
+    read_records,
+    rotated,
+    servers_in_use,
+)
 
 POLL_S = 0.2
 STOP_WAIT_S = 60.0
@@ -28,7 +36,7 @@ STOP_WAIT_S = 60.0
 
 def spawn(dep: Deployment, args: Sequence[str], store: StateStore) -> subprocess.Popen:
     """The supervisor for `dep`, detached from this process's terminal and session."""
-    store.dir.mkdir(parents=True, exist_ok=True)
+    private_dir(store.dir)
     if Path(dep.path).is_file():
         from ascend_run.supervise.joblist import save_snapshot
 
@@ -37,7 +45,7 @@ def spawn(dep: Deployment, args: Sequence[str], store: StateStore) -> subprocess
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     argv = [sys.executable, "-m", "ascend_run", "supervise", "-f", str(Path(dep.path).resolve()), *args]
-    with open(store.log_file, "ab") as log:
+    with os.fdopen(open_private(store.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as log:
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
         log.flush()
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ascend_run.errors import ConfigError
-from ascend_run.supervise.state import ACTIVE, JobState, StateStore, state_root
+from ascend_run.supervise.state import ACTIVE, JobState, StateStore, open_private, private_dir, state_root
 
 SNAPSHOT = "deployment.json"
 
@@ -132,10 +132,11 @@ def save_snapshot(store: StateStore, dep) -> None:
     """The deployment as launched, beside the job's state: what `--job NAME` reads once the file moved."""
     from ascend_run.inputs.deployment import read_merged
 
-    store.dir.mkdir(parents=True, exist_ok=True)
+    private_dir(store.dir)
     data = {"path": str(Path(dep.path).resolve()), "data": read_merged(Path(dep.path))}
     tmp = store.dir / f".{SNAPSHOT}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, ensure_ascii=False, default=str))
+    with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as fh:
+        fh.write(json.dumps(data, ensure_ascii=False, default=str))
     os.replace(tmp, store.dir / SNAPSHOT)
 
 

@@ -14,21 +14,30 @@ reader never sees half a record, and a reader skips a last line that has no newl
 events.jsonl and output.jsonl are bounded for jobs that run for weeks: past ROTATE_BYTES a file becomes
 `<name>.1` (the one before is dropped) and a new one starts, so a job keeps at most twice ROTATE_BYTES of each
 (`logs --follow` notices the new file by its inode and reads it from its start).
+
+The directory is 0700 and its files 0600 (the job's output is nobody else's to read), every file is opened
+through `open_private` (O_NOFOLLOW: a link planted in the directory is refused, not followed), and a held
+lock is believed only when its holder is this user's `ascend-run supervise` for this job (`holder_pid`):
+another process holding the lock file is never signalled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import shlex
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ascend_run import secrets
 from ascend_run.errors import AscendRunError
 
 STATE_DIR_ENV = "ASCEND_RUN_STATE_DIR"
@@ -86,6 +95,124 @@ class JobState:
         return self.state in ACTIVE
 
 
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+TEAM_DIR, TEAM_FILE = 0o750, 0o640  # a team's shared state folder: the group reads, nobody else
+
+
+def state_modes() -> tuple[int, int]:
+    """(folder, file) modes of the state: private (0700/0600), unless the state root is a team's folder,
+    one a person made group-writable with the setgid bit (`install -d -m 2770 -g TEAM DIR`, docs/supervisor.md):
+    then the group may read (0750/0640), so `jobs` and `status --job` work for teammates; never anyone else."""
+    try:
+        info = os.stat(state_root())
+    except OSError:
+        return PRIVATE_DIR, PRIVATE_FILE
+    shared = info.st_mode & stat.S_ISGID and info.st_mode & stat.S_IWGRP and not info.st_mode & 0o007
+    return (TEAM_DIR, TEAM_FILE) if shared else (PRIVATE_DIR, PRIVATE_FILE)
+
+
+def open_private(path: Path, flags: int) -> int:
+    """A file of a job's directory opened without following a link (O_NOFOLLOW), created 0600 (0640 in a
+    team's folder); a file someone else owns there is refused. The one place the state files are opened or
+    created."""
+    file_mode = state_modes()[1]
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AscendRunError(f"{path} is a symbolic link; the kit never follows links in its state directory",
+                                 fix=f"remove it (rm {shlex.quote(str(path))}) and check who planted it") from None
+        raise
+    info = os.fstat(fd)
+    if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise AscendRunError(f"{path} is not a file of yours (owner uid {info.st_uid}); the kit refuses it",
+                             fix=f"remove it (rm {shlex.quote(str(path))}) and check who planted it")
+    if info.st_mode & 0o777 & ~file_mode:
+        os.fchmod(fd, file_mode)  # written by an older version, 0644
+    return fd
+
+
+def private_dir(path: Path) -> Path:
+    """`path` created 0700 (0750 in a team's folder; its parents as the umask says), or tightened to that; a
+    link or a directory of another user is refused."""
+    dir_mode = state_modes()[0]
+    path.mkdir(mode=dir_mode, parents=True, exist_ok=True)
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise AscendRunError(f"{path} is not a directory of yours; the kit keeps a job's state only there",
+                             fix=f"remove it, or set {STATE_DIR_ENV} to a directory of yours")
+    if info.st_mode & 0o777 & ~dir_mode:
+        os.chmod(path, dir_mode)
+    return path
+
+
+def holder_pid(lock_file: Path) -> int | None:
+    """The pid holding an flock on `lock_file`, from /proc/locks (None: no holder found, or no /proc)."""
+    try:
+        inode = os.stat(lock_file).st_ino
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                fields_ = line.split()
+                if len(fields_) > 5 and fields_[1] == "FLOCK" and fields_[5].rsplit(":", 1)[-1] == str(inode):
+                    return int(fields_[4])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def is_supervisor(pid: int, directory: Path) -> bool:
+    """Whether `pid` is this user's `ascend-run supervise` for the job kept in `directory`: its real uid is
+    ours and its command line is `… ascend_run supervise -f FILE` with FILE's digest in the directory's
+    name (`job_dir`), or this very process (a supervisor run in-process). Anything else holding the lock is
+    not believed, and never signalled."""
+    if pid == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            uid = next((int(line.split()[1]) for line in fh if line.startswith("Uid:")), None)
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = [os.fsdecode(arg) for arg in fh.read().split(b"\0")]
+    except (OSError, ValueError):
+        return False
+    if uid != os.getuid() or "supervise" not in argv:
+        return False
+    path = _file_argument(argv) or _environ(pid).get(STATE_FILE_ENV)
+    if not path:
+        return False
+    try:
+        path = os.path.join(os.readlink(f"/proc/{pid}/cwd"), path)  # relative to where it runs (absolute: kept)
+    except OSError:
+        return False
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]
+    return directory.name.endswith("-" + digest)
+
+
+STATE_FILE_ENV = "ASCEND_RUN_FILE"
+
+
+def _file_argument(argv: list[str]) -> str | None:
+    """The deployment file a command line names: -f X, -fX, --file X, --file=X (the last one wins)."""
+    found = None
+    for index, arg in enumerate(argv):
+        if arg in ("-f", "--file") and index + 1 < len(argv):
+            found = argv[index + 1]
+        elif arg.startswith("--file="):
+            found = arg[len("--file="):]
+        elif arg.startswith("-f") and len(arg) > 2 and not arg.startswith("--"):
+            found = arg[2:]
+    return found
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            pairs = [item.partition(b"=") for item in fh.read().split(b"\0") if item]
+    except OSError:
+        return {}
+    return {os.fsdecode(k): os.fsdecode(v) for k, _, v in pairs}
+
+
 class StateStore:
     """The files of one job's directory."""
 
@@ -108,16 +235,20 @@ class StateStore:
 
     def read(self) -> JobState | None:
         try:
-            return JobState.from_json(json.loads(self.state_file.read_text()))
-        except (OSError, ValueError, TypeError):
+            with os.fdopen(open_private(self.state_file, os.O_RDONLY), "rb") as fh:
+                return JobState.from_json(json.loads(fh.read()))
+        except (OSError, ValueError, TypeError, AscendRunError):
             return None
 
     def write(self, state: JobState) -> None:
         state.updated_at = time.time()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         with self._write_lock:
             tmp = self.state_file.with_name(f".state.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps(asdict(state), indent=2))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # a leftover (or a planted link): never written through
+            with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as fh:
+                fh.write(json.dumps(asdict(state), indent=2))
             os.replace(tmp, self.state_file)
 
     # --- events and output lines ----------------------------------------------------------------------
@@ -126,6 +257,7 @@ class StateStore:
         now = time.time()
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}",
                   "t": round(now, 3), "kind": kind, "detail": detail, **extra}
+        record = secrets.redact_all(record)  # a secret value never lands in the events
         self._append(self.events_file, record)
         if self.echo is not None:
             self.echo(record)
@@ -136,7 +268,7 @@ class StateStore:
         tail = ""
         for path in (self.output_file, rotated(self.output_file)):  # just rotated: the newest is in .1
             try:
-                with path.open("rb") as fh:
+                with os.fdopen(open_private(path, os.O_RDONLY), "rb") as fh:
                     size = fh.seek(0, os.SEEK_END)
                     fh.seek(max(0, size - 65536))
                     tail = fh.read().decode(errors="replace")
@@ -157,9 +289,9 @@ class StateStore:
 
     def _append(self, path: Path, record: dict) -> None:
         data = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         with self._write_lock:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
                 os.write(fd, data)  # one write of a whole line with O_APPEND: readers never see half of it
                 size = os.fstat(fd).st_size
@@ -172,7 +304,7 @@ class StateStore:
 
     def new_run(self) -> None:
         """A new launch: the previous run's events and output are kept once, as .prev."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         for path in (self.events_file, self.output_file):
             if path.exists():
                 os.replace(path, path.with_suffix(path.suffix + ".prev"))
@@ -182,14 +314,18 @@ class StateStore:
     @contextlib.contextmanager
     def owned(self) -> Iterator[None]:
         """Held for the supervisor's life; SupervisorBusy when another process holds it."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        private_dir(self.dir)
+        fd = open_private(self.lock_file, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            state = self.read()
-            pid = state.pid if state else None
+            pid = self.owner_pid()
+            if pid is None and holder_pid(self.lock_file) is not None:
+                raise SupervisorBusy(f"the lock of the job {self.dir.name} is held by pid "
+                                     f"{holder_pid(self.lock_file)}, which is not your supervisor of this job "
+                                     f"({self.lock_file})", fix="find out what holds it (ls -l /proc/PID/exe); "
+                                     "the kit signals no process it has not checked") from None
             raise SupervisorBusy(f"the job {self.dir.name} is already supervised (pid {pid or '?'}, {self.dir})",
                                  fix="follow it with `ascend-run logs --follow -f FILE`, or stop it with "
                                      "`ascend-run stop -f FILE`") from None
@@ -202,26 +338,34 @@ class StateStore:
             os.close(fd)  # closing releases the lock
 
     def owner_alive(self) -> bool:
-        """Whether a supervisor holds the lock right now (a dead one's lock is released by the kernel)."""
+        """Whether a supervisor holds the lock right now (a dead one's lock is released by the kernel). A lock
+        held by anything but this user's supervisor of this job (`is_supervisor`) is not believed."""
         if self._lock_fd is not None:
             return True
-        if not self.lock_file.exists():
-            return False
-        fd = os.open(self.lock_file, os.O_RDWR)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = open_private(self.lock_file, os.O_RDONLY)
+        except (OSError, AscendRunError):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return True
+            pid = holder_pid(self.lock_file)
+            return pid is None or is_supervisor(pid, self.dir)  # None: no /proc/locks to ask, so believe it
         finally:
             os.close(fd)  # also releases it if we got it
         return False
 
     def owner_pid(self) -> int | None:
-        """The pid of the live supervisor, or None."""
+        """The pid of the live supervisor, checked (`is_supervisor`) before anyone signals it; None otherwise."""
+        if self._lock_fd is not None:
+            return os.getpid()
         if not self.owner_alive():
             return None
-        state = self.read()
-        return state.pid if state else None
+        pid = holder_pid(self.lock_file)
+        if pid is None:
+            state = self.read()
+            pid = state.pid if state else None
+        return pid if pid is not None and is_supervisor(pid, self.dir) else None
 
 
 def rotated(path: Path) -> Path:
@@ -253,10 +397,10 @@ def servers_in_use(dep, state: JobState | None):
 def read_records(path: Path, offset: int) -> tuple[list[dict], int]:
     """The whole JSON lines of `path` from byte `offset` on, and the offset after the last whole line."""
     try:
-        with path.open("rb") as fh:
+        with os.fdopen(open_private(path, os.O_RDONLY), "rb") as fh:
             fh.seek(offset)
             data = fh.read()
-    except FileNotFoundError:
+    except (OSError, AscendRunError):
         return [], offset
     end = data.rfind(b"\n")
     if end < 0:

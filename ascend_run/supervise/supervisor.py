@@ -174,7 +174,7 @@ class Supervisor:
             close_all(self.cluster.transports)
             where = ", ".join(f"{n}: {states[n] or 'no container'}" for n in not_running[:5])
             raise AscendRunError(f"nothing to supervise: the job {self.dep.name!r} is not running ({where})",
-                                 fix=f"launch it: ascend-run launch -f {self.dep.path}")
+                                 fix=f"launch it: ascend-run launch -f {shlex.quote(str(self.dep.path))}")
 
     # --- the life of the job -------------------------------------------------------------------------------
 

@@ -33,7 +33,12 @@ OFFSET = struct.Struct("!Q")
 CHUNK = 1 << 20
 RECV = 256 << 10  # received in pieces this big (plain TCP): fewer calls, ~10 ms of delay per hop at 200 Mbit/s
 MAX_FRAME = 4 << 20
-HANDSHAKE_S = 30
+HANDSHAKE_S = 30       # a puller connecting to a relay (its own connect and handshake)
+PROOF_S = 5            # an incoming peer must prove the secret within this; a real puller needs one round trip
+MAX_PENDING = 32       # incoming peers not yet authenticated: a new one evicts the oldest, so idle strangers
+                       # hold nothing for long and never keep a puller out
+MAX_SERVING = 16       # authenticated pullers served at once (a chain has one or two)
+MAX_REFUSALS_TOLD = 10  # bad handshakes reported to the kit (the rest are only counted)
 REPORT_S = 0.5
 _out = threading.Lock()
 
@@ -289,6 +294,9 @@ class Relay(object):
         self.conns = set()
         self.lock = threading.Lock()
         self.reported = False
+        self.pending = []          # sockets of peers still in the handshake, oldest first
+        self.refused = 0
+        self.serving = 0
 
     # --- serving ----------------------------------------------------------------------------------------
 
@@ -298,14 +306,20 @@ class Relay(object):
                 conn, peer = self.listener.accept()
             except OSError:
                 return  # closed at exit
+            with self.lock:
+                self.pending.append(conn)
+                evicted = self.pending.pop(0) if len(self.pending) > MAX_PENDING else None
+            if evicted is not None:  # the oldest stranger goes: its thread ends at once
+                drop(evicted)
             threading.Thread(target=self.serve, args=(conn, peer), daemon=True).start()
 
     def serve(self, raw, peer):
         self.track(raw)
         conn = raw
+        authenticated = False
         try:
             keepalive(raw)
-            raw.settimeout(HANDSHAKE_S)
+            raw.settimeout(PROOF_S)
             if self.server_tls is not None:
                 conn = self.server_tls.wrap_socket(raw, server_side=True)
                 self.track(conn)
@@ -316,17 +330,36 @@ class Relay(object):
             offset = OFFSET.unpack(recv_exact(conn, OFFSET.size))[0]
             proof = recv_exact(conn, 32)
             if not hmac.compare_digest(proof, mac(self.secret, b"pull", self.transfer, nonce_s, nonce_c, name, offset)):
-                emit("refused", peer=peer[0], why="bad handshake")
+                with self.lock:
+                    self.refused += 1
+                    tell = self.refused <= MAX_REFUSALS_TOLD
+                if tell:  # the first few are news; a flood of them would flood the kit's SSH session too
+                    emit("refused", peer=peer[0], why="bad handshake")
                 return
+            with self.lock:
+                if raw not in self.pending:
+                    return  # evicted while it proved itself
+                self.pending.remove(raw)
+                if self.serving >= MAX_SERVING:
+                    raise ValueError("too many pullers at once")
+                self.serving += 1
+                authenticated = True
             conn.sendall(mac(self.secret, b"serve", self.transfer, nonce_s, nonce_c, name, offset))
             conn.settimeout(None)
             emit("serving", to=name.decode(errors="replace"), offset=offset)
             self.send_from(conn, offset)
         except (OSError, EOFError, ValueError, IndexError) as exc:
-            emit("serve-ended", peer=peer[0], error=str(exc))
+            if authenticated:  # strangers are not reported one by one: a flood would flood the kit too
+                emit("serve-ended", peer=peer[0], error=str(exc))
         finally:
+            with self.lock:
+                if raw in self.pending:
+                    self.pending.remove(raw)
+                if authenticated:
+                    self.serving -= 1
             self.untrack(conn)
             self.untrack(raw)
+            drop(raw)
 
     def send_from(self, conn, offset):
         fds = {}
@@ -478,11 +511,23 @@ def send_file(conn, fd, at, n, tls):
         at, n = at + sent, n - sent
 
 
+def drop(sock):
+    """Close a socket another thread may be blocked on (shutdown wakes its recv)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
 def listen(address):
     family, kind, proto, _name, where = socket.getaddrinfo(address, 0, 0, socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     sock.bind(where)
-    sock.listen(64)
+    sock.listen(1024)
     return sock
 
 

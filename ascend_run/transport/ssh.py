@@ -70,8 +70,10 @@ def host_key_name(host: str, port: int) -> str:
 
 def keyscan_command(host: str, port: int, known_hosts: Path, via: str | None = None) -> str:
     """The command that records a host's key; run on the jump host for a server reached through one."""
-    port_flag = "" if port == 22 else f"-p {port} "
-    return f"{f'ssh {via} ' if via else ''}ssh-keyscan {port_flag}{host} >> {known_hosts}"
+    argv = ["ssh-keyscan", *([] if port == 22 else ["-p", str(port)]), host]
+    if via:  # the address and port are checked values, so the jump host's shell splits them back as they are
+        argv = ["ssh", via, *argv]
+    return f"{shlex.join(argv)} >> {shlex.quote(str(known_hosts))}"
 
 
 class KnownHosts:
@@ -176,7 +178,8 @@ def _changed_key(node: str, name: str, expected: paramiko.PKey, offered: paramik
         f"the server offers {offered.get_name()} {fingerprint(offered)}; nothing was run",
         host=node,
         fix=f"if the server was reinstalled, check the new fingerprint with its owner, then "
-            f"`ssh-keygen -f {path} -R '{name}'` and connect again; otherwise treat it as an attack")
+            f"`{shlex.join(['ssh-keygen', '-f', str(path), '-R', name])}` and connect again; otherwise treat it as "
+            "an attack")
 
 
 @cache
@@ -188,7 +191,8 @@ def load_key(path: str, source: str = "ssh.identity_file") -> paramiko.PKey:
         return paramiko.PKey.from_path(full)
     except FileNotFoundError:
         raise ConfigError(f"SSH key {full} not found ({source}); nothing was contacted",
-                          fix=f"make one (`ssh-keygen -t ed25519 -f {full}`, then add {full}.pub to the servers' "
+                          fix=f"make one (`{shlex.join(['ssh-keygen', '-t', 'ed25519', '-f', full])}`, then add "
+                              f"{shlex.quote(full + '.pub')} to the servers' "
                               "authorized_keys), or point the setting at your key") from None
     except (paramiko.SSHException, ValueError, OSError) as exc:
         raise ConfigError(f"cannot load SSH key {full} ({source}): {exc}; nothing was contacted",
