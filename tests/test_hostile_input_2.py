@@ -475,8 +475,9 @@ def test_an_option_given_as_a_path_is_an_error_naming_both(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     deploy = str(write(tmp_path, BASE))
     result = run_cli([deploy if a == "FILE" else a for a in argv])
-    assert result.rc == 2 and "which is an option" in result.err and "Traceback" not in result.text, result.text
-    assert option in result.err and repr(argv[argv.index(option if option != "--file" else "-f") + 1]) in result.err
+    assert result.rc == 2 and "is an option" in result.err and "Traceback" not in result.text, result.text
+    given = option if option != "--file" else "-f"
+    assert given in result.err and repr(argv[argv.index(given) + 1]) in result.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy.yaml"]
 
 

@@ -54,12 +54,13 @@ def launched(path: Path, state: str = "running", step: int | None = None, age_s:
 
 @pytest.fixture
 def supervised():
-    """Hold a job's lock from another process, as its live supervisor does."""
+    """Hold a job's lock from another process, as its live supervisor does: its command line names `supervise -f
+    FILE`, as the kit's does (a lock held by anything else is not believed: state.is_supervisor)."""
     procs = []
 
     def hold(store: StateStore) -> None:
-        proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(store.dir)], stdout=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        argv = [sys.executable, "-c", HOLD_LOCK, str(store.dir), "supervise", "-f", store.read().deployment]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         assert proc.stdout.readline().strip() == "held"
         procs.append(proc)
 
