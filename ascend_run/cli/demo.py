@@ -65,6 +65,23 @@ def _teardown(console, cluster, root: Path, keep: bool) -> None:
         cluster.down()
 
 
+def _sim_up(console, root: Path, nodes: int, kubernetes: bool) -> None:
+    up = ["sim", "up", "--servers", str(nodes), *(["--kubernetes"] if kubernetes else []), "--dir", str(root)]
+    what = " as Kubernetes nodes" if kubernetes else ""
+    _step(console, f"simulated cluster: {nodes} × Atlas 800T A2{what}", ["ascend-run", *up])
+    _invoke(up)
+
+
+def _build_image(console, client) -> str:
+    """The CPU train image (cached after the first run); its tag."""
+    from ascend_run.sim import demo as d
+
+    _step(console, "train image from images/train/Dockerfile (local Debian base, PyPI MindSpore "
+                   f"{d.CPU_MINDSPORE} standing in for CANN + the Ascend wheel)")
+    with console.status("building (cached after the first run)"):
+        return d.build_cpu_image(client, "train")
+
+
 def _demo_ssh(root: Path, nodes: int, steps: int, keep: bool) -> None:
     from ascend_run.engine.local import engine_client
     from ascend_run.sim import demo as d
@@ -73,17 +90,11 @@ def _demo_ssh(root: Path, nodes: int, steps: int, keep: bool) -> None:
     console = make_console(stderr=True)
     started = time.monotonic()
     cluster = SimCluster(root)
-    _step(console, f"simulated cluster: {nodes} × Atlas 800T A2", ["ascend-run", "sim", "up", "--servers", str(nodes),
-                                                                  "--dir", str(root)])
-    _invoke(["sim", "up", "--servers", str(nodes), "--dir", str(root)])
+    _sim_up(console, root, nodes, kubernetes=False)
     try:
         # the engine `image build` and `image ship` find too: the demo's image stays within reach afterwards
         with engine_client() as (engine, client):
-            tag = d.CPU_TAG.format(kind="train")
-            _step(console, "train image from images/train/Dockerfile (local Debian base, PyPI MindSpore "
-                           f"{d.CPU_MINDSPORE} standing in for CANN + the Ascend wheel)")
-            with console.status("building (cached after the first run)"):
-                d.build_cpu_image(client, "train")
+            tag = _build_image(console, client)
             job = d.demo_job_file(root, tag, steps)
             _step(console, "ship the image to every server (no registry)",
                   ["ascend-run", "image", "ship", "train", "-f", str(job)])
@@ -104,7 +115,6 @@ def _demo_ssh(root: Path, nodes: int, steps: int, keep: bool) -> None:
 def _demo_kubernetes(root: Path, nodes: int, steps: int, keep: bool) -> None:
     from ascend_run.cli.console import PrefixPrinter, framework_noise
     from ascend_run.engine.local import engine_client
-    from ascend_run.sim import demo as d
     from ascend_run.sim.cluster import SimCluster
     from ascend_run.sim.kube import demo as k
     from ascend_run.sim.kube.follow import JobFailed, follow_job, save_logs
@@ -112,16 +122,10 @@ def _demo_kubernetes(root: Path, nodes: int, steps: int, keep: bool) -> None:
     console = make_console(stderr=True)
     started = time.monotonic()
     cluster = SimCluster(root)
-    up = ["sim", "up", "--servers", str(nodes), "--kubernetes", "--dir", str(root)]
-    _step(console, f"simulated cluster: {nodes} × Atlas 800T A2 as Kubernetes nodes", ["ascend-run", *up])
-    _invoke(up)
+    _sim_up(console, root, nodes, kubernetes=True)
     try:
         with engine_client() as (engine, client):
-            tag = d.CPU_TAG.format(kind="train")
-            _step(console, "train image from images/train/Dockerfile (local Debian base, PyPI MindSpore "
-                           f"{d.CPU_MINDSPORE} standing in for CANN + the Ascend wheel)")
-            with console.status("building (cached after the first run)"):
-                d.build_cpu_image(client, "train")
+            tag = _build_image(console, client)
             _step(console, "the image into every server's containerd (no registry)")
             with console.status("importing"):
                 cluster.kube.import_image(cluster.saved_image(tag, engine.base_url))
