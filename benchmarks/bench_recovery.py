@@ -108,8 +108,8 @@ def crash_run(cluster: SimCluster, base: Path, index: int) -> dict[str, float]:
     return phases(events(job), crashed, msrun_noticed(job, crashed))
 
 
-def lost_server_run(cluster: SimCluster, base: Path) -> dict[str, float]:
-    job = job_file(cluster, base, "bench-lost", "--steps 40 --step-sleep 0.3", unreachable_timeout=3)
+def launch_until_step_8(job: Path) -> subprocess.Popen:
+    """`launch -f JOB` started in the background, returned once the supervisor's output shows step 8 (or 300 s)."""
     proc = subprocess.Popen([*CLI, "launch", "-f", str(job), "--skip-preflight"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
     from ascend_run.supervise.state import StateStore
@@ -121,6 +121,12 @@ def lost_server_run(cluster: SimCluster, base: Path) -> dict[str, float]:
         if re.search(r"step:\[\s*8/", text):
             break
         time.sleep(0.2)
+    return proc
+
+
+def lost_server_run(cluster: SimCluster, base: Path) -> dict[str, float]:
+    job = job_file(cluster, base, "bench-lost", "--steps 40 --step-sleep 0.3", unreachable_timeout=3)
+    proc = launch_until_step_8(job)
     lost_at = time.time()
     cluster.kill_sshd(1)
     subprocess.run(["docker", "-H", cluster.docker_host(1), "rm", "-f", "bench-lost"], capture_output=True)
@@ -135,17 +141,8 @@ def lost_server_run(cluster: SimCluster, base: Path) -> dict[str, float]:
 def partition_run(cluster: SimCluster, base: Path, index: int) -> dict[str, float]:
     # a name per run: the previous run's output (its step 8 included) must not be read as this one's
     job = job_file(cluster, base, f"bench-cut-{index}", "--steps 40 --step-sleep 0.3", unreachable_timeout=5)
-    proc = subprocess.Popen([*CLI, "launch", "-f", str(job), "--skip-preflight"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
-    from ascend_run.supervise.state import StateStore
-
-    output = StateStore.for_deployment(load_deployment(job)).output_file
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        text = output.read_text() if output.exists() else ""
-        if re.search(r"step:\[\s*8/", text):
-            break
-        time.sleep(0.2)
+    deadline = time.monotonic() + 300  # from the launch, as the wait for step 8 counts it
+    proc = launch_until_step_8(job)
     cut_at = time.time()
     cluster.partition(1)
     try:
